@@ -1,0 +1,174 @@
+"""Writer of the sparseinfer model file (see docs/format.md).
+
+The runtime's reader is in C (kernels/si_loader.c). This module only writes, plus the two
+small helpers that both the writer and the pruner need: kernel layout conversion and CSR.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+FORMAT_NAME = "sparseinfer-model"
+FORMAT_VERSION = (1, 0)
+
+LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
+ACTIVATIONS = ("linear", "relu", "softmax")
+STORAGE = ("auto", "dense", "csr")
+
+
+class ModelFormatError(ValueError):
+    """A model description that cannot be written as a valid model file."""
+
+
+def conv_kernel_to_matrix(kernel_hwio: np.ndarray) -> np.ndarray:
+    """TensorFlow HWIO kernel -> (filters, kh*kw*cin) matrix, one row per filter."""
+    k = np.asarray(kernel_hwio, dtype=np.float32)
+    if k.ndim != 4:
+        raise ModelFormatError(f"conv kernel must be 4-D HWIO, got shape {k.shape}")
+    kh, kw, cin, cout = k.shape
+    return np.ascontiguousarray(k.reshape(kh * kw * cin, cout).T)
+
+
+def matrix_to_conv_kernel(matrix: np.ndarray, kh: int, kw: int, cin: int) -> np.ndarray:
+    """Inverse of conv_kernel_to_matrix."""
+    m = np.asarray(matrix, dtype=np.float32)
+    return np.ascontiguousarray(m.T.reshape(kh, kw, cin, m.shape[0]))
+
+
+def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical CSR (data float32, indices int32, indptr int64) of a 2-D array."""
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim != 2:
+        raise ModelFormatError(f"CSR needs a 2-D matrix, got shape {w.shape}")
+    rows, cols = np.nonzero(w)  # row-major order: rows sorted, columns increasing
+    indptr = np.zeros(w.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
+    return w[rows, cols].astype(np.float32), cols.astype(np.int32), indptr
+
+
+def csr_bytes(nnz: int, rows: int) -> int:
+    """Bytes of a CSR matrix as written: float32 values, int32 indices, int64 pointers."""
+    return 8 * nnz + 8 * (rows + 1) + 16
+
+
+def _check_pair(layer: Mapping[str, Any], key: str) -> list[int]:
+    v = layer.get(key)
+    if (not isinstance(v, (list, tuple)) or len(v) != 2
+            or not all(isinstance(x, (int, np.integer)) and x > 0 for x in v)):
+        raise ModelFormatError(f"layer {layer.get('name')!r}: {key} must be two positive ints, got {v!r}")
+    return [int(x) for x in v]
+
+
+def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
+                input_spec: Mapping[str, Any], classes: Iterable[str] | None = None,
+                name: str = "model", storage: str = "auto") -> dict:
+    """Write a model file and return its manifest.
+
+    ``layers``: dicts with ``name``, ``type`` and the hyper-parameters of docs/format.md;
+    ``conv2d`` and ``dense`` also carry ``W`` (matrix, one row per output; see
+    conv_kernel_to_matrix) and ``b`` (bias or None). ``storage``: per weight, ``auto``
+    stores CSR where it takes fewer bytes than dense, ``dense``/``csr`` force one.
+    The file appears whole or not at all (written to a temporary file, then renamed).
+    """
+    if storage not in STORAGE:
+        raise ModelFormatError(f"storage must be one of {STORAGE}, got {storage!r}")
+    arrays: dict[str, np.ndarray] = {}
+    out_layers: list[dict] = []
+    seen: set[str] = set()
+    for i, layer in enumerate(layers):
+        lname = str(layer.get("name") or f"layer{i}")
+        if lname in seen:
+            raise ModelFormatError(f"duplicate layer name {lname!r}")
+        seen.add(lname)
+        ltype = layer.get("type")
+        if ltype not in LAYER_TYPES:
+            raise ModelFormatError(f"layer {lname!r}: unknown type {ltype!r} (known: {LAYER_TYPES})")
+        entry: dict[str, Any] = {"name": lname, "type": ltype}
+        if ltype in ("conv2d", "dense"):
+            act = layer.get("activation", "linear")
+            if act not in ACTIVATIONS:
+                raise ModelFormatError(f"layer {lname!r}: activation {act!r} not in {ACTIVATIONS}")
+            w = np.asarray(layer["W"], dtype=np.float32)
+            if w.ndim != 2:
+                raise ModelFormatError(f"layer {lname!r}: W must be 2-D, got {w.shape}")
+            if not np.isfinite(w).all():
+                raise ModelFormatError(f"layer {lname!r}: W has non-finite values")
+            if ltype == "conv2d":
+                entry["filters"] = int(w.shape[0])
+                entry["kernel"] = _check_pair(layer, "kernel")
+                entry["strides"] = _check_pair({**layer, "strides": layer.get("strides", [1, 1])}, "strides")
+                entry["padding"] = layer.get("padding", "valid")
+            else:
+                entry["units"] = int(w.shape[0])
+            entry["activation"] = act
+            nnz = int(np.count_nonzero(w))
+            use_csr = storage == "csr" or (storage == "auto" and csr_bytes(nnz, w.shape[0]) < w.nbytes)
+            key = f"{lname}.W"
+            if use_csr:
+                data, indices, indptr = dense_to_csr(w)
+                arrays[key + ".data"] = data
+                arrays[key + ".indices"] = indices
+                arrays[key + ".indptr"] = indptr
+                arrays[key + ".shape"] = np.array(w.shape, dtype=np.int64)
+                entry["weight"] = {"format": "csr", "prefix": key}
+            else:
+                arrays[key] = np.ascontiguousarray(w)
+                entry["weight"] = {"format": "dense", "array": key}
+            b = layer.get("b")
+            if b is not None:
+                b = np.asarray(b, dtype=np.float32).reshape(-1)
+                if b.shape[0] != w.shape[0]:
+                    raise ModelFormatError(f"layer {lname!r}: bias has {b.shape[0]} values for {w.shape[0]} outputs")
+                arrays[f"{lname}.b"] = b
+                entry["bias"] = f"{lname}.b"
+            else:
+                entry["bias"] = None
+        elif ltype == "maxpool2d":
+            entry["pool"] = _check_pair(layer, "pool")
+            entry["strides"] = _check_pair({**layer, "strides": layer.get("strides", entry["pool"])}, "strides")
+            entry["padding"] = layer.get("padding", "valid")
+        if entry.get("padding", "valid") not in ("valid", "same"):
+            raise ModelFormatError(f"layer {lname!r}: padding must be 'valid' or 'same'")
+        out_layers.append(entry)
+
+    spec = dict(input_spec)
+    shape = spec.get("shape")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(int(s) > 0 for s in shape)):
+        raise ModelFormatError(f"input shape must be [h, w, c], got {shape!r}")
+    spec["shape"] = [int(s) for s in shape]
+    c = spec["shape"][2]
+    spec.setdefault("color", "gray" if c == 1 else "rgb")
+    spec.setdefault("resize", {"mode": "stretch", "size": spec["shape"][:2]})
+    spec.setdefault("crop", None)
+    spec["mean"] = [float(x) for x in np.broadcast_to(np.asarray(spec.get("mean", 0.0), np.float64), (c,))]
+    spec["std"] = [float(x) for x in np.broadcast_to(np.asarray(spec.get("std", 1.0), np.float64), (c,))]
+    spec.setdefault("invert", False)
+    manifest: dict[str, Any] = {"format": FORMAT_NAME, "version": list(FORMAT_VERSION),
+                                "name": name, "input": spec, "layers": out_layers}
+    if classes is not None:
+        manifest["classes"] = [str(s) for s in classes]
+    arrays["model.json"] = np.frombuffer(json.dumps(manifest, indent=1).encode("utf-8"), dtype=np.uint8)
+
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".sparseinfer-", suffix=".npz", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a model file, read with NumPy (no pickle). For tools; the runtime
+    reads files with its own C loader."""
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(z["model.json"].tobytes().decode("utf-8"))
