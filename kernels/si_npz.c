@@ -1,0 +1,290 @@
+/* Reader of .npz archives: a ZIP of .npy members, as numpy.savez writes them.
+ *
+ * The whole file is untrusted: every offset and length is checked against the buffer
+ * before it is read, every member's CRC-32 is verified, and only the small subset of ZIP
+ * and .npy that numpy.savez produces is accepted (stored members, ZIP64 extra fields,
+ * little-endian C-order arrays of a few dtypes).
+ */
+#include "si_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MEMBERS 4096
+
+static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32); }
+
+/* 1 if [off, off + len) lies within [0, size). */
+static int in_bounds(uint64_t off, uint64_t len, uint64_t size) {
+    return off <= size && len <= size - off;
+}
+
+static uint32_t crc_table[256];
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+static uint32_t crc32_of(const unsigned char *p, uint64_t n) {
+    static int ready = 0; /* benign race: every thread writes the same table */
+    if (!ready) { crc_init(); ready = 1; }
+    uint32_t c = 0xFFFFFFFFu;
+    for (uint64_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+const char *si_dtype_name(si_dtype t) {
+    switch (t) {
+    case SI_F32: return "float32";
+    case SI_I32: return "int32";
+    case SI_U16: return "uint16";
+    case SI_I64: return "int64";
+    case SI_U8: return "uint8";
+    }
+    return "?";
+}
+
+static int dtype_size(si_dtype t) {
+    switch (t) {
+    case SI_F32: case SI_I32: return 4;
+    case SI_U16: return 2;
+    case SI_I64: return 8;
+    case SI_U8: return 1;
+    }
+    return 0;
+}
+
+/* ---- .npy header: a Python dict literal such as
+ *   {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }                        */
+
+typedef struct { const char *p, *end; } cursor;
+
+static void skip_ws(cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++;
+}
+static int eat(cursor *c, char ch) {
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ch) { c->p++; return 1; }
+    return 0;
+}
+/* A quoted string into buf (at most cap - 1 characters). */
+static int read_str(cursor *c, char *buf, size_t cap) {
+    skip_ws(c);
+    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"')) return 0;
+    char q = *c->p++;
+    size_t n = 0;
+    while (c->p < c->end && *c->p != q) {
+        if (n + 1 >= cap) return 0;
+        buf[n++] = *c->p++;
+    }
+    if (c->p >= c->end) return 0;
+    c->p++;
+    buf[n] = 0;
+    return 1;
+}
+
+static si_status parse_npy(const char *member, const unsigned char *d, uint64_t len, si_array *a) {
+    if (len < 10 || memcmp(d, "\x93NUMPY", 6) != 0)
+        return si_fail(SI_ERR_FORMAT, "member %s: not a .npy array (bad magic)", member);
+    int major = d[6];
+    uint64_t hlen, hoff;
+    if (major == 1) { hlen = rd16(d + 8); hoff = 10; }
+    else if (major == 2 || major == 3) {
+        if (len < 12) return si_fail(SI_ERR_FORMAT, "member %s: truncated .npy header", member);
+        hlen = rd32(d + 8); hoff = 12;
+    } else return si_fail(SI_ERR_FORMAT, "member %s: .npy version %d not supported", member, major);
+    if (!in_bounds(hoff, hlen, len))
+        return si_fail(SI_ERR_FORMAT, "member %s: .npy header length %llu beyond the member",
+                       member, (unsigned long long)hlen);
+    cursor c = {(const char *)d + hoff, (const char *)d + hoff + hlen};
+    char key[32], descr[16] = "";
+    int have_descr = 0, have_order = 0, have_shape = 0, fortran = 0;
+    if (!eat(&c, '{')) goto bad;
+    while (!eat(&c, '}')) {
+        if (!read_str(&c, key, sizeof key) || !eat(&c, ':')) goto bad;
+        if (strcmp(key, "descr") == 0) {
+            if (!read_str(&c, descr, sizeof descr)) goto bad;
+            have_descr = 1;
+        } else if (strcmp(key, "fortran_order") == 0) {
+            skip_ws(&c);
+            if (c.end - c.p >= 4 && memcmp(c.p, "True", 4) == 0) { fortran = 1; c.p += 4; }
+            else if (c.end - c.p >= 5 && memcmp(c.p, "False", 5) == 0) { fortran = 0; c.p += 5; }
+            else goto bad;
+            have_order = 1;
+        } else if (strcmp(key, "shape") == 0) {
+            if (!eat(&c, '(')) goto bad;
+            a->ndim = 0;
+            while (!eat(&c, ')')) {
+                skip_ws(&c);
+                int64_t v = 0;
+                int digits = 0;
+                while (c.p < c.end && *c.p >= '0' && *c.p <= '9') {
+                    if (v > (INT64_C(1) << 31)) break; /* refused below */
+                    v = v * 10 + (*c.p++ - '0');
+                    digits++;
+                }
+                if (!digits) goto bad;
+                if (v >= (INT64_C(1) << 31))
+                    return si_fail(SI_ERR_FORMAT, "member %s: dimension %lld too large (limit 2^31 - 1)",
+                                   member, (long long)v);
+                if (a->ndim >= 4)
+                    return si_fail(SI_ERR_FORMAT, "member %s: more than 4 dimensions", member);
+                a->shape[a->ndim++] = v;
+                if (!eat(&c, ',')) { if (!eat(&c, ')')) goto bad; break; }
+            }
+            have_shape = 1;
+        } else goto bad;
+        if (!eat(&c, ',')) { if (!eat(&c, '}')) goto bad; break; }
+    }
+    if (!have_descr || !have_order || !have_shape) goto bad;
+    if (fortran) return si_fail(SI_ERR_FORMAT, "member %s: Fortran-order arrays are not supported", member);
+    if (strcmp(descr, "<f4") == 0) a->dtype = SI_F32;
+    else if (strcmp(descr, "<i4") == 0) a->dtype = SI_I32;
+    else if (strcmp(descr, "<u2") == 0) a->dtype = SI_U16;
+    else if (strcmp(descr, "<i8") == 0) a->dtype = SI_I64;
+    else if (strcmp(descr, "|u1") == 0) a->dtype = SI_U8;
+    else return si_fail(SI_ERR_FORMAT, "member %s: dtype '%s' not supported (float32, int32, uint16, int64, uint8)",
+                        member, descr);
+    int64_t count = 1, bytes;
+    for (int i = 0; i < a->ndim; i++)
+        if (!si_mul_ok(count, a->shape[i], &count))
+            return si_fail(SI_ERR_FORMAT, "member %s: element count overflows", member);
+    if (!si_mul_ok(count, dtype_size(a->dtype), &bytes) || (uint64_t)bytes != len - hoff - hlen)
+        return si_fail(SI_ERR_FORMAT, "member %s: %llu data bytes for %lld elements of %s",
+                       member, (unsigned long long)(len - hoff - hlen), (long long)count,
+                       si_dtype_name(a->dtype));
+    a->count = count;
+    a->data = d + hoff + hlen;
+    return SI_OK;
+bad:
+    return si_fail(SI_ERR_FORMAT, "member %s: malformed .npy header", member);
+}
+
+/* ---- ZIP ---------------------------------------------------------------------------- */
+
+si_status si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
+    memset(out, 0, sizeof *out);
+    if (size < 22) return si_fail(SI_ERR_FORMAT, "not an .npz file: %zu bytes is too short for a ZIP archive", size);
+    /* End of central directory: the last signature within the final 64 KiB + 22 bytes. */
+    int64_t eocd = -1;
+    size_t lo = size > 65535 + 22 ? size - 65535 - 22 : 0;
+    for (size_t i = size - 22 + 1; i-- > lo;) {
+        if (rd32(buf + i) == 0x06054b50u && i + 22 + rd16(buf + i + 20) == size) { eocd = (int64_t)i; break; }
+    }
+    if (eocd < 0) return si_fail(SI_ERR_FORMAT, "not an .npz file: no ZIP end-of-central-directory record (truncated?)");
+    const unsigned char *e = buf + eocd;
+    uint64_t n_entries = rd16(e + 10), cd_size = rd32(e + 12), cd_off = rd32(e + 16);
+    if (rd16(e + 4) != 0 || rd16(e + 6) != 0) return si_fail(SI_ERR_FORMAT, "multi-disk ZIP archives are not supported");
+    if (n_entries == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
+        if (eocd < 20 || rd32(buf + eocd - 20) != 0x07064b50u)
+            return si_fail(SI_ERR_FORMAT, "ZIP64 archive without a ZIP64 locator");
+        uint64_t z = rd64(buf + eocd - 20 + 8);
+        if (!in_bounds(z, 56, size) || rd32(buf + z) != 0x06064b50u)
+            return si_fail(SI_ERR_FORMAT, "ZIP64 end-of-central-directory record out of range or corrupt");
+        n_entries = rd64(buf + z + 32);
+        cd_size = rd64(buf + z + 40);
+        cd_off = rd64(buf + z + 48);
+    }
+    if (!in_bounds(cd_off, cd_size, size))
+        return si_fail(SI_ERR_FORMAT, "ZIP central directory (offset %llu, %llu bytes) beyond the %zu-byte file",
+                       (unsigned long long)cd_off, (unsigned long long)cd_size, size);
+    if (n_entries > MAX_MEMBERS || n_entries * 46 > cd_size)
+        return si_fail(SI_ERR_FORMAT, "ZIP directory claims %llu members in %llu bytes",
+                       (unsigned long long)n_entries, (unsigned long long)cd_size);
+    out->arrays = calloc(n_entries ? n_entries : 1, sizeof *out->arrays);
+    if (!out->arrays) return si_fail(SI_ERR_NOMEM, "out of memory reading the ZIP directory");
+    uint64_t p = cd_off, cd_end = cd_off + cd_size;
+    si_status st = SI_OK;
+    for (uint64_t k = 0; k < n_entries; k++) {
+        if (!in_bounds(p, 46, cd_end) || rd32(buf + p) != 0x02014b50u) {
+            st = si_fail(SI_ERR_FORMAT, "ZIP central directory entry %llu is corrupt", (unsigned long long)k);
+            goto fail;
+        }
+        const unsigned char *h = buf + p;
+        uint16_t flags = rd16(h + 8), method = rd16(h + 10);
+        uint32_t crc = rd32(h + 16);
+        uint64_t csize = rd32(h + 20), usize = rd32(h + 24), loff = rd32(h + 42);
+        uint16_t nlen = rd16(h + 28), xlen = rd16(h + 30), clen = rd16(h + 32);
+        if (!in_bounds(p + 46, (uint64_t)nlen + xlen + clen, cd_end)) {
+            st = si_fail(SI_ERR_FORMAT, "ZIP central directory entry %llu runs past the directory", (unsigned long long)k);
+            goto fail;
+        }
+        char name[160];
+        if (nlen < 5 || nlen >= sizeof name - 1 || nlen - 4 >= (int)sizeof out->arrays[0].name) {
+            st = si_fail(SI_ERR_FORMAT, "ZIP member %llu: name of %u bytes not allowed", (unsigned long long)k, nlen);
+            goto fail;
+        }
+        memcpy(name, h + 46, nlen);
+        name[nlen] = 0;
+        if (memchr(name, 0, nlen) || strcmp(name + nlen - 4, ".npy") != 0) {
+            st = si_fail(SI_ERR_FORMAT, "ZIP member '%.*s' is not a .npy array", (int)nlen, name);
+            goto fail;
+        }
+        /* ZIP64 extra field: the 64-bit values present are those whose 32-bit field is all ones. */
+        const unsigned char *x = h + 46 + nlen, *xend = x + xlen;
+        while (xend - x >= 4) {
+            uint16_t id = rd16(x), sz = rd16(x + 2);
+            if (sz > xend - x - 4) break;
+            if (id == 0x0001) {
+                const unsigned char *q = x + 4, *qend = q + sz;
+                if (usize == 0xFFFFFFFFu) { if (qend - q < 8) break; usize = rd64(q); q += 8; }
+                if (csize == 0xFFFFFFFFu) { if (qend - q < 8) break; csize = rd64(q); q += 8; }
+                if (loff == 0xFFFFFFFFu) { if (qend - q < 8) break; loff = rd64(q); q += 8; }
+            }
+            x += 4 + sz;
+        }
+        if (flags & 1) { st = si_fail(SI_ERR_FORMAT, "member %s: encrypted ZIP members are not supported", name); goto fail; }
+        if (method != 0) {
+            st = si_fail(SI_ERR_UNSUPPORTED, "member %s: compressed (method %u); write model files with numpy.savez, not savez_compressed",
+                         name, method);
+            goto fail;
+        }
+        if (csize != usize) { st = si_fail(SI_ERR_FORMAT, "member %s: stored sizes disagree", name); goto fail; }
+        if (!in_bounds(loff, 30, size) || rd32(buf + loff) != 0x04034b50u) {
+            st = si_fail(SI_ERR_FORMAT, "member %s: local header at offset %llu missing or beyond the file (truncated?)",
+                         name, (unsigned long long)loff);
+            goto fail;
+        }
+        uint64_t doff = loff + 30 + rd16(buf + loff + 26) + rd16(buf + loff + 28);
+        if (!in_bounds(doff, csize, size)) {
+            st = si_fail(SI_ERR_FORMAT, "member %s: %llu data bytes at offset %llu run past the end of the %zu-byte file (truncated?)",
+                         name, (unsigned long long)csize, (unsigned long long)doff, size);
+            goto fail;
+        }
+        if (crc32_of(buf + doff, csize) != crc) {
+            st = si_fail(SI_ERR_FORMAT, "member %s: CRC-32 mismatch (corrupt file)", name);
+            goto fail;
+        }
+        si_array *a = &out->arrays[out->n];
+        memcpy(a->name, name, nlen - 4);
+        a->name[nlen - 4] = 0;
+        if (si_npz_find(out, a->name)) { st = si_fail(SI_ERR_FORMAT, "member %s appears twice", name); goto fail; }
+        st = parse_npy(name, buf + doff, csize, a);
+        if (st != SI_OK) goto fail;
+        out->n++;
+        p += 46 + (uint64_t)nlen + xlen + clen;
+    }
+    return SI_OK;
+fail:
+    si_npz_close(out);
+    return st;
+}
+
+void si_npz_close(si_npz *npz) {
+    free(npz->arrays);
+    npz->arrays = NULL;
+    npz->n = 0;
+}
+
+const si_array *si_npz_find(const si_npz *npz, const char *name) {
+    for (int i = 0; i < npz->n; i++)
+        if (strcmp(npz->arrays[i].name, name) == 0) return &npz->arrays[i];
+    return NULL;
+}

@@ -1,0 +1,138 @@
+/* sparseinfer.h: the public C API of the sparseinfer runtime.
+ *
+ * Conventions
+ *   - Every name starts with si_ / SI_. Handles are opaque.
+ *   - Every call that can fail returns an si_status (SI_OK == 0) and writes results
+ *     through out-pointers, which are left untouched on failure. si_status_str() names a
+ *     code; si_last_error() gives the detail of the last failure on the calling thread
+ *     ("layer fc1: indices[12] = 25100 >= cols 25088").
+ *   - An si_model is immutable once loaded and may be shared by any number of threads.
+ *     An si_context holds the scratch memory of one run and belongs to one thread at a
+ *     time. All planning happens at load and context creation; si_run allocates nothing.
+ *   - Tensors are float32, NHWC, C-contiguous. Every model file is treated as untrusted.
+ *
+ * Example
+ *
+ *   si_model *m; si_context *ctx;
+ *   if (si_model_load_file("lenet5.npz", &m) != SI_OK) {
+ *       fprintf(stderr, "%s\n", si_last_error()); return 1;
+ *   }
+ *   si_context_create(m, 1, &ctx);                    // up to 1 sample per si_run call
+ *   int64_t in_n = si_model_input_size(m), out_n = si_model_output_size(m);
+ *   float *x = calloc(in_n, sizeof *x), *y = malloc(out_n * sizeof *y);
+ *   if (si_run(ctx, x, 1, y) == SI_OK) printf("p[0] = %g\n", y[0]);
+ *   si_context_free(ctx); si_model_free(m); free(x); free(y);
+ */
+#ifndef SPARSEINFER_H
+#define SPARSEINFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SI_BUILDING_LIBRARY) && defined(__GNUC__)
+#define SI_API __attribute__((visibility("default")))
+#else
+#define SI_API
+#endif
+
+#define SI_VERSION_MAJOR 0
+#define SI_VERSION_MINOR 1
+/* The newest model file format version this library reads (docs/format.md). */
+#define SI_FORMAT_VERSION_MAJOR 1
+
+/* Append-only: codes keep their values across releases. */
+typedef enum si_status {
+    SI_OK = 0,
+    SI_ERR_IO = 1,          /* the file cannot be opened or read */
+    SI_ERR_FORMAT = 2,      /* not a valid model file: container, array or manifest */
+    SI_ERR_MODEL = 3,       /* a valid file describing an invalid model: shapes, CSR */
+    SI_ERR_UNSUPPORTED = 4, /* valid, but a feature this build does not have */
+    SI_ERR_ARGUMENT = 5,    /* a bad argument to an API call */
+    SI_ERR_NOMEM = 6,       /* out of memory */
+    SI_ERR_INTERNAL = 7     /* a bug: please report it with si_last_error() */
+} si_status;
+
+typedef struct si_model si_model;
+typedef struct si_context si_context;
+
+/* Words for a status code; a static string, never NULL. */
+SI_API const char *si_status_str(si_status status);
+
+/* Detail of the last failure on the calling thread; "" when there is none. The string
+ * belongs to the library and stays valid until the next failing call on this thread. */
+SI_API const char *si_last_error(void);
+
+/* Library version as "MAJOR.MINOR". */
+SI_API const char *si_version(void);
+
+/* Load a model from a file or from a caller's buffer (the bytes of a model file). The
+ * buffer is only read during the call: the model keeps its own copy of what it needs.
+ * On success *out owns a new model; release it with si_model_free(). */
+SI_API si_status si_model_load_file(const char *path, si_model **out);
+SI_API si_status si_model_load_buffer(const void *data, size_t size, si_model **out);
+/* Frees a model; NULL is allowed. No context of it may be used afterwards. */
+SI_API void si_model_free(si_model *model);
+
+/* Shape of one input sample (height, width, channels) and element counts per sample. */
+SI_API void si_model_input_shape(const si_model *model, int64_t hwc[3]);
+SI_API int64_t si_model_input_size(const si_model *model);
+SI_API int64_t si_model_output_size(const si_model *model);
+/* The manifest (model.json) as a NUL-terminated UTF-8 string owned by the model. */
+SI_API const char *si_model_manifest(const si_model *model);
+
+typedef enum si_layer_type {
+    SI_LAYER_CONV2D = 0,
+    SI_LAYER_DENSE = 1,
+    SI_LAYER_MAXPOOL2D = 2,
+    SI_LAYER_RELU = 3,
+    SI_LAYER_SOFTMAX = 4,
+    SI_LAYER_FLATTEN = 5
+} si_layer_type;
+
+typedef enum si_storage {
+    SI_STORAGE_NONE = 0,  /* layer has no weights */
+    SI_STORAGE_DENSE = 1,
+    SI_STORAGE_CSR = 2
+} si_storage;
+
+typedef struct si_layer_info {
+    const char *name;      /* owned by the model */
+    si_layer_type type;
+    int64_t out_shape[3];  /* per sample: h, w, c (dense layers: 1, 1, units) */
+    int64_t rows, cols;    /* weight matrix, one row per output; 0 without weights */
+    int64_t params;        /* dense parameter count: rows * cols + bias */
+    int64_t nnz;           /* non-zero weights stored (dense storage: counted at load) */
+    si_storage storage;
+    int64_t weight_bytes;  /* bytes of weights + bias as stored in memory */
+} si_layer_info;
+
+SI_API int si_model_num_layers(const si_model *model);
+/* Fills *info for layer index (0 <= index < si_model_num_layers). */
+SI_API si_status si_model_layer_info(const si_model *model, int index, si_layer_info *info);
+
+/* A context for running up to max_batch samples per si_run call. It keeps a pointer to the
+ * model, which must outlive it. */
+SI_API si_status si_context_create(const si_model *model, int max_batch, si_context **out);
+SI_API void si_context_free(si_context *ctx);
+
+/* Run batch samples: input is batch * si_model_input_size floats (NHWC), output receives
+ * batch * si_model_output_size floats. 1 <= batch <= max_batch of the context. The buffers
+ * belong to the caller and must not overlap. */
+SI_API si_status si_run(si_context *ctx, const float *input, int batch, float *output);
+
+/* Threads used by the kernels of the calling thread's runs (0: the library default, all
+ * cores). Returns the previous setting. */
+SI_API int si_set_num_threads(int n);
+
+/* Force every layer onto the plain reference kernels (1) or the fast ones (0, default).
+ * For tests that hold the fast path against the reference. Process-wide. */
+SI_API void si_set_reference_kernels(int on);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPARSEINFER_H */

@@ -1,0 +1,185 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Python skin over the C runtime: a Model owns one si_model and one si_context."""
+import json
+import threading
+
+import numpy as np
+
+from libc.stdint cimport int64_t
+from sparseinfer._csparseinfer cimport *
+
+LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
+STORAGE = ("none", "dense", "csr")
+
+
+class SparseInferError(RuntimeError):
+    """A failure reported by the C runtime; ``status`` is its si_status name."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+cdef _raise(si_status st):
+    cdef bytes detail = si_last_error()
+    raise SparseInferError(si_status_str(st).decode(), detail.decode("utf-8", "replace"))
+
+
+def version():
+    return si_version().decode()
+
+
+def set_reference_kernels(bint on):
+    """Force the plain reference kernels (for tests holding the fast path against them)."""
+    si_set_reference_kernels(on)
+
+
+cdef class Model:
+    """A model loaded by the C runtime. ``predict`` is safe to call from several threads
+    (runs on one Model are serialised; load the file twice to run in parallel)."""
+    cdef si_model *_m
+    cdef si_context *_ctx
+    cdef int _ctx_batch
+    cdef readonly int threads
+    cdef readonly str path
+    cdef object _lock
+    cdef object _manifest
+
+    def __cinit__(self):
+        self._m = NULL
+        self._ctx = NULL
+        self._ctx_batch = 0
+
+    def __init__(self, path, threads=None, bytes data=None):
+        cdef si_status st
+        cdef bytes bpath
+        cdef const char *buf
+        cdef size_t n
+        self._lock = threading.Lock()
+        self.threads = int(threads or 0)
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        if data is not None:
+            self.path = "<buffer>"
+            buf = data
+            n = len(data)
+            with nogil:
+                st = si_model_load_buffer(buf, n, &self._m)
+        else:
+            self.path = str(path)
+            bpath = self.path.encode()
+            buf = bpath
+            with nogil:
+                st = si_model_load_file(buf, &self._m)
+        if st != SI_OK:
+            _raise(st)
+        self._manifest = json.loads(si_model_manifest(self._m).decode("utf-8"))
+
+    @classmethod
+    def from_bytes(cls, bytes data, threads=None):
+        return cls(None, threads=threads, data=data)
+
+    def __dealloc__(self):
+        if self._ctx != NULL:
+            si_context_free(self._ctx)
+        if self._m != NULL:
+            si_model_free(self._m)
+
+    @property
+    def manifest(self):
+        return self._manifest
+
+    @property
+    def input_shape(self):
+        cdef int64_t hwc[3]
+        si_model_input_shape(self._m, hwc)
+        return (hwc[0], hwc[1], hwc[2])
+
+    @property
+    def output_size(self):
+        return si_model_output_size(self._m)
+
+    @property
+    def input_spec(self):
+        return self._manifest.get("input", {})
+
+    @property
+    def classes(self):
+        return self._manifest.get("classes")
+
+    @property
+    def name(self):
+        return self._manifest.get("name", "")
+
+    def layers(self):
+        """One dict per layer: name, type, output shape, weight matrix shape, dense
+        parameter count, non-zeros, storage and bytes, as the C runtime holds them."""
+        cdef si_layer_info info
+        out = []
+        for i in range(si_model_num_layers(self._m)):
+            if si_model_layer_info(self._m, i, &info) != SI_OK:
+                _raise(SI_OK)
+            out.append({
+                "name": info.name.decode("utf-8", "replace"),
+                "type": LAYER_TYPES[<int>info.type],
+                "output_shape": [info.out_shape[0], info.out_shape[1], info.out_shape[2]],
+                "weight_shape": [info.rows, info.cols] if info.storage else None,
+                "params": info.params,
+                "nnz": info.nnz,
+                "storage": STORAGE[<int>info.storage],
+                "bytes": info.weight_bytes,
+            })
+        return out
+
+    cdef _ensure_context(self, int batch):
+        cdef si_status st
+        if self._ctx != NULL and self._ctx_batch >= batch:
+            return
+        if self._ctx != NULL:
+            si_context_free(self._ctx)
+            self._ctx = NULL
+        st = si_context_create(self._m, batch, &self._ctx)
+        if st != SI_OK:
+            _raise(st)
+        self._ctx_batch = batch
+
+    def predict(self, x):
+        """Run an NHWC float32 batch (or one HWC sample) and return the outputs, one row
+        per sample (probabilities when the model ends in softmax)."""
+        arr = np.asarray(x)
+        shape = self.input_shape
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape:
+            raise ValueError(f"input must be NHWC with sample shape {shape}, got {np.asarray(x).shape}")
+        if arr.shape[0] == 0:
+            return np.zeros((0, self.output_size), np.float32)
+        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"input must be numeric, got dtype {arr.dtype}")
+        cdef float[:, ::1] xin = np.ascontiguousarray(arr.reshape(arr.shape[0], -1), dtype=np.float32)
+        if not np.isfinite(np.asarray(xin)).all():
+            raise ValueError("input holds NaN or infinite values")
+        cdef int64_t n = xin.shape[0], out_n = self.output_size
+        out = np.empty((n, out_n), np.float32)
+        cdef float[:, ::1] yout = out
+        # Samples per C call: a context holds two activation buffers per sample, and a
+        # VGG-sized sample needs about 25 MB of them.
+        cdef int chunk = <int>min(n, 64 if xin.shape[1] < 50000 else 8)
+        cdef int64_t i = 0
+        cdef int b
+        cdef si_status st = SI_OK
+        cdef int prev
+        with self._lock:
+            self._ensure_context(chunk)
+            with nogil:
+                prev = si_set_num_threads(self.threads)
+                while i < n:
+                    b = <int>min(<int64_t>chunk, n - i)
+                    st = si_run(self._ctx, &xin[i, 0], b, &yout[i, 0])
+                    if st != SI_OK:
+                        break
+                    i += b
+                si_set_num_threads(prev)
+        if st != SI_OK:
+            _raise(st)
+        return out

@@ -1,0 +1,42 @@
+# Declarations of the public C API (kernels/sparseinfer.h), once.
+from libc.stdint cimport int64_t
+
+cdef extern from "sparseinfer.h" nogil:
+    ctypedef enum si_status:
+        SI_OK
+    ctypedef enum si_layer_type:
+        pass
+    ctypedef enum si_storage:
+        pass
+    ctypedef struct si_model:
+        pass
+    ctypedef struct si_context:
+        pass
+    ctypedef struct si_layer_info:
+        const char *name
+        si_layer_type type
+        int64_t out_shape[3]
+        int64_t rows
+        int64_t cols
+        int64_t params
+        int64_t nnz
+        si_storage storage
+        int64_t weight_bytes
+
+    const char *si_status_str(si_status status)
+    const char *si_last_error()
+    const char *si_version()
+    si_status si_model_load_file(const char *path, si_model **out)
+    si_status si_model_load_buffer(const void *data, size_t size, si_model **out)
+    void si_model_free(si_model *model)
+    void si_model_input_shape(const si_model *model, int64_t hwc[3])
+    int64_t si_model_input_size(const si_model *model)
+    int64_t si_model_output_size(const si_model *model)
+    const char *si_model_manifest(const si_model *model)
+    int si_model_num_layers(const si_model *model)
+    si_status si_model_layer_info(const si_model *model, int index, si_layer_info *info)
+    si_status si_context_create(const si_model *model, int max_batch, si_context **out)
+    void si_context_free(si_context *ctx)
+    si_status si_run(si_context *ctx, const float *input, int batch, float *output)
+    int si_set_num_threads(int n)
+    void si_set_reference_kernels(int on)
