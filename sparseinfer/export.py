@@ -90,9 +90,14 @@ def _chain(model: Any, keras: Any) -> list[Any]:
     """The model's layers in order, after checking that they form a single chain."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"export_keras needs a keras.Model, got {type(model).__name__}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError) as e:
+        raise ValueError(f"model {model.name!r} is not built: give it a keras.Input "
+                         f"with the input shape ({e})") from e
+    if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"model {model.name!r}: needs exactly one input and one output, has "
-                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
+                         f"{len(inputs)} inputs and {len(outputs)} outputs")
     layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
     if not layers:
         raise ValueError(f"model {model.name!r} has no layers")

@@ -214,6 +214,9 @@ def test_unsupported_layers(keras, tmp_path):
     with pytest.raises(ValueError, match=r"'skip' \(Add\)"):
         export_keras(keras.Model(inp, out), path)
 
+    with pytest.raises(ValueError, match=r"not built"):
+        export_keras(keras.Sequential([L.Dense(3)]), path)
+
     m = keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(3)])
     with pytest.raises(ValueError, match=r"2 class names for 3 outputs"):
         export_keras(m, path, classes=["a", "b"])
