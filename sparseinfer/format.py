@@ -159,6 +159,9 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        umask = os.umask(0)  # mkstemp made it 0600; give it the mode a plain open() would
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
