@@ -1,0 +1,44 @@
+"""Shared helpers for tests that compare the runtime with a reference."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float, what: str) -> None:
+    """|actual - expected| <= atol + rtol * |expected| elementwise; on failure, name the
+    worst element (sample, index) and both values."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    excess = np.abs(actual - expected) - (atol + rtol * np.abs(expected))
+    if (excess > 0).any():
+        idx = np.unravel_index(int(np.argmax(excess)), excess.shape)
+        n_bad = int((excess > 0).sum())
+        raise AssertionError(
+            f"{what}: {n_bad} of {excess.size} elements out of tolerance (rtol {rtol}, atol {atol}); "
+            f"worst at {tuple(int(i) for i in idx)}: got {actual[idx]!r}, expected {expected[idx]!r}")
+
+
+def randomize_keras(model, seed: int, logit_scale: float = 1.0) -> None:
+    """He-scaled random weights and small random biases, so activations neither vanish nor
+    explode through a deep net; the last layer is scaled so the softmax is not saturated."""
+    rng = np.random.default_rng(seed)
+    weighted = [l for l in model.layers if l.get_weights()]
+    for i, layer in enumerate(weighted):
+        ws = layer.get_weights()
+        k = ws[0]
+        fan_in = int(np.prod(k.shape[:-1]))
+        scale = np.sqrt(2.0 / fan_in) * (logit_scale if i == len(weighted) - 1 else 1.0)
+        new = [(rng.standard_normal(k.shape) * scale).astype(np.float32)]
+        if len(ws) > 1:
+            new.append((rng.standard_normal(ws[1].shape) * 0.01).astype(np.float32))
+        layer.set_weights(new)
+
+
+def prune_keras_magnitude(layer, keep: float) -> None:
+    """Zero all but the largest-magnitude `keep` fraction of a layer's kernel."""
+    ws = layer.get_weights()
+    k = ws[0]
+    thr = np.quantile(np.abs(k), 1.0 - keep)
+    ws[0] = np.where(np.abs(k) >= thr, k, 0).astype(np.float32)
+    layer.set_weights(ws)
