@@ -155,14 +155,32 @@ static si_status parse_value(jp *j, si_json *v) {
     if (j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) { v->type = SI_JBOOL; v->num = 0; j->p += 5; return SI_OK; }
     if (j->end - j->p >= 4 && memcmp(j->p, "null", 4) == 0) { v->type = SI_JNULL; j->p += 4; return SI_OK; }
     if (c == '-' || (c >= '0' && c <= '9')) {
+        /* RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, as Python's json reads it. */
+        const char *q = j->p, *e = j->end;
+        if (q < e && *q == '-') q++;
+        if (q < e && *q == '0') q++;
+        else if (q < e && *q >= '1' && *q <= '9') while (q < e && *q >= '0' && *q <= '9') q++;
+        else return jerr(j, "bad number");
+        if (q < e && *q == '.') {
+            if (++q >= e || *q < '0' || *q > '9') return jerr(j, "bad number");
+            while (q < e && *q >= '0' && *q <= '9') q++;
+        }
+        if (q < e && (*q == 'e' || *q == 'E')) {
+            q++;
+            if (q < e && (*q == '+' || *q == '-')) q++;
+            if (q >= e || *q < '0' || *q > '9') return jerr(j, "bad number");
+            while (q < e && *q >= '0' && *q <= '9') q++;
+        }
+        if (q < e && ((*q >= '0' && *q <= '9') || *q == '.' || *q == '+' || *q == '-' || *q == 'e' || *q == 'E'))
+            return jerr(j, "bad number");
         char tmp[64];
-        size_t n = 0;
-        while (j->p + n < j->end && n < sizeof tmp - 1 && strchr("+-0123456789.eE", j->p[n])) n++;
+        size_t n = (size_t)(q - j->p);
+        if (n >= sizeof tmp) return jerr(j, "number too long");
         memcpy(tmp, j->p, n);
         tmp[n] = 0;
         char *endp;
         double d = strtod(tmp, &endp);
-        if (endp != tmp + n || n == 0) return jerr(j, "bad number");
+        if (endp != tmp + n) return jerr(j, "bad number");
         v->type = SI_JNUM;
         v->num = d;
         j->p += n;

@@ -285,6 +285,30 @@ static si_status build_layer(const si_npz *npz, const si_json *jl, int idx, si_l
     return SI_OK;
 }
 
+/* Offset of the first byte that is not part of well-formed UTF-8, or len if none. */
+static size_t utf8_bad_offset(const unsigned char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; }
+        else return i;
+        if (len - i <= n) return i;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp < 0xE000))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 static si_status build(const si_npz *npz, si_model *m) {
     const si_array *ma = si_npz_find(npz, "model.json");
     si_status st;
@@ -295,6 +319,8 @@ static si_status build(const si_npz *npz, si_model *m) {
     memcpy(m->manifest, ma->data, (size_t)ma->count);
     m->manifest[ma->count] = 0;
     if (memchr(m->manifest, 0, (size_t)ma->count)) return si_fail(SI_ERR_FORMAT, "model.json contains a NUL byte");
+    size_t bad = utf8_bad_offset((const unsigned char *)m->manifest, (size_t)ma->count);
+    if (bad != (size_t)ma->count) return si_fail(SI_ERR_FORMAT, "model.json: not valid UTF-8 at byte %zu", bad);
     si_json root;
     if ((st = si_json_parse(m->manifest, (size_t)ma->count, &root))) return st;
     const char *fmt = get_str(&root, "format");

@@ -73,7 +73,10 @@ cdef class Model:
                 st = si_model_load_file(buf, &self._m)
         if st != SI_OK:
             _raise(st)
-        self._manifest = json.loads(si_model_manifest(self._m).decode("utf-8"))
+        try:
+            self._manifest = json.loads(si_model_manifest(self._m).decode("utf-8"))
+        except ValueError as exc:  # the C parser accepted what Python's json does not
+            raise SparseInferError("invalid model file", f"{self.path}: model.json: {exc}") from None
 
     @classmethod
     def from_bytes(cls, bytes data, threads=None):
