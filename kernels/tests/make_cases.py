@@ -1,0 +1,558 @@
+"""Writes the model files the C loader test (test_loader.c) and tests/test_bad_input.py
+run against:
+
+  python kernels/tests/make_cases.py OUTDIR
+
+Good models are written with sparseinfer.format.write_model, each with NAME.in.f32 (3
+input samples, NHWC float32) and NAME.out.f32 (their outputs by the independent NumPy
+reference forward pass below). Bad models are good ones damaged at the byte level (cut,
+flipped, garbage) or the array level (members removed or replaced, manifests edited,
+hand-made .npy headers). OUTDIR/cases.txt lists every case, one per line, tab-separated:
+
+  good  FILE  SI_OK           -
+  bad   FILE  SI_ERR_<CODE>   SUBSTRING expected in si_last_error()
+  fuzz  FILE  ITERATIONS      SEED
+
+Only NumPy and sparseinfer.format are needed; nothing here runs the C runtime.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+try:
+    from sparseinfer.format import write_model
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from sparseinfer.format import write_model
+
+# si_status names -> si_status_str() words (what SparseInferError.status holds).
+STATUS_WORDS = {
+    "SI_OK": "ok",
+    "SI_ERR_IO": "I/O error",
+    "SI_ERR_FORMAT": "invalid model file",
+    "SI_ERR_MODEL": "invalid model",
+    "SI_ERR_UNSUPPORTED": "unsupported",
+    "SI_ERR_ARGUMENT": "invalid argument",
+    "SI_ERR_NOMEM": "out of memory",
+}
+
+# ---- NumPy reference forward pass (float64; independent of the C kernels) -------------
+
+
+def _window(n: int, k: int, s: int, padding: str) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) along one axis, TensorFlow's rule."""
+    if padding == "same":
+        out = -(-n // s)
+        total = max((out - 1) * s + k - n, 0)
+        return out, total // 2, total - total // 2
+    assert n >= k, "valid window larger than its input"
+    return (n - k) // s + 1, 0, 0
+
+
+def ref_conv2d(x: np.ndarray, w: np.ndarray, b, kernel, strides, padding: str) -> np.ndarray:
+    n, h, wd, c = x.shape
+    kh, kw = kernel
+    sh, sw = strides
+    f = w.shape[0]
+    k = np.asarray(w, np.float64).reshape(f, kh, kw, c)  # rows: (kernel row, kernel col, channel)
+    oh, pt, pb = _window(h, kh, sh, padding)
+    ow, pl, pr = _window(wd, kw, sw, padding)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    out = np.zeros((n, oh, ow, f))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+            out += np.einsum("nhwc,fc->nhwf", patch, k[:, i, j, :])
+    return out if b is None else out + np.asarray(b, np.float64)
+
+
+def ref_maxpool(x: np.ndarray, pool, strides, padding: str) -> np.ndarray:
+    n, h, wd, c = x.shape
+    (ph, pw), (sh, sw) = pool, strides
+    oh, pt, pb = _window(h, ph, sh, padding)
+    ow, pl, pr = _window(wd, pw, sw, padding)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
+    out = np.full((n, oh, ow, c), -np.inf)
+    for i in range(ph):
+        for j in range(pw):
+            out = np.maximum(out, xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :])
+    return out
+
+
+def ref_softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def ref_activation(x: np.ndarray, act: str) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(x, 0.0)
+    if act == "softmax":
+        return ref_softmax(x)
+    assert act == "linear", act
+    return x
+
+
+def reference_forward(layers: list[dict[str, Any]], x: np.ndarray) -> np.ndarray:
+    """Runs the layer dicts given to write_model on an NHWC batch; returns (N, outputs)."""
+    y = np.asarray(x, np.float64)
+    for L in layers:
+        t = L["type"]
+        if t == "conv2d":
+            y = ref_conv2d(y, L["W"], L.get("b"), L["kernel"], L.get("strides", [1, 1]), L.get("padding", "valid"))
+            y = ref_activation(y, L.get("activation", "linear"))
+        elif t == "maxpool2d":
+            y = ref_maxpool(y, L["pool"], L.get("strides", L["pool"]), L.get("padding", "valid"))
+        elif t == "flatten":
+            y = y.reshape(y.shape[0], 1, 1, -1)
+        elif t == "dense":
+            assert y.shape[1:3] == (1, 1), "dense needs a flat input"
+            z = y.reshape(y.shape[0], -1) @ np.asarray(L["W"], np.float64).T
+            if L.get("b") is not None:
+                z = z + np.asarray(L["b"], np.float64)
+            y = ref_activation(z, L.get("activation", "linear")).reshape(y.shape[0], 1, 1, -1)
+        elif t == "relu":
+            y = np.maximum(y, 0.0)
+        elif t == "softmax":
+            y = ref_softmax(y)
+        else:
+            raise ValueError(t)
+    return y.reshape(y.shape[0], -1)
+
+
+# ---- good models ----------------------------------------------------------------------
+
+
+def _he(rng: np.random.Generator, rows: int, cols: int, density: float = 1.0) -> np.ndarray:
+    w = rng.standard_normal((rows, cols)) * np.sqrt(2.0 / cols)
+    if density < 1.0:
+        w[rng.random(w.shape) >= density] = 0.0
+        w /= np.sqrt(density)
+    return w.astype(np.float32)
+
+
+def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (rng.standard_normal(n) * 0.1).astype(np.float32)
+
+
+def good_models() -> dict[str, tuple[list[dict], list[int], str]]:
+    """name -> (layers, input shape, storage)."""
+    rng = np.random.default_rng(2024)
+    models = {}
+    # LeNet-like: valid conv + relu, valid pool, strided "same" conv, strided "same" pool,
+    # flatten, CSR dense (auto storage picks CSR at 20% density), softmax dense.
+    models["good_lenet"] = ([
+        {"name": "conv1", "type": "conv2d", "kernel": [3, 3], "activation": "relu", "W": _he(rng, 6, 3 * 3 * 2),
+         "b": _bias(rng, 6)},
+        {"name": "pool1", "type": "maxpool2d", "pool": [2, 2]},
+        {"name": "conv2", "type": "conv2d", "kernel": [3, 3], "strides": [2, 2], "padding": "same",
+         "activation": "relu", "W": _he(rng, 8, 3 * 3 * 6), "b": _bias(rng, 8)},
+        {"name": "pool2", "type": "maxpool2d", "pool": [3, 3], "strides": [2, 2], "padding": "same"},
+        {"name": "flatten", "type": "flatten"},
+        {"name": "fc1", "type": "dense", "activation": "relu", "W": _he(rng, 24, 2 * 2 * 8, 0.2), "b": _bias(rng, 24)},
+        {"name": "fc2", "type": "dense", "activation": "softmax", "W": _he(rng, 5, 24), "b": _bias(rng, 5)},
+    ], [16, 16, 2], "auto")
+    # Everything CSR (sparse convolutions too), non-square kernels, unequal strides, no
+    # bias, a separate relu layer, a "same" pool with stride 1, a linear output.
+    models["good_strided_csr"] = ([
+        {"name": "c1", "type": "conv2d", "kernel": [3, 2], "strides": [2, 3], "padding": "same",
+         "W": _he(rng, 5, 3 * 2 * 3, 0.6), "b": None},
+        {"name": "r1", "type": "relu"},
+        {"name": "p1", "type": "maxpool2d", "pool": [2, 3], "strides": [1, 2], "padding": "same"},
+        {"name": "c2", "type": "conv2d", "kernel": [2, 2], "W": _he(rng, 7, 2 * 2 * 5, 0.5), "b": _bias(rng, 7)},
+        {"name": "f", "type": "flatten"},
+        {"name": "d1", "type": "dense", "W": _he(rng, 4, 28, 0.7), "b": _bias(rng, 4)},
+    ], [9, 11, 3], "csr")
+    # Flatten first (runs straight off the caller's input), dense layers, softmax layer.
+    models["good_flat"] = ([
+        {"name": "flat", "type": "flatten"},
+        {"name": "h1", "type": "dense", "activation": "relu", "W": _he(rng, 16, 40, 0.3), "b": _bias(rng, 16)},
+        {"name": "h2", "type": "dense", "W": _he(rng, 6, 16), "b": _bias(rng, 6)},
+        {"name": "sm", "type": "softmax"},
+    ], [4, 5, 2], "auto")
+    # relu first, a 1x1 convolution (the pointwise path), valid pool, softmax dense.
+    models["good_pointwise"] = ([
+        {"name": "r0", "type": "relu"},
+        {"name": "pw", "type": "conv2d", "kernel": [1, 1], "activation": "relu", "W": _he(rng, 4, 3),
+         "b": _bias(rng, 4)},
+        {"name": "mp", "type": "maxpool2d", "pool": [2, 2]},
+        {"name": "fl", "type": "flatten"},
+        {"name": "out", "type": "dense", "activation": "softmax", "W": _he(rng, 3, 3 * 3 * 4), "b": _bias(rng, 3)},
+    ], [6, 7, 3], "dense")
+    return models
+
+
+# ---- byte and array level damage -----------------------------------------------------
+
+
+def read_members(path: str) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def write_members(path: str, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> str:
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    return path
+
+
+def npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_header_only(descr: str, shape: tuple, fortran: bool = False) -> bytes:
+    """A hand-made version 1.0 .npy header (no data follows)."""
+    d = "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }" % (descr, fortran, repr(tuple(shape)))
+    pad = 64 - (10 + len(d) + 1) % 64
+    d = d + " " * pad + "\n"
+    return b"\x93NUMPY\x01\x00" + len(d).to_bytes(2, "little") + d.encode()
+
+
+def get_array(members: dict[str, bytes], name: str) -> np.ndarray:
+    return np.lib.format.read_array(io.BytesIO(members[name + ".npy"]), allow_pickle=False)
+
+
+def get_manifest(members: dict[str, bytes]) -> dict:
+    return json.loads(get_array(members, "model.json").tobytes())
+
+
+def manifest_bytes(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return npy(np.frombuffer(raw, dtype=np.uint8))
+
+
+BASE = "good_lenet.npz"  # the model the bad cases damage
+
+
+def _base(outdir: str) -> dict[str, bytes]:
+    return read_members(os.path.join(outdir, BASE))
+
+
+def _edit_arrays(edit: Callable[[dict[str, bytes]], None]) -> Callable[[str, str], str]:
+    def build(outdir: str, path: str) -> str:
+        m = _base(outdir)
+        edit(m)
+        return write_members(path, m)
+    return build
+
+
+def _edit_manifest(edit: Callable[[dict], None]) -> Callable[[str, str], str]:
+    def build(outdir: str, path: str) -> str:
+        m = _base(outdir)
+        man = get_manifest(m)
+        edit(man)
+        m["model.json.npy"] = manifest_bytes(json.dumps(man))
+        return write_members(path, m)
+    return build
+
+
+def _raw_manifest(text: str | bytes) -> Callable[[str, str], str]:
+    def build(outdir: str, path: str) -> str:
+        m = _base(outdir)
+        m["model.json.npy"] = manifest_bytes(text)
+        return write_members(path, m)
+    return build
+
+
+def _manifest_text(edit: Callable[[bytes], bytes]) -> Callable[[str, str], str]:
+    """Edits the manifest as bytes (for text no JSON writer produces)."""
+    def build(outdir: str, path: str) -> str:
+        m = _base(outdir)
+        text = json.dumps(get_manifest(m)).encode()
+        new = edit(text)
+        assert new != text, "the edit did not apply"
+        m["model.json.npy"] = manifest_bytes(new)
+        return write_members(path, m)
+    return build
+
+
+def _set_array(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[str, str], str]:
+    def edit(m: dict[str, bytes]) -> None:
+        m[name + ".npy"] = npy(fn(get_array(m, name).copy()))
+    return _edit_arrays(edit)
+
+
+def _remove(name: str) -> Callable[[str, str], str]:
+    return _edit_arrays(lambda m: m.pop(name + ".npy"))
+
+
+def _bytes_of_base(fn: Callable[[bytes], bytes]) -> Callable[[str, str], str]:
+    def build(outdir: str, path: str) -> str:
+        with open(os.path.join(outdir, BASE), "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(fn(data))
+        return path
+    return build
+
+
+def _member_data_span(data: bytes, member: str) -> tuple[int, int]:
+    """(offset, length) of a stored member's bytes within a ZIP file."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        info = z.getinfo(member)
+    off = info.header_offset
+    nlen = int.from_bytes(data[off + 26:off + 28], "little")
+    xlen = int.from_bytes(data[off + 28:off + 30], "little")
+    return off + 30 + nlen + xlen, info.file_size
+
+
+def _cut_in_directory(data: bytes) -> bytes:
+    cd = data.rfind(b"PK\x01\x02")  # the last central directory entry
+    return data[:cd + 20]
+
+
+def _cut_in_array(data: bytes) -> bytes:
+    off, n = _member_data_span(data, "fc1.W.data.npy")
+    return data[:off + n // 2]
+
+
+def _flip_in_array(data: bytes) -> bytes:
+    off, n = _member_data_span(data, "conv2.W.npy")
+    b = bytearray(data)
+    b[off + n - 7] ^= 0x40
+    return bytes(b)
+
+
+def _drop_middle(data: bytes) -> bytes:
+    off, n = _member_data_span(data, "fc1.W.data.npy")
+    return data[:off + 16] + data[off + n - 16:]
+
+
+def _with_layers(edit: Callable[[list[dict]], None], shape=None) -> Callable[[str, str], str]:
+    """write_model on an edited copy of the base model's layers (for models write_model
+    accepts but the loader must refuse)."""
+    def build(outdir: str, path: str) -> str:
+        layers, in_shape, storage = good_models()["good_lenet"]
+        layers = [dict(L) for L in layers]
+        edit(layers)
+        write_model(path, layers, {"shape": shape or in_shape}, storage=storage)
+        return path
+    return build
+
+
+def _huge_filters(outdir: str, path: str) -> str:
+    layers = [{"name": "wide", "type": "conv2d", "kernel": [1, 1], "W": np.full((100000, 1), 0.5, np.float32),
+               "b": None}]
+    write_model(path, layers, {"shape": [150, 150, 1]}, storage="dense")
+    return path
+
+
+def _csr_edit(fn: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[str, str], str]:
+    """Edits fc1's CSR indices and indptr in place: fn(indices, indptr)."""
+    def edit(m: dict[str, bytes]) -> None:
+        ind, ptr = get_array(m, "fc1.W.indices").copy(), get_array(m, "fc1.W.indptr").copy()
+        fn(ind, ptr)
+        m["fc1.W.indices.npy"] = npy(ind)
+        m["fc1.W.indptr.npy"] = npy(ptr)
+    return _edit_arrays(edit)
+
+
+def _row_with(ptr: np.ndarray, k: int) -> int:
+    """The first row of a CSR matrix with at least k entries."""
+    return int(np.nonzero(np.diff(ptr) >= k)[0][0])
+
+
+def _csr_oob(ind, ptr):
+    r = _row_with(ptr, 1)
+    ind[ptr[r + 1] - 1] = 32  # fc1 has 2*2*8 = 32 columns
+
+
+def _csr_nonmono(ind, ptr):
+    r = int(np.nonzero(ptr >= 1)[0][0])  # rows before r are untouched and valid
+    ptr[r + 1] = ptr[r] - 1
+
+
+def _csr_last(ind, ptr):
+    ptr[-1] -= 1
+
+
+def _csr_duplicate(ind, ptr):
+    r = _row_with(ptr, 2)
+    ind[ptr[r] + 1] = ind[ptr[r]]
+
+
+def _csr_unsorted(ind, ptr):
+    r = _row_with(ptr, 2)
+    a = ptr[r]
+    ind[a], ind[a + 1] = ind[a + 1], ind[a]
+
+
+def _nan(w: np.ndarray) -> np.ndarray:
+    w[1, 2] = np.nan
+    return w
+
+
+def _compressed(outdir: str, path: str) -> str:
+    return write_members(path, _base(outdir), compression=zipfile.ZIP_DEFLATED)
+
+
+def _npz_compressed(outdir: str, path: str) -> str:
+    m = _base(outdir)
+    arrays = {n[:-4]: get_array(m, n[:-4]) for n in m}
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def _garbage(outdir: str, path: str) -> str:
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(7).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    return path
+
+
+def _empty(outdir: str, path: str) -> str:
+    open(path, "wb").close()
+    return path
+
+
+def _directory(outdir: str, path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _nonexistent(outdir: str, path: str) -> str:
+    if os.path.exists(path):
+        os.unlink(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    status: str   # an si_status name
+    expect: str   # a substring of si_last_error()
+    build: Callable[[str, str], str]  # (outdir, path) -> path
+
+    @property
+    def file(self) -> str:
+        return self.name + ".npz"
+
+
+BAD_CASES: list[Case] = [
+    # container
+    Case("bad_truncated_10", "SI_ERR_FORMAT", "too short for a ZIP archive", _bytes_of_base(lambda d: d[:10])),
+    Case("bad_truncated_directory", "SI_ERR_FORMAT", "end-of-central-directory record (truncated?)",
+         _bytes_of_base(_cut_in_directory)),
+    Case("bad_truncated_array", "SI_ERR_FORMAT", "end-of-central-directory record (truncated?)",
+         _bytes_of_base(_cut_in_array)),
+    Case("bad_middle_removed", "SI_ERR_FORMAT", "beyond the", _bytes_of_base(_drop_middle)),
+    Case("bad_garbage", "SI_ERR_FORMAT", "not an .npz file", _garbage),
+    Case("bad_empty", "SI_ERR_FORMAT", "empty file", _empty),
+    Case("bad_crc", "SI_ERR_FORMAT", "member conv2.W.npy: CRC-32 mismatch", _bytes_of_base(_flip_in_array)),
+    Case("bad_deflated", "SI_ERR_UNSUPPORTED", "not savez_compressed", _compressed),
+    Case("bad_savez_compressed", "SI_ERR_UNSUPPORTED", "write model files with numpy.savez", _npz_compressed),
+    Case("bad_directory", "SI_ERR_IO", "not a regular file", _directory),
+    Case("bad_nonexistent", "SI_ERR_IO", "No such file or directory", _nonexistent),
+    # members and arrays
+    Case("bad_missing_bias", "SI_ERR_FORMAT", "layer conv1: array 'conv1.b' is missing", _remove("conv1.b")),
+    Case("bad_missing_indptr", "SI_ERR_FORMAT", "layer fc1: array 'fc1.W.indptr' is missing", _remove("fc1.W.indptr")),
+    Case("bad_missing_manifest", "SI_ERR_FORMAT", "'model.json' is missing", _remove("model.json")),
+    Case("bad_npy_fortran", "SI_ERR_FORMAT", "member conv1.W.npy: Fortran-order arrays are not supported",
+         _set_array("conv1.W", np.asfortranarray)),
+    Case("bad_npy_float64", "SI_ERR_FORMAT", "member conv1.W.npy: dtype '<f8' not supported",
+         _set_array("conv1.W", lambda w: w.astype(np.float64))),
+    Case("bad_npy_huge_dim", "SI_ERR_FORMAT", "dimension 2147483648 too large",
+         _edit_arrays(lambda m: m.__setitem__("fc2.b.npy", npy_header_only("<f4", (2147483648,))))),
+    Case("bad_npy_size_mismatch", "SI_ERR_FORMAT", "member fc2.b.npy: 20 data bytes for 6 elements of float32",
+         _edit_arrays(lambda m: m.__setitem__("fc2.b.npy", npy_header_only("<f4", (6,)) + b"\0" * 20))),
+    Case("bad_nan_weight", "SI_ERR_MODEL", "layer conv2: conv2.W[56] is not finite", _set_array("conv2.W", _nan)),
+    Case("bad_bias_length", "SI_ERR_MODEL", "bias 'fc2.b' has 4 values, expected 5", _set_array("fc2.b", lambda b: b[:4])),
+    # manifest
+    Case("bad_invalid_json", "SI_ERR_FORMAT", "model.json: unexpected end",
+         _raw_manifest('{"format": "sparseinfer-model", "version": [1, 0], "layers": [')),
+    Case("bad_json_not_utf8", "SI_ERR_FORMAT", "model.json: not valid UTF-8",
+         _manifest_text(lambda t: t.replace(b'"name": "good_lenet"', b'"name": "caf\xe9"'))),
+    Case("bad_json_leading_zero", "SI_ERR_FORMAT", "model.json: bad number",
+         _manifest_text(lambda t: t.replace(b'"shape": [16, 16, 2]', b'"shape": [016, 16, 2]'))),
+    Case("bad_json_deep", "SI_ERR_FORMAT", "nesting deeper than 32", _raw_manifest("[" * 1000 + "]" * 1000)),
+    Case("bad_version", "SI_ERR_UNSUPPORTED", "format version 2 is not supported",
+         _edit_manifest(lambda m: m.__setitem__("version", [2, 0]))),
+    Case("bad_not_a_model", "SI_ERR_FORMAT", "'format' is not \"sparseinfer-model\"",
+         _edit_manifest(lambda m: m.__setitem__("format", "keras"))),
+    Case("bad_negative_dim", "SI_ERR_MODEL", "input.shape[0] must be an integer in [1, 2^31)",
+         _edit_manifest(lambda m: m["input"].__setitem__("shape", [-16, 16, 2]))),
+    Case("bad_negative_units", "SI_ERR_MODEL", "layer fc2: 'units' must be an integer",
+         _edit_manifest(lambda m: m["layers"][6].__setitem__("units", -5))),
+    Case("bad_huge_input_dim", "SI_ERR_MODEL", "input.shape[1] must be an integer in [1, 2^31)",
+         _edit_manifest(lambda m: m["input"].__setitem__("shape", [16, 2 ** 40, 2]))),
+    Case("bad_huge_input_product", "SI_ERR_MODEL", "input shape 1048576 x 1048576 x 2 is too large",
+         _edit_manifest(lambda m: m["input"].__setitem__("shape", [2 ** 20, 2 ** 20, 2]))),
+    Case("bad_huge_activation", "SI_ERR_MODEL", "layer wide: output 150 x 150 x 100000 is too large", _huge_filters),
+    Case("bad_unknown_layer", "SI_ERR_UNSUPPORTED", "layer type 'conv3d' is not supported",
+         _edit_manifest(lambda m: m["layers"][2].__setitem__("type", "conv3d"))),
+    Case("bad_padding", "SI_ERR_MODEL", "padding 'full' is not 'valid' or 'same'",
+         _edit_manifest(lambda m: m["layers"][1].__setitem__("padding", "full"))),
+    Case("bad_no_flatten", "SI_ERR_MODEL", "layer fc1: dense needs a flat input",
+         _edit_manifest(lambda m: m["layers"].pop(4))),
+    # shapes that do not chain
+    Case("bad_dense_cols", "SI_ERR_MODEL", "layer fc1: CSR shape is 24 x 33, expected 24 x 32",
+         _with_layers(lambda ls: ls[5].__setitem__("W", np.ones((24, 33), np.float32) * (np.arange(33) % 5 == 0)))),
+    Case("bad_dense_cols_dense", "SI_ERR_MODEL", "layer fc2: weight 'fc2.W' is 5 x 23, expected 5 x 24",
+         _with_layers(lambda ls: ls[6].__setitem__("W", np.ones((5, 23), np.float32)))),
+    Case("bad_conv_cols", "SI_ERR_MODEL", "layer conv2: weight 'conv2.W' is 8 x 45, expected 8 x 54",
+         _with_layers(lambda ls: ls[2].__setitem__("W", np.ones((8, 45), np.float32)))),
+    Case("bad_valid_window", "SI_ERR_MODEL", "input height 3 is smaller than the window 5", 
+         _with_layers(lambda ls: ls[0].update(kernel=[5, 5], W=np.ones((6, 50), np.float32)), shape=[3, 16, 2])),
+    # CSR structure
+    Case("bad_csr_index_range", "SI_ERR_MODEL", ">= cols 32", _csr_edit(_csr_oob)),
+    Case("bad_csr_indptr_order", "SI_ERR_MODEL", "must be non-decreasing", _csr_edit(_csr_nonmono)),
+    Case("bad_csr_indptr_last", "SI_ERR_MODEL", "expected nnz =", _csr_edit(_csr_last)),
+    Case("bad_csr_duplicate", "SI_ERR_MODEL", "CSR must be sorted, no duplicates", _csr_edit(_csr_duplicate)),
+    Case("bad_csr_unsorted", "SI_ERR_MODEL", "CSR must be sorted, no duplicates", _csr_edit(_csr_unsorted)),
+]
+
+
+FUZZ_ITERATIONS = 400
+FUZZ_SEED = 12345
+
+
+def write_good(outdir: str) -> list[str]:
+    names = []
+    for i, (name, (layers, shape, storage)) in enumerate(good_models().items()):
+        path = os.path.join(outdir, name + ".npz")
+        write_model(path, layers, {"shape": shape}, storage=storage, name=name)
+        if name == "good_flat":
+            # The other index and pointer dtypes the format allows: uint16 indices, int32 indptr.
+            m = read_members(path)
+            m["h1.W.indices.npy"] = npy(get_array(m, "h1.W.indices").astype(np.uint16))
+            m["h1.W.indptr.npy"] = npy(get_array(m, "h1.W.indptr").astype(np.int32))
+            write_members(path, m)
+        x = np.random.default_rng(100 + i).uniform(-1.0, 1.0, size=(3, *shape)).astype(np.float32)
+        y = reference_forward(layers, x.astype(np.float64)).astype(np.float32)
+        x.astype("<f4").tofile(os.path.join(outdir, name + ".in.f32"))
+        y.astype("<f4").tofile(os.path.join(outdir, name + ".out.f32"))
+        names.append(name + ".npz")
+    return names
+
+
+def write_bad(outdir: str, case: Case) -> str:
+    return case.build(outdir, os.path.join(outdir, case.file))
+
+
+def generate(outdir: str) -> None:
+    os.makedirs(outdir, exist_ok=True)
+    lines = [f"good\t{f}\tSI_OK\t-" for f in write_good(outdir)]
+    for case in BAD_CASES:
+        write_bad(outdir, case)
+        assert "\t" not in case.expect and "\n" not in case.expect
+        lines.append(f"bad\t{case.file}\t{case.status}\t{case.expect}")
+    lines.append(f"fuzz\t{BASE}\t{FUZZ_ITERATIONS}\t{FUZZ_SEED}")
+    with open(os.path.join(outdir, "cases.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_cases.py OUTDIR")
+    generate(sys.argv[1])
