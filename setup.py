@@ -47,7 +47,9 @@ def _link_args(depth: int) -> list[str]:
     """rpaths: the target environment's lib, $ORIGIN-relative (depth levels up from the
     object to prefix/lib), and the build-time MKL for an in-tree build."""
     rel = "$ORIGIN/" + "/".join([".."] * depth)
-    paths = [RUNTIME_MKL_LIB, rel, MKL_LIB]
+    paths = [RUNTIME_MKL_LIB, rel]
+    if "pip-build-env" not in MKL_LIB:  # pip's isolated build env is gone by run time
+        paths.append(MKL_LIB)
     args = [f"-L{MKL_LIB}", "-l:libmkl_rt.so.3", "-lm"]
     seen = []
     for p in paths:
