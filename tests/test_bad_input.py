@@ -1,0 +1,154 @@
+"""Damaged and hostile model files and images through Python and the CLI.
+
+The bad model files are the ones the C loader test uses (kernels/tests/make_cases.py):
+each must make sparseinfer.load raise SparseInferError with the expected status and a
+message naming the problem, and make `sparseinfer info` / `sparseinfer run` exit non-zero
+with a one-line error and no traceback.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sparseinfer
+from sparseinfer import cli
+from sparseinfer.format import write_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "kernels", "tests"))
+import make_cases  # noqa: E402
+
+DIGIT = os.path.join(ROOT, "tests", "data", "digits", "digit_7_idx0.png")
+CASES = {c.name: c for c in make_cases.BAD_CASES}
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory) -> str:
+    d = str(tmp_path_factory.mktemp("cases"))
+    make_cases.write_good(d)  # the base model the bad cases damage
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(outdir) -> dict[str, str]:
+    return {c.name: make_cases.write_bad(outdir, c) for c in make_cases.BAD_CASES}
+
+
+@pytest.fixture(scope="module")
+def mnist_model(tmp_path_factory) -> str:
+    """A small 28x28 gray model, for the image cases of `sparseinfer run`."""
+    rng = np.random.default_rng(0)
+    path = str(tmp_path_factory.mktemp("mnist") / "tiny.npz")
+    write_model(path, [{"name": "flat", "type": "flatten"},
+                       {"name": "fc", "type": "dense", "activation": "softmax",
+                        "W": rng.standard_normal((10, 784)).astype(np.float32) * 0.01, "b": None}],
+                {"shape": [28, 28, 1], "std": 255.0})
+    return path
+
+
+def _check_one_line(err: str, command: str, expect: str) -> None:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
+    assert lines[0].startswith(f"sparseinfer {command}: error: "), lines[0]
+    assert expect in lines[0], f"{expect!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_load_refuses(built, name):
+    case, path = CASES[name], built[name]
+    with pytest.raises(sparseinfer.SparseInferError) as ei:
+        sparseinfer.load(path)
+    e = ei.value
+    assert e.status == make_cases.STATUS_WORDS[case.status], f"{name}: status {e.status!r}: {e}"
+    assert case.expect in str(e), f"{name}: {case.expect!r} not in {str(e)!r}"
+    assert os.path.basename(path) in str(e), f"{name}: the message does not name the file: {e}"
+    if os.path.isfile(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as f:
+            data = f.read()
+        with pytest.raises(sparseinfer.SparseInferError) as ei:
+            sparseinfer.Model.from_bytes(data)
+        assert ei.value.status == e.status and case.expect in str(ei.value), str(ei.value)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cli_refuses(built, name, capsys):
+    case, path = CASES[name], built[name]
+    for argv in (["info", path], ["info", "--json", path], ["run", path, DIGIT]):
+        rc = cli.main(argv)
+        out, err = capsys.readouterr()
+        assert rc != 0, f"{argv}: exit 0"
+        assert out == "", f"{argv}: printed {out!r}"
+        _check_one_line(err, argv[0], case.expect)
+
+
+@pytest.mark.parametrize("name", ["bad_truncated_10", "bad_crc", "bad_json_deep", "bad_nonexistent",
+                                  "bad_directory", "bad_savez_compressed", "bad_huge_activation"])
+@pytest.mark.parametrize("command", ["info", "run"])
+def test_cli_process_refuses(built, name, command):
+    path = built[name]
+    argv = [sys.executable, "-m", "sparseinfer.cli", command, path] + ([DIGIT] if command == "run" else [])
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == "", r
+    _check_one_line(r.stderr, command, CASES[name].expect)
+
+
+def _bad_images(tmp_path) -> dict[str, tuple[str, str]]:
+    text = tmp_path / "notes.png"
+    text.write_text("this is a text file, not an image\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"\xff\xd8\xff\xe0" + bytes(np.random.default_rng(3).integers(0, 256, 300, dtype=np.uint8)))
+    return {"not an image": (str(text), "not an image"), "empty": (str(empty), "empty file"),
+            "truncated jpeg": (str(garbage), "not an image"),
+            "missing": (str(tmp_path / "nope.png"), "no such image file"),
+            "directory": (str(tmp_path), "no such image file")}
+
+
+def test_run_refuses_bad_images(mnist_model, tmp_path, capsys):
+    assert cli.main(["run", mnist_model, DIGIT]) == 0  # the model and a real image work
+    capsys.readouterr()
+    for what, (img, expect) in _bad_images(tmp_path).items():
+        rc = cli.main(["run", mnist_model, img])
+        out, err = capsys.readouterr()
+        assert rc != 0 and out == "", what
+        _check_one_line(err, "run", expect)
+        assert img in err, f"{what}: the message does not name {img}: {err}"
+
+
+@pytest.mark.parametrize("what", ["not an image", "empty", "missing"])
+def test_run_process_refuses_bad_images(mnist_model, tmp_path, what):
+    img, expect = _bad_images(tmp_path)[what]
+    r = subprocess.run([sys.executable, "-m", "sparseinfer.cli", "run", mnist_model, img],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == "", r
+    _check_one_line(r.stderr, "run", expect)
+    assert img in r.stderr
+
+
+def test_predict_wrong_shape(outdir):
+    m = sparseinfer.load(os.path.join(outdir, "good_lenet.npz"))
+    assert m.input_shape == (16, 16, 2)
+    for bad in (np.zeros((1, 16, 16, 3), np.float32), np.zeros((16, 2), np.float32),
+                np.zeros((2, 2, 16, 16, 2), np.float32), np.zeros((4, 16, 2, 16), np.float32)):
+        with pytest.raises(ValueError, match=r"\(16, 16, 2\)") as ei:
+            m.predict(bad)
+        assert str(bad.shape) in str(ei.value), str(ei.value)
+    assert m.predict(np.zeros((2, 16, 16, 2), np.float32)).shape == (2, 5)  # still usable
+
+
+def test_good_models_match_reference(outdir):
+    """The generator's NumPy reference against the runtime, from Python (the C test does
+    the same without Python)."""
+    for name, (layers, shape, _) in make_cases.good_models().items():
+        x = np.fromfile(os.path.join(outdir, name + ".in.f32"), "<f4").reshape(3, *shape)
+        want = np.fromfile(os.path.join(outdir, name + ".out.f32"), "<f4").reshape(3, -1)
+        got = sparseinfer.load(os.path.join(outdir, name + ".npz")).predict(x)
+        scale = np.abs(want).max(axis=1, keepdims=True)
+        bad = np.abs(got - want) > 1e-4 * np.maximum(np.abs(want), 1e-3 * scale)
+        assert not bad.any(), f"{name}: (sample, element) {np.argwhere(bad)[:5].tolist()} differ: {got[bad][:5]} vs {want[bad][:5]}"
