@@ -152,3 +152,25 @@ def test_good_models_match_reference(outdir):
         scale = np.abs(want).max(axis=1, keepdims=True)
         bad = np.abs(got - want) > 1e-4 * np.maximum(np.abs(want), 1e-3 * scale)
         assert not bad.any(), f"{name}: (sample, element) {np.argwhere(bad)[:5].tolist()} differ: {got[bad][:5]} vs {want[bad][:5]}"
+
+
+def test_manifest_json_numbers(outdir, tmp_path):
+    """The C parser takes every number form JSON allows and refuses what it does not (as
+    Python's json does, which reads the same manifest)."""
+    base = make_cases.read_members(os.path.join(outdir, "good_lenet.npz"))
+    text = make_cases.json.dumps(make_cases.get_manifest(base))
+    ok = ['"mean": [-0.0, 1e-05]', '"mean": [2E+2, -1.5e3]', '"mean": [0, 0.25e-2]']
+    bad = ['"mean": [01, 0]', '"mean": [1., 0]', '"mean": [.5, 0]', '"mean": [+1, 0]', '"mean": [1e, 0]',
+           '"mean": [NaN, 0]', '"mean": [-, 0]', '"mean": [0x10, 0]', '"mean": [1.5.2, 0]', '"mean": [-01, 0]']
+    for i, repl in enumerate(ok + bad):
+        m = dict(base)
+        new = text.replace('"mean": [0.0, 0.0]', repl)
+        assert new != text
+        m["model.json.npy"] = make_cases.manifest_bytes(new)
+        path = make_cases.write_members(str(tmp_path / f"n{i}.npz"), m)
+        if repl in ok:
+            sparseinfer.load(path)
+        else:
+            msg = r"model.json: (bad number|unexpected character|expected ',' or '\]') at byte"
+            with pytest.raises(sparseinfer.SparseInferError, match=msg):
+                sparseinfer.load(path)
