@@ -159,7 +159,7 @@ cdef class Model:
             return np.zeros((0, self.output_size), np.float32)
         if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
             raise TypeError(f"input must be numeric, got dtype {arr.dtype}")
-        cdef float[:, ::1] xin = np.ascontiguousarray(arr.reshape(arr.shape[0], -1), dtype=np.float32)
+        cdef const float[:, ::1] xin = np.ascontiguousarray(arr.reshape(arr.shape[0], -1), dtype=np.float32)
         if not np.isfinite(np.asarray(xin)).all():
             raise ValueError("input holds NaN or infinite values")
         cdef int64_t n = xin.shape[0], out_n = self.output_size
