@@ -7,6 +7,7 @@ with a one-line error and no traceback.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def test_manifest_json_numbers(outdir, tmp_path):
     """The C parser takes every number form JSON allows and refuses what it does not (as
     Python's json does, which reads the same manifest)."""
     base = make_cases.read_members(os.path.join(outdir, "good_lenet.npz"))
-    text = make_cases.json.dumps(make_cases.get_manifest(base))
+    text = json.dumps(make_cases.get_manifest(base))
     ok = ['"mean": [-0.0, 1e-05]', '"mean": [2E+2, -1.5e3]', '"mean": [0, 0.25e-2]']
     bad = ['"mean": [01, 0]', '"mean": [1., 0]', '"mean": [.5, 0]', '"mean": [+1, 0]', '"mean": [1e, 0]',
            '"mean": [NaN, 0]', '"mean": [-, 0]', '"mean": [0x10, 0]', '"mean": [1.5.2, 0]', '"mean": [-01, 0]']

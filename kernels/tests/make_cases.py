@@ -502,7 +502,7 @@ BAD_CASES: list[Case] = [
          _with_layers(lambda ls: ls[6].__setitem__("W", np.ones((5, 23), np.float32)))),
     Case("bad_conv_cols", "SI_ERR_MODEL", "layer conv2: weight 'conv2.W' is 8 x 45, expected 8 x 54",
          _with_layers(lambda ls: ls[2].__setitem__("W", np.ones((8, 45), np.float32)))),
-    Case("bad_valid_window", "SI_ERR_MODEL", "input height 3 is smaller than the window 5", 
+    Case("bad_valid_window", "SI_ERR_MODEL", "input height 3 is smaller than the window 5",
          _with_layers(lambda ls: ls[0].update(kernel=[5, 5], W=np.ones((6, 50), np.float32)), shape=[3, 16, 2])),
     # CSR structure
     Case("bad_csr_index_range", "SI_ERR_MODEL", ">= cols 32", _csr_edit(_csr_oob)),
