@@ -134,6 +134,14 @@ static si_status parse_container(jp *j, si_json *v, int obj) {
             if (j->p >= j->end || *j->p != ':') { free(key); return jerr(j, "expected ':'"); }
             j->p++;
         }
+        if (obj) {
+            /* Refuse duplicate keys: readers that keep the first and the last would
+             * otherwise see different models. Manifest objects are small; the cap keeps
+             * the quadratic check cheap on hostile input. */
+            if (v->n >= 256) { free(key); return jerr(j, "object with more than 256 keys"); }
+            for (int i = 0; i < v->n; i++)
+                if (strcmp(v->keys[i], key) == 0) { free(key); return jerr(j, "duplicate key"); }
+        }
         if ((st = push(v, &cap, key)) != SI_OK) { free(key); return st; }
         if ((st = parse_value(j, &v->items[v->n - 1])) != SI_OK) return st;
         ws(j);

@@ -21,6 +21,8 @@
 #define MAX_LAYERS 4096
 #define MAX_DIM (INT64_C(1) << 31)      /* any single dimension */
 #define MAX_ACT (INT64_C(1) << 31)      /* elements of one sample's activation */
+#define MAX_PATCH (INT64_C(1) << 24)    /* conv taps per output (kh * kw * in_c) */
+#define MAX_MACS (INT64_C(1) << 40)     /* multiply-adds of one conv layer per sample */
 
 typedef struct {
     const si_npz *npz;
@@ -221,8 +223,14 @@ static si_status build_layer(const si_npz *npz, const si_json *jl, int idx, si_l
     si_status st;
     if (jl->type != SI_JOBJ) return si_fail(SI_ERR_FORMAT, "model.json: layers[%d] is not an object", idx);
     const char *name = get_str(jl, "name"), *type = get_str(jl, "type");
-    snprintf(L->name, sizeof L->name, "%s", name ? name : "");
-    if (!name) snprintf(L->name, sizeof L->name, "layers[%d]", idx);
+    if (!name) return si_fail(SI_ERR_FORMAT, "model.json: layers[%d] has no 'name'", idx);
+    size_t nlen = strlen(name);
+    if (nlen == 0 || nlen >= sizeof L->name)
+        return si_fail(SI_ERR_MODEL, "model.json: layers[%d] name must be 1 to %d bytes", idx, (int)sizeof L->name - 1);
+    for (size_t i = 0; i < nlen; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return si_fail(SI_ERR_MODEL, "model.json: layers[%d] name has a control character", idx);
+    memcpy(L->name, name, nlen + 1);
     snprintf(where, sizeof where, "layer %s", L->name);
     if (!type) return si_fail(SI_ERR_FORMAT, "%s: missing 'type'", where);
     L->in_h = *h; L->in_w = *w; L->in_c = *c;
@@ -241,8 +249,14 @@ static si_status build_layer(const si_npz *npz, const si_json *jl, int idx, si_l
             return st;
         L->out_c = filters;
         L->rows = filters;
-        if (!si_mul_ok((int64_t)k[0] * k[1], *c, &L->cols) || L->cols >= MAX_DIM)
-            return si_fail(SI_ERR_MODEL, "%s: kernel %dx%d over %lld channels is too large", where, k[0], k[1], (long long)*c);
+        if (!si_mul_ok((int64_t)k[0] * k[1], *c, &L->cols) || L->cols > MAX_PATCH)
+            return si_fail(SI_ERR_MODEL, "%s: kernel %dx%d over %lld channels is too large (limit %lld taps)", where, k[0],
+                           k[1], (long long)*c, (long long)MAX_PATCH);
+        int64_t work;
+        if (!si_mul_ok(L->out_h * L->out_w, L->cols, &work) || !si_mul_ok(work, filters, &work) || work > MAX_MACS)
+            return si_fail(SI_ERR_MODEL, "%s: %lld x %lld outputs x %lld filters x %lld taps exceeds the limit of 2^40 "
+                           "multiply-adds per sample", where, (long long)L->out_h, (long long)L->out_w,
+                           (long long)filters, (long long)L->cols);
         if ((st = load_weights(npz, jl, L, where))) return st;
     } else if (strcmp(type, "dense") == 0) {
         int64_t units;
@@ -263,6 +277,9 @@ static si_status build_layer(const si_npz *npz, const si_json *jl, int idx, si_l
             (st = get_padding(jl, where, &same)))
             return st;
         L->kh = k[0]; L->kw = k[1]; L->sh = s[0]; L->sw = s[1];
+        if (k[0] > *h + 1 || k[1] > *w + 1)
+            return si_fail(SI_ERR_MODEL, "%s: pool window %dx%d is larger than its input %lld x %lld", where, k[0], k[1],
+                           (long long)*h, (long long)*w);
         if ((st = window(*h, k[0], s[0], same, where, "height", &L->out_h, &L->pad_top)) ||
             (st = window(*w, k[1], s[1], same, where, "width", &L->out_w, &L->pad_left)))
             return st;
