@@ -1,0 +1,111 @@
+"""The Python API's own contract: batches of any size, single samples, read-only inputs,
+loading from bytes, threads, and the fast kernels against the reference kernels."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import sparseinfer
+from sparseinfer import _core
+from sparseinfer.format import write_model
+from tests.tf_util import assert_close
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "kernels", "tests"))
+import make_cases  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    out = {}
+    for name, (layers, shape, storage) in make_cases.good_models().items():
+        path = d / f"{name}.npz"
+        write_model(path, layers, {"shape": shape}, storage=storage, name=name)
+        out[name] = (str(path), layers, shape)
+    return out
+
+
+def _ref(layers, x):
+    return make_cases.reference_forward(layers, x.astype(np.float64)).reshape(len(x), -1)
+
+
+def test_any_batch_size(models):
+    """0, 1, 63, 64, 65 and 130 samples (the bindings run chunks of 64 through one context)."""
+    for name, (path, layers, shape) in models.items():
+        m = sparseinfer.load(path)
+        x = np.random.default_rng(5).uniform(-1, 1, (130, *shape)).astype(np.float32)
+        want = _ref(layers, x)
+        for n in (0, 1, 63, 64, 65, 130):
+            got = m.predict(x[:n])
+            assert got.shape == (n, m.output_size)
+            assert_close(got, want[:n], 1e-4, 1e-5 * np.abs(want).max(), f"{name} batch {n}")
+
+
+def test_single_sample_readonly_and_dtypes(models):
+    path, layers, shape = models["good_lenet"]
+    m = sparseinfer.load(path)
+    x = np.random.default_rng(6).uniform(-1, 1, shape).astype(np.float32)
+    want = m.predict(x[None])
+    np.testing.assert_array_equal(m.predict(x), want)  # HWC alone is one sample
+    ro = x.copy()
+    ro.setflags(write=False)
+    np.testing.assert_array_equal(m.predict(ro), want)
+    np.testing.assert_array_equal(m.predict(x.astype(np.float64)), want)
+    with pytest.raises(ValueError, match="NaN"):
+        m.predict(np.full(shape, np.nan, np.float32))
+
+
+def test_from_bytes_equals_file(models):
+    path, _, shape = models["good_lenet"]
+    with open(path, "rb") as f:
+        a = sparseinfer.Model.from_bytes(f.read())
+    b = sparseinfer.load(path)
+    x = np.random.default_rng(7).uniform(-1, 1, (4, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    assert a.layers() == b.layers()
+
+
+def test_threads_setting_and_concurrent_predicts(models):
+    path, _, shape = models["good_lenet"]
+    x = np.random.default_rng(8).uniform(-1, 1, (32, *shape)).astype(np.float32)
+    want = sparseinfer.load(path, threads=1).predict(x)
+    m = sparseinfer.load(path, threads=2)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append(m.predict(x))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 80
+    for r in results:
+        assert_close(r, want, 1e-5, 1e-7, "concurrent predict")
+    with pytest.raises(ValueError):
+        sparseinfer.load(path, threads=-1)
+
+
+def test_fast_kernels_against_reference(models):
+    """si_set_reference_kernels(1) runs plain loops; the fast path (im2col + MKL) must match."""
+    for name, (path, _, shape) in models.items():
+        m = sparseinfer.load(path)
+        x = np.random.default_rng(9).uniform(-1, 1, (5, *shape)).astype(np.float32)
+        fast = m.predict(x)
+        _core.set_reference_kernels(True)
+        try:
+            ref = m.predict(x)
+        finally:
+            _core.set_reference_kernels(False)
+        assert_close(fast, ref, 1e-4, 1e-5 * np.abs(ref).max(), f"{name}: fast vs reference kernels")
