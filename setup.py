@@ -19,7 +19,9 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL_SOURCES = sorted(glob.glob(os.path.join("kernels", "si_*.c")))
-CFLAGS = ["-std=c11", "-O3", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-DSI_BUILDING_LIBRARY"]
+# OpenMP: the runtime's own kernels and MKL (told to use its GNU threading layer at first
+# use, see si_runtime.c) share one libgomp thread pool.
+CFLAGS = ["-std=c11", "-O3", "-fPIC", "-fvisibility=hidden", "-fopenmp", "-Wall", "-Wextra", "-DSI_BUILDING_LIBRARY"]
 
 
 def _dist_file_dir(dist: str, filename: str) -> str:
@@ -50,7 +52,7 @@ def _link_args(depth: int) -> list[str]:
     paths = [RUNTIME_MKL_LIB, rel]
     if "pip-build-env" not in MKL_LIB:  # pip's isolated build env is gone by run time
         paths.append(MKL_LIB)
-    args = [f"-L{MKL_LIB}", "-l:libmkl_rt.so.3", "-lm"]
+    args = [f"-L{MKL_LIB}", "-l:libmkl_rt.so.3", "-fopenmp", "-lm"]
     seen = []
     for p in paths:
         if p not in seen:

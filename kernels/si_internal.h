@@ -21,6 +21,9 @@ si_status si_fail(si_status status, const char *fmt, ...) SI_PRINTF(2, 3);
 int si_mul_ok(int64_t a, int64_t b, int64_t *out);
 int si_add_ok(int64_t a, int64_t b, int64_t *out);
 
+void si_init(void);           /* once per process: MKL's threading layer */
+int si_num_threads(void);     /* threads the calling thread's kernels may use */
+
 void *si_alloc(size_t bytes);   /* 64-byte aligned; NULL on failure or 0 bytes */
 void si_free(void *p);
 
@@ -88,8 +91,20 @@ typedef struct si_layer {
     int32_t *csr_col;        /* CSR: nnz column indices */
     int64_t *csr_ptr;        /* CSR: rows + 1 row pointers */
     int64_t nnz;
+    uint16_t *csr_col16;     /* CSR: the same column indices as uint16 when cols <= 65536, else NULL */
+    void *mkl;               /* CSR: MKL inspector-executor handle (sparse_matrix_t), or NULL */
     float *bias;             /* rows values, or NULL */
+    /* Execution chosen at load (si_plan.c) for batch 1 and for larger batches. */
+    int exec_b1, exec_bn;    /* enum si_exec */
+    char why[96];            /* the reason for that choice, for `sparseinfer info` */
 } si_layer;
+
+/* How a weighted layer runs. Dense execution needs L->w; the sparse ones need CSR. */
+enum si_exec {
+    SI_EXEC_DENSE = 0,       /* MKL sgemm / the runtime's bandwidth gemv */
+    SI_EXEC_SPARSE_OWN = 1,  /* the runtime's own CSR kernels (si_sparse.c) */
+    SI_EXEC_SPARSE_MKL = 2   /* MKL inspector-executor sparse BLAS (si_mkl_sparse.c) */
+};
 
 struct si_model {
     si_layer *layers;
@@ -103,6 +118,28 @@ struct si_model {
 /* ---- kernels (si_kernels.c) --------------------------------------------------------- */
 
 extern int si_use_reference;
+
+/* im2col rows [p0, p0 + m) of a conv layer's batch (row-major, m x L->cols). */
+void si_im2col_rows(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
+
+/* ---- sparse kernels (si_sparse.c): the runtime's own CSR kernels ---------------------
+ * They compute the linear part only (no bias, no activation) and use si_num_threads()
+ * OpenMP threads. Each has a plain reference beside it (si_use_reference). */
+void si_f32_csrmv(const si_layer *L, const float *x, float *y);                 /* y = A x */
+int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n);
+void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws); /* Y[n x rows] = X[n x cols] A^T */
+int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
+void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws); /* NHWC conv, CSR filters */
+
+/* ---- MKL inspector-executor (si_mkl_sparse.c) --------------------------------------- */
+si_status si_mkl_csr_prepare(si_layer *L);   /* handle + mv/mm hints + optimize, at load */
+void si_mkl_csr_free(si_layer *L);
+void si_mkl_csrmv(const si_layer *L, const float *x, float *y);
+void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y);
+void si_mkl_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int64_t ws_floats);
+
+/* ---- dense fully connected at memory bandwidth (si_gemv.c) -------------------------- */
+void si_f32_gemv(const si_layer *L, const float *x, float *y);  /* y = W x, threaded */
 
 /* All batch-major, NHWC. ws: im2col scratch of ws_floats floats. */
 void si_conv2d_forward(const si_layer *L, const float *in, int batch, float *out,

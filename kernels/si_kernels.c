@@ -64,7 +64,7 @@ static void f32_conv2d_ref(const si_layer *L, const float *in, int batch, float 
 
 /* Rows [p0, p0 + m) of the batch's im2col matrix: one row per output position, columns in
  * (kernel row, kernel column, channel) order to match the weight matrix. */
-static void im2col_rows(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+void si_im2col_rows(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
     const int64_t K = L->cols;
     for (int64_t r = 0; r < m; r++) {
@@ -99,7 +99,7 @@ void si_conv2d_forward(const si_layer *L, const float *in, int batch, float *out
     for (int64_t p0 = 0; p0 < P; p0 += chunk) {
         int64_t m = P - p0 < chunk ? P - p0 : chunk;
         const float *a = in + p0 * K;
-        if (!pointwise) { im2col_rows(L, in, p0, m, ws); a = ws; }
+        if (!pointwise) { si_im2col_rows(L, in, p0, m, ws); a = ws; }
         if (L->storage == SI_STORAGE_DENSE)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (MKL_INT)m, (MKL_INT)F, (MKL_INT)K, 1.0f, a,
                         (MKL_INT)K, L->w, (MKL_INT)K, 0.0f, out + p0 * F, (MKL_INT)F);

@@ -404,6 +404,7 @@ done:
 
 si_status si_model_load_buffer(const void *data, size_t size, si_model **out) {
     if (!data || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_buffer: NULL argument");
+    si_init();
     si_npz npz;
     si_status st = si_npz_open(data, size, &npz);
     if (st) return st;

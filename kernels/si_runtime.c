@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include <mkl.h>
+#include <omp.h>
+#include <pthread.h>
 
 /* Scratch for im2col: enough rows of the patch matrix to keep sgemm efficient without
  * materialising a whole VGG layer (224*224*576 floats = 115 MB per image). */
@@ -69,12 +71,23 @@ void si_free(void *p) { free(p); }
 
 void si_set_reference_kernels(int on) { si_use_reference = on != 0; }
 
+/* MKL threads through libgomp, like the runtime's own OpenMP kernels, so the two share one
+ * pool instead of two runtimes fighting over the cores. Has effect only if it comes before
+ * the process's first MKL call (otherwise MKL keeps the layer it already chose). */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void init_library(void) { mkl_set_threading_layer(MKL_THREADING_GNU); }
+void si_init(void) { pthread_once(&init_once, init_library); }
+
 int si_set_num_threads(int n) {
+    si_init();
     int prev = thread_setting;
     thread_setting = n > 0 ? n : 0;
     mkl_set_num_threads_local(thread_setting); /* 0 restores the global setting */
+    omp_set_num_threads(thread_setting ? thread_setting : omp_get_num_procs());
     return prev;
 }
+
+int si_num_threads(void) { return thread_setting ? thread_setting : omp_get_max_threads(); }
 
 /* ---- model queries ------------------------------------------------------------------ */
 
@@ -128,6 +141,7 @@ struct si_context {
 si_status si_context_create(const si_model *m, int max_batch, si_context **out) {
     if (!m || !out) return si_fail(SI_ERR_ARGUMENT, "si_context_create: NULL argument");
     if (max_batch < 1) return si_fail(SI_ERR_ARGUMENT, "si_context_create: max_batch %d < 1", max_batch);
+    si_init();
     si_context *c = calloc(1, sizeof *c);
     if (!c) return si_fail(SI_ERR_NOMEM, "out of memory for a context");
     c->model = m;

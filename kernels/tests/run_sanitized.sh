@@ -33,7 +33,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sanitized.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 echo "== build (ASan + UBSan)"
-"$CC" -std=c11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+"$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
     -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
     "$KERNELS"/si_*.c "$HERE/test_loader.c" \
     -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/test_loader"
