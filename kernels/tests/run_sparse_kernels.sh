@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds kernels/si_*.c with test_sparse_kernels.c twice and runs it: optimised (-O2, the
+# full set of cases) and under AddressSanitizer + UBSan (the quick set).
+#
+#   bash kernels/tests/run_sparse_kernels.sh      (from anywhere; uses `python` or $PYTHON)
+#
+# MKL comes from the PyPI wheels (mkl, mkl-include), found as in run_sanitized.sh.
+# Exit status: non-zero if either run fails.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KERNELS="$(dirname "$HERE")"
+PYTHON="${PYTHON:-python}"
+CC="${CC:-cc}"
+
+dist_dir() { # dist file: directory of that file of an installed distribution
+    "$PYTHON" - "$1" "$2" <<'PY'
+import importlib.metadata as md, os, sys
+dist, name = sys.argv[1:]
+for f in md.files(dist) or []:
+    if os.path.basename(str(f)) == name:
+        print(os.path.dirname(os.path.realpath(str(f.locate()))))
+        break
+else:
+    sys.exit(f"run_sparse_kernels.sh: {name} not found in the {dist} distribution (pip install {dist})")
+PY
+}
+
+MKL_INC="$(dist_dir mkl-include mkl.h)"
+MKL_LIB="$(dist_dir mkl libmkl_rt.so.3)"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sparse.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+# Only the sparse sources are -Werror here: the others belong to other tests.
+"$CC" -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -fsyntax-only \
+    "$KERNELS/si_sparse.c" "$KERNELS/si_mkl_sparse.c" "$HERE/test_sparse_kernels.c"
+
+echo "== build (-O2)"
+"$CC" -std=c11 -O2 -g -fopenmp -I"$KERNELS" -I"$MKL_INC" \
+    "$KERNELS"/si_*.c "$HERE/test_sparse_kernels.c" \
+    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/test_sparse"
+echo "== run (-O2)"
+"$WORK/test_sparse"
+
+echo "== build (ASan + UBSan)"
+"$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+    -I"$KERNELS" -I"$MKL_INC" \
+    "$KERNELS"/si_*.c "$HERE/test_sparse_kernels.c" \
+    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/test_sparse_asan"
+echo "== run (ASan + UBSan, quick cases)"
+export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+"$WORK/test_sparse_asan" quick
