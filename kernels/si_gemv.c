@@ -157,10 +157,16 @@ static void rows_plain(const float *w, int64_t cols, const float *x, float *y, i
     }
 }
 
+/* Which variant runs: 0 = the best this CPU has; for tests, 1 = plain C, 2 = AVX2 + FMA,
+ * 3 = AVX-512F (a forced variant the CPU lacks falls back to the next one it has). */
+int si_gemv_variant = 0;
+
 static rows_fn pick_rows(void) {
+    const int v = si_gemv_variant;
+    if (v == 1) return rows_plain;
 #ifdef SI_GEMV_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return rows_avx512;
+    if (v != 2 && __builtin_cpu_supports("avx512f")) return rows_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return rows_avx2;
 #endif
     return rows_plain;

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds kernels/tests/test_gemv.c with the library's kernels twice, optimised (-O3, as
+# setup.py builds them) and under AddressSanitizer + UBSan (-O1), and runs both: the
+# optimised build on every shape with 1 and 2 threads, the sanitized one with the largest
+# shapes at 1 thread only (--quick).
+#
+#   bash kernels/tests/run_gemv.sh        (from anywhere; uses `python` or $PYTHON)
+#
+# MKL comes from the PyPI wheels (mkl, mkl-include), found as setup.py finds them. The test
+# links the whole library (kernels/si_*.c); if that does not build or link, e.g. while other
+# kernels are being written, it falls back to si_gemv.c + si_bandwidth.c with a stand-in for
+# the runtime functions they use (SI_GEMV_STANDALONE) and says so. Warnings are errors in
+# si_gemv.c, si_bandwidth.c and the test.
+#
+# Last line: "N passed, M failed" over both runs. Exit status non-zero on any failure.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KERNELS="$(dirname "$HERE")"
+PYTHON="${PYTHON:-python}"
+CC="${CC:-cc}"
+
+dist_dir() { # dist file: directory of that file of an installed distribution
+    "$PYTHON" - "$1" "$2" <<'PY'
+import importlib.metadata as md, os, sys
+dist, name = sys.argv[1:]
+for f in md.files(dist) or []:
+    if os.path.basename(str(f)) == name:
+        print(os.path.dirname(os.path.realpath(str(f.locate()))))
+        break
+else:
+    sys.exit(f"run_gemv.sh: {name} not found in the {dist} distribution (pip install {dist})")
+PY
+}
+
+MKL_INC="$(dist_dir mkl-include mkl.h)"
+MKL_LIB="$(dist_dir mkl libmkl_rt.so.3)"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-gemv.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm)
+OWN=(si_gemv.c si_bandwidth.c)
+
+build() { # name flags...: builds $WORK/name, whole library or standalone
+    local name="$1"; shift
+    local flags=(-std=c11 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC" "$@")
+    local objs=() src werror obj ok=1
+    mkdir -p "$WORK/$name.o"
+    for src in "$KERNELS"/si_*.c "$HERE/test_gemv.c"; do
+        werror=()
+        case "$(basename "$src")" in si_gemv.c|si_bandwidth.c|test_gemv.c) werror=(-Werror) ;; esac
+        obj="$WORK/$name.o/$(basename "$src" .c).o"
+        if ! "$CC" "${flags[@]}" "${werror[@]}" -c "$src" -o "$obj" 2>> "$WORK/$name.log"; then ok=0; break; fi
+        objs+=("$obj")
+    done
+    if [ $ok = 1 ] && "$CC" "${flags[@]}" "${objs[@]}" "${LIBS[@]}" -o "$WORK/$name" 2>> "$WORK/$name.log"; then
+        echo "== $name: whole library (kernels/si_*.c)"
+        return
+    fi
+    echo "== $name: the whole library did not build or link; standalone si_gemv.c + si_bandwidth.c"
+    grep -E "error|undefined" "$WORK/$name.log" | head -3 | sed 's/^/   /' || true
+    "$CC" "${flags[@]}" -Werror -DSI_GEMV_STANDALONE "${OWN[@]/#/$KERNELS/}" "$HERE/test_gemv.c" \
+        "${LIBS[@]}" -o "$WORK/$name"
+}
+
+build test_gemv -O3
+build test_gemv_asan -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+total_p=0; total_f=0; rc=0
+run() { # name args...
+    local name="$1"; shift
+    echo "== run $name $*"
+    set +e
+    "$WORK/$name" "$@" | tee "$WORK/$name.out"
+    local st=${PIPESTATUS[0]}
+    set -e
+    [ "$st" = 0 ] || rc=1
+    local line
+    line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/$name.out" | tail -1 || true)"
+    if [ -z "$line" ]; then echo "$name: no closing line (exit status $st)"; total_f=$((total_f + 1)); rc=1; return; fi
+    total_p=$((total_p + ${line%% passed*}))
+    local f="${line#*passed, }"; total_f=$((total_f + ${f%% failed}))
+}
+
+run test_gemv
+export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+run test_gemv_asan --quick
+
+echo "== total (optimised + sanitized)"
+echo "$total_p passed, $total_f failed"
+[ "$total_f" = 0 ] || rc=1
+exit $rc
