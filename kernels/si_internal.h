@@ -95,16 +95,12 @@ typedef struct si_layer {
     void *mkl;               /* CSR: MKL inspector-executor handle (sparse_matrix_t), or NULL */
     float *bias;             /* rows values, or NULL */
     /* Execution chosen at load (si_plan.c) for batch 1 and for larger batches. */
-    int exec_b1, exec_bn;    /* enum si_exec */
-    char why[96];            /* the reason for that choice, for `sparseinfer info` */
+    si_exec exec_b1, exec_bn;
+    char why[160];           /* the reason for that choice, for `sparseinfer info` */
 } si_layer;
 
-/* How a weighted layer runs. Dense execution needs L->w; the sparse ones need CSR. */
-enum si_exec {
-    SI_EXEC_DENSE = 0,       /* MKL sgemm / the runtime's bandwidth gemv */
-    SI_EXEC_SPARSE_OWN = 1,  /* the runtime's own CSR kernels (si_sparse.c) */
-    SI_EXEC_SPARSE_MKL = 2   /* MKL inspector-executor sparse BLAS (si_mkl_sparse.c) */
-};
+/* How a weighted layer runs: si_exec in the public header. Dense execution needs L->w;
+ * the sparse ones need the CSR arrays. */
 
 struct si_model {
     si_layer *layers;
@@ -114,6 +110,15 @@ struct si_model {
     int64_t max_im2col;      /* largest im2col row (kh*kw*in_c) */
     char *manifest;
 };
+
+/* ---- planning (si_plan.c) ----------------------------------------------------------- */
+
+/* Chooses exec_b1 / exec_bn of every weighted layer and converts storage to match:
+ * densifies CSR that runs dense, compresses dense that runs sparse, builds uint16 column
+ * indices and MKL handles where they will be used. */
+si_status si_plan_model(si_model *m, const si_load_options *opt);
+
+double si_read_bandwidth_gbs(size_t bytes, int repeats);  /* si_bandwidth.c */
 
 /* ---- kernels (si_kernels.c) --------------------------------------------------------- */
 
@@ -141,10 +146,11 @@ void si_mkl_spconv(const si_layer *L, const float *in, int batch, float *out, fl
 /* ---- dense fully connected at memory bandwidth (si_gemv.c) -------------------------- */
 void si_f32_gemv(const si_layer *L, const float *x, float *y);  /* y = W x, threaded */
 
-/* All batch-major, NHWC. ws: im2col scratch of ws_floats floats. */
+/* All batch-major, NHWC. ws: the context's scratch of ws_floats floats (im2col rows, or
+ * what the sparse kernels asked for). */
 void si_conv2d_forward(const si_layer *L, const float *in, int batch, float *out,
                        float *ws, int64_t ws_floats);
-void si_dense_forward(const si_layer *L, const float *in, int batch, float *out);
+void si_dense_forward(const si_layer *L, const float *in, int batch, float *out, float *ws);
 void si_maxpool_forward(const si_layer *L, const float *in, int batch, float *out);
 void si_relu_inplace(float *x, int64_t n);
 void si_softmax_rows(float *x, int64_t rows, int64_t cols);

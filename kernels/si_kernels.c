@@ -26,15 +26,20 @@ static void bias_act(const si_layer *L, float *out, int64_t positions) {
     else if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, positions, n);
 }
 
-/* Weight (row r, column k) of a layer of either storage, for the reference kernels. */
+/* Column of the k-th stored non-zero (the int32 indices may have been dropped for uint16). */
+static inline int64_t csr_col_at(const si_layer *L, int64_t k) {
+    return L->csr_col16 ? (int64_t)L->csr_col16[k] : (int64_t)L->csr_col[k];
+}
+
+/* Weight (row r, column k) in whichever form the layer holds, for the reference kernels. */
 static float weight_at(const si_layer *L, int64_t r, int64_t k) {
-    if (L->storage == SI_STORAGE_DENSE) return L->w[r * L->cols + k];
+    if (L->w) return L->w[r * L->cols + k];
     int64_t lo = L->csr_ptr[r], hi = L->csr_ptr[r + 1];
     while (lo < hi) { /* columns are sorted within a row */
         int64_t mid = lo + (hi - lo) / 2;
-        if (L->csr_col[mid] < k) lo = mid + 1; else hi = mid;
+        if (csr_col_at(L, mid) < k) lo = mid + 1; else hi = mid;
     }
-    return lo < L->csr_ptr[r + 1] && L->csr_col[lo] == k ? L->csr_val[lo] : 0.0f;
+    return lo < L->csr_ptr[r + 1] && csr_col_at(L, lo) == k ? L->csr_val[lo] : 0.0f;
 }
 
 /* ---- conv2d ------------------------------------------------------------------------- */
@@ -88,41 +93,30 @@ void si_im2col_rows(const si_layer *L, const float *in, int64_t p0, int64_t m, f
     }
 }
 
-static void f32_csrmm_rows(const si_layer *L, const float *x, int64_t m, float *y);
-
 void si_conv2d_forward(const si_layer *L, const float *in, int batch, float *out, float *ws, int64_t ws_floats) {
     if (si_use_reference) { f32_conv2d_ref(L, in, batch, out); return; }
+    si_exec ex = batch == 1 ? L->exec_b1 : L->exec_bn;
     const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
-    const int pointwise = L->kh == 1 && L->kw == 1 && L->sh == 1 && L->sw == 1 && L->pad_top == 0 && L->pad_left == 0;
-    int64_t chunk = ws_floats / K;
-    if (chunk < 1) chunk = 1;
-    for (int64_t p0 = 0; p0 < P; p0 += chunk) {
-        int64_t m = P - p0 < chunk ? P - p0 : chunk;
-        const float *a = in + p0 * K;
-        if (!pointwise) { si_im2col_rows(L, in, p0, m, ws); a = ws; }
-        if (L->storage == SI_STORAGE_DENSE)
+    if (ex == SI_EXEC_SPARSE_OWN) {
+        si_f32_spconv(L, in, batch, out, ws);
+    } else if (ex == SI_EXEC_SPARSE_MKL) {
+        si_mkl_spconv(L, in, batch, out, ws, ws_floats);
+    } else {
+        const int pointwise = L->kh == 1 && L->kw == 1 && L->sh == 1 && L->sw == 1;
+        int64_t chunk = ws_floats / K;
+        if (chunk < 1) chunk = 1;
+        for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+            int64_t m = P - p0 < chunk ? P - p0 : chunk;
+            const float *a = in + p0 * K;
+            if (!pointwise) { si_im2col_rows(L, in, p0, m, ws); a = ws; }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (MKL_INT)m, (MKL_INT)F, (MKL_INT)K, 1.0f, a,
                         (MKL_INT)K, L->w, (MKL_INT)K, 0.0f, out + p0 * F, (MKL_INT)F);
-        else
-            f32_csrmm_rows(L, a, m, out + p0 * F);
+        }
     }
     bias_act(L, out, P);
 }
 
 /* ---- dense -------------------------------------------------------------------------- */
-
-/* y[m x rows] = x[m x cols] * W^T for a CSR W: each output row gathers its inputs. */
-static void f32_csrmm_rows(const si_layer *L, const float *x, int64_t m, float *y) {
-    for (int64_t s = 0; s < m; s++) {
-        const float *xs = x + s * L->cols;
-        float *ys = y + s * L->rows;
-        for (int64_t r = 0; r < L->rows; r++) {
-            float acc = 0.0f;
-            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) acc += L->csr_val[k] * xs[L->csr_col[k]];
-            ys[r] = acc;
-        }
-    }
-}
 
 static void f32_dense_ref(const si_layer *L, const float *in, int batch, float *out) {
     for (int n = 0; n < batch; n++)
@@ -134,15 +128,22 @@ static void f32_dense_ref(const si_layer *L, const float *in, int batch, float *
     bias_act(L, out, batch);
 }
 
-void si_dense_forward(const si_layer *L, const float *in, int batch, float *out) {
+void si_dense_forward(const si_layer *L, const float *in, int batch, float *out, float *ws) {
     if (si_use_reference) { f32_dense_ref(L, in, batch, out); return; }
+    si_exec ex = batch == 1 ? L->exec_b1 : L->exec_bn;
     const MKL_INT rows = (MKL_INT)L->rows, cols = (MKL_INT)L->cols;
-    if (L->storage == SI_STORAGE_CSR) f32_csrmm_rows(L, in, batch, out);
-    else if (batch == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, L->w, cols, in, 1, 0.0f, out, 1);
-    else
+    if (ex == SI_EXEC_SPARSE_OWN) {
+        if (batch == 1) si_f32_csrmv(L, in, out);
+        else si_f32_csrmm(L, in, batch, out, ws);
+    } else if (ex == SI_EXEC_SPARSE_MKL) {
+        if (batch == 1) si_mkl_csrmv(L, in, out);
+        else si_mkl_csrmm(L, in, batch, out);
+    } else if (batch == 1) {
+        si_f32_gemv(L, in, out); /* MKL's sgemv streams at one core's bandwidth here */
+    } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, rows, cols, 1.0f, in, cols, L->w, cols, 0.0f,
                     out, rows);
+    }
     bias_act(L, out, batch);
 }
 

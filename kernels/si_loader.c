@@ -402,7 +402,7 @@ done:
     return st;
 }
 
-si_status si_model_load_buffer(const void *data, size_t size, si_model **out) {
+si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *opt, si_model **out) {
     if (!data || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_buffer: NULL argument");
     si_init();
     si_npz npz;
@@ -412,12 +412,19 @@ si_status si_model_load_buffer(const void *data, size_t size, si_model **out) {
     if (!m) { si_npz_close(&npz); return si_fail(SI_ERR_NOMEM, "out of memory for the model"); }
     st = build(&npz, m);
     si_npz_close(&npz);
+    if (!st) st = si_plan_model(m, opt);
     if (st) { si_model_free(m); return st; }
     *out = m;
     return SI_OK;
 }
 
-si_status si_model_load_file(const char *path, si_model **out) {
+si_status si_model_load_buffer(const void *data, size_t size, si_model **out) {
+    return si_model_load_buffer_ex(data, size, NULL, out);
+}
+
+si_status si_model_load_file(const char *path, si_model **out) { return si_model_load_file_ex(path, NULL, out); }
+
+si_status si_model_load_file_ex(const char *path, const si_load_options *opt, si_model **out) {
     if (!path || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_file: NULL argument");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return si_fail(SI_ERR_IO, "%s: %s", path, strerror(errno));
@@ -428,7 +435,7 @@ si_status si_model_load_file(const char *path, si_model **out) {
     void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return si_fail(SI_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-    si_status st = si_model_load_buffer(p, (size_t)sb.st_size, out);
+    si_status st = si_model_load_buffer_ex(p, (size_t)sb.st_size, opt, out);
     munmap(p, (size_t)sb.st_size);
     if (st) {
         /* Prefix the file name to the detail. */
@@ -443,7 +450,9 @@ void si_model_free(si_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_layers; i++) {
         si_layer *L = &m->layers[i];
-        si_free(L->w); si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr); si_free(L->bias);
+        if (L->mkl) si_mkl_csr_free(L);
+        si_free(L->w); si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr); si_free(L->csr_col16);
+        si_free(L->bias);
     }
     free(m->layers);
     free(m->manifest);

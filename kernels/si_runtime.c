@@ -89,6 +89,11 @@ int si_set_num_threads(int n) {
 
 int si_num_threads(void) { return thread_setting ? thread_setting : omp_get_max_threads(); }
 
+double si_util_read_bandwidth(size_t bytes, int repeats) {
+    si_init();
+    return si_read_bandwidth_gbs(bytes, repeats);
+}
+
 /* ---- model queries ------------------------------------------------------------------ */
 
 void si_model_input_shape(const si_model *m, int64_t hwc[3]) {
@@ -118,12 +123,22 @@ si_status si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
     info->rows = L->rows;
     info->cols = L->cols;
     info->storage = L->storage;
+    info->exec_batch1 = L->exec_b1;
+    info->exec_batchn = L->exec_bn;
+    info->why = L->why;
     if (L->storage != SI_STORAGE_NONE) {
         int64_t bias = L->bias ? L->rows : 0;
         info->params = L->rows * L->cols + bias;
         info->nnz = L->nnz;
-        if (L->storage == SI_STORAGE_DENSE) info->weight_bytes = 4 * (L->rows * L->cols + bias);
-        else info->weight_bytes = 4 * L->nnz + 4 * L->nnz + 8 * (L->rows + 1) + 4 * bias;
+        /* As the writer stores them: CSR with uint16 columns when they fit, int32 row pointers. */
+        int64_t csr = 4 * L->nnz + (L->cols <= 65536 ? 2 : 4) * L->nnz + 4 * (L->rows + 1);
+        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? 4 * L->rows * L->cols : csr) + 4 * bias;
+        int64_t mem = 4 * bias;
+        if (L->w) mem += 4 * L->rows * L->cols;
+        if (L->csr_val) mem += 4 * L->nnz + 8 * (L->rows + 1);
+        if (L->csr_col) mem += 4 * L->nnz;
+        if (L->csr_col16) mem += 2 * L->nnz;
+        info->memory_bytes = mem;
     }
     return SI_OK;
 }
@@ -154,12 +169,26 @@ si_status si_context_create(const si_model *m, int max_batch, si_context **out) 
     }
     for (int l = 0; l < m->n_layers; l++) {
         const si_layer *L = &m->layers[l];
-        if (L->type != SI_LAYER_CONV2D) continue;
-        int64_t positions = (int64_t)max_batch * L->out_h * L->out_w;
-        int64_t rows = IM2COL_TARGET_FLOATS / L->cols;
-        if (rows < IM2COL_MIN_ROWS) rows = IM2COL_MIN_ROWS;
-        if (rows > positions) rows = positions;
-        if (rows * L->cols > c->ws_floats) c->ws_floats = rows * L->cols;
+        int64_t need = 0;
+        int sparse_own = L->exec_b1 == SI_EXEC_SPARSE_OWN || L->exec_bn == SI_EXEC_SPARSE_OWN;
+        int im2col = L->exec_b1 == SI_EXEC_DENSE || L->exec_bn == SI_EXEC_DENSE ||
+                     L->exec_b1 == SI_EXEC_SPARSE_MKL || L->exec_bn == SI_EXEC_SPARSE_MKL;
+        if (L->type == SI_LAYER_CONV2D) {
+            if (im2col) {
+                int64_t positions = (int64_t)max_batch * L->out_h * L->out_w;
+                int64_t rows = IM2COL_TARGET_FLOATS / L->cols;
+                if (rows < IM2COL_MIN_ROWS) rows = IM2COL_MIN_ROWS;
+                if (rows > positions) rows = positions;
+                need = rows * L->cols;
+            }
+            if (sparse_own) {
+                int64_t s = si_f32_spconv_ws_floats(L, max_batch);
+                if (s > need) need = s;
+            }
+        } else if (L->type == SI_LAYER_DENSE && max_batch > 1 && L->exec_bn == SI_EXEC_SPARSE_OWN) {
+            need = si_f32_csrmm_ws_floats(L, max_batch);
+        }
+        if (need > c->ws_floats) c->ws_floats = need;
     }
     c->act[0] = si_alloc((size_t)act * sizeof(float));
     c->act[1] = si_alloc((size_t)act * sizeof(float));
@@ -194,7 +223,7 @@ si_status si_run(si_context *ctx, const float *input, int batch, float *output) 
         int64_t n_out = (int64_t)batch * L->out_h * L->out_w * L->out_c;
         switch (L->type) {
         case SI_LAYER_CONV2D: si_conv2d_forward(L, src, batch, dst, ctx->ws, ctx->ws_floats); break;
-        case SI_LAYER_DENSE: si_dense_forward(L, src, batch, dst); break;
+        case SI_LAYER_DENSE: si_dense_forward(L, src, batch, dst, ctx->ws); break;
         case SI_LAYER_MAXPOOL2D: si_maxpool_forward(L, src, batch, dst); break;
         case SI_LAYER_FLATTEN:
         case SI_LAYER_RELU:

@@ -69,11 +69,38 @@ SI_API const char *si_last_error(void);
 /* Library version as "MAJOR.MINOR". */
 SI_API const char *si_version(void);
 
+/* How weighted layers execute. AUTO picks per layer and per batch regime (1, or more)
+ * from the layer's shape and density by a cost model calibrated on the target CPU class;
+ * DENSE and SPARSE force one kind everywhere (for comparisons: a CSR layer is expanded to
+ * dense at load, or a dense one compressed to CSR). */
+typedef enum si_exec_policy {
+    SI_POLICY_AUTO = 0,
+    SI_POLICY_DENSE = 1,
+    SI_POLICY_SPARSE = 2
+} si_exec_policy;
+
+/* Which sparse kernels SPARSE execution uses: the runtime's own, or MKL's
+ * inspector-executor sparse BLAS (the reference they are held against). */
+typedef enum si_sparse_impl {
+    SI_SPARSE_AUTO = 0,
+    SI_SPARSE_OWN = 1,
+    SI_SPARSE_MKL = 2
+} si_sparse_impl;
+
+typedef struct si_load_options {
+    si_exec_policy policy;
+    si_sparse_impl sparse_impl;
+} si_load_options;
+
 /* Load a model from a file or from a caller's buffer (the bytes of a model file). The
  * buffer is only read during the call: the model keeps its own copy of what it needs.
- * On success *out owns a new model; release it with si_model_free(). */
+ * On success *out owns a new model; release it with si_model_free(). options may be NULL
+ * (all AUTO). Planning (layout conversion, MKL's mkl_sparse_optimize) happens here. */
 SI_API si_status si_model_load_file(const char *path, si_model **out);
 SI_API si_status si_model_load_buffer(const void *data, size_t size, si_model **out);
+SI_API si_status si_model_load_file_ex(const char *path, const si_load_options *options, si_model **out);
+SI_API si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options,
+                                         si_model **out);
 /* Frees a model; NULL is allowed. No context of it may be used afterwards. */
 SI_API void si_model_free(si_model *model);
 
@@ -99,15 +126,26 @@ typedef enum si_storage {
     SI_STORAGE_CSR = 2
 } si_storage;
 
+typedef enum si_exec {
+    SI_EXEC_NONE = -1,       /* layer has no weights */
+    SI_EXEC_DENSE = 0,       /* dense: MKL sgemm, or the runtime's bandwidth-bound gemv */
+    SI_EXEC_SPARSE_OWN = 1,  /* CSR through the runtime's own kernels */
+    SI_EXEC_SPARSE_MKL = 2   /* CSR through MKL's inspector-executor sparse BLAS */
+} si_exec;
+
 typedef struct si_layer_info {
     const char *name;      /* owned by the model */
     si_layer_type type;
     int64_t out_shape[3];  /* per sample: h, w, c (dense layers: 1, 1, units) */
     int64_t rows, cols;    /* weight matrix, one row per output; 0 without weights */
     int64_t params;        /* dense parameter count: rows * cols + bias */
-    int64_t nnz;           /* non-zero weights stored (dense storage: counted at load) */
-    si_storage storage;
-    int64_t weight_bytes;  /* bytes of weights + bias as stored in memory */
+    int64_t nnz;           /* non-zero weights (dense storage: counted at load) */
+    si_storage storage;    /* as stored in the file */
+    int64_t weight_bytes;  /* bytes of weights + bias as stored in the file's format */
+    int64_t memory_bytes;  /* bytes the loaded layer holds (both forms if both are used) */
+    si_exec exec_batch1;   /* how it runs at batch 1 */
+    si_exec exec_batchn;   /* how it runs at larger batches */
+    const char *why;       /* the reason for that choice; owned by the model */
 } si_layer_info;
 
 SI_API int si_model_num_layers(const si_model *model);
@@ -127,6 +165,11 @@ SI_API si_status si_run(si_context *ctx, const float *input, int batch, float *o
 /* Threads used by the kernels of the calling thread's runs (0: the library default, all
  * cores). Returns the previous setting. */
 SI_API int si_set_num_threads(int n);
+
+/* Median read bandwidth of this machine in GB/s: a streaming read of `bytes` (choose far
+ * larger than the caches) by the library's threads, `repeats` times. Negative if the
+ * buffer cannot be allocated. For benchmarks: the yardstick of memory-bound kernels. */
+SI_API double si_util_read_bandwidth(size_t bytes, int repeats);
 
 /* Force every layer onto the plain reference kernels (1) or the fast ones (0, default).
  * For tests that hold the fast path against the reference. Process-wide. */

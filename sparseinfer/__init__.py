@@ -17,10 +17,16 @@ __version__ = "0.1.0"
 __all__ = ["load", "export_keras", "Model", "SparseInferError", "__version__"]
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None) -> "Model":
-    """Load a model file with the C runtime (every file is treated as untrusted)."""
+def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "auto",
+         sparse: str = "auto") -> "Model":
+    """Load a model file with the C runtime (every file is treated as untrusted).
+
+    ``exec``: ``auto`` lets the runtime choose dense or sparse execution per layer and
+    batch regime; ``dense`` / ``sparse`` force one everywhere (for comparisons).
+    ``sparse``: which sparse kernels: ``auto``/``own`` (the runtime's) or ``mkl``
+    (MKL's inspector-executor sparse BLAS)."""
     from ._core import Model
-    return Model(os.fspath(path), threads=threads)
+    return Model(os.fspath(path), threads=threads, exec=exec, sparse=sparse)
 
 
 def export_keras(model: Any, path: str | os.PathLike, **kwargs: Any) -> dict:

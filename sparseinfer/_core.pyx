@@ -10,6 +10,9 @@ from sparseinfer._csparseinfer cimport *
 
 LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
 STORAGE = ("none", "dense", "csr")
+EXEC = {-1: "none", 0: "dense", 1: "sparse", 2: "sparse-mkl"}
+POLICIES = {"auto": SI_POLICY_AUTO, "dense": SI_POLICY_DENSE, "sparse": SI_POLICY_SPARSE}
+SPARSE_IMPLS = {"auto": SI_SPARSE_AUTO, "own": SI_SPARSE_OWN, "mkl": SI_SPARSE_MKL}
 
 
 class SparseInferError(RuntimeError):
@@ -27,6 +30,17 @@ cdef _raise(si_status st):
 
 def version():
     return si_version().decode()
+
+
+def read_bandwidth(size_t nbytes=1 << 30, int repeats=5):
+    """This machine's read bandwidth in GB/s: the median of `repeats` streaming reads of
+    `nbytes` by the runtime's threads (the yardstick for memory-bound kernels)."""
+    cdef double r
+    with nogil:
+        r = si_util_read_bandwidth(nbytes, repeats)
+    if r < 0:
+        raise MemoryError(f"cannot allocate {nbytes} bytes to measure bandwidth")
+    return r
 
 
 def set_reference_kernels(bint on):
@@ -50,27 +64,34 @@ cdef class Model:
         self._ctx = NULL
         self._ctx_batch = 0
 
-    def __init__(self, path, threads=None, bytes data=None):
+    def __init__(self, path, threads=None, bytes data=None, exec="auto", sparse="auto"):
         cdef si_status st
         cdef bytes bpath
         cdef const char *buf
         cdef size_t n
+        cdef si_load_options opt
         self._lock = threading.Lock()
         self.threads = int(threads or 0)
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
+        if exec not in POLICIES:
+            raise ValueError(f"exec must be one of {sorted(POLICIES)}, got {exec!r}")
+        if sparse not in SPARSE_IMPLS:
+            raise ValueError(f"sparse must be one of {sorted(SPARSE_IMPLS)}, got {sparse!r}")
+        opt.policy = POLICIES[exec]
+        opt.sparse_impl = SPARSE_IMPLS[sparse]
         if data is not None:
             self.path = "<buffer>"
             buf = data
             n = len(data)
             with nogil:
-                st = si_model_load_buffer(buf, n, &self._m)
+                st = si_model_load_buffer_ex(buf, n, &opt, &self._m)
         else:
             self.path = str(path)
             bpath = self.path.encode()
             buf = bpath
             with nogil:
-                st = si_model_load_file(buf, &self._m)
+                st = si_model_load_file_ex(buf, &opt, &self._m)
         if st != SI_OK:
             _raise(st)
         try:
@@ -79,8 +100,8 @@ cdef class Model:
             raise SparseInferError("invalid model file", f"{self.path}: model.json: {exc}") from None
 
     @classmethod
-    def from_bytes(cls, bytes data, threads=None):
-        return cls(None, threads=threads, data=data)
+    def from_bytes(cls, bytes data, threads=None, exec="auto", sparse="auto"):
+        return cls(None, threads=threads, data=data, exec=exec, sparse=sparse)
 
     def __dealloc__(self):
         if self._ctx != NULL:
@@ -116,7 +137,8 @@ cdef class Model:
 
     def layers(self):
         """One dict per layer: name, type, output shape, weight matrix shape, dense
-        parameter count, non-zeros, storage and bytes, as the C runtime holds them."""
+        parameter count, non-zeros, storage and bytes (as in the file, and as loaded), and
+        how it executes at batch 1 and above, with the planner's reason."""
         cdef si_layer_info info
         out = []
         for i in range(si_model_num_layers(self._m)):
@@ -131,6 +153,10 @@ cdef class Model:
                 "nnz": info.nnz,
                 "storage": STORAGE[<int>info.storage],
                 "bytes": info.weight_bytes,
+                "memory_bytes": info.memory_bytes,
+                "exec_batch1": EXEC[<int>info.exec_batch1],
+                "exec_batchn": EXEC[<int>info.exec_batchn],
+                "why": info.why.decode("utf-8", "replace") if info.storage else "",
             })
         return out
 

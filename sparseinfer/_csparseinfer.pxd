@@ -12,6 +12,19 @@ cdef extern from "sparseinfer.h" nogil:
         pass
     ctypedef struct si_context:
         pass
+    ctypedef enum si_exec_policy:
+        SI_POLICY_AUTO
+        SI_POLICY_DENSE
+        SI_POLICY_SPARSE
+    ctypedef enum si_sparse_impl:
+        SI_SPARSE_AUTO
+        SI_SPARSE_OWN
+        SI_SPARSE_MKL
+    ctypedef struct si_load_options:
+        si_exec_policy policy
+        si_sparse_impl sparse_impl
+    ctypedef enum si_exec:
+        pass
     ctypedef struct si_layer_info:
         const char *name
         si_layer_type type
@@ -22,12 +35,20 @@ cdef extern from "sparseinfer.h" nogil:
         int64_t nnz
         si_storage storage
         int64_t weight_bytes
+        int64_t memory_bytes
+        si_exec exec_batch1
+        si_exec exec_batchn
+        const char *why
 
     const char *si_status_str(si_status status)
     const char *si_last_error()
     const char *si_version()
     si_status si_model_load_file(const char *path, si_model **out)
     si_status si_model_load_buffer(const void *data, size_t size, si_model **out)
+    si_status si_model_load_file_ex(const char *path, const si_load_options *options, si_model **out)
+    si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options,
+                                      si_model **out)
+    double si_util_read_bandwidth(size_t bytes, int repeats)
     void si_model_free(si_model *model)
     void si_model_input_shape(const si_model *model, int64_t hwc[3])
     int64_t si_model_input_size(const si_model *model)

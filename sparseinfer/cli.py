@@ -36,16 +36,16 @@ def class_names(model: Any) -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def _load(path: str, threads: int | None = None):
+def _load(path: str, threads: int | None = None, exec: str = "auto", sparse: str = "auto"):
     from . import load
-    return load(path, threads=threads)
+    return load(path, threads=threads, exec=exec, sparse=sparse)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from .preprocess import load_image
 
     t0 = time.perf_counter()
-    model = _load(a.model, a.threads)
+    model = _load(a.model, a.threads, a.exec, a.sparse)
     t_load = time.perf_counter() - t0
     x = load_image(a.image, model.input_spec)
     model.predict(x)  # warm-up: first-touch of scratch memory, MKL thread start
@@ -67,8 +67,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def model_info(path: str) -> dict:
-    model = _load(path)
+def model_info(path: str, exec: str = "auto", sparse: str = "auto") -> dict:
+    model = _load(path, exec=exec, sparse=sparse)
     layers = model.layers()
     dense_params = sum(l["params"] for l in layers)
     weights = sum(l["weight_shape"][0] * l["weight_shape"][1] for l in layers if l["weight_shape"])
@@ -78,28 +78,37 @@ def model_info(path: str) -> dict:
             "total": {"params": dense_params, "weights": weights, "nnz": nnz,
                       "density": nnz / weights if weights else 0.0,
                       "bytes": sum(l["bytes"] for l in layers),
+                      "memory_bytes": sum(l["memory_bytes"] for l in layers),
                       "dense_bytes": 4 * dense_params},
             "file_bytes": os.path.getsize(path)}
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    info = model_info(a.model)
+    info = model_info(a.model, a.exec, a.sparse)
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
     print(f"{info['model']}: {info['name']}  input {tuple(info['input_shape'])} -> {info['output_size']}")
-    hdr = f"{'layer':<14}{'type':<10}{'output':>16}{'weights':>14}{'params':>12}{'nnz':>12}{'density':>9}  {'storage':<7}{'bytes':>12}"
+    hdr = (f"{'layer':<14}{'type':<10}{'output':>14}{'weights':>13}{'params':>12}{'nnz':>12}{'density':>9}"
+           f"  {'storage':<7}{'bytes':>12}  {'run b=1':<8}{'run b>1':<8}")
     print(hdr)
     print("-" * len(hdr))
     for l in info["layers"]:
         ws = "x".join(map(str, l["weight_shape"])) if l["weight_shape"] else "-"
         dens = f"{l['nnz'] / (l['weight_shape'][0] * l['weight_shape'][1]):.2%}" if l["weight_shape"] else "-"
-        print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>16}{ws:>14}"
-              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['bytes']:>12,}")
+        run1 = l["exec_batch1"] if l["weight_shape"] else ""
+        runn = l["exec_batchn"] if l["weight_shape"] else ""
+        print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>14}{ws:>13}"
+              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['bytes']:>12,}  {run1:<8}{runn:<8}")
     t = info["total"]
     print("-" * len(hdr))
-    print(f"{'total':<40}{'':>14}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<7}{t['bytes']:>12,}")
-    print(f"weights in memory {t['bytes']:,} B (dense would be {t['dense_bytes']:,} B); file {info['file_bytes']:,} B")
+    print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<7}{t['bytes']:>12,}")
+    print(f"weights: {t['bytes']:,} B as stored (dense would be {t['dense_bytes']:,} B), "
+          f"{t['memory_bytes']:,} B loaded; file {info['file_bytes']:,} B")
+    print("why:")
+    for l in info["layers"]:
+        if l["weight_shape"]:
+            print(f"  {l['name']:<14}{l['why']}")
     return 0
 
 
@@ -125,7 +134,7 @@ def evaluate_mnist(model: Any, source: str | None = None, batch: int = 256) -> d
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    model = _load(a.model, a.threads)
+    model = _load(a.model, a.threads, a.exec, a.sparse)
     r = evaluate_mnist(model, a.mnist_dir, a.batch)
     r.pop("predictions")
     r["model"] = a.model
@@ -184,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    for sp in (r, i, e):
+        sp.add_argument("--exec", choices=("auto", "dense", "sparse"), default="auto",
+                        help="per-layer execution: chosen by the runtime (auto) or forced")
+        sp.add_argument("--sparse", choices=("auto", "own", "mkl"), default="auto",
+                        help="sparse kernels: the runtime's own or MKL's sparse BLAS")
 
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")

@@ -40,19 +40,25 @@ def matrix_to_conv_kernel(matrix: np.ndarray, kh: int, kw: int, cin: int) -> np.
 
 
 def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canonical CSR (data float32, indices int32, indptr int64) of a 2-D array."""
+    """Canonical CSR of a 2-D array in the file's compact dtypes: data float32, indices
+    uint16 when the column count allows (else int32), indptr int32 (int64 past 2^31 - 1)."""
     w = np.asarray(w, dtype=np.float32)
     if w.ndim != 2:
         raise ModelFormatError(f"CSR needs a 2-D matrix, got shape {w.shape}")
     rows, cols = np.nonzero(w)  # row-major order: rows sorted, columns increasing
     indptr = np.zeros(w.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
-    return w[rows, cols].astype(np.float32), cols.astype(np.int32), indptr
+    index_dtype = np.uint16 if w.shape[1] <= 65536 else np.int32
+    ptr_dtype = np.int32 if indptr[-1] < 2**31 else np.int64
+    return w[rows, cols].astype(np.float32), cols.astype(index_dtype), indptr.astype(ptr_dtype)
 
 
-def csr_bytes(nnz: int, rows: int) -> int:
-    """Bytes of a CSR matrix as written: float32 values, int32 indices, int64 pointers."""
-    return 8 * nnz + 8 * (rows + 1) + 16
+def csr_bytes(nnz: int, rows: int, cols: int) -> int:
+    """Bytes of a CSR matrix as written: float32 values, uint16 (or int32) column indices,
+    int32 (or int64) row pointers, and the 2 x int64 shape."""
+    index = 2 if cols <= 65536 else 4
+    ptr = 4 if nnz < 2**31 else 8
+    return (4 + index) * nnz + ptr * (rows + 1) + 16
 
 
 def _check_pair(layer: Mapping[str, Any], key: str) -> list[int]:
@@ -71,7 +77,8 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
     ``layers``: dicts with ``name``, ``type`` and the hyper-parameters of docs/format.md;
     ``conv2d`` and ``dense`` also carry ``W`` (matrix, one row per output; see
     conv_kernel_to_matrix) and ``b`` (bias or None). ``storage``: per weight, ``auto``
-    stores CSR where it takes fewer bytes than dense, ``dense``/``csr`` force one.
+    stores CSR where it takes fewer bytes than dense, ``dense``/``csr`` force one; a layer's
+    own ``storage`` key overrides it for that layer.
     The file appears whole or not at all (written to a temporary file, then renamed).
     """
     if storage not in STORAGE:
@@ -106,7 +113,11 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
                 entry["units"] = int(w.shape[0])
             entry["activation"] = act
             nnz = int(np.count_nonzero(w))
-            use_csr = storage == "csr" or (storage == "auto" and csr_bytes(nnz, w.shape[0]) < w.nbytes)
+            layer_storage = layer.get("storage", storage)
+            if layer_storage not in STORAGE:
+                raise ModelFormatError(f"layer {lname!r}: storage must be one of {STORAGE}, got {layer_storage!r}")
+            use_csr = layer_storage == "csr" or (
+                layer_storage == "auto" and csr_bytes(nnz, w.shape[0], w.shape[1]) < w.nbytes)
             key = f"{lname}.W"
             if use_csr:
                 data, indices, indptr = dense_to_csr(w)

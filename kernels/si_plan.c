@@ -1,0 +1,127 @@
+/* Per-layer execution planning, done once at load.
+ *
+ * For every conv2d / dense layer the planner picks dense or sparse execution separately
+ * for batch 1 and for larger batches, from the layer's kind, size and density, then puts
+ * the weights in the form(s) that execution needs. The cost model is a break-even density
+ * per kernel kind, measured on the target CPU class by bench/compare.py's density sweep
+ * (see docs/performance.md): below it the sparse kernel is faster than the dense one.
+ * Near the break-even the two cost about the same, so a layer within the margin keeps the
+ * smaller form in memory.
+ */
+#include "si_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Break-even densities: sparse execution is chosen below these (bench/compare.py sweep,
+ * 2-core AMD Zen 4, MKL 2026.2; the sweep's JSON holds the measurements). */
+#define BREAK_EVEN_FC_B1 0.30   /* own CSR mv vs the bandwidth-bound dense gemv */
+#define BREAK_EVEN_FC_BN 0.10   /* own CSR mm vs MKL sgemm at batch 64 */
+#define BREAK_EVEN_CONV 0.15    /* own sparse conv vs im2col + MKL sgemm */
+/* Below this many weights a layer costs microseconds either way: keep it dense, whose
+ * kernels have the least fixed overhead. */
+#define SMALL_LAYER_WEIGHTS 4096
+
+static const char *kind_name(const si_layer *L, int batched) {
+    if (L->type == SI_LAYER_CONV2D) return "conv";
+    return batched ? "fc batch>1" : "fc batch 1";
+}
+
+static double break_even(const si_layer *L, int batched) {
+    if (L->type == SI_LAYER_CONV2D) return BREAK_EVEN_CONV;
+    return batched ? BREAK_EVEN_FC_BN : BREAK_EVEN_FC_B1;
+}
+
+static si_status densify(si_layer *L) {
+    size_t n = (size_t)(L->rows * L->cols);
+    L->w = si_alloc(n * sizeof(float));
+    if (!L->w) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory expanding CSR to dense (%zu MB)", L->name, n * 4 >> 20);
+    memset(L->w, 0, n * sizeof(float));
+    for (int64_t r = 0; r < L->rows; r++)
+        for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) L->w[r * L->cols + L->csr_col[k]] = L->csr_val[k];
+    return SI_OK;
+}
+
+static si_status compress(si_layer *L) {
+    int64_t nnz = 0, n = L->rows * L->cols;
+    for (int64_t i = 0; i < n; i++) nnz += L->w[i] != 0.0f;
+    L->csr_val = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(float));
+    L->csr_col = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
+    L->csr_ptr = si_alloc((size_t)(L->rows + 1) * sizeof(int64_t));
+    if (!L->csr_val || !L->csr_col || !L->csr_ptr) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for CSR", L->name);
+    int64_t k = 0;
+    L->csr_ptr[0] = 0;
+    for (int64_t r = 0; r < L->rows; r++) {
+        const float *row = L->w + r * L->cols;
+        for (int64_t c = 0; c < L->cols; c++)
+            if (row[c] != 0.0f) { L->csr_val[k] = row[c]; L->csr_col[k] = (int32_t)c; k++; }
+        L->csr_ptr[r + 1] = k;
+    }
+    L->nnz = nnz;
+    return SI_OK;
+}
+
+static si_exec choose(const si_layer *L, int batched, si_sparse_impl impl, char *why, size_t why_len) {
+    double density = L->rows && L->cols ? (double)L->nnz / ((double)L->rows * (double)L->cols) : 1.0;
+    double be = break_even(L, batched);
+    if (L->rows * L->cols < SMALL_LAYER_WEIGHTS) {
+        snprintf(why, why_len, "small layer (%lld weights): dense", (long long)(L->rows * L->cols));
+        return SI_EXEC_DENSE;
+    }
+    if (density < be) {
+        snprintf(why, why_len, "density %.1f%% < break-even %.0f%% (%s)", 100 * density, 100 * be, kind_name(L, batched));
+        return impl == SI_SPARSE_MKL ? SI_EXEC_SPARSE_MKL : SI_EXEC_SPARSE_OWN;
+    }
+    snprintf(why, why_len, "density %.1f%% >= break-even %.0f%% (%s)", 100 * density, 100 * be, kind_name(L, batched));
+    return SI_EXEC_DENSE;
+}
+
+si_status si_plan_model(si_model *m, const si_load_options *opt) {
+    si_exec_policy policy = opt ? opt->policy : SI_POLICY_AUTO;
+    si_sparse_impl impl = opt ? opt->sparse_impl : SI_SPARSE_AUTO;
+    if (policy != SI_POLICY_AUTO && policy != SI_POLICY_DENSE && policy != SI_POLICY_SPARSE)
+        return si_fail(SI_ERR_ARGUMENT, "load options: unknown execution policy %d", (int)policy);
+    if (impl != SI_SPARSE_AUTO && impl != SI_SPARSE_OWN && impl != SI_SPARSE_MKL)
+        return si_fail(SI_ERR_ARGUMENT, "load options: unknown sparse implementation %d", (int)impl);
+    si_status st;
+    for (int i = 0; i < m->n_layers; i++) {
+        si_layer *L = &m->layers[i];
+        if (L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) {
+            L->exec_b1 = L->exec_bn = SI_EXEC_NONE;
+            continue;
+        }
+        si_exec sparse = impl == SI_SPARSE_MKL ? SI_EXEC_SPARSE_MKL : SI_EXEC_SPARSE_OWN;
+        if (policy == SI_POLICY_DENSE) {
+            L->exec_b1 = L->exec_bn = SI_EXEC_DENSE;
+            snprintf(L->why, sizeof L->why, "forced dense");
+        } else if (policy == SI_POLICY_SPARSE) {
+            L->exec_b1 = L->exec_bn = sparse;
+            snprintf(L->why, sizeof L->why, "forced sparse (%s)", impl == SI_SPARSE_MKL ? "MKL" : "own kernels");
+        } else {
+            char w1[64], wn[64];
+            L->exec_b1 = choose(L, 0, impl, w1, sizeof w1);
+            L->exec_bn = choose(L, 1, impl, wn, sizeof wn);
+            if (L->exec_b1 == L->exec_bn && L->type == SI_LAYER_CONV2D) snprintf(L->why, sizeof L->why, "%s", w1);
+            else snprintf(L->why, sizeof L->why, "%s; %s", w1, wn);
+        }
+        int need_dense = L->exec_b1 == SI_EXEC_DENSE || L->exec_bn == SI_EXEC_DENSE;
+        int need_csr = L->exec_b1 != SI_EXEC_DENSE || L->exec_bn != SI_EXEC_DENSE;
+        int need_mkl = L->exec_b1 == SI_EXEC_SPARSE_MKL || L->exec_bn == SI_EXEC_SPARSE_MKL;
+        if (need_dense && !L->w && (st = densify(L))) return st;
+        if (need_csr && !L->csr_val && (st = compress(L))) return st;
+        if (!need_dense && L->w) { si_free(L->w); L->w = NULL; }
+        if (!need_csr && L->csr_val) {
+            si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr);
+            L->csr_val = NULL; L->csr_col = NULL; L->csr_ptr = NULL;
+        }
+        if (need_csr && L->cols <= 65536) {
+            /* 2-byte column indices: a quarter fewer bytes per non-zero for the own kernels. */
+            L->csr_col16 = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(uint16_t));
+            if (!L->csr_col16) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for CSR indices", L->name);
+            for (int64_t k = 0; k < L->nnz; k++) L->csr_col16[k] = (uint16_t)L->csr_col[k];
+        }
+        if (need_mkl && (st = si_mkl_csr_prepare(L))) return st;
+    }
+    return SI_OK;
+}
