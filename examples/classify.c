@@ -17,7 +17,7 @@
 
 #include <sparseinfer.h>
 
-static int fail_si(si_status st, const char *what) {
+static int fail_si(si_status_t st, const char *what) {
     fprintf(stderr, "classify: %s: %s: %s\n", what, si_status_str(st), si_last_error());
     return 1;
 }
@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     unsigned char *raw = NULL;
     float *x = NULL, *y = NULL;
     int rc = 1;
-    si_status st;
+    si_status_t st;
 
     if (from_memory) {
         size_t size;

@@ -15,7 +15,7 @@
 #endif
 
 /* Records a failure message for si_last_error() and returns status. */
-si_status si_fail(si_status status, const char *fmt, ...) SI_PRINTF(2, 3);
+si_status_t si_fail(si_status_t status, const char *fmt, ...) SI_PRINTF(2, 3);
 
 /* Overflow-checked arithmetic on non-negative sizes: return 0 on overflow. */
 int si_mul_ok(int64_t a, int64_t b, int64_t *out);
@@ -47,7 +47,7 @@ typedef struct si_npz {
 
 /* Parses every member of a stored (uncompressed) ZIP of .npy files in buf[0, size). The
  * arrays point into buf, which must outlive the si_npz. */
-si_status si_npz_open(const unsigned char *buf, size_t size, si_npz *out);
+si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out);
 void si_npz_close(si_npz *npz);
 const si_array *si_npz_find(const si_npz *npz, const char *name);
 const char *si_dtype_name(si_dtype t);
@@ -67,7 +67,7 @@ typedef struct si_json {
 
 /* Parses text[0, len) strictly (RFC 8259, depth <= 32). On failure returns SI_ERR_FORMAT
  * with the byte offset in the message. */
-si_status si_json_parse(const char *text, size_t len, si_json *out);
+si_status_t si_json_parse(const char *text, size_t len, si_json *out);
 void si_json_free(si_json *v);
 const si_json *si_json_get(const si_json *obj, const char *key);
 
@@ -116,7 +116,7 @@ struct si_model {
 /* Chooses exec_b1 / exec_bn of every weighted layer and converts storage to match:
  * densifies CSR that runs dense, compresses dense that runs sparse, builds uint16 column
  * indices and MKL handles where they will be used. */
-si_status si_plan_model(si_model *m, const si_load_options *opt);
+si_status_t si_plan_model(si_model *m, const si_load_options *opt);
 
 double si_read_bandwidth_gbs(size_t bytes, int repeats);  /* si_bandwidth.c */
 
@@ -137,7 +137,7 @@ int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
 void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws); /* NHWC conv, CSR filters */
 
 /* ---- MKL inspector-executor (si_mkl_sparse.c) --------------------------------------- */
-si_status si_mkl_csr_prepare(si_layer *L);   /* handle + mv/mm hints + optimize, at load */
+si_status_t si_mkl_csr_prepare(si_layer *L);   /* handle + mv/mm hints + optimize, at load */
 void si_mkl_csr_free(si_layer *L);
 void si_mkl_csrmv(const si_layer *L, const float *x, float *y);
 void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y);

@@ -10,7 +10,7 @@ typedef struct {
     int depth;
 } jp;
 
-static si_status jerr(jp *j, const char *what) {
+static si_status_t jerr(jp *j, const char *what) {
     return si_fail(SI_ERR_FORMAT, "model.json: %s at byte %ld", what, (long)(j->p - j->s));
 }
 
@@ -38,7 +38,7 @@ static int read_hex4(jp *j, unsigned *out) {
     return 1;
 }
 
-static si_status parse_string(jp *j, char **out) {
+static si_status_t parse_string(jp *j, char **out) {
     /* Unescaped output is never longer than the escaped input. */
     const char *start = ++j->p;
     size_t cap = 1;
@@ -95,9 +95,9 @@ static si_status parse_string(jp *j, char **out) {
     return SI_OK;
 }
 
-static si_status parse_value(jp *j, si_json *v);
+static si_status_t parse_value(jp *j, si_json *v);
 
-static si_status push(si_json *v, int *cap, char *key) {
+static si_status_t push(si_json *v, int *cap, char *key) {
     if (v->n == *cap) {
         int nc = *cap ? *cap * 2 : 8;
         si_json *ni = realloc(v->items, (size_t)nc * sizeof *ni);
@@ -116,7 +116,7 @@ static si_status push(si_json *v, int *cap, char *key) {
     return SI_OK;
 }
 
-static si_status parse_container(jp *j, si_json *v, int obj) {
+static si_status_t parse_container(jp *j, si_json *v, int obj) {
     if (++j->depth > 32) return jerr(j, "nesting deeper than 32");
     v->type = obj ? SI_JOBJ : SI_JARR;
     j->p++;
@@ -125,7 +125,7 @@ static si_status parse_container(jp *j, si_json *v, int obj) {
     if (j->p < j->end && *j->p == (obj ? '}' : ']')) { j->p++; j->depth--; return SI_OK; }
     for (;;) {
         char *key = NULL;
-        si_status st;
+        si_status_t st;
         ws(j);
         if (obj) {
             if (j->p >= j->end || *j->p != '"') return jerr(j, "expected a key");
@@ -153,7 +153,7 @@ static si_status parse_container(jp *j, si_json *v, int obj) {
     return SI_OK;
 }
 
-static si_status parse_value(jp *j, si_json *v) {
+static si_status_t parse_value(jp *j, si_json *v) {
     ws(j);
     if (j->p >= j->end) return jerr(j, "unexpected end");
     char c = *j->p;
@@ -197,10 +197,10 @@ static si_status parse_value(jp *j, si_json *v) {
     return jerr(j, "unexpected character");
 }
 
-si_status si_json_parse(const char *text, size_t len, si_json *out) {
+si_status_t si_json_parse(const char *text, size_t len, si_json *out) {
     jp j = {text, text, text + len, 0};
     memset(out, 0, sizeof *out);
-    si_status st = parse_value(&j, out);
+    si_status_t st = parse_value(&j, out);
     if (st == SI_OK) {
         ws(&j);
         if (j.p != j.end) st = jerr(&j, "trailing characters");

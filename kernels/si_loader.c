@@ -30,7 +30,7 @@ typedef struct {
 } ctx_t;
 
 /* An integer-valued JSON number in [lo, hi]. */
-static si_status get_int(const si_json *obj, const char *key, int64_t lo, int64_t hi,
+static si_status_t get_int(const si_json *obj, const char *key, int64_t lo, int64_t hi,
                          const char *where, int64_t *out) {
     const si_json *v = si_json_get(obj, key);
     if (!v) return si_fail(SI_ERR_FORMAT, "%s: missing key '%s'", where, key);
@@ -41,7 +41,7 @@ static si_status get_int(const si_json *obj, const char *key, int64_t lo, int64_
     return SI_OK;
 }
 
-static si_status get_pair(const si_json *obj, const char *key, const char *where, int out[2]) {
+static si_status_t get_pair(const si_json *obj, const char *key, const char *where, int out[2]) {
     const si_json *v = si_json_get(obj, key);
     if (!v) return si_fail(SI_ERR_FORMAT, "%s: missing key '%s'", where, key);
     if (v->type != SI_JARR || v->n != 2)
@@ -60,7 +60,7 @@ static const char *get_str(const si_json *obj, const char *key) {
     return v && v->type == SI_JSTR ? v->str : NULL;
 }
 
-static si_status get_padding(const si_json *obj, const char *where, int *same) {
+static si_status_t get_padding(const si_json *obj, const char *where, int *same) {
     const char *p = get_str(obj, "padding");
     if (!p) return si_fail(SI_ERR_FORMAT, "%s: missing or non-string 'padding'", where);
     if (strcmp(p, "valid") == 0) *same = 0;
@@ -70,7 +70,7 @@ static si_status get_padding(const si_json *obj, const char *where, int *same) {
 }
 
 /* Output size and leading pad of a window op along one axis, by TensorFlow's rules. */
-static si_status window(int64_t in, int k, int s, int same, const char *where, const char *axis,
+static si_status_t window(int64_t in, int k, int s, int same, const char *where, const char *axis,
                         int64_t *out, int64_t *pad) {
     if (same) {
         *out = (in + s - 1) / s;
@@ -87,7 +87,7 @@ static si_status window(int64_t in, int k, int s, int same, const char *where, c
 }
 
 static const si_array *need(const si_npz *npz, const char *name, si_dtype t, int ndim, const char *where,
-                            si_status *st) {
+                            si_status_t *st) {
     const si_array *a = si_npz_find(npz, name);
     if (!a) { *st = si_fail(SI_ERR_FORMAT, "%s: array '%s' is missing from the file", where, name); return NULL; }
     if (a->dtype != t || a->ndim != ndim) {
@@ -98,7 +98,7 @@ static const si_array *need(const si_npz *npz, const char *name, si_dtype t, int
     return a;
 }
 
-static si_status copy_floats(const si_array *a, float **dst, const char *where) {
+static si_status_t copy_floats(const si_array *a, float **dst, const char *where) {
     *dst = si_alloc((size_t)a->count * sizeof(float));
     if (!*dst && a->count) return si_fail(SI_ERR_NOMEM, "%s: out of memory for '%s'", where, a->name);
     if (a->count) memcpy(*dst, a->data, (size_t)a->count * sizeof(float));
@@ -108,9 +108,9 @@ static si_status copy_floats(const si_array *a, float **dst, const char *where) 
     return SI_OK;
 }
 
-static si_status load_weights(const si_npz *npz, const si_json *jl, si_layer *L, const char *where) {
+static si_status_t load_weights(const si_npz *npz, const si_json *jl, si_layer *L, const char *where) {
     const si_json *w = si_json_get(jl, "weight");
-    si_status st = SI_OK;
+    si_status_t st = SI_OK;
     if (!w || w->type != SI_JOBJ) return si_fail(SI_ERR_FORMAT, "%s: missing 'weight' object", where);
     const char *fmt = get_str(w, "format");
     if (!fmt) return si_fail(SI_ERR_FORMAT, "%s: weight has no 'format'", where);
@@ -208,7 +208,7 @@ static si_status load_weights(const si_npz *npz, const si_json *jl, si_layer *L,
     return SI_OK;
 }
 
-static si_status get_activation(const si_json *jl, const char *where, int *act) {
+static si_status_t get_activation(const si_json *jl, const char *where, int *act) {
     const char *a = get_str(jl, "activation");
     if (!a || strcmp(a, "linear") == 0) *act = SI_ACT_LINEAR;
     else if (strcmp(a, "relu") == 0) *act = SI_ACT_RELU;
@@ -217,10 +217,10 @@ static si_status get_activation(const si_json *jl, const char *where, int *act) 
     return SI_OK;
 }
 
-static si_status build_layer(const si_npz *npz, const si_json *jl, int idx, si_layer *L,
+static si_status_t build_layer(const si_npz *npz, const si_json *jl, int idx, si_layer *L,
                              int64_t *h, int64_t *w, int64_t *c) {
     char where[96];
-    si_status st;
+    si_status_t st;
     if (jl->type != SI_JOBJ) return si_fail(SI_ERR_FORMAT, "model.json: layers[%d] is not an object", idx);
     const char *name = get_str(jl, "name"), *type = get_str(jl, "type");
     if (!name) return si_fail(SI_ERR_FORMAT, "model.json: layers[%d] has no 'name'", idx);
@@ -326,9 +326,9 @@ static size_t utf8_bad_offset(const unsigned char *s, size_t len) {
     return len;
 }
 
-static si_status build(const si_npz *npz, si_model *m) {
+static si_status_t build(const si_npz *npz, si_model *m) {
     const si_array *ma = si_npz_find(npz, "model.json");
-    si_status st;
+    si_status_t st;
     if (!ma) return si_fail(SI_ERR_FORMAT, "not a sparseinfer model: array 'model.json' is missing");
     if (ma->dtype != SI_U8 || ma->ndim != 1) return si_fail(SI_ERR_FORMAT, "model.json must be a 1-D uint8 array");
     m->manifest = malloc((size_t)ma->count + 1);
@@ -402,11 +402,11 @@ done:
     return st;
 }
 
-si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *opt, si_model **out) {
+si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *opt, si_model **out) {
     if (!data || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_buffer: NULL argument");
     si_init();
     si_npz npz;
-    si_status st = si_npz_open(data, size, &npz);
+    si_status_t st = si_npz_open(data, size, &npz);
     if (st) return st;
     si_model *m = calloc(1, sizeof *m);
     if (!m) { si_npz_close(&npz); return si_fail(SI_ERR_NOMEM, "out of memory for the model"); }
@@ -418,13 +418,13 @@ si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_o
     return SI_OK;
 }
 
-si_status si_model_load_buffer(const void *data, size_t size, si_model **out) {
+si_status_t si_model_load_buffer(const void *data, size_t size, si_model **out) {
     return si_model_load_buffer_ex(data, size, NULL, out);
 }
 
-si_status si_model_load_file(const char *path, si_model **out) { return si_model_load_file_ex(path, NULL, out); }
+si_status_t si_model_load_file(const char *path, si_model **out) { return si_model_load_file_ex(path, NULL, out); }
 
-si_status si_model_load_file_ex(const char *path, const si_load_options *opt, si_model **out) {
+si_status_t si_model_load_file_ex(const char *path, const si_load_options *opt, si_model **out) {
     if (!path || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_file: NULL argument");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return si_fail(SI_ERR_IO, "%s: %s", path, strerror(errno));
@@ -435,7 +435,7 @@ si_status si_model_load_file_ex(const char *path, const si_load_options *opt, si
     void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return si_fail(SI_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-    si_status st = si_model_load_buffer_ex(p, (size_t)sb.st_size, opt, out);
+    si_status_t st = si_model_load_buffer_ex(p, (size_t)sb.st_size, opt, out);
     munmap(p, (size_t)sb.st_size);
     if (st) {
         /* Prefix the file name to the detail. */

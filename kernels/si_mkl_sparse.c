@@ -36,15 +36,15 @@ static void mkl_csr_destroy(mkl_csr *h) {
     free(h);
 }
 
-static si_status mkl_status(const si_layer *L, const char *what, sparse_status_t s) {
+static si_status_t mkl_status(const si_layer *L, const char *what, sparse_status_t s) {
     return si_fail(s == SPARSE_STATUS_ALLOC_FAILED ? SI_ERR_NOMEM : SI_ERR_INTERNAL,
                    "layer %s: %s failed (status %d)", L->name, what, (int)s);
 }
 
-si_status si_mkl_csr_prepare(si_layer *L) {
+si_status_t si_mkl_csr_prepare(si_layer *L) {
     si_init();
     si_mkl_csr_free(L);
-    if (L->storage != SI_STORAGE_CSR || !L->csr_ptr)
+    if (!L->csr_ptr || !L->csr_val)  /* CSR from the file, or built at load by si_plan.c */
         return si_fail(SI_ERR_INTERNAL, "layer %s: MKL sparse handle for a layer without CSR weights", L->name);
     if (L->rows > INT_MAX || L->cols > INT_MAX || L->nnz > INT_MAX)
         return si_fail(SI_ERR_UNSUPPORTED, "layer %s: %lld x %lld with %lld non-zeros is too large for MKL's 32-bit indices",

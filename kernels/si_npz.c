@@ -90,7 +90,7 @@ static int read_str(cursor *c, char *buf, size_t cap) {
     return 1;
 }
 
-static si_status parse_npy(const char *member, const unsigned char *d, uint64_t len, si_array *a) {
+static si_status_t parse_npy(const char *member, const unsigned char *d, uint64_t len, si_array *a) {
     if (len < 10 || memcmp(d, "\x93NUMPY", 6) != 0)
         return si_fail(SI_ERR_FORMAT, "member %s: not a .npy array (bad magic)", member);
     int major = d[6];
@@ -169,7 +169,7 @@ bad:
 
 /* ---- ZIP ---------------------------------------------------------------------------- */
 
-si_status si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
+si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
     memset(out, 0, sizeof *out);
     if (size < 22) return si_fail(SI_ERR_FORMAT, "not an .npz file: %zu bytes is too short for a ZIP archive", size);
     /* End of central directory: the last signature within the final 64 KiB + 22 bytes. */
@@ -201,7 +201,7 @@ si_status si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
     out->arrays = calloc(n_entries ? n_entries : 1, sizeof *out->arrays);
     if (!out->arrays) return si_fail(SI_ERR_NOMEM, "out of memory reading the ZIP directory");
     uint64_t p = cd_off, cd_end = cd_off + cd_size;
-    si_status st = SI_OK;
+    si_status_t st = SI_OK;
     for (uint64_t k = 0; k < n_entries; k++) {
         if (!in_bounds(p, 46, cd_end) || rd32(buf + p) != 0x02014b50u) {
             st = si_fail(SI_ERR_FORMAT, "ZIP central directory entry %llu is corrupt", (unsigned long long)k);

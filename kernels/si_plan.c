@@ -33,7 +33,7 @@ static double break_even(const si_layer *L, int batched) {
     return batched ? BREAK_EVEN_FC_BN : BREAK_EVEN_FC_B1;
 }
 
-static si_status densify(si_layer *L) {
+static si_status_t densify(si_layer *L) {
     size_t n = (size_t)(L->rows * L->cols);
     L->w = si_alloc(n * sizeof(float));
     if (!L->w) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory expanding CSR to dense (%zu MB)", L->name, n * 4 >> 20);
@@ -43,7 +43,7 @@ static si_status densify(si_layer *L) {
     return SI_OK;
 }
 
-static si_status compress(si_layer *L) {
+static si_status_t compress(si_layer *L) {
     int64_t nnz = 0, n = L->rows * L->cols;
     for (int64_t i = 0; i < n; i++) nnz += L->w[i] != 0.0f;
     L->csr_val = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(float));
@@ -77,14 +77,14 @@ static si_exec choose(const si_layer *L, int batched, si_sparse_impl impl, char 
     return SI_EXEC_DENSE;
 }
 
-si_status si_plan_model(si_model *m, const si_load_options *opt) {
+si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
     si_exec_policy policy = opt ? opt->policy : SI_POLICY_AUTO;
     si_sparse_impl impl = opt ? opt->sparse_impl : SI_SPARSE_AUTO;
     if (policy != SI_POLICY_AUTO && policy != SI_POLICY_DENSE && policy != SI_POLICY_SPARSE)
         return si_fail(SI_ERR_ARGUMENT, "load options: unknown execution policy %d", (int)policy);
     if (impl != SI_SPARSE_AUTO && impl != SI_SPARSE_OWN && impl != SI_SPARSE_MKL)
         return si_fail(SI_ERR_ARGUMENT, "load options: unknown sparse implementation %d", (int)impl);
-    si_status st;
+    si_status_t st;
     for (int i = 0; i < m->n_layers; i++) {
         si_layer *L = &m->layers[i];
         if (L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) {

@@ -18,7 +18,7 @@
 static _Thread_local char last_error[1024];
 static _Thread_local int thread_setting = 0;
 
-si_status si_fail(si_status status, const char *fmt, ...) {
+si_status_t si_fail(si_status_t status, const char *fmt, ...) {
     char tmp[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
@@ -32,7 +32,7 @@ const char *si_last_error(void) { return last_error; }
 
 const char *si_version(void) { return "0.1"; }
 
-const char *si_status_str(si_status s) {
+const char *si_status_str(si_status_t s) {
     switch (s) {
     case SI_OK: return "ok";
     case SI_ERR_IO: return "I/O error";
@@ -111,7 +111,7 @@ const char *si_model_manifest(const si_model *m) { return m->manifest; }
 
 int si_model_num_layers(const si_model *m) { return m->n_layers; }
 
-si_status si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
+si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
     if (!m || !info) return si_fail(SI_ERR_ARGUMENT, "si_model_layer_info: NULL argument");
     if (i < 0 || i >= m->n_layers)
         return si_fail(SI_ERR_ARGUMENT, "layer index %d out of range [0, %d)", i, m->n_layers);
@@ -153,7 +153,7 @@ struct si_context {
     int64_t ws_floats;
 };
 
-si_status si_context_create(const si_model *m, int max_batch, si_context **out) {
+si_status_t si_context_create(const si_model *m, int max_batch, si_context **out) {
     if (!m || !out) return si_fail(SI_ERR_ARGUMENT, "si_context_create: NULL argument");
     if (max_batch < 1) return si_fail(SI_ERR_ARGUMENT, "si_context_create: max_batch %d < 1", max_batch);
     si_init();
@@ -210,7 +210,7 @@ void si_context_free(si_context *c) {
     free(c);
 }
 
-si_status si_run(si_context *ctx, const float *input, int batch, float *output) {
+si_status_t si_run(si_context *ctx, const float *input, int batch, float *output) {
     if (!ctx || !input || !output) return si_fail(SI_ERR_ARGUMENT, "si_run: NULL argument");
     if (batch < 1 || batch > ctx->max_batch)
         return si_fail(SI_ERR_ARGUMENT, "si_run: batch %d outside [1, %d] of this context", batch, ctx->max_batch);

@@ -2,7 +2,7 @@
  *
  * Conventions
  *   - Every name starts with si_ / SI_. Handles are opaque.
- *   - Every call that can fail returns an si_status (SI_OK == 0) and writes results
+ *   - Every call that can fail returns an si_status_t (SI_OK == 0) and writes results
  *     through out-pointers, which are left untouched on failure. si_status_str() names a
  *     code; si_last_error() gives the detail of the last failure on the calling thread
  *     ("layer fc1: indices[12] = 25100 >= cols 25088").
@@ -44,8 +44,9 @@ extern "C" {
 /* The newest model file format version this library reads (docs/format.md). */
 #define SI_FORMAT_VERSION_MAJOR 1
 
-/* Append-only: codes keep their values across releases. */
-typedef enum si_status {
+/* Append-only: codes keep their values across releases. (Not named si_status: <signal.h>
+ * defines si_status as a macro for a siginfo_t field.) */
+typedef enum si_status_code {
     SI_OK = 0,
     SI_ERR_IO = 1,          /* the file cannot be opened or read */
     SI_ERR_FORMAT = 2,      /* not a valid model file: container, array or manifest */
@@ -54,13 +55,13 @@ typedef enum si_status {
     SI_ERR_ARGUMENT = 5,    /* a bad argument to an API call */
     SI_ERR_NOMEM = 6,       /* out of memory */
     SI_ERR_INTERNAL = 7     /* a bug: please report it with si_last_error() */
-} si_status;
+} si_status_t;
 
 typedef struct si_model si_model;
 typedef struct si_context si_context;
 
 /* Words for a status code; a static string, never NULL. */
-SI_API const char *si_status_str(si_status status);
+SI_API const char *si_status_str(si_status_t status);
 
 /* Detail of the last failure on the calling thread; "" when there is none. The string
  * belongs to the library and stays valid until the next failing call on this thread. */
@@ -96,10 +97,10 @@ typedef struct si_load_options {
  * buffer is only read during the call: the model keeps its own copy of what it needs.
  * On success *out owns a new model; release it with si_model_free(). options may be NULL
  * (all AUTO). Planning (layout conversion, MKL's mkl_sparse_optimize) happens here. */
-SI_API si_status si_model_load_file(const char *path, si_model **out);
-SI_API si_status si_model_load_buffer(const void *data, size_t size, si_model **out);
-SI_API si_status si_model_load_file_ex(const char *path, const si_load_options *options, si_model **out);
-SI_API si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options,
+SI_API si_status_t si_model_load_file(const char *path, si_model **out);
+SI_API si_status_t si_model_load_buffer(const void *data, size_t size, si_model **out);
+SI_API si_status_t si_model_load_file_ex(const char *path, const si_load_options *options, si_model **out);
+SI_API si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options,
                                          si_model **out);
 /* Frees a model; NULL is allowed. No context of it may be used afterwards. */
 SI_API void si_model_free(si_model *model);
@@ -150,17 +151,17 @@ typedef struct si_layer_info {
 
 SI_API int si_model_num_layers(const si_model *model);
 /* Fills *info for layer index (0 <= index < si_model_num_layers). */
-SI_API si_status si_model_layer_info(const si_model *model, int index, si_layer_info *info);
+SI_API si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info);
 
 /* A context for running up to max_batch samples per si_run call. It keeps a pointer to the
  * model, which must outlive it. */
-SI_API si_status si_context_create(const si_model *model, int max_batch, si_context **out);
+SI_API si_status_t si_context_create(const si_model *model, int max_batch, si_context **out);
 SI_API void si_context_free(si_context *ctx);
 
 /* Run batch samples: input is batch * si_model_input_size floats (NHWC), output receives
  * batch * si_model_output_size floats. 1 <= batch <= max_batch of the context. The buffers
  * belong to the caller and must not overlap. */
-SI_API si_status si_run(si_context *ctx, const float *input, int batch, float *output);
+SI_API si_status_t si_run(si_context *ctx, const float *input, int batch, float *output);
 
 /* Threads used by the kernels of the calling thread's runs (0: the library default, all
  * cores). Returns the previous setting. */

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 
 from libc.stdint cimport int64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from sparseinfer._csparseinfer cimport *
 
 LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
@@ -16,14 +17,14 @@ SPARSE_IMPLS = {"auto": SI_SPARSE_AUTO, "own": SI_SPARSE_OWN, "mkl": SI_SPARSE_M
 
 
 class SparseInferError(RuntimeError):
-    """A failure reported by the C runtime; ``status`` is its si_status name."""
+    """A failure reported by the C runtime; ``status`` is its si_status_t name."""
 
     def __init__(self, status, message):
         super().__init__(message)
         self.status = status
 
 
-cdef _raise(si_status st):
+cdef _raise(si_status_t st):
     cdef bytes detail = si_last_error()
     raise SparseInferError(si_status_str(st).decode(), detail.decode("utf-8", "replace"))
 
@@ -65,7 +66,7 @@ cdef class Model:
         self._ctx_batch = 0
 
     def __init__(self, path, threads=None, bytes data=None, exec="auto", sparse="auto"):
-        cdef si_status st
+        cdef si_status_t st
         cdef bytes bpath
         cdef const char *buf
         cdef size_t n
@@ -161,7 +162,7 @@ cdef class Model:
         return out
 
     cdef _ensure_context(self, int batch):
-        cdef si_status st
+        cdef si_status_t st
         if self._ctx != NULL and self._ctx_batch >= batch:
             return
         if self._ctx != NULL:
@@ -196,7 +197,7 @@ cdef class Model:
         cdef int chunk = <int>min(n, 64 if xin.shape[1] < 50000 else 8)
         cdef int64_t i = 0
         cdef int b
-        cdef si_status st = SI_OK
+        cdef si_status_t st = SI_OK
         cdef int prev
         with self._lock:
             self._ensure_context(chunk)
@@ -212,3 +213,39 @@ cdef class Model:
         if st != SI_OK:
             _raise(st)
         return out
+
+    def time_runs(self, x, int repeats=5, int warmup=1):
+        """Benchmark helper: run one batch (at most 64 samples) ``warmup`` + ``repeats``
+        times back to back in C, timing each si_run call alone (no Python in the loop).
+        Returns (seconds per run as an array, the output of the last run)."""
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        shape = self.input_shape
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or not 1 <= arr.shape[0] <= 64:
+            raise ValueError(f"time_runs needs 1..64 samples of shape {shape}, got {arr.shape}")
+        if repeats < 1 or warmup < 0:
+            raise ValueError("repeats must be >= 1 and warmup >= 0")
+        cdef const float[:, ::1] xin = arr.reshape(arr.shape[0], -1)
+        cdef int n = xin.shape[0]
+        out = np.empty((n, self.output_size), np.float32)
+        cdef float[:, ::1] yout = out
+        times = np.empty(repeats, np.float64)
+        cdef double[::1] tv = times
+        cdef timespec t0, t1
+        cdef int i, prev
+        cdef si_status_t st = SI_OK
+        with self._lock:
+            self._ensure_context(n)
+            with nogil:
+                prev = si_set_num_threads(self.threads)
+                for i in range(warmup + repeats):
+                    clock_gettime(CLOCK_MONOTONIC, &t0)
+                    st = si_run(self._ctx, &xin[0, 0], n, &yout[0, 0])
+                    clock_gettime(CLOCK_MONOTONIC, &t1)
+                    if st != SI_OK:
+                        break
+                    if i >= warmup:
+                        tv[i - warmup] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9
+                si_set_num_threads(prev)
+        if st != SI_OK:
+            _raise(st)
+        return times, out

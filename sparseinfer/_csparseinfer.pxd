@@ -2,7 +2,7 @@
 from libc.stdint cimport int64_t
 
 cdef extern from "sparseinfer.h" nogil:
-    ctypedef enum si_status:
+    ctypedef enum si_status_t:
         SI_OK
     ctypedef enum si_layer_type:
         pass
@@ -40,13 +40,13 @@ cdef extern from "sparseinfer.h" nogil:
         si_exec exec_batchn
         const char *why
 
-    const char *si_status_str(si_status status)
+    const char *si_status_str(si_status_t status)
     const char *si_last_error()
     const char *si_version()
-    si_status si_model_load_file(const char *path, si_model **out)
-    si_status si_model_load_buffer(const void *data, size_t size, si_model **out)
-    si_status si_model_load_file_ex(const char *path, const si_load_options *options, si_model **out)
-    si_status si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options,
+    si_status_t si_model_load_file(const char *path, si_model **out)
+    si_status_t si_model_load_buffer(const void *data, size_t size, si_model **out)
+    si_status_t si_model_load_file_ex(const char *path, const si_load_options *options, si_model **out)
+    si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options,
                                       si_model **out)
     double si_util_read_bandwidth(size_t bytes, int repeats)
     void si_model_free(si_model *model)
@@ -55,9 +55,9 @@ cdef extern from "sparseinfer.h" nogil:
     int64_t si_model_output_size(const si_model *model)
     const char *si_model_manifest(const si_model *model)
     int si_model_num_layers(const si_model *model)
-    si_status si_model_layer_info(const si_model *model, int index, si_layer_info *info)
-    si_status si_context_create(const si_model *model, int max_batch, si_context **out)
+    si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info)
+    si_status_t si_context_create(const si_model *model, int max_batch, si_context **out)
     void si_context_free(si_context *ctx)
-    si_status si_run(si_context *ctx, const float *input, int batch, float *output)
+    si_status_t si_run(si_context *ctx, const float *input, int batch, float *output)
     int si_set_num_threads(int n)
     void si_set_reference_kernels(int on)

@@ -145,3 +145,16 @@ def test_shared_library_exports_only_si_symbols():
     assert "si_model_load_file" in names and "si_run" in names, names
     foreign = [n for n in names if not n.startswith("si_")]
     assert not foreign, f"libsparseinfer.so exports non-si_ symbols: {foreign}"
+
+
+def test_header_compiles_beside_system_headers(tmp_path):
+    """The public header must not clash with the usual system headers (glibc's <signal.h>
+    defines si_status, si_code, si_pid... as macros for siginfo_t fields)."""
+    src = tmp_path / "clash.c"
+    src.write_text("#define _GNU_SOURCE\n#include <signal.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+                   "#include <sys/wait.h>\n#include <pthread.h>\n#include <sparseinfer.h>\n"
+                   "int main(void) { si_status_t s = SI_OK; puts(si_status_str(s)); return 0; }\n")
+    exe = tmp_path / "clash"
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe),
+                    *_config("--cflags", "--libs")], check=True, capture_output=True, text=True)
+    assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "ok"

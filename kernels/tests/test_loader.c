@@ -62,19 +62,19 @@ static unsigned char *read_all(const char *path, size_t *size) {
     return buf;
 }
 
-static const struct { const char *name; si_status st; } STATUS[] = {
+static const struct { const char *name; si_status_t st; } STATUS[] = {
     {"SI_OK", SI_OK}, {"SI_ERR_IO", SI_ERR_IO}, {"SI_ERR_FORMAT", SI_ERR_FORMAT},
     {"SI_ERR_MODEL", SI_ERR_MODEL}, {"SI_ERR_UNSUPPORTED", SI_ERR_UNSUPPORTED},
     {"SI_ERR_ARGUMENT", SI_ERR_ARGUMENT}, {"SI_ERR_NOMEM", SI_ERR_NOMEM}, {"SI_ERR_INTERNAL", SI_ERR_INTERNAL},
 };
 
-static int parse_status(const char *s, si_status *out) {
+static int parse_status(const char *s, si_status_t *out) {
     for (size_t i = 0; i < sizeof STATUS / sizeof STATUS[0]; i++)
         if (strcmp(s, STATUS[i].name) == 0) { *out = STATUS[i].st; return 1; }
     return 0;
 }
 
-static const char *status_name(si_status st) {
+static const char *status_name(si_status_t st) {
     for (size_t i = 0; i < sizeof STATUS / sizeof STATUS[0]; i++)
         if (STATUS[i].st == st) return STATUS[i].name;
     return "?";
@@ -82,7 +82,7 @@ static const char *status_name(si_status st) {
 
 /* ---- bad files ----------------------------------------------------------------------- */
 
-static void expect_failure(const char *how, si_status st, si_model *m, si_status want, const char *substr) {
+static void expect_failure(const char *how, si_status_t st, si_model *m, si_status_t want, const char *substr) {
     if (st == SI_OK) {
         check_fail("%s: loaded, expected %s", how, status_name(want));
         si_model_free(m);
@@ -93,12 +93,12 @@ static void expect_failure(const char *how, si_status st, si_model *m, si_status
         check_fail("%s: message \"%s\" does not contain \"%s\"", how, si_last_error(), substr);
 }
 
-static void test_bad(const char *dir, const char *file, si_status want, const char *substr) {
+static void test_bad(const char *dir, const char *file, si_status_t want, const char *substr) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, file);
     begin(file);
     si_model *m = (si_model *)0x1; /* must stay untouched on failure */
-    si_status st = si_model_load_file(path, &m);
+    si_status_t st = si_model_load_file(path, &m);
     expect_failure("load_file", st, m, want, substr);
     if (st != SI_OK && m != (si_model *)0x1) check_fail("load_file wrote *out on failure");
     if (st != SI_OK && !strstr(si_last_error(), file)) check_fail("message \"%s\" does not name the file", si_last_error());
@@ -156,7 +156,7 @@ static void compare(const char *how, const float *got, const float *want, int ba
 static void run_good(const char *how, si_model *m, const float *x, const float *y) {
     int64_t in_n = si_model_input_size(m), out_n = si_model_output_size(m);
     si_context *ctx = NULL;
-    si_status st = si_context_create(m, 3, &ctx);
+    si_status_t st = si_context_create(m, 3, &ctx);
     if (st != SI_OK) { check_fail("%s: context: %s", how, si_last_error()); return; }
     float *out = malloc((size_t)(3 * out_n) * sizeof *out);
     char what[128];
@@ -187,7 +187,7 @@ static void test_good(const char *dir, const char *file) {
     if (dot) *dot = 0;
     begin(file);
     si_model *m = NULL;
-    si_status st = si_model_load_file(path, &m);
+    si_status_t st = si_model_load_file(path, &m);
     if (st != SI_OK) { check_fail("load_file: %s: %s", status_name(st), si_last_error()); end(); return; }
     int64_t in_n = si_model_input_size(m), out_n = si_model_output_size(m);
     snprintf(p2, sizeof p2, "%s.in.f32", stem);
@@ -329,7 +329,7 @@ static void test_fuzz(const char *dir, const char *file, int iterations, unsigne
         unsigned char *exact = malloc(len ? len : 1);
         memcpy(exact, buf, len);
         si_model *m = NULL;
-        si_status st = si_model_load_buffer(exact, len, &m);
+        si_status_t st = si_model_load_buffer(exact, len, &m);
         free(exact);
         if (st == SI_OK) {
             accepted++;
@@ -375,7 +375,7 @@ static void test_arguments(void) {
     si_model_free(NULL);
     si_context_free(NULL);
     if (strcmp(si_status_str(SI_ERR_FORMAT), "invalid model file") != 0) check_fail("si_status_str");
-    if (!si_status_str((si_status)99)[0]) check_fail("si_status_str of an unknown code is empty");
+    if (!si_status_str((si_status_t)99)[0]) check_fail("si_status_str of an unknown code is empty");
     end();
 }
 
@@ -393,7 +393,7 @@ int main(int argc, char **argv) {
         line[strcspn(line, "\r\n")] = 0;
         if (!line[0] || line[0] == '#') continue;
         char *kind = strtok(line, "\t"), *file = strtok(NULL, "\t"), *a = strtok(NULL, "\t"), *b = strtok(NULL, "\t");
-        si_status want;
+        si_status_t want;
         if (!kind || !file || !a || !b) {
             begin("cases.txt");
             check_fail("line %d: expected 4 tab-separated fields", lineno);

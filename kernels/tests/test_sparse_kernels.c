@@ -184,7 +184,7 @@ static void test_fc(const char *name, int64_t rows, int64_t cols, double density
                     int n_ns) {
     si_layer L;
     make_csr(&L, name, rows, cols, density, empty_every);
-    si_status st = si_mkl_csr_prepare(&L);
+    si_status_t st = si_mkl_csr_prepare(&L);
     if (st != SI_OK) {
         failed++;
         printf("FAIL %s si_mkl_csr_prepare: %s\n", name, si_last_error());
@@ -249,7 +249,7 @@ static void test_conv(const char *name, int64_t H, int64_t W, int64_t C, int64_t
                       int same, double density, int empty_every, int batch, int64_t mkl_ws_rows) {
     si_layer L;
     make_conv(&L, name, H, W, C, F, kh, kw, sh, sw, same, density, empty_every);
-    si_status st = si_mkl_csr_prepare(&L);
+    si_status_t st = si_mkl_csr_prepare(&L);
     if (st != SI_OK) {
         failed++;
         printf("FAIL %s si_mkl_csr_prepare: %s\n", name, si_last_error());
