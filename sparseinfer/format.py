@@ -155,8 +155,12 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
     spec.setdefault("color", "gray" if c == 1 else "rgb")
     spec.setdefault("resize", {"mode": "stretch", "size": spec["shape"][:2]})
     spec.setdefault("crop", None)
-    spec["mean"] = [float(x) for x in np.broadcast_to(np.asarray(spec.get("mean", 0.0), np.float64), (c,))]
-    spec["std"] = [float(x) for x in np.broadcast_to(np.asarray(spec.get("std", 1.0), np.float64), (c,))]
+    for key, default in (("mean", 0.0), ("std", 1.0)):
+        v = np.broadcast_to(np.asarray(spec.get(key, default), np.float64), (c,))
+        # One value stands for all channels (a flat input may have thousands).
+        spec[key] = [float(v[0])] if np.all(v == v[0]) else [float(x) for x in v]
+    if any(s == 0 for s in spec["std"]):
+        raise ModelFormatError("input std must be non-zero")
     spec.setdefault("invert", False)
     manifest: dict[str, Any] = {"format": FORMAT_NAME, "version": list(FORMAT_VERSION),
                                 "name": name, "input": spec, "layers": out_layers}

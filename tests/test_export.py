@@ -118,7 +118,7 @@ def test_small_vgg_round_trip(keras, tmp_path):
     inp = man["input"]
     assert inp["shape"] == [32, 32, 3] and inp["color"] == "bgr" and inp["crop"] is None
     assert inp["resize"] == {"mode": "stretch", "size": [32, 32]}
-    assert inp["mean"] == list(CAFFE_BGR_MEAN) and inp["std"] == [1.0, 1.0, 1.0]
+    assert inp["mean"] == list(CAFFE_BGR_MEAN) and inp["std"] == [1.0]  # one value stands for all channels
     types = [(l["name"], l["type"]) for l in man["layers"]]
     assert types == [("c1", "conv2d"), ("c2", "conv2d"), ("c2_relu", "relu"), ("p1", "maxpool2d"),
                      ("c3", "conv2d"), ("c3_relu", "relu"), ("p2", "maxpool2d"), ("flat", "flatten"),
