@@ -1,0 +1,113 @@
+"""Per-layer execution: every path (dense, the runtime's own CSR kernels, MKL's sparse
+BLAS, and the planner's own mix) gives the NumPy reference's outputs, at batch 1 and above;
+the planner's choices follow its stated rule and are reported."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import sparseinfer
+from sparseinfer.format import write_model
+from tests.tf_util import assert_close
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "kernels", "tests"))
+import make_cases  # noqa: E402
+
+
+def _sparse(rng, rows, cols, density):
+    w = rng.standard_normal((rows, cols)) * np.sqrt(2.0 / (cols * density))
+    w[rng.random((rows, cols)) >= density] = 0
+    return w.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Conv layers of 100%, 30% and 5% density (same and valid padding, a stride), fully
+    connected layers of 4% (uint16 columns), 60% and 100%, ending in softmax."""
+    rng = np.random.default_rng(42)
+    layers = [
+        {"name": "c1", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+         "W": _sparse(rng, 16, 27, 1.0), "b": rng.standard_normal(16).astype(np.float32) * 0.1},
+        {"name": "c2", "type": "conv2d", "kernel": [3, 3], "strides": [2, 2], "padding": "same", "activation": "relu",
+         "W": _sparse(rng, 32, 144, 0.3), "b": None},
+        {"name": "c3", "type": "conv2d", "kernel": [3, 3], "padding": "valid", "activation": "relu",
+         "W": _sparse(rng, 48, 288, 0.05), "b": rng.standard_normal(48).astype(np.float32) * 0.1},
+        {"name": "p", "type": "maxpool2d", "pool": [2, 2], "padding": "same"},
+        {"name": "f", "type": "flatten"},
+        {"name": "fc1", "type": "dense", "activation": "relu", "W": _sparse(rng, 300, 48 * 4 * 4, 0.04),
+         "b": rng.standard_normal(300).astype(np.float32) * 0.1},
+        {"name": "fc2", "type": "dense", "activation": "relu", "W": _sparse(rng, 120, 300, 0.6), "b": None},
+        {"name": "fc3", "type": "dense", "activation": "softmax", "W": _sparse(rng, 10, 120, 1.0),
+         "b": np.zeros(10, np.float32)},
+    ]
+    path = tmp_path_factory.mktemp("plan") / "mixed.npz"
+    write_model(path, layers, {"shape": [20, 20, 3]}, name="mixed")
+    return str(path), layers
+
+
+@pytest.mark.parametrize("exec_,sparse", [("auto", "auto"), ("dense", "auto"), ("sparse", "own"),
+                                          ("sparse", "mkl"), ("auto", "mkl")])
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_every_path_matches_reference(mixed, exec_, sparse, batch):
+    path, layers = mixed
+    x = np.random.default_rng(batch).uniform(-1, 1, (batch, 20, 20, 3)).astype(np.float32)
+    want = make_cases.reference_forward(layers, x)
+    got = sparseinfer.load(path, exec=exec_, sparse=sparse).predict(x)
+    assert_close(got, want, 1e-4, 1e-6, f"exec={exec_} sparse={sparse} batch {batch}")
+
+
+def test_plan_follows_densities(mixed):
+    path, _ = mixed
+    info = {l["name"]: l for l in sparseinfer.load(path).layers()}
+    assert info["fc1"]["exec_batch1"] == "sparse" and info["fc1"]["exec_batchn"] == "sparse", info["fc1"]
+    assert "break-even" in info["fc1"]["why"]
+    assert info["fc3"]["exec_batch1"] == "dense"
+    assert info["c3"]["exec_batch1"] == "sparse", info["c3"]
+    assert info["c1"]["exec_batch1"] == "dense"
+    for l in info.values():
+        if l["weight_shape"]:
+            assert l["why"], l
+        else:
+            assert l["exec_batch1"] == "none" and l["memory_bytes"] == 0
+
+
+def test_forced_modes_and_memory(mixed):
+    path, _ = mixed
+    dense = {l["name"]: l for l in sparseinfer.load(path, exec="dense").layers()}
+    sparse = {l["name"]: l for l in sparseinfer.load(path, exec="sparse").layers()}
+    mkl = {l["name"]: l for l in sparseinfer.load(path, exec="sparse", sparse="mkl").layers()}
+    for name in ("c1", "c2", "c3", "fc1", "fc2", "fc3"):
+        d, s = dense[name], sparse[name]
+        assert d["exec_batch1"] == d["exec_batchn"] == "dense" and d["why"] == "forced dense"
+        assert s["exec_batch1"] == s["exec_batchn"] == "sparse"
+        assert mkl[name]["exec_batch1"] == "sparse-mkl"
+        rows, cols = d["weight_shape"]
+        bias = rows if name in ("c1", "c3", "fc1", "fc3") else 0
+        assert d["memory_bytes"] == 4 * (rows * cols + bias), name
+        assert d["nnz"] == s["nnz"] and d["bytes"] == s["bytes"]  # as stored: the same file
+    # fc1 at 4%: sparse in memory is a small fraction of dense
+    assert sparse["fc1"]["memory_bytes"] < dense["fc1"]["memory_bytes"] / 5
+
+
+def test_bad_options(mixed):
+    path, _ = mixed
+    with pytest.raises(ValueError, match="exec must be"):
+        sparseinfer.load(path, exec="fast")
+    with pytest.raises(ValueError, match="sparse must be"):
+        sparseinfer.load(path, sparse="cusparse")
+
+
+def test_cli_exec_flags(mixed):
+    from sparseinfer import cli
+    path, _ = mixed
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(["info", path, "--exec", "sparse", "--sparse", "mkl"]) == 0
+    text = buf.getvalue()
+    assert "sparse-mkl" in text and "forced sparse (MKL)" in text
