@@ -6,8 +6,9 @@
  * CSR pattern, after one warm-up, the median of repeats of:
  *   FC batch 1:  dense cblas_sgemv, dense si_f32_gemv (si_gemv.c), own si_f32_csrmv
  *                (AVX-512 and portable), MKL si_mkl_csrmv;
- *   FC batch 64: dense cblas_sgemm, own si_f32_csrmm (AVX-512, portable), MKL si_mkl_csrmm
- *                (column-major, no transposes) and the row-major variant with transposes;
+ *   FC batch 64: dense cblas_sgemm, own si_f32_csrmm (AVX-512, portable), MKL column-major
+ *                without transposes (si_mkl_csrmm_colmajor) and si_mkl_csrmm (row-major
+ *                with transposes and its per-call scratch allocation);
  *   conv:        dense im2col + cblas_sgemm (the runtime's dense path, 2M-float chunks),
  *                own si_f32_spconv (AVX-512, portable), MKL si_mkl_spconv.
  * Dense timings do not depend on the density and are measured once per shape.
@@ -33,7 +34,7 @@
 #include <omp.h>
 
 extern int si_sparse_portable_only;
-void si_mkl_csrmm_rowmajor(const si_layer *L, const float *X, int n, float *Y, float *ws);
+void si_mkl_csrmm_colmajor(const si_layer *L, const float *X, int n, float *Y);
 
 static const double densities[] = {1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.04, 0.02, 0.01};
 #define ND ((int)(sizeof densities / sizeof densities[0]))
@@ -155,8 +156,8 @@ static void run_sgemm(void *p) {
 static void run_csrmv(void *p) { ctx *c = p; si_f32_csrmv(c->L, c->x, c->y); }
 static void run_mkl_mv(void *p) { ctx *c = p; si_mkl_csrmv(c->L, c->x, c->y); }
 static void run_csrmm(void *p) { ctx *c = p; si_f32_csrmm(c->L, c->x, c->n, c->y, c->ws); }
+static void run_mkl_mm_cm(void *p) { ctx *c = p; si_mkl_csrmm_colmajor(c->L, c->x, c->n, c->y); }
 static void run_mkl_mm(void *p) { ctx *c = p; si_mkl_csrmm(c->L, c->x, c->n, c->y); }
-static void run_mkl_mm_rm(void *p) { ctx *c = p; si_mkl_csrmm_rowmajor(c->L, c->x, c->n, c->y, c->ws); }
 
 /* The runtime's dense conv: im2col rows in chunks of ws_floats / K, then sgemm. */
 static void run_dense_conv(void *p) {
@@ -212,7 +213,7 @@ static void bench_fc(const char *name, int64_t rows, int64_t cols, int n) {
     for (int64_t i = 0; i < rows * cols; i++) L.w[i] = randf();
     float *x = xalloc(sizeof(float) * (size_t)(cols * n)), *y = xalloc(sizeof(float) * (size_t)(rows * n));
     for (int64_t i = 0; i < cols * n; i++) x[i] = randf();
-    float *ws = xalloc(sizeof(float) * (size_t)((cols + rows) * n));
+    float *ws = xalloc(sizeof(float) * (size_t)(si_f32_csrmm_ws_floats(&L, n)));
     ctx c = {&L, x, y, ws, n, 0};
     const double dense_bytes = 4.0 * (double)rows * cols, dense_flop = 2.0 * (double)rows * cols * n;
 
@@ -233,7 +234,7 @@ static void bench_fc(const char *name, int64_t rows, int64_t cols, int n) {
     L.w = NULL;
 
     const char *names1[] = {"own", "own-portable", "mkl"};
-    const char *namesn[] = {"own", "own-portable", "mkl-colmajor", "mkl-rowmajor+T"};
+    const char *namesn[] = {"own", "own-portable", "mkl-colmajor", "mkl(rowmaj+T)"};
     const int nk = n == 1 ? 3 : 4;
     const char *const *names = n == 1 ? names1 : namesn;
     row res[ND];
@@ -248,7 +249,7 @@ static void bench_fc(const char *name, int64_t rows, int64_t cols, int n) {
             bench_fn fn;
             si_sparse_portable_only = k == 1;
             if (n == 1) fn = k < 2 ? run_csrmv : run_mkl_mv;
-            else fn = k < 2 ? run_csrmm : k == 2 ? run_mkl_mm : run_mkl_mm_rm;
+            else fn = k < 2 ? run_csrmm : k == 2 ? run_mkl_mm_cm : run_mkl_mm;
             double est = n == 1 ? 8.0 * L.nnz / 30e6 : flop / 20e6;
             int reps = reps_for(est, quick ? 100 : 300, 5, quick ? 11 : 31);
             double t = time_ms(fn, &c, reps, 1);

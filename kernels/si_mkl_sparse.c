@@ -4,10 +4,13 @@
  * MKL_INT is 32-bit (LP64 interface), so the handle owns int32 copies of the row pointers
  * and columns; the values are shared with the layer (MKL does not write them).
  *
- * Batch n > 1 uses SPARSE_LAYOUT_COLUMN_MAJOR: the row-major X (n x cols) is the
- * column-major cols x n right-hand side and the column-major rows x n product is the
- * row-major Y (n x rows), so nothing is transposed. (The row-major layout with explicit
- * transposes, si_mkl_csrmm_rowmajor below, measured slower: see bench/results.)
+ * Batch n > 1 (si_mkl_csrmm) uses SPARSE_LAYOUT_ROW_MAJOR with explicit transposes
+ * (mkl_somatcopy: X^T into scratch, the rows x n product back into Y): on VGG fc6/fc7 at
+ * batch 64 it measured 2-4x faster than SPARSE_LAYOUT_COLUMN_MAJOR without transposes
+ * (bench/results/kernels_*.txt). Its interface has no workspace, so the scratch is
+ * allocated per call; if that fails it runs column-major (no scratch needed: the row-major
+ * X (n x cols) is the column-major cols x n right-hand side and the column-major rows x n
+ * product is the row-major Y). si_mkl_spconv stays column-major on the im2col chunk.
  */
 #include "si_internal.h"
 
@@ -80,6 +83,9 @@ si_status_t si_mkl_csr_prepare(si_layer *L) {
         s = mkl_sparse_set_mm_hint(h->A, SPARSE_OPERATION_NON_TRANSPOSE, h->descr, SPARSE_LAYOUT_COLUMN_MAJOR, 64,
                                    EXPECTED_CALLS);
     }
+    if (s == SPARSE_STATUS_SUCCESS)
+        s = mkl_sparse_set_mm_hint(h->A, SPARSE_OPERATION_NON_TRANSPOSE, h->descr, SPARSE_LAYOUT_ROW_MAJOR, 64,
+                                   EXPECTED_CALLS);
     if (s == SPARSE_STATUS_SUCCESS) {
         what = "mkl_sparse_optimize";
         s = mkl_sparse_optimize(h->A);
@@ -102,17 +108,16 @@ void si_mkl_csrmv(const si_layer *L, const float *x, float *y) {
     mkl_sparse_s_mv(SPARSE_OPERATION_NON_TRANSPOSE, 1.0f, h->A, h->descr, x, 0.0f, y);
 }
 
-void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y) {
+/* Column-major, no transposes. */
+void si_mkl_csrmm_colmajor(const si_layer *L, const float *X, int n, float *Y);
+void si_mkl_csrmm_colmajor(const si_layer *L, const float *X, int n, float *Y) {
     const mkl_csr *h = L->mkl;
-    if (n <= 0) return;
-    if (n == 1) { si_mkl_csrmv(L, X, Y); return; }
     mkl_sparse_s_mm(SPARSE_OPERATION_NON_TRANSPOSE, 1.0f, h->A, h->descr, SPARSE_LAYOUT_COLUMN_MAJOR, X, n,
                     (MKL_INT)L->cols, 0.0f, Y, (MKL_INT)L->rows);
 }
 
-/* The alternative measured by bench/kernels_bench.c: row-major layout, with X transposed
- * into ws (cols x n) and the rows x n product (ws + cols * n) transposed into Y.
- * ws: (cols + rows) * n floats. Not used by the runtime. */
+/* Row-major: X transposed into ws (cols x n), the rows x n product (ws + cols * n)
+ * transposed into Y. ws: (cols + rows) * n floats. */
 void si_mkl_csrmm_rowmajor(const si_layer *L, const float *X, int n, float *Y, float *ws);
 void si_mkl_csrmm_rowmajor(const si_layer *L, const float *X, int n, float *Y, float *ws) {
     const mkl_csr *h = L->mkl;
@@ -122,6 +127,15 @@ void si_mkl_csrmm_rowmajor(const si_layer *L, const float *X, int n, float *Y, f
     mkl_sparse_s_mm(SPARSE_OPERATION_NON_TRANSPOSE, 1.0f, h->A, h->descr, SPARSE_LAYOUT_ROW_MAJOR, B, n, n, 0.0f, C,
                     n);
     mkl_somatcopy('R', 'T', (size_t)rows, (size_t)n, 1.0f, C, (size_t)n, Y, (size_t)rows);
+}
+
+void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y) {
+    if (n <= 0) return;
+    if (n == 1) { si_mkl_csrmv(L, X, Y); return; }
+    float *ws = si_alloc(sizeof(float) * (size_t)((L->cols + L->rows) * n));
+    if (!ws) { si_mkl_csrmm_colmajor(L, X, n, Y); return; }
+    si_mkl_csrmm_rowmajor(L, X, n, Y, ws);
+    si_free(ws);
 }
 
 void si_mkl_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int64_t ws_floats) {

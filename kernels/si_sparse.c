@@ -192,27 +192,40 @@ void si_f32_csrmv(const si_layer *L, const float *x, float *y) {
  * For rows r in [r0, r1): Y[j * ldy + r] = sum_k val[k] * P[col[k] * w + j], j < w <= PANEL.
  * P is a cols x w panel (row stride w). */
 
+/* Row r's non-zeros for this call: all of them (cur == NULL), or, with column blocking,
+ * from cur[r] up to the first column >= cend (cur[r] is advanced); acc: add into Y. */
+static inline int64_t seg_begin(const int64_t *ptr, const int64_t *cur, int64_t r) { return cur ? cur[r] : ptr[r]; }
+static inline int64_t seg_end(const int32_t *col, const int64_t *ptr, int64_t *cur, int64_t r, int64_t cend) {
+    if (!cur) return ptr[r + 1];
+    int64_t k = cur[r], k1 = ptr[r + 1];
+    while (k < k1 && col[k] < cend) k++;
+    cur[r] = k;
+    return k;
+}
+
 static void panel_rows_portable(const si_layer *L, int64_t r0, int64_t r1, const float *P, int w, float *Y,
-                                int64_t ldy) {
+                                int64_t ldy, int64_t *cur, int64_t cend, int acc_into) {
     const float *val = L->csr_val;
     const int32_t *col = L->csr_col;
     const int64_t *ptr = L->csr_ptr;
     float acc[PANEL];
     for (int64_t r = r0; r < r1; r++) {
+        int64_t kb = seg_begin(ptr, cur, r), ke = seg_end(col, ptr, cur, r, cend);
         if (w == PANEL) {
             for (int j = 0; j < PANEL; j++) acc[j] = 0;
-            for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
+            for (int64_t k = kb; k < ke; k++) {
                 const float v = val[k], *p = P + (int64_t)col[k] * PANEL;
                 for (int j = 0; j < PANEL; j++) acc[j] += v * p[j];
             }
         } else {
             for (int j = 0; j < w; j++) acc[j] = 0;
-            for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
+            for (int64_t k = kb; k < ke; k++) {
                 const float v = val[k], *p = P + (int64_t)col[k] * w;
                 for (int j = 0; j < w; j++) acc[j] += v * p[j];
             }
         }
-        for (int j = 0; j < w; j++) Y[j * ldy + r] = acc[j];
+        if (acc_into) for (int j = 0; j < w; j++) Y[j * ldy + r] += acc[j];
+        else for (int j = 0; j < w; j++) Y[j * ldy + r] = acc[j];
     }
 }
 
@@ -221,7 +234,8 @@ static void panel_rows_portable(const si_layer *L, int64_t r0, int64_t r1, const
  * sets for enough independent FMA chains. */
 #define PANEL_AVX512(NV)                                                                                   \
     SI_AVX512 static void panel_rows_avx512_##NV(const si_layer *L, int64_t r0, int64_t r1, const float *P, \
-                                                 int w, float *Y, int64_t ldy) {                             \
+                                                 int w, float *Y, int64_t ldy, int64_t *cur, int64_t cend,   \
+                                                 int acc_into) {                                             \
         const float *val = L->csr_val;                                                                       \
         const int32_t *col = L->csr_col;                                                                     \
         const int64_t *ptr = L->csr_ptr;                                                                     \
@@ -230,7 +244,7 @@ static void panel_rows_portable(const si_layer *L, int64_t r0, int64_t r1, const
         for (int64_t r = r0; r < r1; r++) {                                                                  \
             __m512 a[NV], b[NV];                                                                             \
             for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm512_setzero_ps();                                \
-            int64_t k = ptr[r], k1 = ptr[r + 1];                                                             \
+            int64_t k = seg_begin(ptr, cur, r), k1 = seg_end(col, ptr, cur, r, cend);                        \
             for (; k + 2 <= k1; k += 2) {                                                                    \
                 const __m512 s0 = _mm512_set1_ps(val[k]), s1 = _mm512_set1_ps(val[k + 1]);                  \
                 const float *p0 = P + (int64_t)col[k] * w, *p1 = P + (int64_t)col[k + 1] * w;                \
@@ -248,7 +262,8 @@ static void panel_rows_portable(const si_layer *L, int64_t r0, int64_t r1, const
                 a[(NV)-1] = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(m, p0 + 16 * ((NV)-1)), a[(NV)-1]);    \
             }                                                                                                \
             for (int v = 0; v < (NV); v++) _mm512_storeu_ps(out + 16 * v, _mm512_add_ps(a[v], b[v]));       \
-            for (int j = 0; j < w; j++) Y[j * ldy + r] = out[j];                                             \
+            if (acc_into) for (int j = 0; j < w; j++) Y[j * ldy + r] += out[j];                              \
+            else for (int j = 0; j < w; j++) Y[j * ldy + r] = out[j];                                        \
         }                                                                                                    \
     }
 PANEL_AVX512(1)
@@ -258,19 +273,19 @@ PANEL_AVX512(4)
 #endif
 
 static void panel_rows(int avx, const si_layer *L, int64_t r0, int64_t r1, const float *P, int w, float *Y,
-                       int64_t ldy) {
+                       int64_t ldy, int64_t *cur, int64_t cend, int acc_into) {
 #if SI_HAVE_AVX512_PATH
     if (avx) {
         switch ((w + 15) / 16) {
-        case 1: panel_rows_avx512_1(L, r0, r1, P, w, Y, ldy); return;
-        case 2: panel_rows_avx512_2(L, r0, r1, P, w, Y, ldy); return;
-        case 3: panel_rows_avx512_3(L, r0, r1, P, w, Y, ldy); return;
-        default: panel_rows_avx512_4(L, r0, r1, P, w, Y, ldy); return;
+        case 1: panel_rows_avx512_1(L, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+        case 2: panel_rows_avx512_2(L, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+        case 3: panel_rows_avx512_3(L, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+        default: panel_rows_avx512_4(L, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
         }
     }
 #endif
     (void)avx;
-    panel_rows_portable(L, r0, r1, P, w, Y, ldy);
+    panel_rows_portable(L, r0, r1, P, w, Y, ldy, cur, cend, acc_into);
 }
 
 /* ---- csrmm: Y[n x rows] = X[n x cols] A^T ------------------------------------------- */
@@ -286,8 +301,13 @@ static void csrmm_ref(const si_layer *L, const float *X, int n, float *Y) {
     }
 }
 
+/* Column blocking: when a panel (cols x 64 floats) is larger than COL_BLOCK_FLOATS (VGG fc6:
+ * 6.4 MB), the columns go in blocks of COL_BLOCK_FLOATS / w so the block of the panel that
+ * the non-zeros hit stays in L2; each row keeps a cursor (in ws) to its next non-zero. */
+#define COL_BLOCK_FLOATS (INT64_C(128) * 1024)   /* 512 KB */
+
 int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n) {
-    return L->cols * (int64_t)(n > 0 ? n : 1);
+    return L->cols * (int64_t)(n > 0 ? n : 1) + 2 * (L->rows + 16);  /* panels, then int64 row cursors */
 }
 
 /* Panel b of the batch: columns [s0, s0 + w) of X^T, as a cols x w row-major block at
@@ -307,6 +327,7 @@ void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws)
     if (n <= 0) return;
     const int avx = use_avx512();
     const int64_t rows = L->rows, cols = L->cols;
+    int64_t *cur = (int64_t *)(void *)(ws + (cols * n + 15) / 16 * 16);
     const int nt = threads_for((L->nnz + rows) * n, rows > cols ? rows : cols);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -320,7 +341,16 @@ void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws)
         part_rows(L->csr_ptr, 0, rows, t, nth, &r0, &r1);
         for (int s0 = 0; s0 < n; s0 += PANEL) {
             int w = n - s0 < PANEL ? n - s0 : PANEL;
-            panel_rows(avx, L, r0, r1, ws + (int64_t)s0 * cols, w, Y + (int64_t)s0 * rows, rows);
+            const float *P = ws + (int64_t)s0 * cols;
+            float *Ys = Y + (int64_t)s0 * rows;
+            int64_t cb = COL_BLOCK_FLOATS / w;
+            if (cols <= cb) {
+                panel_rows(avx, L, r0, r1, P, w, Ys, rows, NULL, 0, 0);
+                continue;
+            }
+            for (int64_t r = r0; r < r1; r++) cur[r] = L->csr_ptr[r];
+            for (int64_t ce = cb, first = 1; ce - cb < cols; ce += cb, first = 0)
+                panel_rows(avx, L, r0, r1, P, w, Ys, rows, cur, ce, !first);
         }
     }
 }
@@ -419,7 +449,7 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
                 built = tile;
             }
             part_rows(L->csr_ptr, 0, F, (int)part, (int)fsplit, &r0, &r1);
-            panel_rows(avx, L, r0, r1, slot, w, out + p0 * F, F);
+            panel_rows(avx, L, r0, r1, slot, w, out + p0 * F, F, NULL, 0, 0);
         }
     }
 }
