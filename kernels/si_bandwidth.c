@@ -10,6 +10,9 @@
  *
  * The sums of each read are combined and stored to a volatile, so the compiler has to keep
  * every load.
+ *
+ * si_stream_read(p, n): one such parallel read of any float buffer (no alignment needed),
+ * returning its sum; the benchmark reads a buffer of a layer's size with it next to the layer.
  */
 #include "si_internal.h"
 
@@ -28,14 +31,14 @@ __attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     size_t i = 0;
     for (; i + 128 <= n; i += 128) { /* 512 bytes: eight cache lines per iteration */
-        a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-        a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-        a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-        a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
-        a4 = _mm512_add_ps(a4, _mm512_load_ps(p + i + 64));
-        a5 = _mm512_add_ps(a5, _mm512_load_ps(p + i + 80));
-        a6 = _mm512_add_ps(a6, _mm512_load_ps(p + i + 96));
-        a7 = _mm512_add_ps(a7, _mm512_load_ps(p + i + 112));
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+        a4 = _mm512_add_ps(a4, _mm512_loadu_ps(p + i + 64));
+        a5 = _mm512_add_ps(a5, _mm512_loadu_ps(p + i + 80));
+        a6 = _mm512_add_ps(a6, _mm512_loadu_ps(p + i + 96));
+        a7 = _mm512_add_ps(a7, _mm512_loadu_ps(p + i + 112));
     }
     a0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                        _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
@@ -48,14 +51,14 @@ __attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) 
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
-        a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
-        a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
-        a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
-        a4 = _mm256_add_ps(a4, _mm256_load_ps(p + i + 32));
-        a5 = _mm256_add_ps(a5, _mm256_load_ps(p + i + 40));
-        a6 = _mm256_add_ps(a6, _mm256_load_ps(p + i + 48));
-        a7 = _mm256_add_ps(a7, _mm256_load_ps(p + i + 56));
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+        a4 = _mm256_add_ps(a4, _mm256_loadu_ps(p + i + 32));
+        a5 = _mm256_add_ps(a5, _mm256_loadu_ps(p + i + 40));
+        a6 = _mm256_add_ps(a6, _mm256_loadu_ps(p + i + 48));
+        a7 = _mm256_add_ps(a7, _mm256_loadu_ps(p + i + 56));
     }
     a0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
                        _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
@@ -103,6 +106,23 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* One parallel streaming read of p[0, n) by si_num_threads() threads, each its contiguous
+ * share; returns the sum (so the loads stay). The benchmark uses it to read a buffer of the
+ * same size as a layer's weights right beside the layer. */
+float si_stream_read(const float *p, size_t n) {
+    const int nt = si_num_threads() > 0 ? si_num_threads() : 1;
+    const sum_fn sum = pick_sum();
+    float s = 0.0f;
+    if (nt == 1) return sum(p, n);
+#pragma omp parallel num_threads(nt) reduction(+ : s)
+    {
+        size_t lo, hi;
+        share(n, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        s += sum(p + lo, hi - lo);
+    }
+    return s;
+}
+
 double si_read_bandwidth_gbs(size_t bytes, int repeats) {
     if (bytes < 64 || repeats < 1) return -2.0;
     const size_t n = bytes / sizeof(float);
@@ -114,7 +134,6 @@ double si_read_bandwidth_gbs(size_t bytes, int repeats) {
         return -1.0;
     }
     const int nt = si_num_threads() > 0 ? si_num_threads() : 1;
-    const sum_fn sum = pick_sum();
     const double gb = (double)(n * sizeof(float)) * 1e-9;
 
 #pragma omp parallel num_threads(nt)
@@ -126,14 +145,8 @@ double si_read_bandwidth_gbs(size_t bytes, int repeats) {
 
     float total = 0.0f;
     for (int r = -1; r < repeats; r++) {
-        float s = 0.0f;
         double t0 = omp_get_wtime();
-#pragma omp parallel num_threads(nt) reduction(+ : s)
-        {
-            size_t lo, hi;
-            share(n, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-            s += sum(buf + lo, hi - lo);
-        }
+        float s = si_stream_read(buf, n);
         double dt = omp_get_wtime() - t0;
         total += s;
         if (r >= 0) rate[r] = dt > 0 ? gb / dt : 0.0;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds bench/bandwidth_bench.c with kernels/si_*.c (-O3, OpenMP, MKL from the PyPI wheels
+# mkl and mkl-include, found as setup.py finds them) and runs it; the output goes to the
+# terminal and to bench/results/bandwidth.txt.
+#
+#   bash bench/run_bandwidth_bench.sh            (about 1-2 minutes on 2 cores)
+#   bash bench/run_bandwidth_bench.sh --quick    (fewer repeats; writes bench/results/bandwidth-quick.txt)
+#
+# Run it on an otherwise idle machine. Exit status: the benchmark's (1 if a check failed).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+KERNELS="$ROOT/kernels"
+PYTHON="${PYTHON:-python}"
+CC="${CC:-cc}"
+
+dist_dir() { # dist file: directory of that file of an installed distribution
+    "$PYTHON" - "$1" "$2" <<'PY'
+import importlib.metadata as md, os, sys
+dist, name = sys.argv[1:]
+for f in md.files(dist) or []:
+    if os.path.basename(str(f)) == name:
+        print(os.path.dirname(os.path.realpath(str(f.locate()))))
+        break
+else:
+    sys.exit(f"run_bandwidth_bench.sh: {name} not found in the {dist} distribution (pip install {dist})")
+PY
+}
+
+MKL_INC="$(dist_dir mkl-include mkl.h)"
+MKL_LIB="$(dist_dir mkl libmkl_rt.so.3)"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-bw.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+# The library's sources as setup.py compiles them (-O3 -fopenmp); warnings are errors in the
+# files this benchmark is about, only warnings in the others (their own tests hold them).
+# If the whole library does not build or link (other kernels being written), the benchmark is
+# built from si_gemv.c and si_bandwidth.c alone with a stand-in for the runtime functions they
+# use (SI_GEMV_STANDALONE in bandwidth_bench.c).
+CFLAGS=(-std=c11 -O3 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC")
+LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm)
+build_full() {
+    local objs=() src werror obj
+    for src in "$KERNELS"/si_*.c "$HERE/bandwidth_bench.c"; do
+        werror=()
+        case "$(basename "$src")" in si_gemv.c|si_bandwidth.c|bandwidth_bench.c) werror=(-Werror) ;; esac
+        obj="$WORK/$(basename "$src" .c).o"
+        "$CC" "${CFLAGS[@]}" "${werror[@]}" -c "$src" -o "$obj" || return 1
+        objs+=("$obj")
+    done
+    "$CC" -fopenmp "${objs[@]}" "${LIBS[@]}" -o "$WORK/bandwidth_bench"
+}
+if build_full 2> "$WORK/build.log"; then
+    BUILD="whole library (kernels/si_*.c)"
+else
+    echo "run_bandwidth_bench.sh: the whole library did not build; standalone si_gemv.c + si_bandwidth.c:" >&2
+    grep -E "error|undefined" "$WORK/build.log" | head -5 >&2 || true
+    "$CC" "${CFLAGS[@]}" -Werror -DSI_GEMV_STANDALONE "$KERNELS/si_gemv.c" "$KERNELS/si_bandwidth.c" \
+        "$HERE/bandwidth_bench.c" "${LIBS[@]}" -o "$WORK/bandwidth_bench"
+    BUILD="standalone (si_gemv.c, si_bandwidth.c)"
+fi
+
+OUT="$HERE/results/bandwidth.txt"
+[ "${1:-}" = "--quick" ] && OUT="$HERE/results/bandwidth-quick.txt"
+mkdir -p "$HERE/results"
+{
+    echo "# bash bench/run_bandwidth_bench.sh $*"
+    echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $("$CC" --version | head -1)"
+    echo "# build: $BUILD"
+    echo "# git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+} > "$WORK/head.txt"
+set +e
+"$WORK/bandwidth_bench" "$@" | tee "$WORK/out.txt"
+rc=${PIPESTATUS[0]}
+set -e
+cat "$WORK/head.txt" "$WORK/out.txt" > "$OUT"
+echo "(written to ${OUT#$ROOT/})"
+exit "$rc"
