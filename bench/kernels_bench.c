@@ -157,7 +157,7 @@ static void run_csrmv(void *p) { ctx *c = p; si_f32_csrmv(c->L, c->x, c->y); }
 static void run_mkl_mv(void *p) { ctx *c = p; si_mkl_csrmv(c->L, c->x, c->y); }
 static void run_csrmm(void *p) { ctx *c = p; si_f32_csrmm(c->L, c->x, c->n, c->y, c->ws); }
 static void run_mkl_mm_cm(void *p) { ctx *c = p; si_mkl_csrmm_colmajor(c->L, c->x, c->n, c->y); }
-static void run_mkl_mm(void *p) { ctx *c = p; si_mkl_csrmm(c->L, c->x, c->n, c->y); }
+static void run_mkl_mm(void *p) { ctx *c = p; si_mkl_csrmm(c->L, c->x, c->n, c->y, c->ws); }
 
 /* The runtime's dense conv: im2col rows in chunks of ws_floats / K, then sgemm. */
 static void run_dense_conv(void *p) {
@@ -213,7 +213,8 @@ static void bench_fc(const char *name, int64_t rows, int64_t cols, int n) {
     for (int64_t i = 0; i < rows * cols; i++) L.w[i] = randf();
     float *x = xalloc(sizeof(float) * (size_t)(cols * n)), *y = xalloc(sizeof(float) * (size_t)(rows * n));
     for (int64_t i = 0; i < cols * n; i++) x[i] = randf();
-    float *ws = xalloc(sizeof(float) * (size_t)(si_f32_csrmm_ws_floats(&L, n)));
+    int64_t own_ws = si_f32_csrmm_ws_floats(&L, n), mkl_ws = si_mkl_csrmm_ws_floats(&L, n);
+    float *ws = xalloc(sizeof(float) * (size_t)(own_ws > mkl_ws ? own_ws : mkl_ws));
     ctx c = {&L, x, y, ws, n, 0};
     const double dense_bytes = 4.0 * (double)rows * cols, dense_flop = 2.0 * (double)rows * cols * n;
 

@@ -137,7 +137,7 @@ void si_dense_forward(const si_layer *L, const float *in, int batch, float *out,
         else si_f32_csrmm(L, in, batch, out, ws);
     } else if (ex == SI_EXEC_SPARSE_MKL) {
         if (batch == 1) si_mkl_csrmv(L, in, out);
-        else si_mkl_csrmm(L, in, batch, out);
+        else si_mkl_csrmm(L, in, batch, out, ws);
     } else if (batch == 1) {
         si_f32_gemv(L, in, out); /* MKL's sgemv streams at one core's bandwidth here */
     } else {

@@ -237,7 +237,7 @@ static si_status_t build_layer(const si_npz *npz, const si_json *jl, int idx, si
     L->out_h = *h; L->out_w = *w; L->out_c = *c;
     if (strcmp(type, "conv2d") == 0) {
         int k[2], s[2], same;
-        int64_t filters;
+        int64_t filters = 0;
         L->type = SI_LAYER_CONV2D;
         if ((st = get_int(jl, "filters", 1, MAX_DIM - 1, where, &filters)) || (st = get_pair(jl, "kernel", where, k)) ||
             (st = get_pair(jl, "strides", where, s)) || (st = get_padding(jl, where, &same)) ||
@@ -259,7 +259,7 @@ static si_status_t build_layer(const si_npz *npz, const si_json *jl, int idx, si
                            (long long)filters, (long long)L->cols);
         if ((st = load_weights(npz, jl, L, where))) return st;
     } else if (strcmp(type, "dense") == 0) {
-        int64_t units;
+        int64_t units = 0;
         L->type = SI_LAYER_DENSE;
         if ((st = get_int(jl, "units", 1, MAX_DIM - 1, where, &units)) || (st = get_activation(jl, where, &L->act)))
             return st;

@@ -129,13 +129,12 @@ void si_mkl_csrmm_rowmajor(const si_layer *L, const float *X, int n, float *Y, f
     mkl_somatcopy('R', 'T', (size_t)rows, (size_t)n, 1.0f, C, (size_t)n, Y, (size_t)rows);
 }
 
-void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y) {
+int64_t si_mkl_csrmm_ws_floats(const si_layer *L, int n) { return (L->cols + L->rows) * (int64_t)n; }
+
+void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws) {
     if (n <= 0) return;
     if (n == 1) { si_mkl_csrmv(L, X, Y); return; }
-    float *ws = si_alloc(sizeof(float) * (size_t)((L->cols + L->rows) * n));
-    if (!ws) { si_mkl_csrmm_colmajor(L, X, n, Y); return; }
     si_mkl_csrmm_rowmajor(L, X, n, Y, ws);
-    si_free(ws);
 }
 
 void si_mkl_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int64_t ws_floats) {

@@ -187,6 +187,8 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
             }
         } else if (L->type == SI_LAYER_DENSE && max_batch > 1 && L->exec_bn == SI_EXEC_SPARSE_OWN) {
             need = si_f32_csrmm_ws_floats(L, max_batch);
+        } else if (L->type == SI_LAYER_DENSE && max_batch > 1 && L->exec_bn == SI_EXEC_SPARSE_MKL) {
+            need = si_mkl_csrmm_ws_floats(L, max_batch);
         }
         if (need > c->ws_floats) c->ws_floats = need;
     }

@@ -233,7 +233,9 @@ static void test_fc(const char *name, int64_t rows, int64_t cols, double density
         si_free(ws);
         if (L.mkl) {
             fill_nan(Y, rows * n);
-            si_mkl_csrmm(&L, X, n, Y);
+            float *mws = si_alloc(sizeof(float) * (size_t)si_mkl_csrmm_ws_floats(&L, n));
+            si_mkl_csrmm(&L, X, n, Y, mws);
+            si_free(mws);
             snprintf(kname, sizeof kname, "si_mkl_csrmm n=%d", n);
             check(name, kname, Y, ref, mag, rows * n, rows);
         }
