@@ -64,11 +64,15 @@ fi
 
 OUT="$HERE/results/bandwidth.txt"
 [ "${1:-}" = "--quick" ] && OUT="$HERE/results/bandwidth-quick.txt"
+# With OMP_WAIT_POLICY set (e.g. passive: libgomp's idle threads sleep at once instead of
+# spinning), the output goes to bandwidth-wait-<policy>.txt beside the default run's.
+[ -n "${OMP_WAIT_POLICY:-}" ] && OUT="${OUT%.txt}-wait-$(echo "$OMP_WAIT_POLICY" | tr 'A-Z' 'a-z').txt"
 mkdir -p "$HERE/results"
 {
     echo "# bash bench/run_bandwidth_bench.sh $*"
     echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $("$CC" --version | head -1)"
     echo "# build: $BUILD"
+    echo "# OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)} GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-(unset)} OMP_NUM_THREADS=${OMP_NUM_THREADS:-(unset)}"
     echo "# git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 } > "$WORK/head.txt"
 set +e
