@@ -93,6 +93,14 @@ typedef struct si_layer {
     int64_t nnz;
     uint16_t *csr_col16;     /* CSR: the same column indices as uint16 when cols <= 65536, else NULL */
     void *mkl;               /* CSR: MKL inspector-executor handle (sparse_matrix_t), or NULL */
+    /* Column-blocked copy for the batch-1 kernel of wide layers (si_plan.c builds it when
+     * cols > SI_CSR_BLOCK_COLS): non-zeros ordered by (column block, row, column), so that
+     * one block's slice of x stays in L1 while every row gathers from it. Row r's part of
+     * block b is [bptr[b * rows + r], bptr[b * rows + r + 1]); bcol is relative to the block. */
+    int n_blk;
+    float *bval;
+    uint16_t *bcol;
+    int64_t *bptr;           /* n_blk * rows + 1 entries */
     float *bias;             /* rows values, or NULL */
     /* Execution chosen at load (si_plan.c) for batch 1 and for larger batches. */
     si_exec exec_b1, exec_bn;
@@ -126,6 +134,8 @@ extern int si_use_reference;
 
 /* im2col rows [p0, p0 + m) of a conv layer's batch (row-major, m x L->cols). */
 void si_im2col_rows(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
+
+#define SI_CSR_BLOCK_COLS 4096   /* 16 KB of x: half of Zen 4's (and most cores') L1D */
 
 /* ---- sparse kernels (si_sparse.c): the runtime's own CSR kernels ---------------------
  * They compute the linear part only (no bias, no activation) and use si_num_threads()

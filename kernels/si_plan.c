@@ -62,6 +62,36 @@ static si_status_t compress(si_layer *L) {
     return SI_OK;
 }
 
+/* The column-blocked copy of a CSR layer (see si_layer). */
+static si_status_t build_blocked(si_layer *L) {
+    int64_t nb = (L->cols + SI_CSR_BLOCK_COLS - 1) / SI_CSR_BLOCK_COLS, rows = L->rows;
+    L->bval = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(float));
+    L->bcol = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(uint16_t));
+    L->bptr = si_alloc((size_t)(nb * rows + 1) * sizeof(int64_t));
+    int64_t *cur = si_alloc((size_t)rows * sizeof(int64_t));
+    if (!L->bval || !L->bcol || !L->bptr || !cur) {
+        si_free(cur);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the column-blocked CSR", L->name);
+    }
+    memcpy(cur, L->csr_ptr, (size_t)rows * sizeof(int64_t));
+    int64_t k = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t end_col = (b + 1) * SI_CSR_BLOCK_COLS;
+        for (int64_t r = 0; r < rows; r++) {
+            L->bptr[b * rows + r] = k;
+            int64_t e = L->csr_ptr[r + 1];
+            for (; cur[r] < e && L->csr_col[cur[r]] < end_col; cur[r]++, k++) {
+                L->bval[k] = L->csr_val[cur[r]];
+                L->bcol[k] = (uint16_t)(L->csr_col[cur[r]] - b * SI_CSR_BLOCK_COLS);
+            }
+        }
+    }
+    L->bptr[nb * rows] = k;
+    L->n_blk = (int)nb;
+    si_free(cur);
+    return SI_OK;
+}
+
 static si_exec choose(const si_layer *L, int batched, si_sparse_impl impl, char *why, size_t why_len) {
     double density = L->rows && L->cols ? (double)L->nnz / ((double)L->rows * (double)L->cols) : 1.0;
     double be = break_even(L, batched);
@@ -122,6 +152,9 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
             for (int64_t k = 0; k < L->nnz; k++) L->csr_col16[k] = (uint16_t)L->csr_col[k];
         }
         if (need_mkl && (st = si_mkl_csr_prepare(L))) return st;
+        if (L->exec_b1 == SI_EXEC_SPARSE_OWN && L->type == SI_LAYER_DENSE && L->cols > SI_CSR_BLOCK_COLS &&
+            (st = build_blocked(L)))
+            return st;
     }
     return SI_OK;
 }

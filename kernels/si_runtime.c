@@ -138,6 +138,7 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
         if (L->csr_val) mem += 4 * L->nnz + 8 * (L->rows + 1);
         if (L->csr_col) mem += 4 * L->nnz;
         if (L->csr_col16) mem += 2 * L->nnz;
+        if (L->bval) mem += 6 * L->nnz + 8 * ((int64_t)L->n_blk * L->rows + 1);
         info->memory_bytes = mem;
     }
     return SI_OK;

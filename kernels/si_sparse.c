@@ -39,6 +39,8 @@
 #define MAX_SLOTS 256                /* per-thread scratch slots of spconv */
 
 int si_sparse_portable_only = 0;     /* tests and benchmarks: force the portable path */
+/* csrmv: AVX-512 gathers (1) or eight scalar sums (0, default: faster here, see CSRMV_ROW). */
+int si_csrmv_gathers = 0;
 
 static int use_avx512(void) {
 #if SI_HAVE_AVX512_PATH
@@ -90,6 +92,25 @@ static void csrmv_ref(const si_layer *L, const float *x, float *y) {
     }
 }
 
+/* Eight independent sums of scalar loads: faster than AVX-512 gathers when x sits in L1
+ * (see csrmv_blocked), and about even with them from L2. */
+#define CSRMV_ROW(COL)                                                                                  \
+    do {                                                                                                \
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;                           \
+        for (; k + 8 <= k1; k += 8) {                                                                   \
+            a0 += val[k] * x[COL[k]];                                                                   \
+            a1 += val[k + 1] * x[COL[k + 1]];                                                           \
+            a2 += val[k + 2] * x[COL[k + 2]];                                                           \
+            a3 += val[k + 3] * x[COL[k + 3]];                                                           \
+            a4 += val[k + 4] * x[COL[k + 4]];                                                           \
+            a5 += val[k + 5] * x[COL[k + 5]];                                                           \
+            a6 += val[k + 6] * x[COL[k + 6]];                                                           \
+            a7 += val[k + 7] * x[COL[k + 7]];                                                           \
+        }                                                                                               \
+        for (; k < k1; k++) a0 += val[k] * x[COL[k]];                                                   \
+        y[r] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));                                       \
+    } while (0)
+
 static void csrmv_rows_portable(const si_layer *L, int64_t r0, int64_t r1, const float *x, float *y) {
     const float *val = L->csr_val;
     const int64_t *ptr = L->csr_ptr;
@@ -97,25 +118,8 @@ static void csrmv_rows_portable(const si_layer *L, int64_t r0, int64_t r1, const
     const int32_t *c32 = L->csr_col;
     for (int64_t r = r0; r < r1; r++) {
         int64_t k = ptr[r], k1 = ptr[r + 1];
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        if (c16) {
-            for (; k + 4 <= k1; k += 4) {
-                a0 += val[k] * x[c16[k]];
-                a1 += val[k + 1] * x[c16[k + 1]];
-                a2 += val[k + 2] * x[c16[k + 2]];
-                a3 += val[k + 3] * x[c16[k + 3]];
-            }
-            for (; k < k1; k++) a0 += val[k] * x[c16[k]];
-        } else {
-            for (; k + 4 <= k1; k += 4) {
-                a0 += val[k] * x[c32[k]];
-                a1 += val[k + 1] * x[c32[k + 1]];
-                a2 += val[k + 2] * x[c32[k + 2]];
-                a3 += val[k + 3] * x[c32[k + 3]];
-            }
-            for (; k < k1; k++) a0 += val[k] * x[c32[k]];
-        }
-        y[r] = (a0 + a1) + (a2 + a3);
+        if (c16) CSRMV_ROW(c16);
+        else CSRMV_ROW(c32);
     }
 }
 
@@ -170,9 +174,51 @@ SI_AVX512 static void csrmv_rows_avx512(const si_layer *L, int64_t r0, int64_t r
 }
 #endif
 
+/* Column-blocked csrmv over rows [r0, r1): block by block, so the loads of all rows hit
+ * the block's 16 KB slice of x in L1 instead of a 100 KB x in L2 (VGG fc6: 25088 inputs);
+ * y[r] is stored by block 0 and accumulated by the others. Plain scalar code with eight
+ * independent sums: with x in L1 it runs ~3x faster than AVX-512 gathers on Zen 4
+ * (6.3 against 2.1 G non-zeros/s per core, measured), so there is no SIMD variant. */
+static void csrmv_blocked(const si_layer *L, int64_t r0, int64_t r1, const float *x, float *y) {
+    const int64_t rows = L->rows;
+    const float *val = L->bval;
+    const uint16_t *col = L->bcol;
+    for (int b = 0; b < L->n_blk; b++) {
+        const float *xb = x + (int64_t)b * SI_CSR_BLOCK_COLS;
+        const int64_t *bp = L->bptr + (int64_t)b * rows;
+        for (int64_t r = r0; r < r1; r++) {
+            int64_t k = bp[r], k1 = bp[r + 1];
+            float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+            for (; k + 8 <= k1; k += 8) {
+                a0 += val[k] * xb[col[k]];
+                a1 += val[k + 1] * xb[col[k + 1]];
+                a2 += val[k + 2] * xb[col[k + 2]];
+                a3 += val[k + 3] * xb[col[k + 3]];
+                a4 += val[k + 4] * xb[col[k + 4]];
+                a5 += val[k + 5] * xb[col[k + 5]];
+                a6 += val[k + 6] * xb[col[k + 6]];
+                a7 += val[k + 7] * xb[col[k + 7]];
+            }
+            for (; k < k1; k++) a0 += val[k] * xb[col[k]];
+            float s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
+            y[r] = b ? y[r] + s : s;
+        }
+    }
+}
+
 void si_f32_csrmv(const si_layer *L, const float *x, float *y) {
     if (si_use_reference) { csrmv_ref(L, x, y); return; }
-    const int avx = use_avx512();
+    if (L->bptr) {
+        const int nt = threads_for(L->nnz + L->rows, L->rows);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            int64_t r0, r1;
+            part_rows(L->csr_ptr, 0, L->rows, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+            csrmv_blocked(L, r0, r1, x, y);
+        }
+        return;
+    }
+    const int avx = use_avx512() && si_csrmv_gathers;
     const int nt = threads_for(L->nnz + L->rows, L->rows);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

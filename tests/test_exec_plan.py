@@ -111,3 +111,27 @@ def test_cli_exec_flags(mixed):
         assert cli.main(["info", path, "--exec", "sparse", "--sparse", "mkl"]) == 0
     text = buf.getvalue()
     assert "sparse-mkl" in text and "forced sparse (MKL)" in text
+
+
+@pytest.mark.parametrize("cols", [4097, 25088, 70000])
+def test_column_blocked_csrmv(tmp_path, cols):
+    """Wide layers at batch 1 run a column-blocked copy of the CSR (x slices of 4096 inputs,
+    block-relative uint16 columns, so even 70,000 inputs use 2-byte indices); empty rows and
+    a row with non-zeros only in the last block included."""
+    rng = np.random.default_rng(cols)
+    w = _sparse(rng, 67, cols, 0.04)
+    w[3] = 0
+    w[5, :-10] = 0
+    path = tmp_path / "wide.npz"
+    write_model(path, [{"name": "wide", "type": "dense", "activation": "linear", "W": w, "b": None}],
+                {"shape": [1, 1, cols]})
+    x = rng.uniform(-1, 1, (1, 1, 1, cols)).astype(np.float32)
+    want = (w.astype(np.float64) @ x.reshape(-1).astype(np.float64))[None]
+    m = sparseinfer.load(path, exec="sparse")
+    layer = m.layers()[0]
+    # the blocked copy is counted in the loaded bytes: 6 bytes per non-zero on top of the CSR
+    assert layer["memory_bytes"] >= 4 * layer["nnz"] + 6 * layer["nnz"]
+    scale = np.abs(w).sum(1).max()
+    assert_close(m.predict(x), want, 1e-5, 1e-6 * scale, f"blocked csrmv, {cols} columns")
+    assert_close(m.predict(np.repeat(x, 3, 0)), np.repeat(want, 3, 0), 1e-5, 1e-6 * scale,
+                 f"csrmm beside the blocked copy, {cols} columns")
