@@ -1,0 +1,472 @@
+"""Iterative magnitude pruning with fine-tuning (Han et al. 2015), resumable.
+
+    from prune.pruner import PruneConfig, prune
+    result = prune(PruneConfig.from_file("prune/configs/lenet5.json"))
+
+For each group of the schedule (prune.schedule), in order: raise q one step, prune the
+group's layers where ``|w| < q * sigma`` (sigma: std of the layer's original weights),
+fine-tune with the masks held (prune.masks), and check validation accuracy; if it cannot
+come back within the group's tolerance of the baseline, restore the last good step and go
+to the next group. Then optionally fine-tune everything, remove dead neurons
+(prune.deadneurons), export the model file (CSR where smaller) and write the report
+(prune.report). The state is checkpointed after every step; a run started again with the
+same configuration resumes from the last checkpoint.
+
+Validation is the last ``val_size`` images of the training set (never the test set); the
+test set is only evaluated on the written file, at the end, for the report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .schedule import LayerGroup, PruningSchedule
+
+__all__ = ["PruneConfig", "prune", "StepInterrupt", "load_data"]
+
+CHECKPOINT_VERSION = 1
+
+
+class StepInterrupt(Exception):
+    """Raised by an ``on_step_end`` hook to stop a run after a checkpoint (tests)."""
+
+
+class PruneConfig:
+    """Everything a pruning run needs; validated here, read from / written to JSON.
+
+    ``model``: input model file (sparseinfer format); ``out``: pruned model file;
+    ``report_dir``: report directory (default: ``out`` without ``.npz``);
+    ``checkpoint``: checkpoint file (default ``<report_dir>/checkpoint.npz``);
+    ``schedule``: a PruningSchedule (or its config);
+    ``dataset``: ``{"name": "mnist", "mnist_dir": null, "val_size": 5000,
+    "train_limit": null, "val_limit": null}`` (limits take the first images of each split,
+    for quick runs); ``batch_size``; ``seed``; ``threads`` (TensorFlow, null: all cores);
+    ``dead_neurons``: remove them before export; ``storage``: export_keras storage;
+    ``deterministic``: TensorFlow op determinism; ``plots``: write PNGs;
+    ``evaluate_test``: evaluate the written file on the test set (report only).
+    """
+
+    KEYS = ("model", "out", "report_dir", "checkpoint", "schedule", "dataset", "batch_size", "seed",
+            "threads", "dead_neurons", "storage", "deterministic", "plots", "evaluate_test", "comment")
+    DATASET_KEYS = ("name", "mnist_dir", "val_size", "train_limit", "val_limit")
+
+    def __init__(self, model: str, out: str, schedule: PruningSchedule | Mapping[str, Any],
+                 report_dir: str | None = None, checkpoint: str | None = None,
+                 dataset: Mapping[str, Any] | None = None, batch_size: int = 128, seed: int = 0,
+                 threads: int | None = None, dead_neurons: bool = True, storage: str = "auto",
+                 deterministic: bool = False, plots: bool = True, evaluate_test: bool = True,
+                 comment: str | None = None):
+        for k, v in (("model", model), ("out", out)):
+            if not isinstance(v, (str, os.PathLike)) or not str(v):
+                raise ValueError(f"{k} must be a path, got {v!r}")
+        self.model, self.out = str(model), str(out)
+        if not self.out.endswith(".npz"):
+            raise ValueError(f"out must end in .npz, got {self.out!r}")
+        self.report_dir = str(report_dir) if report_dir else self.out[:-4]
+        self.checkpoint = str(checkpoint) if checkpoint else os.path.join(self.report_dir, "checkpoint.npz")
+        self.schedule = schedule if isinstance(schedule, PruningSchedule) else PruningSchedule.from_config(schedule)
+        ds = {"name": "mnist", "mnist_dir": None, "val_size": 5000, "train_limit": None, "val_limit": None}
+        if dataset is not None:
+            unknown = sorted(set(dataset) - set(self.DATASET_KEYS))
+            if unknown:
+                raise ValueError(f"dataset: unknown keys {unknown} (allowed: {list(self.DATASET_KEYS)})")
+            ds.update(dataset)
+        if ds["name"] != "mnist":
+            raise ValueError(f"dataset name must be 'mnist', got {ds['name']!r}")
+        for k in ("val_size", "train_limit", "val_limit"):
+            v = ds[k]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"dataset {k} must be a positive integer or null, got {v!r}")
+        self.dataset = ds
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or null, got {threads!r}")
+        if storage not in ("auto", "dense", "csr"):
+            raise ValueError(f"storage must be auto, dense or csr, got {storage!r}")
+        for k, v in (("dead_neurons", dead_neurons), ("deterministic", deterministic), ("plots", plots),
+                     ("evaluate_test", evaluate_test)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{k} must be true or false, got {v!r}")
+        self.batch_size, self.seed, self.threads = batch_size, seed, threads
+        self.dead_neurons, self.storage, self.deterministic = dead_neurons, storage, deterministic
+        self.plots, self.evaluate_test, self.comment = plots, evaluate_test, comment
+
+    def to_config(self) -> dict:
+        return {"comment": self.comment, "model": self.model, "out": self.out,
+                "report_dir": self.report_dir, "checkpoint": self.checkpoint,
+                "dataset": dict(self.dataset), "batch_size": self.batch_size, "seed": self.seed,
+                "threads": self.threads, "dead_neurons": self.dead_neurons, "storage": self.storage,
+                "deterministic": self.deterministic, "plots": self.plots,
+                "evaluate_test": self.evaluate_test, "schedule": self.schedule.to_config()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "PruneConfig":
+        if not isinstance(config, Mapping):
+            raise ValueError("a pruning configuration must be a JSON object")
+        unknown = sorted(set(config) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown} (allowed: {list(cls.KEYS)})")
+        for k in ("model", "out", "schedule"):
+            if k not in config:
+                raise ValueError(f"the configuration needs {k!r}")
+        return cls(**dict(config))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PruneConfig":
+        try:
+            return cls.from_config(json.loads(Path(path).read_text("utf-8")))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from e
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed (not the output paths or plotting)."""
+        c = self.to_config()
+        key = {k: c[k] for k in ("model", "dataset", "batch_size", "seed", "schedule")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_schedule(model: Any) -> PruningSchedule:
+    """Layer by layer, dense layers first (largest first), then convolutions (last first)."""
+    import keras
+    from .masks import prunable_layers
+    layers = prunable_layers(model)
+    dense = sorted([l for l in layers if isinstance(l, keras.layers.Dense)], key=lambda l: -l.kernel.shape.num_elements()
+                   if hasattr(l.kernel.shape, "num_elements") else -int(np.prod(l.kernel.shape)))
+    conv = [l for l in layers if isinstance(l, keras.layers.Conv2D)][::-1]
+    groups = [LayerGroup([l.name], kind="dense") for l in dense] + [LayerGroup([l.name], kind="conv") for l in conv]
+    return PruningSchedule(groups, final_epochs=2)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: bool = True) -> dict:
+    """MNIST as the model file's input spec wants it: ``x = (pixel - mean) / std``.
+    Train: the first ``60000 - val_size`` training images; validation: the last ``val_size``."""
+    from sparseinfer.datasets import load_mnist
+
+    ds = config.dataset
+    x_train, y_train, x_test, y_test = load_mnist(ds["mnist_dir"])
+    mean = np.float32(input_spec.get("mean", [0.0])[0])
+    std = np.float32(input_spec.get("std", [1.0])[0])
+
+    def prep(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32)
+        if input_spec.get("invert"):
+            x = 255.0 - x
+        return ((x - mean) / std)[..., None]
+
+    v = ds["val_size"]
+    if v >= len(x_train):
+        raise ValueError(f"val_size {v} leaves no training images")
+    xt, yt = x_train[:-v], y_train[:-v]
+    xv, yv = x_train[-v:], y_train[-v:]
+    if ds["train_limit"]:
+        xt, yt = xt[:ds["train_limit"]], yt[:ds["train_limit"]]
+    if ds["val_limit"]:
+        xv, yv = xv[:ds["val_limit"]], yv[:ds["val_limit"]]
+    out = {"x_train": prep(xt), "y_train": yt.astype(np.int32), "x_val": prep(xv), "y_val": yv.astype(np.int32)}
+    if with_test:
+        out["x_test"], out["y_test"] = prep(x_test), y_test.astype(np.int32)
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    # direct calls, not model.predict: predict's function is retraced after every compile
+    pred = np.concatenate([np.argmax(np.asarray(model(x[i:i + batch], training=False)), axis=1)
+                           for i in range(0, len(x), batch)])
+    return float(np.mean(pred == y))
+
+
+def _configure_tf(threads: int | None, deterministic: bool) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    n = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+    except RuntimeError:
+        pass  # TensorFlow already initialised (tests): keep its pools
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _save_checkpoint(path: str, model: Any, masks: Mapping[str, np.ndarray], state: dict) -> None:
+    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    arrays.update({f"mask.{n}": m.astype(np.uint8) for n, m in masks.items()})
+    arrays["state.json"] = np.frombuffer(json.dumps(state).encode("utf-8"), dtype=np.uint8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: str) -> tuple[list[np.ndarray], dict[str, np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as z:
+        state = json.loads(z["state.json"].tobytes().decode("utf-8"))
+        n = sum(1 for k in z.files if k.startswith("w") and k[1:].isdigit())
+        weights = [z[f"w{i}"] for i in range(n)]
+        masks = {k[5:]: z[k].astype(np.float32) for k in z.files if k.startswith("mask.")}
+    return weights, masks, state
+
+
+def _nnz(model: Any, names: Sequence[str]) -> dict[str, int]:
+    return {n: int(np.count_nonzero(model.get_layer(n).kernel.numpy())) for n in names}
+
+
+def _log(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.ndarray] | None = None,
+          on_step_end: Callable[[dict], None] | None = None, verbose: bool = True,
+          command: str | None = None) -> dict:
+    """Run (or resume) the pruning described by ``config``; returns the report dict.
+
+    ``data``: ``{"x_train", "y_train", "x_val", "y_val"[, "x_test", "y_test"]}`` already
+    preprocessed (default: MNIST per ``config.dataset``). ``on_step_end(state)`` is called
+    after every step's checkpoint (a test raises StepInterrupt there to simulate a crash).
+    ``resume``: continue from ``config.checkpoint`` if it exists (it must have been made
+    with the same configuration); False starts afresh.
+    """
+    t_start = time.time()
+    _configure_tf(config.threads, config.deterministic)
+    import keras
+
+    from sparseinfer.export import export_keras
+
+    from .deadneurons import remove_dead_neurons
+    from .keras_io import keras_from_model_file
+    from .masks import (apply_masks, dropout_rates, mask_callback, prunable_layers, set_dropout_rates,
+                        threshold_mask)
+
+    manifest_in = json.loads(np.load(config.model, allow_pickle=False)["model.json"].tobytes().decode("utf-8"))
+    model = keras_from_model_file(config.model)
+    names_all = [l.name for l in prunable_layers(model)]
+    for n in config.schedule.layers:
+        if n not in names_all:
+            raise ValueError(f"schedule names layer {n!r}, but {config.model} has prunable layers {names_all}")
+    if data is None:
+        data = load_data(config, manifest_in["input"], with_test=config.evaluate_test)
+    x_tr, y_tr, x_val, y_val = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
+    _log(verbose, f"{config.model}: layers {names_all}; {len(x_tr)} training images, "
+                  f"{len(x_val)} validation images")
+
+    original = {n: np.array(model.get_layer(n).kernel.numpy()) for n in names_all}
+    sizes = {n: int(original[n].size) for n in names_all}
+    dropout_base = {l.name: float(l.rate) for l in model.layers if isinstance(l, keras.layers.Dropout)}
+    fp = config.fingerprint()
+
+    state: dict[str, Any] | None = None
+    masks: dict[str, np.ndarray]
+    if resume and os.path.exists(config.checkpoint):
+        weights, masks, state = _load_checkpoint(config.checkpoint)
+        if state.get("fingerprint") != fp or state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{config.checkpoint} was made with another configuration; delete it or "
+                             "run with --fresh")
+        model.set_weights(weights)
+        state["resumed"] = state.get("resumed", 0) + 1
+        _log(verbose, f"resuming from {config.checkpoint}: group {state['group_index']}, "
+                      f"step {state['step_counter']} done")
+    else:
+        masks = {n: np.ones_like(original[n], dtype=np.float32) for n in names_all}
+        sigma = {n: float(np.std(original[n])) for n in names_all}
+        keras.utils.set_random_seed(config.seed)
+        baseline = _accuracy(model, x_val, y_val)
+        state = {"version": CHECKPOINT_VERSION, "fingerprint": fp, "baseline_val": baseline,
+                 "sigma": sigma, "q": {n: 0.0 for n in names_all}, "group_index": 0, "group_step": 0,
+                 "step_counter": 0, "final_done": False, "history": [], "elapsed": 0.0, "resumed": 0,
+                 "final": None}
+        _log(verbose, f"baseline validation accuracy {baseline:.4%}; sigma "
+                      + ", ".join(f"{n} {s:.4g}" for n, s in sigma.items()))
+    baseline = state["baseline_val"]
+    sigma = state["sigma"]
+    groups = config.schedule.groups
+
+    def set_dropout() -> None:
+        if dropout_base:
+            set_dropout_rates(model, dropout_rates(model, dropout_base, sizes))
+
+    def compile_for(trainable: Sequence[str] | None, lr: float) -> None:
+        for l in model.layers:
+            if l.weights:
+                l.trainable = trainable is None or l.name in trainable
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+
+    def fit_epoch(step_seed: int, epoch: int) -> None:
+        rng = np.random.default_rng([config.seed, step_seed, epoch])
+        perm = rng.permutation(len(x_tr))
+        keras.utils.set_random_seed(config.seed * 100003 + step_seed * 101 + epoch)
+        model.fit(x_tr[perm], y_tr[perm], batch_size=config.batch_size, epochs=1, shuffle=False,
+                  verbose=0, callbacks=[mask_callback(masks)])
+
+    def checkpoint() -> None:
+        state["elapsed"] = elapsed_before + (time.time() - t_start)
+        _save_checkpoint(config.checkpoint, model, masks, state)
+        if on_step_end is not None:
+            on_step_end(state)
+
+    elapsed_before = float(state["elapsed"])
+    apply_masks(model, masks)
+    set_dropout()
+
+    # ---- pruning steps
+    while state["group_index"] < len(groups):
+        g = groups[state["group_index"]]
+        k = state["group_step"]
+        if k >= len(g.q):
+            _log(verbose, f"[{g.name}] schedule exhausted at q {g.q.max_q}")
+            state["group_index"] += 1
+            state["group_step"] = 0
+            checkpoint()
+            continue
+        q = g.q.q(k)
+        t0 = time.time()
+        good_weights = model.get_weights()
+        good_masks = {n: m.copy() for n, m in masks.items()}
+        for n in g.layers:
+            masks[n] = threshold_mask(model.get_layer(n).kernel.numpy(), q, sigma[n], masks[n])
+        apply_masks(model, masks)
+        set_dropout()
+        dens_before = {n: float(masks[n].mean()) for n in names_all}
+        val_before = _accuracy(model, x_val, y_val)
+        compile_for(None if not g.freeze_others else g.layers, g.learning_rate)
+        step_seed = state["step_counter"] + 1
+        val_after, epochs, ok, val_epochs = val_before, 0, False, []
+        if g.epochs == 0:
+            ok = val_before >= baseline - g.tolerance
+        else:
+            while epochs < g.max_epochs:
+                fit_epoch(step_seed, epochs)
+                epochs += 1
+                if epochs >= g.epochs:
+                    val_after = _accuracy(model, x_val, y_val)
+                    val_epochs.append(val_after)
+                    if val_after >= baseline - g.tolerance:
+                        ok = True
+                        break
+        nnz = _nnz(model, names_all)
+        row = {"step": step_seed, "group": g.name, "layers": list(g.layers), "q": q,
+               "thresholds": {n: q * sigma[n] for n in g.layers},
+               "density": {n: nnz[n] / sizes[n] for n in names_all},
+               "nnz": int(sum(nnz.values())), "compression": sum(sizes.values()) / max(1, sum(nnz.values())),
+               "val_before": val_before, "val_after": val_after, "val_per_epoch": val_epochs,
+               "epochs": epochs, "accepted": ok, "seconds": round(time.time() - t0, 2)}
+        mark = "ok  " if ok else "STOP"
+        _log(verbose, f"step {step_seed:3d} [{g.name}] q {q:.2f} {mark} density "
+                      + " ".join(f"{n} {dens_before[n]:.1%}" for n in g.layers)
+                      + f" | total {row['nnz']:,} nnz ({row['compression']:.1f}x) | val {val_before:.2%} -> "
+                      f"{val_after:.2%} (baseline {baseline:.2%}, tol {g.tolerance:.2%}) | {epochs} ep "
+                      f"{row['seconds']:.0f} s")
+        if ok:
+            for n in g.layers:
+                state["q"][n] = q
+            state["group_step"] = k + 1
+        else:
+            model.set_weights(good_weights)
+            masks.clear()
+            masks.update(good_masks)
+            set_dropout()
+            state["group_index"] += 1
+            state["group_step"] = 0
+            _log(verbose, f"[{g.name}] keeps q {max(state['q'][n] for n in g.layers):.2f} "
+                          f"(the last good step)")
+        state["history"].append(row)
+        state["step_counter"] = step_seed
+        checkpoint()
+
+    # ---- final fine-tuning of all layers, masks held; keep the best validation epoch
+    sched = config.schedule
+    if not state["final_done"]:
+        t0 = time.time()
+        val0 = _accuracy(model, x_val, y_val)
+        best, best_w, per_epoch = val0, model.get_weights(), []
+        if sched.final_epochs:
+            compile_for(None, sched.final_learning_rate)
+            for e in range(sched.final_epochs):
+                fit_epoch(10**6, e)
+                v = _accuracy(model, x_val, y_val)
+                per_epoch.append(v)
+                _log(verbose, f"final fine-tuning epoch {e + 1}/{sched.final_epochs}: val {v:.2%}")
+                if v > best:
+                    best, best_w = v, model.get_weights()
+            model.set_weights(best_w)
+        state["final"] = {"val_before": val0, "val_per_epoch": per_epoch, "val_after": best,
+                          "kept_epoch": (per_epoch.index(best) + 1) if best in per_epoch and best > val0 else 0,
+                          "seconds": round(time.time() - t0, 2)}
+        state["final_done"] = True
+        state["step_counter"] += 1
+        checkpoint()
+
+    # ---- strip masks, remove dead neurons, export
+    apply_masks(model, masks)
+    nnz_pruned = _nnz(model, names_all)
+    dead_report = None
+    export_model = model
+    if config.dead_neurons:
+        export_model, dead_report = remove_dead_neurons(model)
+        _log(verbose, "dead neurons: " + ", ".join(
+            f"{n} {r['before']} -> {r['after']}" for n, r in dead_report["layers"].items())
+            + f"; {dead_report['connections_removed']} connections removed")
+    os.makedirs(os.path.dirname(os.path.abspath(config.out)) or ".", exist_ok=True)
+    manifest = export_keras(export_model, config.out, input_spec=manifest_in["input"],
+                            classes=manifest_in.get("classes"), name=manifest_in.get("name"),
+                            storage=config.storage)
+    _log(verbose, f"wrote {config.out}")
+
+    # ---- evaluate the written file (TensorFlow and the C runtime)
+    rebuilt = keras_from_model_file(config.out)
+    ev: dict[str, Any] = {"tf_val": _accuracy(rebuilt, x_val, y_val), "tf_test": None,
+                          "runtime_val": None, "runtime_test": None}
+    try:
+        import sparseinfer
+        rt = sparseinfer.load(config.out)
+        pv = np.concatenate([rt.predict(x_val[i:i + 256]).argmax(1) for i in range(0, len(x_val), 256)])
+        ev["runtime_val"] = float(np.mean(pv == y_val))
+        if "x_test" in data:
+            pt = np.concatenate([rt.predict(data["x_test"][i:i + 256]).argmax(1)
+                                 for i in range(0, len(data["x_test"]), 256)])
+            ev["runtime_test"] = float(np.mean(pt == data["y_test"]))
+    except (ImportError, OSError) as e:  # runtime not built: report TensorFlow only
+        ev["runtime_error"] = str(e)
+    if "x_test" in data:
+        ev["tf_test"] = _accuracy(rebuilt, data["x_test"], data["y_test"])
+    _log(verbose, f"validation accuracy: TF {ev['tf_val']:.2%}, runtime {ev['runtime_val']}; test accuracy "
+                  f"(reported only): TF {ev['tf_test']}, runtime {ev['runtime_test']}")
+
+    elapsed = elapsed_before + (time.time() - t_start)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "command": command, "config": config.to_config(), "input_model": config.model, "output_model": config.out,
+        "baseline_val": baseline, "sigma": sigma, "q": state["q"], "history": state["history"],
+        "final_finetune": state["final"], "dead_neurons": dead_report,
+        "layers": {n: {"shape": list(original[n].shape), "weights": sizes[n], "nnz_after_pruning": nnz_pruned[n],
+                       "density": nnz_pruned[n] / sizes[n], "q": state["q"][n], "threshold": state["q"][n] * sigma[n]}
+                   for n in names_all},
+        "evaluation": ev, "manifest_layers": manifest["layers"],
+        "run_seconds": round(elapsed, 1), "resumed": state.get("resumed", 0),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024.0, 1),
+        "tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
+        "python": sys.version.split()[0], "cpus": os.cpu_count(), "threads": config.threads or os.cpu_count(),
+    }
+    from .report import write_report
+    write_report(result, config, original, model, verbose=verbose)
+    return result
