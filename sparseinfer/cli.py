@@ -1,4 +1,4 @@
-"""The `sparseinfer` command: run, info, eval, config."""
+"""The `sparseinfer` command: run, info, eval, config (and prune, forwarded to python -m prune)."""
 from __future__ import annotations
 
 import argparse
@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--sparse", choices=("auto", "own", "mkl"), default="auto",
                         help="sparse kernels: the runtime's own or MKL's sparse BLAS")
 
+    # listed for --help only: main() forwards "prune ..." to python -m prune before parsing
+    sub.add_parser("prune", help="prune a model file with TensorFlow (= python -m prune; see docs/pruning.md)")
+
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")
     c.add_argument("--libs", action="store_true")
@@ -210,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["prune"]:  # thin forwarder; TensorFlow is only imported by the pruner
+        from prune.__main__ import main as prune_main
+        return prune_main(argv[1:], prog="sparseinfer prune")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
