@@ -126,7 +126,7 @@ def remove_dead_neurons(model: Any) -> tuple[Any, dict]:
             if not remove.any():
                 continue
             changed = True
-            fold = remove & ~no_out
+            fold = remove & ~no_out & (const != 0) if const is not None else np.zeros(n, bool)
             if fold.any():
                 if len(wb) < 2:
                     raise ValueError(f"layer {lb.name!r} has no bias to fold a constant input into")
