@@ -63,13 +63,16 @@ def mask_callback(masks: Mapping[str, np.ndarray]) -> Any:
 
     class MaskCallback(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self._pairs = [(self.model.get_layer(n).kernel, tf.constant(m, dtype=tf.float32))
-                           for n, m in masks.items()]
-            self._apply()
+            pairs = [(self.model.get_layer(n).kernel, tf.constant(m, dtype=tf.float32))
+                     for n, m in masks.items()]
 
-        def _apply(self):
-            for var, m in self._pairs:
-                var.assign(var * m)
+            @tf.function
+            def apply():  # one graph call per batch, not one eager op per layer
+                for var, m in pairs:
+                    var.assign(var * m)
+
+            self._apply = apply
+            self._apply()
 
         def on_train_batch_end(self, batch, logs=None):
             self._apply()

@@ -132,6 +132,7 @@ def _markdown(r: dict) -> str:
               f"({f['dense_weight_bytes'] / max(1, f['weight_bytes']):.2f}x); "
               f"file {fi['file_bytes']:,} -> {f['file_bytes']:,} B "
               f"({fi['file_bytes'] / max(1, f['file_bytes']):.2f}x).", "",
+              f"Parameters (non-zero weights + biases): {fi['params_nonzero']:,} -> {f['params_nonzero']:,}.", "",
               "| | validation | test |", "|---|---|---|",
               f"| dense baseline (TensorFlow) | {_pct(r['baseline_val'])} | {_pct(r.get('baseline_test'))} |",
               f"| pruned file, TensorFlow (keras_from_model_file) | {_pct(ev['tf_val'])} | {_pct(ev['tf_test'])} |",
