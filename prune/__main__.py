@@ -16,6 +16,8 @@ from typing import Sequence
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+
 
 def build_parser(prog: str = "python -m prune") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1])

@@ -449,8 +449,9 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         ev["runtime_error"] = str(e)
     if "x_test" in data:
         ev["tf_test"] = _accuracy(rebuilt, data["x_test"], data["y_test"])
-    _log(verbose, f"validation accuracy: TF {ev['tf_val']:.2%}, runtime {ev['runtime_val']}; test accuracy "
-                  f"(reported only): TF {ev['tf_test']}, runtime {ev['runtime_test']}")
+    pc = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    _log(verbose, f"written file: validation accuracy TF {pc(ev['tf_val'])}, C runtime {pc(ev['runtime_val'])}; "
+                  f"test accuracy (report only) TF {pc(ev['tf_test'])}, C runtime {pc(ev['runtime_test'])}")
 
     elapsed = elapsed_before + (time.time() - t_start)
     usage = resource.getrusage(resource.RUSAGE_SELF)
