@@ -375,7 +375,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
                       + " ".join(f"{n} {dens_before[n]:.1%}" for n in g.layers)
                       + f" | total {row['nnz']:,} nnz ({row['compression']:.1f}x) | val {val_before:.2%} -> "
                       f"{val_after:.2%} (baseline {baseline:.2%}, tol {g.tolerance:.2%}) | {epochs} ep "
-                      f"{row['seconds']:.0f} s")
+                      f"{row['seconds']:.0f} s | {(elapsed_before + time.time() - t_start) / 60:.1f} min")
         if ok:
             for n in g.layers:
                 state["q"][n] = q

@@ -100,6 +100,9 @@ def _plots(result: dict, report_dir: str, original: Mapping[str, np.ndarray], mo
         ax.plot([comp], [100 * ev["runtime_test"]], "kD", ms=7, label="final file, test (C runtime)")
     ax.axhline(100 * result["baseline_val"], color="gray", lw=0.8, ls=":", label="dense baseline (val)")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (2, 3, 5, 8, 15, 20, 30) else ""))
     ax.set_xlabel("compression (dense weights / non-zeros)")
     ax.set_ylabel("accuracy (%)")
     lo = min([100 * h["val_after"] for h in acc] + [100 * result["baseline_val"]])
