@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats-heavy", type=int, default=3, help="repeats of layers above 20 GFLOP per run")
     p.add_argument("--quick", action="store_true", help="fewer sweep points and repeats, no end-to-end batch 64")
     p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--no-han", action="store_true", help="skip the Han-profile part (per layer and end to end)")
     p.add_argument("--no-mkl", action="store_true", help="skip MKL's sparse BLAS reference timings")
     a = p.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             profile = HAN_LENET5 if model == "lenet5" else han_vgg19()
             weighted = [(l, s) for l, s in zip(layers, shapes) if "W" in l]
             # (a) the Han profile, layer by layer and end to end
-            for b in batches:
+            for b in ([] if a.no_han else batches):
                 for l, s in weighted:
                     log(f"{model} han {l['name']} batch {b}")
                     records.append(layer_record(model, "han", l, s, profile[l["name"]], b, timer, tmp, bw0,
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             pruned = [dict(l, W=prune_magnitude(l["W"], profile[l["name"]])) if "W" in l else l for l in layers]
             path = os.path.join(tmp, f"{model}_han.npz")
             write_model(path, pruned, spec, name=f"{model}_han")
-            for b in batches:
+            for b in ([] if a.no_han else batches):
                 if a.quick and b > 1 and model == "vgg19":
                     continue
                 log(f"{model} han end to end batch {b} (child processes: dense, sparse, auto)")

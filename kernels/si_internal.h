@@ -104,7 +104,7 @@ typedef struct si_layer {
     float *bias;             /* rows values, or NULL */
     /* Execution chosen at load (si_plan.c) for batch 1 and for larger batches. */
     si_exec exec_b1, exec_bn;
-    char why[160];           /* the reason for that choice, for `sparseinfer info` */
+    char why[200];           /* the reason for that choice, for `sparseinfer info` */
 } si_layer;
 
 /* How a weighted layer runs: si_exec in the public header. Dense execution needs L->w;

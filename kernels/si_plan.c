@@ -8,29 +8,87 @@
  * Near the break-even the two cost about the same, so a layer within the margin keeps the
  * smaller form in memory.
  */
+#define _DEFAULT_SOURCE /* sysconf cache sizes */
 #include "si_internal.h"
 
 #include <math.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Break-even densities: sparse execution is chosen below these (bench/compare.py sweep,
- * 2-core AMD Zen 4, MKL 2026.2; the sweep's JSON holds the measurements). */
-#define BREAK_EVEN_FC_B1 0.30   /* own CSR mv vs the bandwidth-bound dense gemv */
-#define BREAK_EVEN_FC_BN 0.10   /* own CSR mm vs MKL sgemm at batch 64 */
-#define BREAK_EVEN_CONV 0.15    /* own sparse conv vs im2col + MKL sgemm */
+/* Break-even densities: sparse execution is chosen below these. Measured by
+ * bench/compare.py's density sweep (bench/results/sweep.json; 2-core AMD Zen 4, MKL 2026.2),
+ * then set a margin below the lowest break-even seen for that kind, so that near the
+ * boundary the planner errs towards dense (never slower than dense beyond noise).
+ *   conv, batch 1 and 64: 39-84% (VGG19 blocks 1-5, LeNet conv2)       -> 35%
+ *   fc, batch 64: 37-58% (VGG19 fc6/fc7/fc8, LeNet fc1)                -> 30%
+ *   fc, batch 1, weights streamed from DRAM: 39-45% (fc6, fc7)         -> 35%
+ *   fc, batch 1, weights that stay in L3 (fc8, 16 MB): 16%             -> 12%
+ *   fc, batch 1, weights that stay in L2 (LeNet fc1, 1.6 MB): 7%       -> 5%
+ * At batch 1 a dense layer whose weights fit in cache runs from cache between calls, at
+ * several times DRAM bandwidth, so the sparse kernel must skip far more to win. */
+#define BREAK_EVEN_CONV 0.35
+#define BREAK_EVEN_FC_BN 0.30
+#define BREAK_EVEN_FC_B1_DRAM 0.35
+#define BREAK_EVEN_FC_B1_L3 0.12
+#define BREAK_EVEN_FC_B1_L2 0.05
 /* Below this many weights a layer costs microseconds either way: keep it dense, whose
- * kernels have the least fixed overhead. */
-#define SMALL_LAYER_WEIGHTS 4096
+ * kernels have the least fixed overhead (LeNet fc2, 5,000 weights: sparse never won). */
+#define SMALL_LAYER_WEIGHTS 8192
+
+/* Size in bytes of cpu0's unified cache of a level, from Linux's sysfs (glibc's sysconf
+ * reported a 320 MB L3 inside the VM this was measured on; sysfs said 32 MB, as cpuid does),
+ * or 0 when unknown. */
+static int64_t sysfs_cache_bytes(int level) {
+    for (int i = 0; i < 8; i++) {
+        char path[96], buf[32];
+        int lv = -1;
+        long kb = -1;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        if (fscanf(f, "%d", &lv) != 1) lv = -1;
+        fclose(f);
+        if (lv != level) continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if (!(f = fopen(path, "r"))) continue;
+        if (fgets(buf, sizeof buf, f) && sscanf(buf, "%ldK", &kb) != 1) kb = -1;
+        fclose(f);
+        if (kb > 0) return (int64_t)kb << 10;
+    }
+    return 0;
+}
+
+/* Bytes of weights that stay cached between batch-1 calls: all cores' L2 together (each
+ * thread streams its share of the rows), and three quarters of the L3 (the rest holds
+ * activations). Conservative defaults when the machine does not say. */
+static int64_t cache_bytes(int level) {
+    int64_t v = sysfs_cache_bytes(level);
+    if (level == 2) {
+        if (v <= 0) v = 512 << 10;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        return v * (cpus > 0 ? cpus : 1);
+    }
+    if (v <= 0) v = 8 << 20;
+    return v * 3 / 4;
+}
 
 static const char *kind_name(const si_layer *L, int batched) {
     if (L->type == SI_LAYER_CONV2D) return "conv";
-    return batched ? "fc batch>1" : "fc batch 1";
+    if (batched) return "fc batch>1";
+    int64_t bytes = 4 * L->rows * L->cols;
+    if (bytes <= cache_bytes(2)) return "fc batch 1, weights fit L2";
+    if (bytes <= cache_bytes(3)) return "fc batch 1, weights fit L3";
+    return "fc batch 1, weights from DRAM";
 }
 
 static double break_even(const si_layer *L, int batched) {
     if (L->type == SI_LAYER_CONV2D) return BREAK_EVEN_CONV;
-    return batched ? BREAK_EVEN_FC_BN : BREAK_EVEN_FC_B1;
+    if (batched) return BREAK_EVEN_FC_BN;
+    int64_t bytes = 4 * L->rows * L->cols;
+    if (bytes <= cache_bytes(2)) return BREAK_EVEN_FC_B1_L2;
+    if (bytes <= cache_bytes(3)) return BREAK_EVEN_FC_B1_L3;
+    return BREAK_EVEN_FC_B1_DRAM;
 }
 
 static si_status_t densify(si_layer *L) {
@@ -129,7 +187,7 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
             L->exec_b1 = L->exec_bn = sparse;
             snprintf(L->why, sizeof L->why, "forced sparse (%s)", impl == SI_SPARSE_MKL ? "MKL" : "own kernels");
         } else {
-            char w1[64], wn[64];
+            char w1[72], wn[72];
             L->exec_b1 = choose(L, 0, impl, w1, sizeof w1);
             L->exec_bn = choose(L, 1, impl, wn, sizeof wn);
             if (L->exec_b1 == L->exec_bn && L->type == SI_LAYER_CONV2D) snprintf(L->why, sizeof L->why, "%s", w1);
