@@ -77,3 +77,35 @@ def test_vgg19_generated(vgg19_file, batch):
     x = (rng.random((batch, 224, 224, 3), dtype=np.float32) * 255.0
          - np.array([103.939, 116.779, 123.68], np.float32))
     _check(model, path, x, f"VGG19 generated batch {batch}")
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_c_example_matches_tensorflow(vgg19_file, tmp_path, batch):
+    """examples/classify.c (the C API alone, compiled against the installed library) on the
+    generated VGG19 and on the shipped LeNet-5, against TensorFlow on the same weights."""
+    import shutil
+    import subprocess
+
+    from prune.keras_io import keras_from_model_file
+    from tests.test_c_api import EXAMPLE, _config, _parse
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    exe = tmp_path / "classify"
+    subprocess.run(["cc", "-std=c99", "-O1", EXAMPLE, *_config("--cflags", "--libs"), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    rng = np.random.default_rng(200 + batch)
+    vgg, vgg_path = vgg19_file
+    cases = [("VGG19", vgg, str(vgg_path),
+              rng.random((batch, 224, 224, 3), dtype=np.float32) * 255.0 - np.array([103.9, 116.8, 123.7], np.float32)),
+             ("LeNet-5", keras_from_model_file(os.path.join(ROOT, "models", "lenet5.npz")),
+              os.path.join(ROOT, "models", "lenet5.npz"), rng.random((batch, 28, 28, 1), dtype=np.float32))]
+    for what, keras_model, path, x in cases:
+        inp = tmp_path / "x.f32"
+        inp.write_bytes(x.astype("<f4").tobytes())
+        r = subprocess.run([str(exe), path, str(inp), str(batch)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        ref = keras_model(x, training=False).numpy()
+        idx, got = _parse(r.stdout, batch, ref.shape[1])
+        assert_close(got, ref, RTOL, ATOL, f"C example, {what} batch {batch}")
+        np.testing.assert_array_equal(idx, ref.argmax(1), err_msg=f"C example, {what} batch {batch}: argmax")
