@@ -190,7 +190,7 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
             char w1[72], wn[72];
             L->exec_b1 = choose(L, 0, impl, w1, sizeof w1);
             L->exec_bn = choose(L, 1, impl, wn, sizeof wn);
-            if (L->exec_b1 == L->exec_bn && L->type == SI_LAYER_CONV2D) snprintf(L->why, sizeof L->why, "%s", w1);
+            if (strcmp(w1, wn) == 0) snprintf(L->why, sizeof L->why, "%s", w1);
             else snprintf(L->why, sizeof L->why, "%s; %s", w1, wn);
         }
         int need_dense = L->exec_b1 == SI_EXEC_DENSE || L->exec_bn == SI_EXEC_DENSE;
