@@ -14,20 +14,8 @@ CC="${CC:-cc}"
 WHAT="${1:-all}"
 QUICK="${2:-}"
 
-dist_dir() {
-    "$PYTHON" - "$1" "$2" <<'PY'
-import importlib.metadata as md, os, sys
-dist, name = sys.argv[1:]
-for f in md.files(dist) or []:
-    if os.path.basename(str(f)) == name:
-        print(os.path.dirname(os.path.realpath(str(f.locate()))))
-        break
-else:
-    sys.exit(f"run_kernels_bench.sh: {name} not found in the {dist} distribution (pip install {dist})")
-PY
-}
-MKL_INC="$(dist_dir mkl-include mkl.h)"
-MKL_LIB="$(dist_dir mkl libmkl_rt.so.3)"
+# shellcheck source=kernels/tests/mkl_env.sh
+source "$KERNELS/tests/mkl_env.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-kbench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT

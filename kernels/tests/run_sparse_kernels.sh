@@ -13,21 +13,8 @@ KERNELS="$(dirname "$HERE")"
 PYTHON="${PYTHON:-python}"
 CC="${CC:-cc}"
 
-dist_dir() { # dist file: directory of that file of an installed distribution
-    "$PYTHON" - "$1" "$2" <<'PY'
-import importlib.metadata as md, os, sys
-dist, name = sys.argv[1:]
-for f in md.files(dist) or []:
-    if os.path.basename(str(f)) == name:
-        print(os.path.dirname(os.path.realpath(str(f.locate()))))
-        break
-else:
-    sys.exit(f"run_sparse_kernels.sh: {name} not found in the {dist} distribution (pip install {dist})")
-PY
-}
-
-MKL_INC="$(dist_dir mkl-include mkl.h)"
-MKL_LIB="$(dist_dir mkl libmkl_rt.so.3)"
+# shellcheck source=kernels/tests/mkl_env.sh
+source "$HERE/mkl_env.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sparse.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
