@@ -75,7 +75,11 @@ void si_set_reference_kernels(int on) { si_use_reference = on != 0; }
  * pool instead of two runtimes fighting over the cores. Has effect only if it comes before
  * the process's first MKL call (otherwise MKL keeps the layer it already chose). */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static void init_library(void) { mkl_set_threading_layer(MKL_THREADING_GNU); }
+static void init_library(void) {
+    /* SPARSEINFER_MKL_THREADING=intel keeps MKL on its own OpenMP (libiomp5), for comparison. */
+    const char *v = getenv("SPARSEINFER_MKL_THREADING");
+    mkl_set_threading_layer(v && strcmp(v, "intel") == 0 ? MKL_THREADING_INTEL : MKL_THREADING_GNU);
+}
 void si_init(void) { pthread_once(&init_once, init_library); }
 
 int si_set_num_threads(int n) {
