@@ -55,7 +55,8 @@ class PruneConfig:
     """
 
     KEYS = ("model", "out", "report_dir", "checkpoint", "schedule", "dataset", "batch_size", "seed",
-            "threads", "dead_neurons", "storage", "deterministic", "plots", "evaluate_test", "comment")
+            "threads", "dead_neurons", "storage", "deterministic", "plots", "evaluate_test", "comment",
+            "lr_schedule")
     DATASET_KEYS = ("name", "mnist_dir", "val_size", "train_limit", "val_limit")
 
     def __init__(self, model: str, out: str, schedule: PruningSchedule | Mapping[str, Any],
@@ -63,7 +64,7 @@ class PruneConfig:
                  dataset: Mapping[str, Any] | None = None, batch_size: int = 128, seed: int = 0,
                  threads: int | None = None, dead_neurons: bool = True, storage: str = "auto",
                  deterministic: bool = False, plots: bool = True, evaluate_test: bool = True,
-                 comment: str | None = None):
+                 comment: str | None = None, lr_schedule: str = "constant"):
         for k, v in (("model", model), ("out", out)):
             if not isinstance(v, (str, os.PathLike)) or not str(v):
                 raise ValueError(f"{k} must be a path, got {v!r}")
@@ -101,6 +102,9 @@ class PruneConfig:
         self.batch_size, self.seed, self.threads = batch_size, seed, threads
         self.dead_neurons, self.storage, self.deterministic = dead_neurons, storage, deterministic
         self.plots, self.evaluate_test, self.comment = plots, evaluate_test, comment
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
 
     def to_config(self) -> dict:
         return {"comment": self.comment, "model": self.model, "out": self.out,
@@ -108,7 +112,8 @@ class PruneConfig:
                 "dataset": dict(self.dataset), "batch_size": self.batch_size, "seed": self.seed,
                 "threads": self.threads, "dead_neurons": self.dead_neurons, "storage": self.storage,
                 "deterministic": self.deterministic, "plots": self.plots,
-                "evaluate_test": self.evaluate_test, "schedule": self.schedule.to_config()}
+                "evaluate_test": self.evaluate_test, "lr_schedule": self.lr_schedule,
+                "schedule": self.schedule.to_config()}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "PruneConfig":
@@ -132,7 +137,7 @@ class PruneConfig:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (not the output paths or plotting)."""
         c = self.to_config()
-        key = {k: c[k] for k in ("model", "dataset", "batch_size", "seed", "schedule")}
+        key = {k: c[k] for k in ("model", "dataset", "batch_size", "seed", "schedule", "lr_schedule")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -305,10 +310,15 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         if dropout_base:
             set_dropout_rates(model, dropout_rates(model, dropout_base, sizes))
 
-    def compile_for(trainable: Sequence[str] | None, lr: float) -> None:
+    steps_per_epoch = int(np.ceil(len(x_tr) / config.batch_size))
+
+    def compile_for(trainable: Sequence[str] | None, lr: float, epochs: int = 1, alpha: float = 0.1) -> None:
         for l in model.layers:
             if l.weights:
                 l.trainable = trainable is None or l.name in trainable
+        if config.lr_schedule == "cosine" and epochs > 0:
+            # lr -> alpha * lr over the first `epochs` epochs, then alpha * lr (extra epochs)
+            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch, alpha=alpha)
         model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
 
     def fit_epoch(step_seed: int, epoch: int) -> None:
@@ -348,7 +358,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         set_dropout()
         dens_before = {n: float(masks[n].mean()) for n in names_all}
         val_before = _accuracy(model, x_val, y_val)
-        compile_for(None if not g.freeze_others else g.layers, g.learning_rate)
+        compile_for(None if not g.freeze_others else g.layers, g.learning_rate, g.epochs)
         step_seed = state["step_counter"] + 1
         val_after, epochs, ok, val_epochs = val_before, 0, False, []
         if g.epochs == 0:
@@ -400,7 +410,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         val0 = _accuracy(model, x_val, y_val)
         best, best_w, per_epoch = val0, model.get_weights(), []
         if sched.final_epochs:
-            compile_for(None, sched.final_learning_rate)
+            compile_for(None, sched.final_learning_rate, sched.final_epochs, alpha=0.01)
             for e in range(sched.final_epochs):
                 fit_epoch(10**6, e)
                 v = _accuracy(model, x_val, y_val)

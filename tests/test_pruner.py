@@ -92,7 +92,7 @@ def test_prune_config_file_and_validation(tmp_path):
     from prune.pruner import PruneConfig
     cfg = PruneConfig.from_file(os.path.join(ROOT, "prune", "configs", "lenet5.json"))
     assert cfg.model == "models/lenet5.npz" and cfg.out == "models/lenet5_pruned.npz"
-    assert cfg.schedule.layers == ["fc1", "fc2", "conv2", "conv1"]
+    assert cfg.schedule.layers == ["fc1", "conv2", "fc2", "conv1"] and cfg.lr_schedule == "cosine"
     assert PruneConfig.from_config(json.loads(json.dumps(cfg.to_config()))).to_config() == cfg.to_config()
     base = {"model": "a.npz", "out": "b.npz", "schedule": {"groups": [{"layers": ["fc1"], "kind": "dense"}]}}
     assert PruneConfig.from_config(base).checkpoint == os.path.join("b", "checkpoint.npz")
