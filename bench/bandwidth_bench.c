@@ -35,31 +35,6 @@
 double si_read_bandwidth_gbs(size_t bytes, int repeats);
 float si_stream_read(const float *p, size_t n);
 
-#ifdef SI_GEMV_STANDALONE
-/* Built without the rest of the library (the run script falls back to this when the whole
- * of kernels/si_*.c does not build or link, e.g. while other kernels are being written):
- * the few runtime functions si_gemv.c and si_bandwidth.c use, as si_runtime.c defines them. */
-#include <stdlib.h>
-int si_use_reference = 0;
-static _Thread_local int standalone_threads = 0;
-void *si_alloc(size_t bytes) {
-    void *p = NULL;
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (bytes == 0 || rounded < bytes || posix_memalign(&p, 64, rounded) != 0) return NULL;
-    return p;
-}
-void si_free(void *p) { free(p); }
-void si_init(void) { mkl_set_threading_layer(MKL_THREADING_GNU); }
-int si_set_num_threads(int n) {
-    int prev = standalone_threads;
-    standalone_threads = n > 0 ? n : 0;
-    mkl_set_num_threads_local(standalone_threads);
-    omp_set_num_threads(standalone_threads ? standalone_threads : omp_get_num_procs());
-    return prev;
-}
-int si_num_threads(void) { return standalone_threads ? standalone_threads : omp_get_max_threads(); }
-#endif
-
 static volatile float sink;
 
 static int cmp_double(const void *a, const void *b) {

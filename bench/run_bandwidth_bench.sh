@@ -23,9 +23,6 @@ trap 'rm -rf "$WORK"' EXIT
 
 # The library's sources as setup.py compiles them (-O3 -fopenmp); warnings are errors in the
 # files this benchmark is about, only warnings in the others (their own tests hold them).
-# If the whole library does not build or link (other kernels being written), the benchmark is
-# built from si_gemv.c and si_bandwidth.c alone with a stand-in for the runtime functions they
-# use (SI_GEMV_STANDALONE in bandwidth_bench.c).
 CFLAGS=(-std=c11 -O3 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC")
 LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm)
 build_full() {
@@ -39,15 +36,8 @@ build_full() {
     done
     "$CC" -fopenmp "${objs[@]}" "${LIBS[@]}" -o "$WORK/bandwidth_bench"
 }
-if build_full 2> "$WORK/build.log"; then
-    BUILD="whole library (kernels/si_*.c)"
-else
-    echo "run_bandwidth_bench.sh: the whole library did not build; standalone si_gemv.c + si_bandwidth.c:" >&2
-    grep -E "error|undefined" "$WORK/build.log" | head -5 >&2 || true
-    "$CC" "${CFLAGS[@]}" -Werror -DSI_GEMV_STANDALONE "$KERNELS/si_gemv.c" "$KERNELS/si_bandwidth.c" \
-        "$HERE/bandwidth_bench.c" "${LIBS[@]}" -o "$WORK/bandwidth_bench"
-    BUILD="standalone (si_gemv.c, si_bandwidth.c)"
-fi
+build_full
+BUILD="whole library (kernels/si_*.c)"
 
 OUT="$HERE/results/bandwidth.txt"
 [ "${1:-}" = "--quick" ] && OUT="$HERE/results/bandwidth-quick.txt"

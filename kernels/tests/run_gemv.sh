@@ -7,10 +7,8 @@
 #   bash kernels/tests/run_gemv.sh        (from anywhere; uses `python` or $PYTHON)
 #
 # MKL comes from the PyPI wheels (mkl, mkl-include), found as setup.py finds them. The test
-# links the whole library (kernels/si_*.c); if that does not build or link, e.g. while other
-# kernels are being written, it falls back to si_gemv.c + si_bandwidth.c with a stand-in for
-# the runtime functions they use (SI_GEMV_STANDALONE) and says so. Warnings are errors in
-# si_gemv.c, si_bandwidth.c and the test.
+# links the whole library (kernels/si_*.c). Warnings are errors in si_gemv.c, si_bandwidth.c
+# and the test.
 #
 # Last line: "N passed, M failed" over both runs. Exit status non-zero on any failure.
 set -euo pipefail
@@ -27,28 +25,21 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-gemv.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm)
-OWN=(si_gemv.c si_bandwidth.c)
 
-build() { # name flags...: builds $WORK/name, whole library or standalone
+build() { # name flags...: builds $WORK/name from the whole library and the test
     local name="$1"; shift
     local flags=(-std=c11 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC" "$@")
-    local objs=() src werror obj ok=1
+    local objs=() src werror obj
     mkdir -p "$WORK/$name.o"
     for src in "$KERNELS"/si_*.c "$HERE/test_gemv.c"; do
         werror=()
         case "$(basename "$src")" in si_gemv.c|si_bandwidth.c|test_gemv.c) werror=(-Werror) ;; esac
         obj="$WORK/$name.o/$(basename "$src" .c).o"
-        if ! "$CC" "${flags[@]}" "${werror[@]}" -c "$src" -o "$obj" 2>> "$WORK/$name.log"; then ok=0; break; fi
+        "$CC" "${flags[@]}" "${werror[@]}" -c "$src" -o "$obj"
         objs+=("$obj")
     done
-    if [ $ok = 1 ] && "$CC" "${flags[@]}" "${objs[@]}" "${LIBS[@]}" -o "$WORK/$name" 2>> "$WORK/$name.log"; then
-        echo "== $name: whole library (kernels/si_*.c)"
-        return
-    fi
-    echo "== $name: the whole library did not build or link; standalone si_gemv.c + si_bandwidth.c"
-    grep -E "error|undefined" "$WORK/$name.log" | head -3 | sed 's/^/   /' || true
-    "$CC" "${flags[@]}" -Werror -DSI_GEMV_STANDALONE "${OWN[@]/#/$KERNELS/}" "$HERE/test_gemv.c" \
-        "${LIBS[@]}" -o "$WORK/$name"
+    "$CC" "${flags[@]}" "${objs[@]}" "${LIBS[@]}" -o "$WORK/$name"
+    echo "== $name: whole library (kernels/si_*.c)"
 }
 
 build test_gemv -O3
