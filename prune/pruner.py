@@ -51,12 +51,15 @@ class PruneConfig:
     for quick runs); ``batch_size``; ``seed``; ``threads`` (TensorFlow, null: all cores);
     ``dead_neurons``: remove them before export; ``storage``: export_keras storage;
     ``deterministic``: TensorFlow op determinism; ``plots``: write PNGs;
-    ``evaluate_test``: evaluate the written file on the test set (report only).
+    ``evaluate_test``: evaluate the written file on the test set (report only);
+    ``lr_schedule``: ``constant`` or ``cosine`` (decay within each step's fine-tuning);
+    ``augment``: ``{"shift": 2}`` moves each training image by up to 2 pixels every epoch
+    (prune.augment), or null; validation and test images are never augmented.
     """
 
     KEYS = ("model", "out", "report_dir", "checkpoint", "schedule", "dataset", "batch_size", "seed",
             "threads", "dead_neurons", "storage", "deterministic", "plots", "evaluate_test", "comment",
-            "lr_schedule")
+            "lr_schedule", "augment")
     DATASET_KEYS = ("name", "mnist_dir", "val_size", "train_limit", "val_limit")
 
     def __init__(self, model: str, out: str, schedule: PruningSchedule | Mapping[str, Any],
@@ -64,7 +67,8 @@ class PruneConfig:
                  dataset: Mapping[str, Any] | None = None, batch_size: int = 128, seed: int = 0,
                  threads: int | None = None, dead_neurons: bool = True, storage: str = "auto",
                  deterministic: bool = False, plots: bool = True, evaluate_test: bool = True,
-                 comment: str | None = None, lr_schedule: str = "constant"):
+                 comment: str | None = None, lr_schedule: str = "constant",
+                 augment: Mapping[str, Any] | None = None):
         for k, v in (("model", model), ("out", out)):
             if not isinstance(v, (str, os.PathLike)) or not str(v):
                 raise ValueError(f"{k} must be a path, got {v!r}")
@@ -105,6 +109,8 @@ class PruneConfig:
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {lr_schedule!r}")
         self.lr_schedule = lr_schedule
+        from .augment import Augment
+        self.augment = Augment.from_config(augment)
 
     def to_config(self) -> dict:
         return {"comment": self.comment, "model": self.model, "out": self.out,
@@ -113,6 +119,7 @@ class PruneConfig:
                 "threads": self.threads, "dead_neurons": self.dead_neurons, "storage": self.storage,
                 "deterministic": self.deterministic, "plots": self.plots,
                 "evaluate_test": self.evaluate_test, "lr_schedule": self.lr_schedule,
+                "augment": self.augment.to_config() if self.augment else None,
                 "schedule": self.schedule.to_config()}
 
     @classmethod
@@ -138,6 +145,8 @@ class PruneConfig:
         """What a checkpoint must match to be resumed (not the output paths or plotting)."""
         c = self.to_config()
         key = {k: c[k] for k in ("model", "dataset", "batch_size", "seed", "schedule", "lr_schedule")}
+        if c["augment"]:  # absent from older fingerprints, so their checkpoints still resume
+            key["augment"] = c["augment"]
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -325,7 +334,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         rng = np.random.default_rng([config.seed, step_seed, epoch])
         perm = rng.permutation(len(x_tr))
         keras.utils.set_random_seed(config.seed * 100003 + step_seed * 101 + epoch)
-        model.fit(x_tr[perm], y_tr[perm], batch_size=config.batch_size, epochs=1, shuffle=False,
+        model.fit(config.augment(x_tr[perm], rng), y_tr[perm], batch_size=config.batch_size, epochs=1, shuffle=False,
                   verbose=0, callbacks=[mask_callback(masks)])
 
     def checkpoint() -> None:

@@ -1,6 +1,6 @@
 """Train LeNet-5 (Han et al. 2015 / Caffe) on MNIST and export it as a model file.
 
-    python -m prune.train --out models/lenet5.npz [--epochs 15] [--mnist-dir DIR] [--seed 0]
+    python -m prune.train --out models/lenet5.npz [--epochs 15] [--augment-shift 2] [--mnist-dir DIR] [--seed 0]
 
 The last 5,000 of the 60,000 training images are held out for validation (reported per
 epoch); the test set is only used once, at the end, on the model rebuilt from the written
@@ -41,7 +41,7 @@ def _json_path(out: Path) -> Path:
 
 def train(out: str | os.PathLike, epochs: int = 15, mnist_dir: str | None = None, seed: int = 0,
           batch_size: int = 128, lr: float = 1e-3, threads: int | None = None,
-          verbose: int = 2) -> dict:
+          verbose: int = 2, augment_shift: int = 0) -> dict:
     """Train, export to ``out`` and return the summary also written next to it as JSON."""
     t0 = time.time()
     _configure_tf(threads or os.cpu_count() or 1)
@@ -51,6 +51,7 @@ def train(out: str | os.PathLike, epochs: int = 15, mnist_dir: str | None = None
     from sparseinfer.datasets import load_mnist
     from sparseinfer.export import export_keras
 
+    from .augment import Augment
     from .keras_io import keras_from_model_file
     from .models import lenet5
 
@@ -68,8 +69,18 @@ def train(out: str | os.PathLike, epochs: int = 15, mnist_dir: str | None = None
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.summary(print_fn=lambda s, **kw: print(s, flush=True))
-    hist = model.fit(x_tr, y_tr, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val),
-                     shuffle=True, verbose=verbose)
+    augment = Augment(augment_shift)
+    rng = np.random.default_rng(seed)
+    val_per_epoch = []
+    for e in range(epochs):
+        # a fresh shift of every training image each epoch; the schedule runs on across calls
+        te = time.time()
+        h = model.fit(augment(x_tr, rng), y_tr, batch_size=batch_size, epochs=1, shuffle=True, verbose=0,
+                      validation_data=(x_val, y_val))
+        val_per_epoch.append(float(h.history["val_accuracy"][0]))
+        if verbose:
+            print(f"epoch {e + 1}/{epochs}: loss {h.history['loss'][0]:.4f}, validation accuracy "
+                  f"{val_per_epoch[-1]:.4f} ({time.time() - te:.0f} s)", flush=True)
     train_time = time.time() - t0
 
     out = Path(out)
@@ -91,7 +102,8 @@ def train(out: str | os.PathLike, epochs: int = 15, mnist_dir: str | None = None
         "optimizer": f"Adam, cosine decay {lr} -> {lr * 0.01} over {steps} steps",
         "train_size": int(len(x_tr)), "val_size": VAL_SIZE, "test_size": int(len(x_test)),
         "val_accuracy": val_acc, "test_accuracy": test_acc,
-        "val_accuracy_per_epoch": [float(v) for v in hist.history["val_accuracy"]],
+        "augment": {"shift": augment_shift} if augment_shift else None,
+        "val_accuracy_per_epoch": val_per_epoch,
         "train_seconds": round(train_time, 1), "total_seconds": round(elapsed, 1),
         "params": int(model.count_params()),
         "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
@@ -115,11 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
+    p.add_argument("--augment-shift", type=int, default=0, metavar="PIXELS",
+                   help="move each training image by up to PIXELS in x and y every epoch (default 0: off)")
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
     train(args.out, epochs=args.epochs, mnist_dir=args.mnist_dir, seed=args.seed,
-          batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+          batch_size=args.batch_size, lr=args.lr, threads=args.threads, augment_shift=args.augment_shift)
     return 0
 
 
