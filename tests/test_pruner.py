@@ -206,13 +206,14 @@ def test_resume_equals_uninterrupted(tmp_path, keras, mnist_small):
     from prune.pruner import StepInterrupt, prune
     groups = [{"layers": ["fc1"], "q": {"values": [0.5, 1.0]}, "tolerance": 0.05, "epochs": 1, "max_epochs": 1},
               {"layers": ["conv2"], "q": {"values": [0.3]}, "tolerance": 0.05, "epochs": 1, "max_epochs": 1}]
-    a = prune(_config(tmp_path, groups, "a", final_epochs=1), data=mnist_small, verbose=False)
+    # with augmentation on: the shifts are seeded per (step, epoch) too, so resuming repeats them
+    a = prune(_config(tmp_path, groups, "a", final_epochs=1, augment={"shift": 2}), data=mnist_small, verbose=False)
 
     def crash(state):
         if state["step_counter"] == 1:
             raise StepInterrupt("simulated crash after step 1")
 
-    cfg_b = _config(tmp_path, groups, "b", final_epochs=1)
+    cfg_b = _config(tmp_path, groups, "b", final_epochs=1, augment={"shift": 2})
     with pytest.raises(StepInterrupt):
         prune(cfg_b, data=mnist_small, verbose=False, on_step_end=crash)
     assert os.path.exists(cfg_b.checkpoint) and not os.path.exists(cfg_b.out)
@@ -229,6 +230,9 @@ def test_resume_equals_uninterrupted(tmp_path, keras, mnist_small):
     # a checkpoint from another configuration is refused
     groups[0]["tolerance"] = 0.04
     with pytest.raises(ValueError, match="another configuration"):
+        prune(_config(tmp_path, groups, "b", final_epochs=1, augment={"shift": 2}), data=mnist_small, verbose=False)
+    with pytest.raises(ValueError, match="another configuration"):  # augmentation is part of it
+        groups[0]["tolerance"] = 0.05   # the original schedule, but no augmentation
         prune(_config(tmp_path, groups, "b", final_epochs=1), data=mnist_small, verbose=False)
 
 
