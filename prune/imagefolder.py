@@ -303,7 +303,7 @@ def load_images(root: str | os.PathLike, label_file: str | os.PathLike | None = 
 # ---------------------------------------------------------------- splits
 
 
-def _part_count(name: str, v: int | float | None, n: int) -> int | None:
+def _part_count(v: int | float | None, n: int) -> int | None:
     if v is None:
         return None
     if isinstance(v, float):
@@ -351,10 +351,12 @@ def split_images(images: ImageSet, train: int | float | None = 30, val: int | fl
 
     parts: dict[str, list[int]] = {k: [] for k in _SPLITS}
     short: list[str] = []
+    by_label = np.argsort(images.labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(images.counts())])
     for c in np.flatnonzero(images.counts()):
-        idx = np.flatnonzero(images.labels == c)
+        idx = by_label[bounds[c]:bounds[c + 1]]
         n = len(idx)
-        counts = {k: _part_count(k, v, n) for k, v in sizes.items()}
+        counts = {k: _part_count(v, n) for k, v in sizes.items()}
         fixed = sum(v for v in counts.values() if v is not None)
         rest = n - fixed
         too_few = rest < 0 or any(counts[k] == 0 and sizes[k] not in (0, 0.0) for k in _SPLITS) \
