@@ -59,8 +59,9 @@ class PruneConfig:
 
     KEYS = ("model", "out", "report_dir", "checkpoint", "schedule", "dataset", "batch_size", "seed",
             "threads", "dead_neurons", "storage", "deterministic", "plots", "evaluate_test", "comment",
-            "lr_schedule", "augment")
-    DATASET_KEYS = ("name", "mnist_dir", "val_size", "train_limit", "val_limit")
+            "lr_schedule", "augment", "distribute")
+    MNIST_KEYS = ("name", "mnist_dir", "val_size", "train_limit", "val_limit")
+    FOLDER_KEYS = ("name", "root", "labels", "sizes", "split_seed", "flip", "max_upscale", "eval_batch")
 
     def __init__(self, model: str, out: str, schedule: PruningSchedule | Mapping[str, Any],
                  report_dir: str | None = None, checkpoint: str | None = None,
@@ -68,7 +69,7 @@ class PruneConfig:
                  threads: int | None = None, dead_neurons: bool = True, storage: str = "auto",
                  deterministic: bool = False, plots: bool = True, evaluate_test: bool = True,
                  comment: str | None = None, lr_schedule: str = "constant",
-                 augment: Mapping[str, Any] | None = None):
+                 augment: Mapping[str, Any] | None = None, distribute: Mapping[str, Any] | None = None):
         for k, v in (("model", model), ("out", out)):
             if not isinstance(v, (str, os.PathLike)) or not str(v):
                 raise ValueError(f"{k} must be a path, got {v!r}")
@@ -78,19 +79,7 @@ class PruneConfig:
         self.report_dir = str(report_dir) if report_dir else self.out[:-4]
         self.checkpoint = str(checkpoint) if checkpoint else os.path.join(self.report_dir, "checkpoint.npz")
         self.schedule = schedule if isinstance(schedule, PruningSchedule) else PruningSchedule.from_config(schedule)
-        ds = {"name": "mnist", "mnist_dir": None, "val_size": 5000, "train_limit": None, "val_limit": None}
-        if dataset is not None:
-            unknown = sorted(set(dataset) - set(self.DATASET_KEYS))
-            if unknown:
-                raise ValueError(f"dataset: unknown keys {unknown} (allowed: {list(self.DATASET_KEYS)})")
-            ds.update(dataset)
-        if ds["name"] != "mnist":
-            raise ValueError(f"dataset name must be 'mnist', got {ds['name']!r}")
-        for k in ("val_size", "train_limit", "val_limit"):
-            v = ds[k]
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"dataset {k} must be a positive integer or null, got {v!r}")
-        self.dataset = ds
+        self.dataset = self._check_dataset(dataset)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -110,7 +99,56 @@ class PruneConfig:
             raise ValueError(f"lr_schedule must be constant or cosine, got {lr_schedule!r}")
         self.lr_schedule = lr_schedule
         from .augment import Augment
+        from .distribute import DistributeConfig
         self.augment = Augment.from_config(augment)
+        if self.augment and self.dataset["name"] != "mnist":
+            raise ValueError("augment (pixel shifts) is for MNIST; an image folder is augmented by random "
+                             "crops and flips (dataset 'flip')")
+        self.distribute = DistributeConfig.from_config(distribute)
+
+    @classmethod
+    def _check_dataset(cls, dataset: Mapping[str, Any] | None) -> dict:
+        name = (dataset or {}).get("name", "mnist")
+        if name == "mnist":
+            keys = cls.MNIST_KEYS
+            ds: dict[str, Any] = {"name": "mnist", "mnist_dir": None, "val_size": 5000, "train_limit": None,
+                                  "val_limit": None}
+        elif name == "imagefolder":
+            keys = cls.FOLDER_KEYS
+            ds = {"name": "imagefolder", "root": None, "labels": None, "sizes": [30, 10, 10], "split_seed": 0,
+                  "flip": True, "max_upscale": 8.0, "eval_batch": 16}
+        else:
+            raise ValueError(f"dataset name must be 'mnist' or 'imagefolder', got {name!r}")
+        unknown = sorted(set(dataset or {}) - set(keys))
+        if unknown:
+            raise ValueError(f"dataset {name}: unknown keys {unknown} (allowed: {list(keys)})")
+        ds.update(dataset or {})
+        posint = lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= 1  # noqa: E731
+        if name == "mnist":
+            for k in ("val_size", "train_limit", "val_limit"):
+                if ds[k] is not None and not posint(ds[k]):
+                    raise ValueError(f"dataset {k} must be a positive integer or null, got {ds[k]!r}")
+            return ds
+        if not isinstance(ds["root"], str) or not ds["root"]:
+            raise ValueError(f"dataset imagefolder needs 'root', the image folder, got {ds['root']!r}")
+        if ds["labels"] is not None and (not isinstance(ds["labels"], str) or not ds["labels"]):
+            raise ValueError(f"dataset labels must be a label list file or null, got {ds['labels']!r}")
+        sizes = ds["sizes"]
+        if (not isinstance(sizes, (list, tuple)) or len(sizes) != 3
+                or any(not (v is None or posint(v) or (isinstance(v, float) and 0 < v < 1)) for v in sizes)):
+            raise ValueError("dataset sizes must be [train, val, test] per class, each a count, a fraction "
+                             f"or null, got {sizes!r}")
+        ds["sizes"] = list(sizes)
+        if isinstance(ds["split_seed"], bool) or not isinstance(ds["split_seed"], int) or ds["split_seed"] < 0:
+            raise ValueError(f"dataset split_seed must be a non-negative integer, got {ds['split_seed']!r}")
+        if not isinstance(ds["flip"], bool):
+            raise ValueError(f"dataset flip must be true or false, got {ds['flip']!r}")
+        mu = ds["max_upscale"]
+        if mu is not None and (isinstance(mu, bool) or not isinstance(mu, (int, float)) or mu <= 0):
+            raise ValueError(f"dataset max_upscale must be a positive number or null, got {mu!r}")
+        if not posint(ds["eval_batch"]):
+            raise ValueError(f"dataset eval_batch must be a positive integer, got {ds['eval_batch']!r}")
+        return ds
 
     def to_config(self) -> dict:
         return {"comment": self.comment, "model": self.model, "out": self.out,
@@ -120,6 +158,7 @@ class PruneConfig:
                 "deterministic": self.deterministic, "plots": self.plots,
                 "evaluate_test": self.evaluate_test, "lr_schedule": self.lr_schedule,
                 "augment": self.augment.to_config() if self.augment else None,
+                "distribute": self.distribute.to_config(),
                 "schedule": self.schedule.to_config()}
 
     @classmethod
@@ -167,10 +206,21 @@ def default_schedule(model: Any) -> PruningSchedule:
 
 def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: bool = True) -> dict:
     """MNIST as the model file's input spec wants it: ``x = (pixel - mean) / std``.
-    Train: the first ``60000 - val_size`` training images; validation: the last ``val_size``."""
-    from sparseinfer.datasets import load_mnist
+    Train: the first ``60000 - val_size`` training images; validation: the last ``val_size``.
 
+    An image folder (``dataset.name == "imagefolder"``): ``{"folder": True, "train", "val",
+    "test": ImageSet, "spec": input_spec}``, split per class by prune.imagefolder.split_images;
+    images are decoded by tf.data as they are needed, with the runtime's preprocessing."""
     ds = config.dataset
+    if ds["name"] == "imagefolder":
+        from .imagefolder import load_images, split_images
+        images = load_images(ds["root"], ds["labels"])
+        parts = split_images(images, *ds["sizes"], seed=ds["split_seed"])
+        if not with_test:
+            parts["test"] = parts["test"].subset([])
+        return {"folder": True, "spec": dict(input_spec), **parts}
+
+    from sparseinfer.datasets import load_mnist
     x_train, y_train, x_test, y_test = load_mnist(ds["mnist_dir"])
     mean = np.float32(input_spec.get("mean", [0.0])[0])
     std = np.float32(input_spec.get("std", [1.0])[0])
@@ -194,6 +244,108 @@ def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: boo
     if with_test:
         out["x_test"], out["y_test"] = prep(x_test), y_test.astype(np.int32)
     return out
+
+
+# ---------------------------------------------------------------- data sources
+
+
+class _ArrayData:
+    """Preprocessed arrays in memory (MNIST): a seeded permutation and augmentation per epoch."""
+
+    def __init__(self, data: Mapping[str, np.ndarray], config: PruneConfig):
+        self.config = config
+        self.x_tr, self.y_tr = data["x_train"], data["y_train"]
+        self.x_val, self.y_val = data["x_val"], data["y_val"]
+        self.test = (data["x_test"], data["y_test"]) if "x_test" in data else None
+        self.n_train, self.n_val = len(self.x_tr), len(self.x_val)
+
+    def val_accuracy(self, model: Any) -> float:
+        return _accuracy(model, self.x_val, self.y_val)
+
+    def epoch_arrays(self, step_seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.config.seed, step_seed, epoch])
+        perm = rng.permutation(self.n_train)
+        return self.config.augment(self.x_tr[perm], rng), self.y_tr[perm]
+
+    def fit(self, model: Any, step_seed: int, epoch: int, callbacks: list) -> None:
+        x, y = self.epoch_arrays(step_seed, epoch)
+        model.fit(x, y, batch_size=self.config.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+
+    def trainer_data(self, step_seed: int, epoch: int) -> Any:
+        return self.epoch_arrays(step_seed, epoch)
+
+    def evaluate_file(self, path: str, keras_from_model_file: Callable) -> dict:
+        rebuilt = keras_from_model_file(path)
+        ev: dict[str, Any] = {"tf_val": _accuracy(rebuilt, self.x_val, self.y_val), "tf_test": None,
+                              "runtime_val": None, "runtime_test": None}
+        try:
+            import sparseinfer
+            rt = sparseinfer.load(path)
+            pv = np.concatenate([rt.predict(self.x_val[i:i + 256]).argmax(1) for i in range(0, self.n_val, 256)])
+            ev["runtime_val"] = float(np.mean(pv == self.y_val))
+            if self.test is not None:
+                xt, yt = self.test
+                pt = np.concatenate([rt.predict(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
+                ev["runtime_test"] = float(np.mean(pt == yt))
+        except (ImportError, OSError) as e:  # runtime not built: report TensorFlow only
+            ev["runtime_error"] = str(e)
+        if self.test is not None:
+            ev["tf_test"] = _accuracy(rebuilt, *self.test)
+        return ev
+
+
+class _FolderData:
+    """An image folder split three ways; tf.data decodes with the runtime's preprocessing
+    (prune.imagefolder): random crops (and flips) for training, centre crops otherwise."""
+
+    def __init__(self, data: Mapping[str, Any], config: PruneConfig):
+        self.config = config
+        self.parts = {k: data[k] for k in ("train", "val", "test")}
+        self.spec = data["spec"]
+        self.n_train, self.n_val = len(self.parts["train"]), len(self.parts["val"])
+        if not self.n_train or not self.n_val:
+            raise ValueError(f"{config.dataset['root']}: the split leaves {self.n_train} training and "
+                             f"{self.n_val} validation images; both must be at least 1")
+
+    def _dataset(self, part: str, batch: int, training: bool = False, seed: int = 0) -> Any:
+        from .imagefolder import make_dataset
+        ds = self.config.dataset
+        return make_dataset(self.parts[part], self.spec, batch_size=batch, training=training,
+                            flip=training and ds["flip"], seed=seed, max_upscale=ds["max_upscale"])
+
+    def val_accuracy(self, model: Any) -> float:
+        from .imagefolder import image_errors
+        hits = 0
+        with image_errors():
+            for x, y in self._dataset("val", self.config.dataset["eval_batch"]).as_numpy_iterator():
+                hits += int((np.argmax(np.asarray(model(x, training=False)), axis=1) == y).sum())
+        return hits / self.n_val
+
+    def _train(self, step_seed: int, epoch: int) -> Any:
+        # one seed per (run seed, step, epoch): a resumed run draws the same crops and order
+        seed = int.from_bytes(hashlib.sha256(f"{self.config.seed}/{step_seed}/{epoch}".encode()).digest()[:4], "little")
+        return self._dataset("train", self.config.batch_size, training=True, seed=seed)
+
+    def fit(self, model: Any, step_seed: int, epoch: int, callbacks: list) -> None:
+        from .imagefolder import image_errors
+        with image_errors():
+            model.fit(self._train(step_seed, epoch), epochs=1, verbose=0, callbacks=callbacks)
+
+    def trainer_data(self, step_seed: int, epoch: int) -> Any:
+        return self._train(step_seed, epoch).unbatch()
+
+    def evaluate_file(self, path: str, keras_from_model_file: Callable) -> dict:
+        """Top-1 (and top-5) of the written file by TensorFlow and by the runtime (prune.evaluate)."""
+        from .evaluate import evaluate
+        ds = self.config.dataset
+        ev: dict[str, Any] = {"tf_val": None, "tf_test": None, "runtime_val": None, "runtime_test": None}
+        for part in ("val", "test"):
+            if len(self.parts[part]):
+                r = evaluate(path, self.parts[part], batch_size=ds["eval_batch"], max_upscale=ds["max_upscale"])
+                ev[f"tf_{part}"], ev[f"runtime_{part}"] = r["tf"]["top1"], r["runtime"]["top1"]
+                ev[f"{part}_top5"] = {"tf": r["tf"]["top5"], "runtime": r["runtime"]["top5"],
+                                      "top1_differ": r["top1_differ"], "images": r["images"]}
+        return ev
 
 
 # ---------------------------------------------------------------- helpers
@@ -263,6 +415,10 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     """
     t_start = time.time()
     _configure_tf(config.threads, config.deterministic)
+    strategy = None
+    if config.distribute.strategy != "default":
+        from .distribute import make_strategy
+        strategy = make_strategy(config.distribute, verbose=verbose)  # before any other TensorFlow work
     import keras
 
     from sparseinfer.export import export_keras
@@ -280,9 +436,12 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
             raise ValueError(f"schedule names layer {n!r}, but {config.model} has prunable layers {names_all}")
     if data is None:
         data = load_data(config, manifest_in["input"], with_test=config.evaluate_test)
-    x_tr, y_tr, x_val, y_val = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
-    _log(verbose, f"{config.model}: layers {names_all}; {len(x_tr)} training images, "
-                  f"{len(x_val)} validation images")
+    src = _FolderData(data, config) if data.get("folder") else _ArrayData(data, config)
+    _log(verbose, f"{config.model}: layers {names_all}; {src.n_train} training images, "
+                  f"{src.n_val} validation images")
+    from .distribute import is_chief
+    chief = strategy is None or is_chief(strategy)
+    trainer: Any = None
 
     original = {n: np.array(model.get_layer(n).kernel.numpy()) for n in names_all}
     sizes = {n: int(original[n].size) for n in names_all}
@@ -304,7 +463,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         masks = {n: np.ones_like(original[n], dtype=np.float32) for n in names_all}
         sigma = {n: float(np.std(original[n])) for n in names_all}
         keras.utils.set_random_seed(config.seed)
-        baseline = _accuracy(model, x_val, y_val)
+        baseline = src.val_accuracy(model)
         state = {"version": CHECKPOINT_VERSION, "fingerprint": fp, "baseline_val": baseline,
                  "sigma": sigma, "q": {n: 0.0 for n in names_all}, "group_index": 0, "group_step": 0,
                  "step_counter": 0, "final_done": False, "history": [], "elapsed": 0.0, "resumed": 0,
@@ -319,26 +478,48 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         if dropout_base:
             set_dropout_rates(model, dropout_rates(model, dropout_base, sizes))
 
-    steps_per_epoch = int(np.ceil(len(x_tr) / config.batch_size))
+    steps_per_epoch = int(np.ceil(src.n_train / config.batch_size))
 
     def compile_for(trainable: Sequence[str] | None, lr: float, epochs: int = 1, alpha: float = 0.1) -> None:
+        nonlocal trainer
         for l in model.layers:
             if l.weights:
                 l.trainable = trainable is None or l.name in trainable
         if config.lr_schedule == "cosine" and epochs > 0:
             # lr -> alpha * lr over the first `epochs` epochs, then alpha * lr (extra epochs)
             lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch, alpha=alpha)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+        if strategy is None:
+            model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+            return
+        # under a tf.distribute strategy: a copy of the model in the strategy's scope, trained by
+        # prune.distribute's masked loop (one per step: a fresh Adam, like model.compile above)
+        from .distribute import MaskedTrainer
+
+        def build() -> Any:
+            m = keras.models.clone_model(model)
+            for l in m.layers:
+                if isinstance(l, keras.layers.Dropout):
+                    l.rate = model.get_layer(l.name).rate
+            return m
+        trainer = MaskedTrainer(build, masks, strategy=strategy, global_batch_size=config.batch_size,
+                                learning_rate=lr, optimizer="adam", trainable=trainable,
+                                seed=config.seed, log_every=0)
+        trainer.set_weights(model.get_weights())
 
     def fit_epoch(step_seed: int, epoch: int) -> None:
-        rng = np.random.default_rng([config.seed, step_seed, epoch])
-        perm = rng.permutation(len(x_tr))
         keras.utils.set_random_seed(config.seed * 100003 + step_seed * 101 + epoch)
-        model.fit(config.augment(x_tr[perm], rng), y_tr[perm], batch_size=config.batch_size, epochs=1, shuffle=False,
-                  verbose=0, callbacks=[mask_callback(masks)])
+        if trainer is None:
+            src.fit(model, step_seed, epoch, [mask_callback(masks)])
+        else:
+            trainer.fit(src.trainer_data(step_seed, epoch), epochs=1)
+            model.set_weights(trainer.get_weights())
 
     def checkpoint() -> None:
         state["elapsed"] = elapsed_before + (time.time() - t_start)
+        if not chief:  # every worker runs every step; only the chief writes
+            if on_step_end is not None:
+                on_step_end(state)
+            return
         _save_checkpoint(config.checkpoint, model, masks, state)
         if on_step_end is not None:
             on_step_end(state)
@@ -366,7 +547,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         apply_masks(model, masks)
         set_dropout()
         dens_before = {n: float(masks[n].mean()) for n in names_all}
-        val_before = _accuracy(model, x_val, y_val)
+        val_before = src.val_accuracy(model)
         compile_for(None if not g.freeze_others else g.layers, g.learning_rate, g.epochs)
         step_seed = state["step_counter"] + 1
         val_after, epochs, ok, val_epochs = val_before, 0, False, []
@@ -377,7 +558,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
                 fit_epoch(step_seed, epochs)
                 epochs += 1
                 if epochs >= g.epochs:
-                    val_after = _accuracy(model, x_val, y_val)
+                    val_after = src.val_accuracy(model)
                     val_epochs.append(val_after)
                     if val_after >= baseline - g.tolerance:
                         ok = True
@@ -416,13 +597,13 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     sched = config.schedule
     if not state["final_done"]:
         t0 = time.time()
-        val0 = _accuracy(model, x_val, y_val)
+        val0 = src.val_accuracy(model)
         best, best_w, per_epoch = val0, model.get_weights(), []
         if sched.final_epochs:
             compile_for(None, sched.final_learning_rate, sched.final_epochs, alpha=0.01)
             for e in range(sched.final_epochs):
                 fit_epoch(10**6, e)
-                v = _accuracy(model, x_val, y_val)
+                v = src.val_accuracy(model)
                 per_epoch.append(v)
                 _log(verbose, f"final fine-tuning epoch {e + 1}/{sched.final_epochs}: val {v:.2%}")
                 if v > best:
@@ -435,8 +616,11 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         state["step_counter"] += 1
         checkpoint()
 
-    # ---- strip masks, remove dead neurons, export
+    # ---- strip masks, remove dead neurons, export (the chief alone: the other workers are done)
     apply_masks(model, masks)
+    if not chief:
+        _log(verbose, "fine-tuning done; the chief worker exports and reports")
+        return {"chief": False, "history": state["history"], "q": state["q"], "baseline_val": baseline}
     nnz_pruned = _nnz(model, names_all)
     dead_report = None
     export_model = model
@@ -452,22 +636,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     _log(verbose, f"wrote {config.out}")
 
     # ---- evaluate the written file (TensorFlow and the C runtime)
-    rebuilt = keras_from_model_file(config.out)
-    ev: dict[str, Any] = {"tf_val": _accuracy(rebuilt, x_val, y_val), "tf_test": None,
-                          "runtime_val": None, "runtime_test": None}
-    try:
-        import sparseinfer
-        rt = sparseinfer.load(config.out)
-        pv = np.concatenate([rt.predict(x_val[i:i + 256]).argmax(1) for i in range(0, len(x_val), 256)])
-        ev["runtime_val"] = float(np.mean(pv == y_val))
-        if "x_test" in data:
-            pt = np.concatenate([rt.predict(data["x_test"][i:i + 256]).argmax(1)
-                                 for i in range(0, len(data["x_test"]), 256)])
-            ev["runtime_test"] = float(np.mean(pt == data["y_test"]))
-    except (ImportError, OSError) as e:  # runtime not built: report TensorFlow only
-        ev["runtime_error"] = str(e)
-    if "x_test" in data:
-        ev["tf_test"] = _accuracy(rebuilt, data["x_test"], data["y_test"])
+    ev = src.evaluate_file(config.out, keras_from_model_file)
     pc = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
     _log(verbose, f"written file: validation accuracy TF {pc(ev['tf_val'])}, C runtime {pc(ev['runtime_val'])}; "
                   f"test accuracy (report only) TF {pc(ev['tf_test'])}, C runtime {pc(ev['runtime_test'])}")
