@@ -135,3 +135,23 @@ def test_column_blocked_csrmv(tmp_path, cols):
     assert_close(m.predict(x), want, 1e-5, 1e-6 * scale, f"blocked csrmv, {cols} columns")
     assert_close(m.predict(np.repeat(x, 3, 0)), np.repeat(want, 3, 0), 1e-5, 1e-6 * scale,
                  f"csrmm beside the blocked copy, {cols} columns")
+
+
+def test_one_form_in_the_margin(tmp_path):
+    """LeNet fc1's shape (500x800, 1.6 MB dense) at 6% density: above the batch-1 margin
+    when the weights fit L2 (5%) but below the measured break-even (7%), and sparse at
+    batch > 1 (30%). The layer runs sparse at both batch sizes and holds CSR only, instead
+    of a dense copy beside the CSR one for no measurable speed."""
+    rng = np.random.default_rng(3)
+    w = _sparse(rng, 500, 800, 0.06)
+    path = tmp_path / "fc.npz"
+    write_model(path, [{"name": "flat", "type": "flatten"},
+                       {"name": "fc", "type": "dense", "activation": "linear", "W": w, "b": None}],
+                {"shape": [20, 40, 1]}, name="fc")
+    fc = {l["name"]: l for l in sparseinfer.load(str(path)).layers()}["fc"]
+    assert fc["exec_batch1"] == "sparse" and fc["exec_batchn"] == "sparse", fc
+    assert fc["memory_bytes"] < w.size * 4 / 4, fc   # no dense copy (dense alone is 1.6 MB)
+    x = rng.standard_normal((1, 20, 40, 1)).astype(np.float32)
+    got = sparseinfer.load(str(path)).predict(x)
+    want = x.reshape(1, -1) @ w.T.astype(np.float64)
+    assert_close(got, want, 1e-4, 1e-4, "fc batch 1")
