@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[1/{steps}] training LeNet-5 -> {a.model}", flush=True)
         train(a.model, mnist_dir=a.mnist_dir)
     else:
-        print(f"[1/{steps}] using the shipped model {a.model} (--retrain to train it again, ~3 min on 2 cores)",
+        print(f"[1/{steps}] using the shipped model {a.model} (--retrain to train it again, ~5 min on 2 cores)",
               flush=True)
     if len(models) == 1:
         print(f"      no pruned model at {a.pruned}: make it with `python -m prune prune/configs/lenet5.json`")
