@@ -329,7 +329,7 @@ class _FolderData:
     def fit(self, model: Any, step_seed: int, epoch: int, callbacks: list) -> None:
         from .imagefolder import image_errors
         with image_errors():
-            model.fit(self._train(step_seed, epoch), epochs=1, verbose=0, callbacks=callbacks)
+            model.fit(self._train(step_seed, epoch), epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
 
     def trainer_data(self, step_seed: int, epoch: int) -> Any:
         return self._train(step_seed, epoch).unbatch()
