@@ -1,4 +1,5 @@
-"""The `sparseinfer` command: run, info, eval, config (and prune, forwarded to python -m prune)."""
+"""The `sparseinfer` command: run, info, eval, config (and prune, forwarded to python -m prune;
+import, forwarded to python -m prune.vgg_import)."""
 from __future__ import annotations
 
 import argparse
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # listed for --help only: main() forwards "prune ..." to python -m prune before parsing
     sub.add_parser("prune", help="prune a model file with TensorFlow (= python -m prune; see docs/pruning.md)")
+    # likewise "import ..." goes to python -m prune.vgg_import
+    sub.add_parser("import", help="import pretrained VGG19 weights (.npy, .h5, .weights.h5, .keras) as a "
+                   "model file (= python -m prune.vgg_import; see docs/vgg19.md)")
 
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")
@@ -217,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["prune"]:  # thin forwarder; TensorFlow is only imported by the pruner
         from prune.__main__ import main as prune_main
         return prune_main(argv[1:], prog="sparseinfer prune")
+    if argv[:1] == ["import"]:
+        from prune.vgg_import import main as import_main
+        return import_main(argv[1:], prog="sparseinfer import")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
