@@ -203,7 +203,7 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
             L->exec_b1 = L->exec_bn = sparse;
             snprintf(L->why, sizeof L->why, "forced sparse (%s)", impl == SI_SPARSE_MKL ? "MKL" : "own kernels");
         } else {
-            char w1[100], wn[100];
+            char w1[96], wn[96]; /* two of them and "; " fit L->why */
             L->exec_b1 = choose(L, 0, impl, w1, sizeof w1);
             L->exec_bn = choose(L, 1, impl, wn, sizeof wn);
             /* One form in memory: a layer that runs sparse at one batch size and only falls in
