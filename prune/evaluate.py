@@ -62,7 +62,8 @@ def model_classes(model_path: str | os.PathLike) -> list[str] | None:
 
 def evaluate(model_path: str | os.PathLike, images: ImageSet, *, batch_size: int = 32,
              threads: int | None = None, max_upscale: float | None = MAX_UPSCALE,
-             progress: Callable[[str], None] | None = None, progress_every: float = 10.0) -> dict:
+             progress: Callable[[str], None] | None = None, progress_every: float = 10.0,
+             keras_model: Any = None, runtime: Any = None) -> dict:
     """Top-1 and top-5 accuracy of the model file on ``images`` by TensorFlow and by the runtime.
 
     ``images`` labels must index the model's outputs (``len(images.classes)`` equal to the
@@ -72,13 +73,16 @@ def evaluate(model_path: str | os.PathLike, images: ImageSet, *, batch_size: int
     class differs between the two), ``top5_differ`` (whose top-5 sets differ),
     ``max_abs_diff`` (largest |p_tf - p_runtime|) and ``seconds``.
     Raises ImageError naming the file if an image cannot be used.
+    ``keras_model``, ``runtime``: the file already loaded by keras_from_model_file and
+    sparseinfer.load (to evaluate several folders without loading a large model again).
     """
     import sparseinfer
 
     from .keras_io import keras_from_model_file
 
     path = os.fspath(model_path)
-    runtime = sparseinfer.load(path, threads=threads)
+    if runtime is None:
+        runtime = sparseinfer.load(path, threads=threads)
     n_out = int(runtime.output_size)
     if len(images.classes) != n_out:
         hint = ("; for ImageNet name the class folders by synset id (n01440764 ...) or give "
@@ -87,7 +91,8 @@ def evaluate(model_path: str | os.PathLike, images: ImageSet, *, batch_size: int
                          f"({images.describe()}), but {path} has {n_out} outputs{hint}")
     if len(images) == 0:
         raise ValueError(f"{images.root}: no images to evaluate")
-    keras_model = keras_from_model_file(path)
+    if keras_model is None:
+        keras_model = keras_from_model_file(path)
     spec = runtime.input_spec
     k = min(TOP_K, n_out)
     n = len(images)

@@ -32,18 +32,19 @@ def kernel_of(model: Any, name: str) -> np.ndarray:
 
 
 def threshold_mask(kernel: np.ndarray, q: float, sigma: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """float32 0/1 mask keeping ``|kernel| >= q * sigma`` (and only where ``mask`` keeps)."""
+    """Boolean mask keeping ``|kernel| >= q * sigma`` (and only where ``mask`` keeps); bool,
+    not float32, because VGG19's masks alone would otherwise take 575 MB per copy."""
     keep = np.abs(np.asarray(kernel)) >= np.float32(q * sigma)
     if mask is not None:
         keep &= np.asarray(mask) != 0
-    return keep.astype(np.float32)
+    return keep
 
 
 def apply_masks(model: Any, masks: Mapping[str, np.ndarray]) -> None:
     """Zero every pruned weight (kernel * mask), in place."""
     for name, m in masks.items():
         k = model.get_layer(name).kernel
-        k.assign(np.asarray(k.numpy()) * m)
+        k.assign(np.where(np.asarray(m) != 0, np.asarray(k.numpy()), np.float32(0)))
 
 
 def densities(model: Any, names: list[str] | None = None) -> dict[str, float]:
@@ -57,14 +58,16 @@ def densities(model: Any, names: list[str] | None = None) -> dict[str, float]:
 
 
 def mask_callback(masks: Mapping[str, np.ndarray]) -> Any:
-    """A keras Callback that re-applies ``masks`` after every training batch."""
+    """A keras Callback that re-applies ``masks`` after every training batch (to the layers
+    that train: a frozen layer's weights cannot move, and its mask as a float32 constant would
+    only take memory)."""
     import keras
     import tensorflow as tf
 
     class MaskCallback(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            pairs = [(self.model.get_layer(n).kernel, tf.constant(m, dtype=tf.float32))
-                     for n, m in masks.items()]
+            pairs = [(self.model.get_layer(n).kernel, tf.constant(np.asarray(m, dtype=np.float32)))
+                     for n, m in masks.items() if self.model.get_layer(n).trainable]
 
             @tf.function
             def apply():  # one graph call per batch, not one eager op per layer

@@ -336,12 +336,16 @@ class _FolderData:
 
     def evaluate_file(self, path: str, keras_from_model_file: Callable) -> dict:
         """Top-1 (and top-5) of the written file by TensorFlow and by the runtime (prune.evaluate)."""
+        import sparseinfer
+
         from .evaluate import evaluate
         ds = self.config.dataset
         ev: dict[str, Any] = {"tf_val": None, "tf_test": None, "runtime_val": None, "runtime_test": None}
+        keras_model, runtime = keras_from_model_file(path), sparseinfer.load(path)  # once for both parts
         for part in ("val", "test"):
             if len(self.parts[part]):
-                r = evaluate(path, self.parts[part], batch_size=ds["eval_batch"], max_upscale=ds["max_upscale"])
+                r = evaluate(path, self.parts[part], batch_size=ds["eval_batch"], max_upscale=ds["max_upscale"],
+                             keras_model=keras_model, runtime=runtime)
                 ev[f"tf_{part}"], ev[f"runtime_{part}"] = r["tf"]["top1"], r["runtime"]["top1"]
                 ev[f"{part}_top5"] = {"tf": r["tf"]["top5"], "runtime": r["runtime"]["top5"],
                                       "top1_differ": r["top1_differ"], "images": r["images"]}
@@ -386,7 +390,7 @@ def _load_checkpoint(path: str) -> tuple[list[np.ndarray], dict[str, np.ndarray]
         state = json.loads(z["state.json"].tobytes().decode("utf-8"))
         n = sum(1 for k in z.files if k.startswith("w") and k[1:].isdigit())
         weights = [z[f"w{i}"] for i in range(n)]
-        masks = {k[5:]: z[k].astype(np.float32) for k in z.files if k.startswith("mask.")}
+        masks = {k[5:]: z[k] != 0 for k in z.files if k.startswith("mask.")}
     return weights, masks, state
 
 
@@ -460,7 +464,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         _log(verbose, f"resuming from {config.checkpoint}: group {state['group_index']}, "
                       f"step {state['step_counter']} done")
     else:
-        masks = {n: np.ones_like(original[n], dtype=np.float32) for n in names_all}
+        masks = {n: np.ones(original[n].shape, dtype=bool) for n in names_all}
         sigma = {n: float(np.std(original[n])) for n in names_all}
         keras.utils.set_random_seed(config.seed)
         baseline = src.val_accuracy(model)
@@ -541,7 +545,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         q = g.q.q(k)
         t0 = time.time()
         good_weights = model.get_weights()
-        good_masks = {n: m.copy() for n, m in masks.items()}
+        good_masks = {n: masks[n].copy() for n in g.layers}  # only the group's masks change
         for n in g.layers:
             masks[n] = threshold_mask(model.get_layer(n).kernel.numpy(), q, sigma[n], masks[n])
         apply_masks(model, masks)
@@ -582,7 +586,6 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
             state["group_step"] = k + 1
         else:
             model.set_weights(good_weights)
-            masks.clear()
             masks.update(good_masks)
             set_dropout()
             state["group_index"] += 1
@@ -591,6 +594,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
                           f"(the last good step)")
         state["history"].append(row)
         state["step_counter"] = step_seed
+        del good_weights, good_masks  # a full copy of the weights: not kept past its step
         checkpoint()
 
     # ---- final fine-tuning of all layers, masks held; keep the best validation epoch
@@ -598,8 +602,9 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     if not state["final_done"]:
         t0 = time.time()
         val0 = src.val_accuracy(model)
-        best, best_w, per_epoch = val0, model.get_weights(), []
+        best, per_epoch = val0, []
         if sched.final_epochs:
+            best_w = model.get_weights()
             compile_for(None, sched.final_learning_rate, sched.final_epochs, alpha=0.01)
             for e in range(sched.final_epochs):
                 fit_epoch(10**6, e)
@@ -617,6 +622,11 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         checkpoint()
 
     # ---- strip masks, remove dead neurons, export (the chief alone: the other workers are done)
+    # drop the optimizer's state (Adam: two copies of the trainable weights) before exporting
+    trainer = None
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    import gc
+    gc.collect()
     apply_masks(model, masks)
     if not chief:
         _log(verbose, "fine-tuning done; the chief worker exports and reports")

@@ -3,8 +3,9 @@ photos: the fully connected group, one threshold step, one fine-tuning pass at b
 the conv layers frozen; the run is interrupted after the step's checkpoint and resumed, and
 the exported file runs in the C runtime as TensorFlow runs it.
 
-About 1.5 minutes and 11 GB peak memory on 2 cores (the weights are 575 MB; the pruner
-holds the model, the last good step, the original kernels and a checkpoint)."""
+About 1.5 minutes and 7 GB peak memory on 2 cores (the weights are 575 MB; the pruner
+holds the model, the step's copy of the weights, the original kernels, Adam's state for the
+group and a checkpoint; docs/vgg19.md)."""
 from __future__ import annotations
 
 import os
