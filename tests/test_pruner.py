@@ -201,6 +201,32 @@ def test_q_rises_then_stops_and_keeps_last_good_step(tmp_path, keras, mnist_smal
     assert r["runtime_info"]["matches_file"]
 
 
+def test_steps_without_fine_tuning(tmp_path, keras, mnist_small):
+    """A group with ``epochs: 0`` prunes step after step with no training in between: each
+    step is kept while validation accuracy as pruned stays within the tolerance; the first
+    that falls out is undone. No weight other than the pruned ones moves."""
+    from prune.keras_io import load_weights
+    from prune.pruner import prune
+    cfg = _config(tmp_path, [{"layers": ["fc1"], "q": {"values": [0.1, 0.2, 40.0]}, "tolerance": 0.02,
+                              "epochs": 0, "max_epochs": 1}], dead_neurons=False)
+    r = prune(cfg, data=mnist_small, verbose=False)
+    h = r["history"]
+    assert [x["q"] for x in h] == [0.1, 0.2, 40.0] and [x["accepted"] for x in h] == [True, True, False]
+    assert all(x["epochs"] == 0 and x["val_after"] == x["val_before"] for x in h)
+    assert r["q"]["fc1"] == 0.2
+    _, w_in = load_weights(LENET)
+    _, w_out = load_weights(cfg.out)
+    for name in w_in:
+        a, b = w_in[name][0], w_out[name][0]
+        if name == "fc1":
+            below = np.abs(a) < 0.2 * r["sigma"]["fc1"]
+            assert (b[below] == 0).all() and np.array_equal(b[~below], a[~below]), "fc1: only pruning"
+            assert 0.1 < below.mean() < 0.25  # about 1 - 2 Phi(-0.2) = 16%
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=f"{name} moved without fine-tuning")
+        np.testing.assert_array_equal(w_out[name][1], w_in[name][1], err_msg=f"{name} bias")
+
+
 def test_resume_equals_uninterrupted(tmp_path, keras, mnist_small):
     from prune.keras_io import load_weights
     from prune.pruner import StepInterrupt, prune
