@@ -61,7 +61,7 @@ class PruneConfig:
             "threads", "dead_neurons", "storage", "deterministic", "plots", "evaluate_test", "comment",
             "lr_schedule", "augment", "distribute")
     MNIST_KEYS = ("name", "mnist_dir", "val_size", "train_limit", "val_limit")
-    FOLDER_KEYS = ("name", "root", "labels", "sizes", "split_seed", "flip", "max_upscale", "eval_batch")
+    FOLDER_KEYS = ("name", "root", "labels", "sizes", "split_seed", "flip", "max_upscale", "eval_batch", "verify")
 
     def __init__(self, model: str, out: str, schedule: PruningSchedule | Mapping[str, Any],
                  report_dir: str | None = None, checkpoint: str | None = None,
@@ -116,7 +116,7 @@ class PruneConfig:
         elif name == "imagefolder":
             keys = cls.FOLDER_KEYS
             ds = {"name": "imagefolder", "root": None, "labels": None, "sizes": [30, 10, 10], "split_seed": 0,
-                  "flip": True, "max_upscale": 8.0, "eval_batch": 16}
+                  "flip": True, "max_upscale": 8.0, "eval_batch": 16, "verify": True}
         else:
             raise ValueError(f"dataset name must be 'mnist' or 'imagefolder', got {name!r}")
         unknown = sorted(set(dataset or {}) - set(keys))
@@ -141,8 +141,9 @@ class PruneConfig:
         ds["sizes"] = list(sizes)
         if isinstance(ds["split_seed"], bool) or not isinstance(ds["split_seed"], int) or ds["split_seed"] < 0:
             raise ValueError(f"dataset split_seed must be a non-negative integer, got {ds['split_seed']!r}")
-        if not isinstance(ds["flip"], bool):
-            raise ValueError(f"dataset flip must be true or false, got {ds['flip']!r}")
+        for k in ("flip", "verify"):
+            if not isinstance(ds[k], bool):
+                raise ValueError(f"dataset {k} must be true or false, got {ds[k]!r}")
         mu = ds["max_upscale"]
         if mu is not None and (isinstance(mu, bool) or not isinstance(mu, (int, float)) or mu <= 0):
             raise ValueError(f"dataset max_upscale must be a positive number or null, got {mu!r}")
@@ -218,6 +219,12 @@ def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: boo
         parts = split_images(images, *ds["sizes"], seed=ds["split_seed"])
         if not with_test:
             parts["test"] = parts["test"].subset([])
+        if ds["verify"]:
+            # decode every image the run will use once, now, so that a bad file stops the run
+            # before hours of fine-tuning rather than when tf.data reaches it
+            from .imagefolder import verify_images
+            for part in ("train", "val", "test"):
+                verify_images(parts[part], input_spec, ds["max_upscale"], threads=os.cpu_count() or 2)
         return {"folder": True, "spec": dict(input_spec), **parts}
 
     from sparseinfer.datasets import load_mnist
@@ -432,6 +439,9 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     from .masks import (apply_masks, dropout_rates, mask_callback, prunable_layers, set_dropout_rates,
                         threshold_mask)
 
+    if not os.path.isfile(config.model):
+        raise FileNotFoundError(f"{config.model}: no such model file (make one with `python -m prune.train`, "
+                                "`sparseinfer import WEIGHTS --out MODEL.npz` or sparseinfer.export_keras)")
     manifest_in = json.loads(np.load(config.model, allow_pickle=False)["model.json"].tobytes().decode("utf-8"))
     model = keras_from_model_file(config.model)
     names_all = [l.name for l in prunable_layers(model)]

@@ -106,3 +106,27 @@ def _vgg19_kernel_sizes() -> dict:
             out[f"block{b}_conv{i}"], cin = (3, 3, cin, f), f
     out.update({"fc1": (25088, 4096), "fc2": (4096, 4096), "predictions": (4096, 1000)})
     return out
+
+
+def test_bad_image_stops_the_run_before_training(tmp_path):
+    """A file with an image extension that does not decode, in a folder the run would use:
+    the run stops before any training with an error naming the file; no model file and no
+    checkpoint are written."""
+    import keras
+    from prune.imagefolder import ImageError
+    from prune.models import vgg19
+    from prune.pruner import PruneConfig, prune
+    from prune.sample_data import make_photo_folder
+    from sparseinfer.export import default_input_spec, export_keras
+    make_photo_folder(tmp_path / "photos", per_class=4, seed=5)
+    bad = tmp_path / "photos" / "n07920052" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    keras.utils.set_random_seed(6)
+    export_keras(vgg19(width=1 / 16, fc_units=16), tmp_path / "small.npz", input_spec=default_input_spec((224, 224, 3)))
+    cfg = PruneConfig(str(tmp_path / "small.npz"), str(tmp_path / "out.npz"),
+                      {"groups": [{"layers": ["fc1"], "q": {"values": [0.5]}, "tolerance": 1.0}]},
+                      dataset={"name": "imagefolder", "root": str(tmp_path / "photos"), "sizes": [None, 1, 1]},
+                      batch_size=2, plots=False)
+    with pytest.raises(ImageError, match="broken.jpg"):
+        prune(cfg, verbose=False)
+    assert not os.path.exists(cfg.out) and not os.path.exists(cfg.checkpoint)
