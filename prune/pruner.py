@@ -362,6 +362,30 @@ class _FolderData:
 # ---------------------------------------------------------------- helpers
 
 
+def _progress_callback(total_batches: int, batch_size: int, every: float = 30.0) -> Any:
+    """A keras Callback printing, at most every ``every`` seconds, how far the epoch is (for
+    the epochs that take minutes: VGG19 on a CPU; a LeNet-5 epoch never prints)."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = self.last = time.time()
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.time()
+            if now - self.last < every:
+                return
+            self.last = now
+            done = batch + 1
+            rate = done * batch_size / (now - self.t0)
+            left = (total_batches - done) * batch_size / rate if rate > 0 else 0.0
+            loss = (logs or {}).get("loss")
+            print(f"    batch {done:,}/{total_batches:,}" + (f", loss {float(loss):.4f}" if loss is not None else "")
+                  + f", {rate:.1f} images/s, about {left / 60:.1f} min left in this epoch", flush=True)
+
+    return Progress()
+
+
 def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
     # direct calls, not model.predict: predict's function is retraced after every compile
     pred = np.concatenate([np.argmax(np.asarray(model(x[i:i + batch], training=False)), axis=1)
@@ -517,13 +541,16 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
             return m
         trainer = MaskedTrainer(build, masks, strategy=strategy, global_batch_size=config.batch_size,
                                 learning_rate=lr, optimizer="adam", trainable=trainable,
-                                seed=config.seed, log_every=0)
+                                seed=config.seed, log_every=50 if verbose and steps_per_epoch >= 200 else 0)
         trainer.set_weights(model.get_weights())
 
     def fit_epoch(step_seed: int, epoch: int) -> None:
         keras.utils.set_random_seed(config.seed * 100003 + step_seed * 101 + epoch)
         if trainer is None:
-            src.fit(model, step_seed, epoch, [mask_callback(masks)])
+            cbs = [mask_callback(masks)]
+            if verbose:
+                cbs.append(_progress_callback(steps_per_epoch, config.batch_size))
+            src.fit(model, step_seed, epoch, cbs)
         else:
             trainer.fit(src.trainer_data(step_seed, epoch), epochs=1)
             model.set_weights(trainer.get_weights())
