@@ -130,3 +130,40 @@ def test_bad_image_stops_the_run_before_training(tmp_path):
     with pytest.raises(ImageError, match="broken.jpg"):
         prune(cfg, verbose=False)
     assert not os.path.exists(cfg.out) and not os.path.exists(cfg.checkpoint)
+
+
+def test_folder_run_resumed_equals_uninterrupted(tmp_path):
+    """On an image folder (random crops and flips from tf.data), a run interrupted after its
+    first step and resumed ends with the same weights, bit for bit, as one that was not."""
+    import keras
+    from prune.keras_io import load_weights
+    from prune.models import vgg19
+    from prune.pruner import PruneConfig, StepInterrupt, prune
+    from prune.sample_data import make_photo_folder
+    from sparseinfer.export import default_input_spec, export_keras
+    make_photo_folder(tmp_path / "photos", per_class=4, seed=7)
+    keras.utils.set_random_seed(8)
+    export_keras(vgg19(width=1 / 16, fc_units=16), tmp_path / "small.npz", input_spec=default_input_spec((224, 224, 3)))
+    groups = [{"layers": ["fc1", "fc2"], "q": {"values": [0.5]}, "tolerance": 1.0, "epochs": 1, "max_epochs": 1},
+              {"layers": ["block5_conv4"], "q": {"values": [0.3]}, "tolerance": 1.0, "epochs": 1, "max_epochs": 1}]
+
+    def cfg(name):
+        return PruneConfig(str(tmp_path / "small.npz"), str(tmp_path / f"{name}.npz"),
+                           {"groups": groups, "final_epochs": 1},
+                           dataset={"name": "imagefolder", "root": str(tmp_path / "photos"), "sizes": [2, 1, 1]},
+                           batch_size=2, plots=False, deterministic=True)
+
+    a = prune(cfg("a"), verbose=False)
+
+    def crash(state):
+        if state["step_counter"] == 1:
+            raise StepInterrupt("after step 1")
+
+    with pytest.raises(StepInterrupt):
+        prune(cfg("b"), verbose=False, on_step_end=crash)
+    b = prune(cfg("b"), verbose=False)
+    assert b["resumed"] == 1 and len(a["history"]) == len(b["history"]) == 2
+    _, wa = load_weights(a["output_model"])
+    _, wb = load_weights(b["output_model"])
+    for n in wa:
+        np.testing.assert_array_equal(wa[n][0], wb[n][0], err_msg=n)
