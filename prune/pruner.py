@@ -205,7 +205,8 @@ def default_schedule(model: Any) -> PruningSchedule:
 # ---------------------------------------------------------------- data
 
 
-def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: bool = True) -> dict:
+def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: bool = True,
+              verbose: bool = True) -> dict:
     """MNIST as the model file's input spec wants it: ``x = (pixel - mean) / std``.
     Train: the first ``60000 - val_size`` training images; validation: the last ``val_size``.
 
@@ -223,8 +224,12 @@ def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: boo
             # decode every image the run will use once, now, so that a bad file stops the run
             # before hours of fine-tuning rather than when tf.data reaches it
             from .imagefolder import verify_images
+            n = sum(len(parts[p]) for p in ("train", "val", "test"))
+            t0 = time.time()
+            _log(verbose, f"checking that all {n:,} images of the split decode ({images.describe()})")
             for part in ("train", "val", "test"):
                 verify_images(parts[part], input_spec, ds["max_upscale"], threads=os.cpu_count() or 2)
+            _log(verbose, f"  {n:,} images checked in {time.time() - t0:.0f} s")
         return {"folder": True, "spec": dict(input_spec), **parts}
 
     from sparseinfer.datasets import load_mnist
@@ -473,7 +478,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         if n not in names_all:
             raise ValueError(f"schedule names layer {n!r}, but {config.model} has prunable layers {names_all}")
     if data is None:
-        data = load_data(config, manifest_in["input"], with_test=config.evaluate_test)
+        data = load_data(config, manifest_in["input"], with_test=config.evaluate_test, verbose=verbose)
     src = _FolderData(data, config) if data.get("folder") else _ArrayData(data, config)
     _log(verbose, f"{config.model}: layers {names_all}; {src.n_train} training images, "
                   f"{src.n_val} validation images")
