@@ -20,7 +20,8 @@
  * bench/compare.py's density sweep (bench/results/sweep.json; 2-core AMD Zen 4, MKL 2026.2),
  * then set a margin below the lowest break-even seen for that kind, so that near the
  * boundary the planner errs towards dense (never slower than dense beyond noise).
- *   conv, batch 1 and 64: 39-84% (VGG19 blocks 1-5, LeNet conv2)       -> 35%
+ *   conv, batch 1: 39-84% (VGG19 blocks 1-5, LeNet conv2)              -> 35%
+ *   conv, batch 64: 48-69% (the same layers)                           -> 42%
  *   fc, batch 64: 37-58% (VGG19 fc6/fc7/fc8, LeNet fc1)                -> 30%
  *   fc, batch 1, weights streamed from DRAM: 39-45% (fc6, fc7)         -> 35%
  *   fc, batch 1, weights that stay in L3 (fc8, 16 MB): 16%             -> 12%
@@ -28,12 +29,14 @@
  * At batch 1 a dense layer whose weights fit in cache runs from cache between calls, at
  * several times DRAM bandwidth, so the sparse kernel must skip far more to win. */
 #define BREAK_EVEN_CONV 0.35
+#define BREAK_EVEN_CONV_BN 0.42
 #define BREAK_EVEN_FC_BN 0.30
 #define BREAK_EVEN_FC_B1_DRAM 0.35
 #define BREAK_EVEN_FC_B1_L3 0.12
 #define BREAK_EVEN_FC_B1_L2 0.05
 /* The measured break-evens themselves (lowest seen), for the one-form rule below. */
 #define MEASURED_CONV 0.39
+#define MEASURED_CONV_BN 0.48
 #define MEASURED_FC_BN 0.37
 #define MEASURED_FC_B1_DRAM 0.39
 #define MEASURED_FC_B1_L3 0.16
@@ -80,7 +83,7 @@ static int64_t cache_bytes(int level) {
 }
 
 static const char *kind_name(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return "conv";
+    if (L->type == SI_LAYER_CONV2D) return batched ? "conv batch>1" : "conv batch 1";
     if (batched) return "fc batch>1";
     int64_t bytes = 4 * L->rows * L->cols;
     if (bytes <= cache_bytes(2)) return "fc batch 1, weights fit L2";
@@ -89,7 +92,7 @@ static const char *kind_name(const si_layer *L, int batched) {
 }
 
 static double break_even(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return BREAK_EVEN_CONV;
+    if (L->type == SI_LAYER_CONV2D) return batched ? BREAK_EVEN_CONV_BN : BREAK_EVEN_CONV;
     if (batched) return BREAK_EVEN_FC_BN;
     int64_t bytes = 4 * L->rows * L->cols;
     if (bytes <= cache_bytes(2)) return BREAK_EVEN_FC_B1_L2;
@@ -99,7 +102,7 @@ static double break_even(const si_layer *L, int batched) {
 
 /* The break-even measured for the kind (the margins above are set below these). */
 static double measured_break_even(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return MEASURED_CONV;
+    if (L->type == SI_LAYER_CONV2D) return batched ? MEASURED_CONV_BN : MEASURED_CONV;
     if (batched) return MEASURED_FC_BN;
     int64_t bytes = 4 * L->rows * L->cols;
     if (bytes <= cache_bytes(2)) return MEASURED_FC_B1_L2;
