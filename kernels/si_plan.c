@@ -16,31 +16,24 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Break-even densities: sparse execution is chosen below these. Measured by
- * bench/compare.py's density sweep (bench/results/sweep.json; 2-core AMD Zen 4, MKL 2026.2),
- * then set a margin below the lowest break-even seen for that kind, so that near the
- * boundary the planner errs towards dense (never slower than dense beyond noise).
- *   conv, batch 1: 39-84% (VGG19 blocks 1-5, LeNet conv2)              -> 35%
- *   conv, batch 64: 48-69% (the same layers)                           -> 42%
- *   fc, batch 64: 37-58% (VGG19 fc6/fc7/fc8, LeNet fc1)                -> 30%
- *   fc, batch 1, weights streamed from DRAM: 39-45% (fc6, fc7)         -> 35%
- *   fc, batch 1, weights that stay in L3 (fc8, 16 MB): 16%             -> 12%
- *   fc, batch 1, weights that stay in L2 (LeNet fc1, 1.6 MB): 7%       -> 5%
- * At batch 1 a dense layer whose weights fit in cache runs from cache between calls, at
- * several times DRAM bandwidth, so the sparse kernel must skip far more to win. */
-#define BREAK_EVEN_CONV 0.35
-#define BREAK_EVEN_CONV_BN 0.42
-#define BREAK_EVEN_FC_BN 0.30
-#define BREAK_EVEN_FC_B1_DRAM 0.35
-#define BREAK_EVEN_FC_B1_L3 0.12
-#define BREAK_EVEN_FC_B1_L2 0.05
-/* The measured break-evens themselves (lowest seen), for the one-form rule below. */
-#define MEASURED_CONV 0.39
-#define MEASURED_CONV_BN 0.48
-#define MEASURED_FC_BN 0.37
-#define MEASURED_FC_B1_DRAM 0.39
-#define MEASURED_FC_B1_L3 0.16
-#define MEASURED_FC_B1_L2 0.07
+/* Break-even densities: sparse execution is chosen below `margin`. Measured by
+ * bench/compare.py's density sweep (bench/results/sweep.json; 2-core AMD Zen 4, MKL 2026.2):
+ * `measured` is the lowest break-even seen for the kind, and the margin is set below it, so
+ * that near the boundary the planner errs towards dense (never slower than dense beyond
+ * noise). At batch 1 a dense layer whose weights fit in cache runs from cache between calls,
+ * at several times DRAM bandwidth, so the sparse kernel must skip far more to win. */
+typedef struct {
+    const char *name;
+    double margin;   /* sparse below this */
+    double measured; /* the lowest break-even measured; the comments give the range and layers */
+} layer_kind;
+
+static const layer_kind KIND_CONV_B1 = {"conv batch 1", 0.35, 0.39};    /* 39-84%: VGG19 blocks 1-5, LeNet conv2 */
+static const layer_kind KIND_CONV_BN = {"conv batch>1", 0.42, 0.48};    /* 48-69%: the same layers at batch 64 */
+static const layer_kind KIND_FC_BN = {"fc batch>1", 0.30, 0.37};        /* 37-58%: VGG19 fc6/fc7/fc8, LeNet fc1 */
+static const layer_kind KIND_FC_B1_DRAM = {"fc batch 1, weights from DRAM", 0.35, 0.39}; /* 39-45%: fc6, fc7 */
+static const layer_kind KIND_FC_B1_L3 = {"fc batch 1, weights fit L3", 0.12, 0.16};      /* 16%: fc8, 16 MB */
+static const layer_kind KIND_FC_B1_L2 = {"fc batch 1, weights fit L2", 0.05, 0.07};      /* 7%: LeNet fc1, 1.6 MB */
 /* Below this many weights a layer costs microseconds either way: keep it dense, whose
  * kernels have the least fixed overhead (LeNet fc2, 5,000 weights: sparse never won). */
 #define SMALL_LAYER_WEIGHTS 8192
@@ -82,32 +75,13 @@ static int64_t cache_bytes(int level) {
     return v * 3 / 4;
 }
 
-static const char *kind_name(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return batched ? "conv batch>1" : "conv batch 1";
-    if (batched) return "fc batch>1";
+static const layer_kind *kind_of(const si_layer *L, int batched) {
+    if (L->type == SI_LAYER_CONV2D) return batched ? &KIND_CONV_BN : &KIND_CONV_B1;
+    if (batched) return &KIND_FC_BN;
     int64_t bytes = 4 * L->rows * L->cols;
-    if (bytes <= cache_bytes(2)) return "fc batch 1, weights fit L2";
-    if (bytes <= cache_bytes(3)) return "fc batch 1, weights fit L3";
-    return "fc batch 1, weights from DRAM";
-}
-
-static double break_even(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return batched ? BREAK_EVEN_CONV_BN : BREAK_EVEN_CONV;
-    if (batched) return BREAK_EVEN_FC_BN;
-    int64_t bytes = 4 * L->rows * L->cols;
-    if (bytes <= cache_bytes(2)) return BREAK_EVEN_FC_B1_L2;
-    if (bytes <= cache_bytes(3)) return BREAK_EVEN_FC_B1_L3;
-    return BREAK_EVEN_FC_B1_DRAM;
-}
-
-/* The break-even measured for the kind (the margins above are set below these). */
-static double measured_break_even(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return batched ? MEASURED_CONV_BN : MEASURED_CONV;
-    if (batched) return MEASURED_FC_BN;
-    int64_t bytes = 4 * L->rows * L->cols;
-    if (bytes <= cache_bytes(2)) return MEASURED_FC_B1_L2;
-    if (bytes <= cache_bytes(3)) return MEASURED_FC_B1_L3;
-    return MEASURED_FC_B1_DRAM;
+    if (bytes <= cache_bytes(2)) return &KIND_FC_B1_L2;
+    if (bytes <= cache_bytes(3)) return &KIND_FC_B1_L3;
+    return &KIND_FC_B1_DRAM;
 }
 
 static si_status_t densify(si_layer *L) {
@@ -169,18 +143,22 @@ static si_status_t build_blocked(si_layer *L) {
     return SI_OK;
 }
 
+static double layer_density(const si_layer *L) {
+    return L->rows && L->cols ? (double)L->nnz / ((double)L->rows * (double)L->cols) : 1.0;
+}
+
 static si_exec choose(const si_layer *L, int batched, si_sparse_impl impl, char *why, size_t why_len) {
-    double density = L->rows && L->cols ? (double)L->nnz / ((double)L->rows * (double)L->cols) : 1.0;
-    double be = break_even(L, batched);
+    double density = layer_density(L);
+    const layer_kind *k = kind_of(L, batched);
     if (L->rows * L->cols < SMALL_LAYER_WEIGHTS) {
         snprintf(why, why_len, "small layer (%lld weights): dense", (long long)(L->rows * L->cols));
         return SI_EXEC_DENSE;
     }
-    if (density < be) {
-        snprintf(why, why_len, "density %.1f%% < break-even %.0f%% (%s)", 100 * density, 100 * be, kind_name(L, batched));
+    if (density < k->margin) {
+        snprintf(why, why_len, "density %.1f%% < break-even %.0f%% (%s)", 100 * density, 100 * k->margin, k->name);
         return impl == SI_SPARSE_MKL ? SI_EXEC_SPARSE_MKL : SI_EXEC_SPARSE_OWN;
     }
-    snprintf(why, why_len, "density %.1f%% >= break-even %.0f%% (%s)", 100 * density, 100 * be, kind_name(L, batched));
+    snprintf(why, why_len, "density %.1f%% >= break-even %.0f%% (%s)", 100 * density, 100 * k->margin, k->name);
     return SI_EXEC_DENSE;
 }
 
@@ -213,14 +191,14 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
              * the safety margin at the other (density between the margin and the measured
              * break-even, where the two cost the same within noise) runs sparse at both, rather
              * than holding a dense copy beside the CSR one (LeNet fc1 at 5%: 1.6 MB for ~5%). */
-            double density = (double)L->nnz / ((double)L->rows * (double)L->cols);
+            double density = layer_density(L);
             for (int b = 0; b < 2; b++) {
                 si_exec *mine = b ? &L->exec_bn : &L->exec_b1, other = b ? L->exec_b1 : L->exec_bn;
-                if (*mine == SI_EXEC_DENSE && other != SI_EXEC_DENSE && density < measured_break_even(L, b)) {
+                const layer_kind *k = kind_of(L, b);
+                if (*mine == SI_EXEC_DENSE && other != SI_EXEC_DENSE && density < k->measured) {
                     *mine = other;
                     snprintf(b ? wn : w1, sizeof w1, "density %.1f%% < measured break-even %.0f%% (%s): "
-                             "sparse, one form kept", 100 * density,
-                             100 * measured_break_even(L, b), kind_name(L, b));
+                             "sparse, one form kept", 100 * density, 100 * k->measured, k->name);
                 }
             }
             if (strcmp(w1, wn) == 0) snprintf(L->why, sizeof L->why, "%s", w1);
