@@ -293,12 +293,13 @@ class _ArrayData:
         try:
             import sparseinfer
             rt = sparseinfer.load(path)
-            pv = np.concatenate([rt.predict(self.x_val[i:i + 256]).argmax(1) for i in range(0, self.n_val, 256)])
-            ev["runtime_val"] = float(np.mean(pv == self.y_val))
+
+            def runtime_accuracy(x: np.ndarray, y: np.ndarray) -> float:
+                pred = np.concatenate([rt.predict(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)])
+                return float(np.mean(pred == y))
+            ev["runtime_val"] = runtime_accuracy(self.x_val, self.y_val)
             if self.test is not None:
-                xt, yt = self.test
-                pt = np.concatenate([rt.predict(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
-                ev["runtime_test"] = float(np.mean(pt == yt))
+                ev["runtime_test"] = runtime_accuracy(*self.test)
         except (ImportError, OSError) as e:  # runtime not built: report TensorFlow only
             ev["runtime_error"] = str(e)
         if self.test is not None:

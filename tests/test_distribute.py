@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import pytest
 
 from prune.distribute import DistributeConfig, make_strategy, read_tf_config, replica_slice
-from tests.tf_util import assert_close
+from tests.tf_util import assert_close, free_ports
 
 WORKER = Path(__file__).with_name("_distribute_worker.py")
 SGD_TOL = {"rtol": 1e-5, "atol": 1e-6}
@@ -122,21 +121,10 @@ def test_logical_cpus_after_tensorflow_started(local_result):
     assert "cannot split the CPU into 3 logical devices: TensorFlow is already initialised with 2" in msg, msg
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def test_multi_worker_two_processes_matches_one_worker(local_result, tmp_path):
     """Two MultiWorkerMirroredStrategy workers on localhost (one replica each); the chief's
     weights equal the single-device reference on the same global batches."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     out = tmp_path / "multi_worker.npz"
     procs = []

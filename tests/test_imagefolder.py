@@ -23,6 +23,7 @@ tf = pytest.importorskip("tensorflow")
 from prune.imagefolder import (ImageError, image_errors, make_dataset, scan_folder,  # noqa: E402
                                scan_label_list, split_images, verify_images)
 from sparseinfer.export import CAFFE_BGR_MEAN, default_input_spec  # noqa: E402
+from prune.sample_data import photo_path  # noqa: E402
 from sparseinfer.preprocess import load_image  # noqa: E402
 
 SPEC = default_input_spec((224, 224, 3))
@@ -31,11 +32,7 @@ TSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def _photo(name: str) -> np.ndarray:
-    if name == "grace_hopper.jpg":
-        import matplotlib.cbook
-        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    else:
-        path = os.path.join(skimage.data_dir, name)
+    path = photo_path(name)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None, path
     return img

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+
+from tests.tf_util import free_ports
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("zarr")
@@ -49,17 +50,6 @@ def _result(stdout: str) -> dict:
     return json.loads(next(l for l in stdout.splitlines() if l.startswith("RESULT "))[7:])
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def test_prune_under_mirrored_strategy(tmp_path):
     out = tmp_path / "p.npz"
     p = subprocess.run([sys.executable, "-c", SCRIPT, str(out), '{"strategy": "mirrored", "logical_cpus": 2}'],
@@ -85,7 +75,7 @@ def test_prune_two_workers_equals_one_device(tmp_path):
     p = subprocess.run([sys.executable, "-c", SCRIPT, str(one), '{"strategy": "mirrored"}'],
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, f"one-device run failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     out = tmp_path / "mw.npz"
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), '{"strategy": "multi_worker", "timeout_seconds": 120}'],

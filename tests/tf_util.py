@@ -1,6 +1,8 @@
 """Shared helpers for tests that compare the runtime with a reference."""
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
 
@@ -42,3 +44,16 @@ def prune_keras_magnitude(layer, keep: float) -> None:
     thr = np.quantile(np.abs(k), 1.0 - keep)
     ws[0] = np.where(np.abs(k) >= thr, k, 0).astype(np.float32)
     layer.set_weights(ws)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports on localhost that were free a moment ago (for test clusters; racy on a
+    busy machine, so pick them just before launching)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
