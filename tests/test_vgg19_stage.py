@@ -82,30 +82,17 @@ def test_stage_interrupted_resumed_exported(sample):
 def test_default_vgg19_grouping_covers_every_layer_once():
     """prune/configs/vgg19.json: every VGG19 conv and dense layer in exactly one group, the
     groups ordered largest first, and the configuration round-trips."""
-    from prune.models import vgg19
     from prune.pruner import PruneConfig
-    import keras
+    from prune.vgg_import import VGG19_LAYERS
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = PruneConfig.from_file(os.path.join(root, "prune", "configs", "vgg19.json"))
-    model = vgg19(input_shape=(32, 32, 3), width=1 / 16, fc_units=8)  # the names, not the sizes
-    names = [l.name for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    weights = {name: int(np.prod(shape)) for name, _, shape in VGG19_LAYERS}
     grouped = [n for g in cfg.schedule.groups for n in g.layers]
-    assert sorted(grouped) == sorted(names) and len(grouped) == len(set(grouped))
-    full = {n: int(np.prod(s)) for n, s in _vgg19_kernel_sizes().items()}
-    sizes = [sum(full[n] for n in g.layers) / len(g.layers) for g in cfg.schedule.groups]
+    assert sorted(grouped) == sorted(weights) and len(grouped) == len(set(grouped))
+    sizes = [sum(weights[n] for n in g.layers) / len(g.layers) for g in cfg.schedule.groups]
     assert sizes == sorted(sizes, reverse=True), sizes
     assert all(g.freeze_others for g in cfg.schedule.groups)
     assert PruneConfig.from_config(cfg.to_config()).fingerprint() == cfg.fingerprint()
-
-
-def _vgg19_kernel_sizes() -> dict:
-    from prune.models import VGG19_BLOCKS
-    out, cin = {}, 3
-    for b, (f, n) in enumerate(VGG19_BLOCKS, start=1):
-        for i in range(1, n + 1):
-            out[f"block{b}_conv{i}"], cin = (3, 3, cin, f), f
-    out.update({"fc1": (25088, 4096), "fc2": (4096, 4096), "predictions": (4096, 1000)})
-    return out
 
 
 def test_bad_image_stops_the_run_before_training(tmp_path):
