@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PHOTO_CLASSES", "photo_path", "make_photo_folder", "make_vgg19_file"]
+__all__ = ["PHOTO_CLASSES", "photo_path", "make_photo_folder", "vgg19_he_weights", "make_vgg19_file"]
 
 #: synset id -> the shipped photo that shows it
 PHOTO_CLASSES = {"n02123045": "chelsea.png", "n07920052": "coffee.png", "n04008634": "rocket.jpg",
@@ -80,30 +80,32 @@ def make_photo_folder(out: str | os.PathLike, per_class: int = 6, seed: int = 0,
     return written
 
 
-def make_vgg19_file(out: str | os.PathLike, seed: int = 0, storage: str = "dense") -> dict:
-    """A full-size VGG19 (143.7M parameters, keras.applications layer names) with He-scaled
-    random weights, written as a runtime model file with the ImageNet input spec. Returns
-    the manifest."""
-    import keras
+def vgg19_he_weights(seed: int = 0, logit_scale: float = 0.05,
+                     bias_std: float = 0.01) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """VGG19's weights (prune.vgg_import.VGG19_LAYERS: keras.applications names and shapes),
+    He-scaled (std sqrt(2 / fan_in)) so activations neither vanish nor explode through 19
+    layers, with small random biases; the last layer scaled by ``logit_scale`` so the softmax
+    is not one-hot (meaningful top-5 and accuracy differences). Drawn in float32 (the full
+    VGG19 in float64 would take 1.1 GB)."""
+    from .vgg_import import VGG19_LAYERS
 
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, _, shape in VGG19_LAYERS:
+        k = rng.standard_normal(shape, dtype=np.float32)
+        k *= np.float32(np.sqrt(2.0 / np.prod(shape[:-1])) * (logit_scale if name == "predictions" else 1.0))
+        weights[name] = (k, rng.standard_normal(shape[-1:], dtype=np.float32) * np.float32(bias_std))
+    return weights
+
+
+def make_vgg19_file(out: str | os.PathLike, seed: int = 0, storage: str = "dense") -> dict:
+    """A full-size VGG19 (143.7M parameters) with vgg19_he_weights, written as a runtime model
+    file with the ImageNet input spec. Returns the manifest."""
     from sparseinfer.export import default_input_spec, export_keras
 
-    from .models import vgg19
+    from .vgg_import import keras_vgg19_from_weights
 
-    model = vgg19()
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        ws = layer.get_weights()
-        if not ws:
-            continue
-        k, b = ws
-        fan_in = int(np.prod(k.shape[:-1]))
-        # He init keeps activations at scale through 19 layers; the last layer is scaled down
-        # so the softmax is not one-hot (meaningful top-5 and accuracy differences)
-        std = np.sqrt(2.0 / fan_in) * (0.05 if layer.name == "predictions" else 1.0)
-        layer.set_weights([(rng.standard_normal(k.shape, dtype=np.float32) * std).astype(np.float32),
-                           np.zeros(b.shape, np.float32)])
-    del keras
+    model = keras_vgg19_from_weights(vgg19_he_weights(seed))
     return export_keras(model, out, input_spec=default_input_spec((224, 224, 3)), name="vgg19", storage=storage)
 
 

@@ -113,17 +113,9 @@ def shaped_weights():
 # --- full-size fixtures ---------------------------------------------------------------
 
 def he_weights(seed: int, logit_scale: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """VGG19's weights, He-scaled (std sqrt(2 / fan_in)) so activations neither vanish nor
-    explode through 19 layers, small random biases; the last layer scaled by
-    ``logit_scale`` so the softmax is not saturated. Drawn in float32 (the full VGG19 in
-    float64 would take 1.1 GB)."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, _, shape in VGG19_LAYERS:
-        k = rng.standard_normal(shape, dtype=np.float32)
-        k *= np.float32(np.sqrt(2.0 / np.prod(shape[:-1])) * (logit_scale if name == "predictions" else 1.0))
-        weights[name] = (k, rng.standard_normal(shape[-1:], dtype=np.float32) * np.float32(0.01))
-    return weights
+    """VGG19's weights, He-scaled, small random biases (prune.sample_data.vgg19_he_weights)."""
+    from prune.sample_data import vgg19_he_weights
+    return vgg19_he_weights(seed, logit_scale, bias_std=0.01)
 
 
 SEED, LOGIT_SCALE = 19, 0.01
