@@ -539,13 +539,8 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
         # prune.distribute's masked loop (one per step: a fresh Adam, like model.compile above)
         from .distribute import MaskedTrainer
 
-        def build() -> Any:
-            m = keras.models.clone_model(model)
-            for l in m.layers:
-                if isinstance(l, keras.layers.Dropout):
-                    l.rate = model.get_layer(l.name).rate
-            return m
-        trainer = MaskedTrainer(build, masks, strategy=strategy, global_batch_size=config.batch_size,
+        # clone_model copies each layer's config, the current (adjusted) dropout rates included
+        trainer = MaskedTrainer(lambda: keras.models.clone_model(model), masks, strategy=strategy, global_batch_size=config.batch_size,
                                 learning_rate=lr, optimizer="adam", trainable=trainable,
                                 seed=config.seed, log_every=50 if verbose and steps_per_epoch >= 200 else 0)
         trainer.set_weights(model.get_weights())
