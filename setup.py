@@ -18,7 +18,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KERNEL_SOURCES = sorted(glob.glob(os.path.join("kernels", "si_*.c")))
+# Every kernels/ source but its tests (kernels/tests/), in a stable order.
+KERNEL_SOURCES = sorted(p for p in glob.glob(os.path.join("kernels", "**", "si_*.c"), recursive=True)
+                        if os.sep + "tests" + os.sep not in p)
 # OpenMP: the runtime's own kernels and MKL (told to use its GNU threading layer at first
 # use, see si_runtime.c) share one libgomp thread pool.
 CFLAGS = ["-std=c11", "-O3", "-fPIC", "-fvisibility=hidden", "-fopenmp", "-Wall", "-Wextra", "-DSI_BUILDING_LIBRARY"]

@@ -1,4 +1,15 @@
-/* Internal declarations shared by the kernels/ sources. Not installed. */
+/* Internal declarations shared by the kernels/ sources. Not installed.
+ *
+ * Layout of kernels/ (every arrow points down):
+ *   si_runtime.c   contexts and the run loop          -> si_registry.c, ops/
+ *   si_plan.c      the measuring planner and its cache -> si_registry.c
+ *   si_registry.c  the table of algorithms (one line per entry)
+ *   conv/, fc/     the entries: one file per way to compute a layer, its reference beside it
+ *   csr/, ops/     kernels the entries share (CSR panels, im2col, pooling, bias+activation)
+ *   si_dispatch.c  the per-ISA kernel table, filled once at start-up
+ *   io/            the untrusted-file readers (ZIP/.npy, JSON, the model loader)
+ *   util/          errors, allocation, threads, CPU and ISA detection: no kernel calls
+ */
 #ifndef SI_INTERNAL_H
 #define SI_INTERNAL_H
 
@@ -14,6 +25,8 @@
 #define SI_PRINTF(a, b)
 #endif
 
+/* ---- utilities (util/si_util.c) ----------------------------------------------------- */
+
 /* Records a failure message for si_last_error() and returns status. */
 si_status_t si_fail(si_status_t status, const char *fmt, ...) SI_PRINTF(2, 3);
 
@@ -21,13 +34,67 @@ si_status_t si_fail(si_status_t status, const char *fmt, ...) SI_PRINTF(2, 3);
 int si_mul_ok(int64_t a, int64_t b, int64_t *out);
 int si_add_ok(int64_t a, int64_t b, int64_t *out);
 
-void si_init(void);           /* once per process: MKL's threading layer */
-int si_num_threads(void);     /* threads the calling thread's kernels may use */
+void si_init(void);           /* once per process: MKL's threading layer, the ISA, the kernel table */
+/* Threads the calling thread's kernels may use: its si_set_num_threads setting, or the
+ * OpenMP default, never more than si_max_threads(). */
+int si_num_threads(void);
+/* The most threads any kernel runs, fixed once per process (the online CPUs at start-up):
+ * per-thread scratch is sized by it, so a later change of CPU affinity cannot make a run
+ * use more slots than its context holds. */
+int si_max_threads(void);
+double si_now(void);          /* monotonic seconds */
 
 void *si_alloc(size_t bytes);   /* 64-byte aligned; NULL on failure or 0 bytes */
 void si_free(void *p);
 
-/* ---- ZIP / .npy (si_npz.c) ---------------------------------------------------------- */
+/* ---- CPU and ISA (util/si_isa.c) ------------------------------------------------------ */
+
+typedef enum si_isa { SI_ISA_PORTABLE = 0, SI_ISA_AVX2 = 1, SI_ISA_AVX512 = 2 } si_isa;
+
+si_isa si_isa_detected(void);          /* the best this CPU and OS support */
+const char *si_isa_str(si_isa isa);    /* "portable", "avx2", "avx512" */
+int si_isa_parse(const char *s, si_isa *out);  /* 1 on success; "auto" gives the detected one */
+/* "AuthenticAMD family 25 model 17 (AMD EPYC ...)": what the planner's cache is keyed by. */
+const char *si_cpu_id(void);
+
+/* ---- per-ISA kernels (si_dispatch.c) ---------------------------------------------------
+ * The hot kernels every entry shares, one function pointer each, set once by
+ * si_dispatch_select (at start-up, or when the ISA cap changes) so that no kernel asks
+ * the CPU what it is. Each has a portable, an AVX2+FMA and an AVX-512 variant. */
+
+struct si_layer;
+typedef struct si_csr_view {   /* the CSR arrays a panel or mv kernel reads */
+    const float *val;
+    const int32_t *col;
+    const int64_t *ptr;
+} si_csr_view;
+
+typedef struct si_kernel_table {
+    si_isa isa;
+    /* Y[j * ldy + r] (+)= sum_k val[k] * P[col[k] * w + j] for rows [r0, r1), j < w <= 64;
+     * P is cols x w. cur/cend: column blocking (see csr/si_csr_kernels.c). */
+    void (*csr_panel)(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y, int64_t ldy,
+                      int64_t *cur, int64_t cend, int acc_into);
+    /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns */
+    void (*csr_mv_rows)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
+                        float *y, int acc_into);
+    /* y[r] (+)= dense row r . x for rows [r0, r1) of a row-major rows x cols W */
+    void (*gemv_rows)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+    /* m im2col rows from output position p0 (see ops/si_im2col.c) */
+    void (*im2col_rows)(const struct si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
+    /* the K x w transposed patches of positions [p0, p0 + w) (spconv's tile) */
+    void (*patches_t)(const struct si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros);
+    /* maxpool of output rows [r0, r1) (each row: one (sample, oh)) */
+    void (*maxpool_rows)(const struct si_layer *L, const float *in, float *out, int64_t r0, int64_t r1);
+    /* out[p][j] = act(out[p][j] + bias[j]) for positions [p0, p1) (bias may be NULL) */
+    void (*bias_act_rows)(float *out, const float *bias, int64_t n, int act, int64_t p0, int64_t p1);
+} si_kernel_table;
+
+extern const si_kernel_table *si_k;      /* the selected table; never NULL after si_init */
+void si_dispatch_select(si_isa isa);
+si_isa si_isa_active(void);
+
+/* ---- ZIP / .npy (io/si_npz.c) -------------------------------------------------------- */
 
 typedef enum si_dtype { SI_F32, SI_I32, SI_U16, SI_I64, SI_U8 } si_dtype;
 
@@ -52,7 +119,7 @@ void si_npz_close(si_npz *npz);
 const si_array *si_npz_find(const si_npz *npz, const char *name);
 const char *si_dtype_name(si_dtype t);
 
-/* ---- JSON (si_json.c) --------------------------------------------------------------- */
+/* ---- JSON (io/si_json.c) ------------------------------------------------------------- */
 
 typedef enum si_json_type { SI_JNULL, SI_JBOOL, SI_JNUM, SI_JSTR, SI_JARR, SI_JOBJ } si_json_type;
 
@@ -71,9 +138,16 @@ si_status_t si_json_parse(const char *text, size_t len, si_json *out);
 void si_json_free(si_json *v);
 const si_json *si_json_get(const si_json *obj, const char *key);
 
-/* ---- model (si_loader.c) ------------------------------------------------------------ */
+/* ---- model ---------------------------------------------------------------------------- */
 
 enum si_act { SI_ACT_LINEAR = 0, SI_ACT_RELU = 1, SI_ACT_SOFTMAX = 2 };
+
+#define SI_MAX_ALGOS 16        /* entries in the registry, at most */
+#define SI_REGIMES 2           /* 0: batch 1, 1: larger batches */
+
+/* Shared weight forms an entry reads; the planner keeps exactly the union of what the
+ * chosen entries read. */
+enum { SI_FORM_DENSE = 1, SI_FORM_CSR = 2 };
 
 typedef struct si_layer {
     char name[64];
@@ -85,30 +159,23 @@ typedef struct si_layer {
     int64_t pad_top, pad_left; /* "same" padding (TensorFlow's rule), 0 for "valid" */
     /* weights: rows = outputs, cols = inputs (conv: kh*kw*in_c) */
     int64_t rows, cols;
-    si_storage storage;
-    float *w;                /* dense: rows * cols, row-major */
-    float *csr_val;          /* CSR: nnz values */
-    int32_t *csr_col;        /* CSR: nnz column indices */
-    int64_t *csr_ptr;        /* CSR: rows + 1 row pointers */
+    si_storage storage;      /* as stored in the file */
+    float *w;                /* SI_FORM_DENSE: rows * cols, row-major, or NULL */
+    float *csr_val;          /* SI_FORM_CSR: nnz values (NULL when nnz == 0 is allowed) */
+    int32_t *csr_col;        /*   nnz column indices, sorted within a row */
+    int64_t *csr_ptr;        /*   rows + 1 row pointers; csr_ptr != NULL means the form exists */
     int64_t nnz;
-    uint16_t *csr_col16;     /* CSR: the same column indices as uint16 when cols <= 65536, else NULL */
-    void *mkl;               /* CSR: MKL inspector-executor handle (sparse_matrix_t), or NULL */
-    /* Column-blocked copy for the batch-1 kernel of wide layers (si_plan.c builds it when
-     * cols > SI_CSR_BLOCK_COLS): non-zeros ordered by (column block, row, column), so that
-     * one block's slice of x stays in L1 while every row gathers from it. Row r's part of
-     * block b is [bptr[b * rows + r], bptr[b * rows + r + 1]); bcol is relative to the block. */
-    int n_blk;
-    float *bval;
-    uint16_t *bcol;
-    int64_t *bptr;           /* n_blk * rows + 1 entries */
     float *bias;             /* rows values, or NULL */
-    /* Execution chosen at load (si_plan.c) for batch 1 and for larger batches. */
-    si_exec exec_b1, exec_bn;
-    char why[200];           /* the reason for that choice, for `sparseinfer info` */
+    /* The plan (si_plan.c): the entry of each regime, each used entry's private state
+     * (indexed like the registry), every candidate's measured seconds (< 0: not timed) and
+     * the reason, for `sparseinfer info`. */
+    const struct si_algo *algo[SI_REGIMES];
+    void *state[SI_MAX_ALGOS];
+    double cand_s[SI_REGIMES][SI_MAX_ALGOS];
+    int plan_batch[SI_REGIMES];       /* the batch each regime was measured at */
+    int64_t plan_positions[SI_REGIMES]; /* conv: output positions timed (a strip of the image when large) */
+    char why[320];
 } si_layer;
-
-/* How a weighted layer runs: si_exec in the public header. Dense execution needs L->w;
- * the sparse ones need the CSR arrays. */
 
 struct si_model {
     si_layer *layers;
@@ -117,55 +184,130 @@ struct si_model {
     int64_t max_act;         /* largest activation per sample (elements) */
     int64_t max_im2col;      /* largest im2col row (kh*kw*in_c) */
     char *manifest;
+    double plan_seconds;     /* time the planner spent measuring */
+    int plan_measured, plan_cached; /* layer regimes measured now / taken from the cache */
 };
 
-/* ---- planning (si_plan.c) ----------------------------------------------------------- */
+static inline double si_layer_density(const si_layer *L) {
+    return L->rows && L->cols ? (double)L->nnz / ((double)L->rows * (double)L->cols) : 1.0;
+}
 
-/* Chooses exec_b1 / exec_bn of every weighted layer and converts storage to match:
- * densifies CSR that runs dense, compresses dense that runs sparse, builds uint16 column
- * indices and MKL handles where they will be used. */
+/* ---- the algorithm registry (si_registry.c) -------------------------------------------
+ * Every way to compute a conv2d or dense layer is one entry. The loader, the planner, the
+ * run loop, workspace sizing, byte accounting and `info` all walk this table. */
+typedef struct si_algo {
+    const char *name;        /* "conv_gemm", "fc_csrmv", ... as `info` and the cache show it */
+    si_layer_type type;
+    si_exec family;          /* what the public si_exec calls it */
+    unsigned forms;          /* SI_FORM_* the entry reads */
+    int reference_only;      /* 1: a reference to compare with (MKL's sparse BLAS); auto never picks it
+                              * unless asked for by si_sparse_impl */
+    /* Does it apply to this layer in regime (0: batch 1, 1: larger)? */
+    int (*applies)(const si_layer *L, int regime);
+    /* Build the entry's private state from the shared forms (which exist), or leave
+     * *state NULL when it needs none. */
+    si_status_t (*prepare)(si_layer *L, void **state);
+    /* Floats of scratch one run of `batch` samples needs (the run gets that much). */
+    int64_t (*ws_floats)(const si_layer *L, const void *state, int batch);
+    /* out = act(W in + bias) for `batch` samples, NHWC; ws: ws_floats(L, state, batch). */
+    void (*run)(const si_layer *L, const void *state, const float *in, int batch, float *out, float *ws);
+    /* The same by the plain reference kernel beside it (double accumulation, no scratch). */
+    void (*run_ref)(const si_layer *L, const void *state, const float *in, int batch, float *out);
+    int64_t (*bytes)(const si_layer *L, const void *state);   /* private bytes held */
+    void (*release)(void *state);
+} si_algo;
+
+extern const si_algo *const si_algos[];   /* NULL-terminated */
+int si_algo_index(const si_algo *a);
+const si_algo *si_algo_find(const char *name);
+
+/* ---- planning (si_plan.c) ---------------------------------------------------------------
+ * Chooses algo[0] / algo[1] of every weighted layer by timing the applicable entries on
+ * the layer's weights (or reading the cache), then keeps only the forms those read. */
 si_status_t si_plan_model(si_model *m, const si_load_options *opt);
+void si_plan_release(si_layer *L);  /* frees every entry state of a layer */
 
-double si_read_bandwidth_gbs(size_t bytes, int repeats);  /* si_bandwidth.c */
+/* Shared weight forms (si_plan.c). */
+si_status_t si_form_dense(si_layer *L);
+si_status_t si_form_csr(si_layer *L);
 
-/* ---- kernels (si_kernels.c) --------------------------------------------------------- */
+double si_read_bandwidth_gbs(size_t bytes, int repeats);  /* util/si_bandwidth.c */
+
+/* ---- shared kernels -------------------------------------------------------------------- */
 
 extern int si_use_reference;
 
-/* im2col rows [p0, p0 + m) of a conv layer's batch (row-major, m x L->cols). */
-void si_im2col_rows(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
-
-#define SI_CSR_BLOCK_COLS 4096   /* 16 KB of x: half of Zen 4's (and most cores') L1D */
-
-/* ---- sparse kernels (si_sparse.c): the runtime's own CSR kernels ---------------------
- * They compute the linear part only (no bias, no activation) and use si_num_threads()
- * OpenMP threads. Each has a plain reference beside it (si_use_reference). */
-void si_f32_csrmv(const si_layer *L, const float *x, float *y);                 /* y = A x */
-int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n);
-void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws); /* Y[n x rows] = X[n x cols] A^T */
-int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
-void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws); /* NHWC conv, CSR filters */
-
-/* ---- MKL inspector-executor (si_mkl_sparse.c) --------------------------------------- */
-si_status_t si_mkl_csr_prepare(si_layer *L);   /* handle + mv/mm hints + optimize, at load */
-void si_mkl_csr_free(si_layer *L);
-void si_mkl_csrmv(const si_layer *L, const float *x, float *y);
-/* Row-major right-hand sides through explicit transposes (2-4x faster than MKL's
- * column-major mm here); ws: si_mkl_csrmm_ws_floats(L, n) floats. */
-int64_t si_mkl_csrmm_ws_floats(const si_layer *L, int n);
-void si_mkl_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws);
-void si_mkl_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int64_t ws_floats);
-
-/* ---- dense fully connected at memory bandwidth (si_gemv.c) -------------------------- */
-void si_f32_gemv(const si_layer *L, const float *x, float *y);  /* y = W x, threaded */
-
-/* All batch-major, NHWC. ws: the context's scratch of ws_floats floats (im2col rows, or
- * what the sparse kernels asked for). */
-void si_conv2d_forward(const si_layer *L, const float *in, int batch, float *out,
-                       float *ws, int64_t ws_floats);
-void si_dense_forward(const si_layer *L, const float *in, int batch, float *out, float *ws);
+/* ops/si_ops.c: threaded through si_k. */
+void si_bias_act(const si_layer *L, float *out, int64_t positions);
 void si_maxpool_forward(const si_layer *L, const float *in, int batch, float *out);
 void si_relu_inplace(float *x, int64_t n);
 void si_softmax_rows(float *x, int64_t rows, int64_t cols);
+void si_bias_act_ref(const si_layer *L, float *out, int64_t positions);
+void si_maxpool_ref(const si_layer *L, const float *in, int batch, float *out);
+
+/* ops/si_im2col.c: rows [p0, p0 + m) of a conv layer's im2col matrix (m x L->cols), the
+ * rows split among the threads. */
+void si_im2col(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
+void si_im2col_rows_ref(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
+/* Scratch rows of im2col for one chunk: enough to keep sgemm efficient without a whole
+ * VGG layer (224*224*576 floats = 115 MB per image). */
+int64_t si_im2col_chunk_rows(const si_layer *L, int batch);
+
+/* csr/si_csr_kernels.c: the runtime's own CSR kernels on a layer's CSR form, linear part
+ * only, si_num_threads() OpenMP threads. */
+#define SI_CSR_BLOCK_COLS 4096   /* 16 KB of x: half of Zen 4's (and most cores') L1D */
+#define SI_PANEL 64              /* batch columns / output positions per panel */
+int si_threads_for(int64_t work, int64_t max_parts);
+void si_part_rows(const int64_t *ptr, int64_t a, int64_t b, int t, int nt, int64_t *r0, int64_t *r1);
+int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n);
+void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws); /* Y[n x rows] = X A^T */
+void si_f32_csrmm_ref(const si_layer *L, const float *X, int n, float *Y);
+int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
+void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws);
+void si_f32_spconv_ref(const si_layer *L, const float *in, int batch, float *out);
+
+/* csr/si_mkl_csr.c: MKL inspector-executor handles (the reference sparse BLAS). */
+typedef struct si_mkl_csr si_mkl_csr;
+si_status_t si_mkl_csr_create(const si_layer *L, si_mkl_csr **out);
+void si_mkl_csr_destroy(si_mkl_csr *h);
+int64_t si_mkl_csr_bytes(const si_layer *L);
+void si_mkl_csrmv(const si_mkl_csr *h, const float *x, float *y);
+int64_t si_mkl_csrmm_ws_floats(const si_layer *L, int n);
+void si_mkl_csrmm(const si_layer *L, const si_mkl_csr *h, const float *X, int n, float *Y, float *ws);
+void si_mkl_spconv(const si_layer *L, const si_mkl_csr *h, const float *in, int batch, float *out, float *ws,
+                   int64_t ws_floats);
+
+/* fc/si_fc_gemv.c: y = W x at memory bandwidth, threaded. */
+void si_f32_gemv(const si_layer *L, const float *x, float *y);
+void si_f32_gemv_ref(const si_layer *L, const float *x, float *y);
+
+/* Per-ISA variants, for si_dispatch.c (defined in the files of their families). */
+#define SI_DECLARE_VARIANTS(ret, name, args) \
+    ret name##_portable args; ret name##_avx2 args; ret name##_avx512 args;
+SI_DECLARE_VARIANTS(void, si_csr_panel, (const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y,
+                                         int64_t ldy, int64_t *cur, int64_t cend, int acc_into))
+SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
+                                           const float *x, float *y, int acc_into))
+SI_DECLARE_VARIANTS(void, si_gemv_rows, (const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1))
+SI_DECLARE_VARIANTS(void, si_im2col_rows, (const si_layer *L, const float *in, int64_t p0, int64_t m, float *col))
+SI_DECLARE_VARIANTS(void, si_patches_t, (const si_layer *L, const float *in, int64_t p0, int w, float *P,
+                                         const float *zeros))
+SI_DECLARE_VARIANTS(void, si_maxpool_rows, (const si_layer *L, const float *in, float *out, int64_t r0, int64_t r1))
+SI_DECLARE_VARIANTS(void, si_bias_act_rows, (float *out, const float *bias, int64_t n, int act, int64_t p0, int64_t p1))
+
+/* Function attributes for the variants: the library is built for baseline x86-64 and each
+ * variant is compiled for its ISA by a target attribute. A body written once as an
+ * always-inline function takes the ISA of the function it is inlined into. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SI_X86 1
+#define SI_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define SI_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define SI_INLINE static inline __attribute__((always_inline))
+#else
+#define SI_X86 0
+#define SI_TARGET_AVX2
+#define SI_TARGET_AVX512
+#define SI_INLINE static inline
+#endif
 
 #endif /* SI_INTERNAL_H */

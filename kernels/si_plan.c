@@ -1,100 +1,72 @@
-/* Per-layer execution planning, done once at load.
+/* The planner: per weighted layer and batch regime (batch 1, larger batches), the fastest
+ * registry entry on this CPU, measured (FFTW_MEASURE, cuDNN's benchmark mode).
  *
- * For every conv2d / dense layer the planner picks dense or sparse execution separately
- * for batch 1 and for larger batches, from the layer's kind, size and density, then puts
- * the weights in the form(s) that execution needs. The cost model is a break-even density
- * per kernel kind, measured on the target CPU class by bench/compare.py's density sweep
- * (see docs/performance.md): below it the sparse kernel is faster than the dense one.
- * Near the break-even the two cost about the same, so a layer within the margin keeps the
- * smaller form in memory.
+ * For each layer and regime the entries that apply are timed on the layer's own weights,
+ * interleaved in rounds (each round runs every candidate once, so drift hits them alike),
+ * and the median wins. Convolutions are timed on a bounded problem: the regime's batch, or
+ * fewer samples, or a strip of output rows of one sample, holding at most MAC_CAP dense
+ * multiply-adds but at least MIN_POSITIONS output positions (enough 64-wide tiles for
+ * every thread), because cost per output position is what the candidates differ in and a
+ * full 224x224 VGG layer would take the whole time budget alone.
+ *
+ * Results go to a per-user cache (one line per layer regime: CPU, ISA, threads, layer
+ * signature, non-zeros, timed problem -> seconds per candidate), so a second load of the
+ * same model measures nothing, like FFTW's wisdom. Without measuring (SI_PLAN_NO_MEASURE)
+ * and without a cache line, a conservative default applies: the dense entry unless the
+ * layer keeps under DEFAULT_SPARSE_BELOW of its weights.
+ *
+ * One form in memory: when the two regimes' winners read different weight forms (dense and
+ * CSR), a regime switches to the fastest candidate that reads the other's form if that
+ * costs at most ONE_FORM_SLACK, rather than holding both forms for a gain within noise.
  */
-#define _DEFAULT_SOURCE /* sysconf cache sizes */
+#define _POSIX_C_SOURCE 200809L
 #include "si_internal.h"
 
-#include <math.h>
-#include <unistd.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-/* Break-even densities: sparse execution is chosen below `margin`. Measured by
- * bench/compare.py's density sweep (bench/results/sweep.json; 2-core AMD Zen 4, MKL 2026.2):
- * `measured` is the lowest break-even seen for the kind, and the margin is set below it, so
- * that near the boundary the planner errs towards dense (never slower than dense beyond
- * noise). At batch 1 a dense layer whose weights fit in cache runs from cache between calls,
- * at several times DRAM bandwidth, so the sparse kernel must skip far more to win. */
-typedef struct {
-    const char *name;
-    double margin;   /* sparse below this */
-    double measured; /* the lowest break-even measured; the comments give the range and layers */
-} layer_kind;
+#define MAC_CAP 1.0e9               /* dense multiply-adds of one timed conv problem */
+#define MIN_POSITIONS (8 * SI_PANEL) /* output positions a timed conv problem keeps at least */
+#define MIN_ROUNDS 3
+#define MAX_ROUNDS 41
+#define ROUND_TIME 0.02             /* stop after MIN_ROUNDS once a regime has been timed this long */
+#define DEFAULT_PLAN_BATCH 8
+#define DEFAULT_SPARSE_BELOW 0.10   /* unmeasured: sparse only below 10% density */
+#define ONE_FORM_SLACK 1.10
+#define CACHE_MAX_BYTES (16 << 20)
+#define CACHE_FORMAT "sparseinfer-plan-1"
 
-static const layer_kind KIND_CONV_B1 = {"conv batch 1", 0.35, 0.39};    /* 39-84%: VGG19 blocks 1-5, LeNet conv2 */
-static const layer_kind KIND_CONV_BN = {"conv batch>1", 0.42, 0.48};    /* 48-69%: the same layers at batch 64 */
-static const layer_kind KIND_FC_BN = {"fc batch>1", 0.30, 0.37};        /* 37-58%: VGG19 fc6/fc7/fc8, LeNet fc1 */
-static const layer_kind KIND_FC_B1_DRAM = {"fc batch 1, weights from DRAM", 0.35, 0.39}; /* 39-45%: fc6, fc7 */
-static const layer_kind KIND_FC_B1_L3 = {"fc batch 1, weights fit L3", 0.12, 0.16};      /* 16%: fc8, 16 MB */
-static const layer_kind KIND_FC_B1_L2 = {"fc batch 1, weights fit L2", 0.05, 0.07};      /* 7%: LeNet fc1, 1.6 MB */
-/* Below this many weights a layer costs microseconds either way: keep it dense, whose
- * kernels have the least fixed overhead (LeNet fc2, 5,000 weights: sparse never won). */
-#define SMALL_LAYER_WEIGHTS 8192
+/* ---- shared weight forms ------------------------------------------------------------ */
 
-/* Size in bytes of cpu0's unified cache of a level, from Linux's sysfs (glibc's sysconf
- * reported a 320 MB L3 inside the VM this was measured on; sysfs said 32 MB, as cpuid does),
- * or 0 when unknown. */
-static int64_t sysfs_cache_bytes(int level) {
-    for (int i = 0; i < 8; i++) {
-        char path[96], buf[32];
-        int lv = -1;
-        long kb = -1;
-        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
-        FILE *f = fopen(path, "r");
-        if (!f) break;
-        if (fscanf(f, "%d", &lv) != 1) lv = -1;
-        fclose(f);
-        if (lv != level) continue;
-        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
-        if (!(f = fopen(path, "r"))) continue;
-        if (fgets(buf, sizeof buf, f) && sscanf(buf, "%ldK", &kb) != 1) kb = -1;
-        fclose(f);
-        if (kb > 0) return (int64_t)kb << 10;
-    }
-    return 0;
-}
-
-/* Bytes of weights that stay cached between batch-1 calls: all cores' L2 together (each
- * thread streams its share of the rows), and three quarters of the L3 (the rest holds
- * activations). Conservative defaults when the machine does not say. */
-static int64_t cache_bytes(int level) {
-    int64_t v = sysfs_cache_bytes(level);
-    if (level == 2) {
-        if (v <= 0) v = 512 << 10;
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        return v * (cpus > 0 ? cpus : 1);
-    }
-    if (v <= 0) v = 8 << 20;
-    return v * 3 / 4;
-}
-
-static const layer_kind *kind_of(const si_layer *L, int batched) {
-    if (L->type == SI_LAYER_CONV2D) return batched ? &KIND_CONV_BN : &KIND_CONV_B1;
-    if (batched) return &KIND_FC_BN;
-    int64_t bytes = 4 * L->rows * L->cols;
-    if (bytes <= cache_bytes(2)) return &KIND_FC_B1_L2;
-    if (bytes <= cache_bytes(3)) return &KIND_FC_B1_L3;
-    return &KIND_FC_B1_DRAM;
-}
-
-static si_status_t densify(si_layer *L) {
-    size_t n = (size_t)(L->rows * L->cols);
-    L->w = si_alloc(n * sizeof(float));
-    if (!L->w) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory expanding CSR to dense (%zu MB)", L->name, n * 4 >> 20);
-    memset(L->w, 0, n * sizeof(float));
+si_status_t si_form_dense(si_layer *L) {
+    if (L->w) return SI_OK;
+    int64_t n;
+    if (!si_mul_ok(L->rows, L->cols, &n) || n > (INT64_C(1) << 40) / 4)
+        return si_fail(SI_ERR_MODEL, "layer %s: %lld x %lld weights are too many to expand to dense", L->name,
+                       (long long)L->rows, (long long)L->cols);
+    L->w = si_alloc((size_t)(n ? n : 1) * sizeof(float));
+    if (!L->w)
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory expanding CSR to dense (%lld MB)", L->name,
+                       (long long)(n * 4 >> 20));
+    memset(L->w, 0, (size_t)(n ? n : 1) * sizeof(float));
     for (int64_t r = 0; r < L->rows; r++)
         for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) L->w[r * L->cols + L->csr_col[k]] = L->csr_val[k];
     return SI_OK;
 }
 
-static si_status_t compress(si_layer *L) {
+si_status_t si_form_csr(si_layer *L) {
+    if (L->csr_ptr) {
+        /* A layer that pruning emptied may come without value and column arrays. */
+        if (!L->csr_val) L->csr_val = si_alloc(sizeof(float));
+        if (!L->csr_col) L->csr_col = si_alloc(sizeof(int32_t));
+        if (!L->csr_val || !L->csr_col) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for CSR", L->name);
+        return SI_OK;
+    }
     int64_t nnz = 0, n = L->rows * L->cols;
     for (int64_t i = 0; i < n; i++) nnz += L->w[i] != 0.0f;
     L->csr_val = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(float));
@@ -113,118 +85,440 @@ static si_status_t compress(si_layer *L) {
     return SI_OK;
 }
 
-/* The column-blocked copy of a CSR layer (see si_layer). */
-static si_status_t build_blocked(si_layer *L) {
-    int64_t nb = (L->cols + SI_CSR_BLOCK_COLS - 1) / SI_CSR_BLOCK_COLS, rows = L->rows;
-    L->bval = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(float));
-    L->bcol = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(uint16_t));
-    L->bptr = si_alloc((size_t)(nb * rows + 1) * sizeof(int64_t));
-    int64_t *cur = si_alloc((size_t)rows * sizeof(int64_t));
-    if (!L->bval || !L->bcol || !L->bptr || !cur) {
-        si_free(cur);
-        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the column-blocked CSR", L->name);
+static void drop_forms(si_layer *L, unsigned keep) {
+    if (!(keep & SI_FORM_DENSE) && L->w) { si_free(L->w); L->w = NULL; }
+    if (!(keep & SI_FORM_CSR) && L->csr_ptr) {
+        si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr);
+        L->csr_val = NULL; L->csr_col = NULL; L->csr_ptr = NULL;
     }
-    memcpy(cur, L->csr_ptr, (size_t)rows * sizeof(int64_t));
-    int64_t k = 0;
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t end_col = (b + 1) * SI_CSR_BLOCK_COLS;
-        for (int64_t r = 0; r < rows; r++) {
-            L->bptr[b * rows + r] = k;
-            int64_t e = L->csr_ptr[r + 1];
-            for (; cur[r] < e && L->csr_col[cur[r]] < end_col; cur[r]++, k++) {
-                L->bval[k] = L->csr_val[cur[r]];
-                L->bcol[k] = (uint16_t)(L->csr_col[cur[r]] - b * SI_CSR_BLOCK_COLS);
-            }
-        }
-    }
-    L->bptr[nb * rows] = k;
-    L->n_blk = (int)nb;
-    si_free(cur);
+}
+
+static si_status_t need_forms(si_layer *L, unsigned forms) {
+    si_status_t st;
+    if ((forms & SI_FORM_DENSE) && (st = si_form_dense(L))) return st;
+    if ((forms & SI_FORM_CSR) && (st = si_form_csr(L))) return st;
     return SI_OK;
 }
 
-static double layer_density(const si_layer *L) {
-    return L->rows && L->cols ? (double)L->nnz / ((double)L->rows * (double)L->cols) : 1.0;
+static si_status_t prepare(si_layer *L, const si_algo *a) {
+    int i = si_algo_index(a);
+    if (L->state[i] || !a->prepare) return SI_OK;
+    return a->prepare(L, &L->state[i]);
 }
 
-static si_exec choose(const si_layer *L, int batched, si_sparse_impl impl, char *why, size_t why_len) {
-    double density = layer_density(L);
-    const layer_kind *k = kind_of(L, batched);
-    if (L->rows * L->cols < SMALL_LAYER_WEIGHTS) {
-        snprintf(why, why_len, "small layer (%lld weights): dense", (long long)(L->rows * L->cols));
-        return SI_EXEC_DENSE;
+static void release(si_layer *L, int i) {
+    if (L->state[i] && si_algos[i]->release) si_algos[i]->release(L->state[i]);
+    L->state[i] = NULL;
+}
+
+void si_plan_release(si_layer *L) {
+    for (int i = 0; si_algos[i]; i++) release(L, i);
+}
+
+/* ---- the cache ---------------------------------------------------------------------- */
+
+typedef struct cache {
+    char *path;     /* NULL: no cache */
+    char *text;     /* the file's lines, NUL-separated */
+    char **keys, **vals;
+    int n;
+    int write_failed;
+} cache;
+
+static char *cache_default_path(void) {
+    const char *env = getenv("SPARSEINFER_CACHE");
+    if (env) return *env ? strdup(env) : NULL;
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char buf[4096];
+    if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/sparseinfer/plan.tsv", xdg);
+    else if (home && *home) snprintf(buf, sizeof buf, "%s/.cache/sparseinfer/plan.tsv", home);
+    else return NULL;
+    return strdup(buf);
+}
+
+/* Reads the cache as untrusted text: at most CACHE_MAX_BYTES, lines "key<TAB>value"; a
+ * line of any other shape is skipped. A missing file is an empty cache. */
+static void cache_open(cache *c, const char *path) {
+    memset(c, 0, sizeof *c);
+    c->path = path ? (*path ? strdup(path) : NULL) : cache_default_path();
+    if (!c->path) return;
+    FILE *f = fopen(c->path, "rb");
+    if (!f) return;
+    c->text = malloc(CACHE_MAX_BYTES + 1);
+    size_t len = c->text ? fread(c->text, 1, CACHE_MAX_BYTES, f) : 0;
+    fclose(f);
+    if (!c->text) return;
+    c->text[len] = 0;
+    int cap = 0;
+    for (size_t i = 0; i < len; i++) cap += c->text[i] == '\n';
+    c->keys = malloc(sizeof(char *) * (size_t)(cap + 1));
+    c->vals = malloc(sizeof(char *) * (size_t)(cap + 1));
+    if (!c->keys || !c->vals) return;
+    char *p = c->text, *end = c->text + len;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break; /* a torn last line (a writer died mid-line) is ignored */
+        *nl = 0;
+        char *tab = strchr(p, '\t');
+        if (tab && tab > p && strncmp(p, CACHE_FORMAT "|", strlen(CACHE_FORMAT) + 1) == 0 && c->n <= cap) {
+            *tab = 0;
+            c->keys[c->n] = p;
+            c->vals[c->n] = tab + 1;
+            c->n++;
+        }
+        p = nl + 1;
     }
-    if (density < k->margin) {
-        snprintf(why, why_len, "density %.1f%% < break-even %.0f%% (%s)", 100 * density, 100 * k->margin, k->name);
-        return impl == SI_SPARSE_MKL ? SI_EXEC_SPARSE_MKL : SI_EXEC_SPARSE_OWN;
+}
+
+static void cache_close(cache *c) {
+    free(c->path); free(c->text); free(c->keys); free(c->vals);
+}
+
+/* The newest line for key: its value, or NULL. */
+static const char *cache_get(const cache *c, const char *key) {
+    for (int i = c->n - 1; i >= 0; i--)
+        if (strcmp(c->keys[i], key) == 0) return c->vals[i];
+    return NULL;
+}
+
+static void mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(buf, 0755);
+            *p = '/';
+        }
+}
+
+/* One line appended with one write() (O_APPEND: concurrent writers interleave whole lines). */
+static void cache_put(cache *c, const char *key, const char *val) {
+    if (!c->path) return;
+    mkdirs(c->path);
+    int fd = open(c->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) { c->write_failed = errno ? errno : 1; return; }
+    char line[2048];
+    int n = snprintf(line, sizeof line, "%s\t%s\n", key, val);
+    if (n > 0 && n < (int)sizeof line && write(fd, line, (size_t)n) != n) c->write_failed = errno ? errno : 1;
+    close(fd);
+}
+
+/* ---- timing ------------------------------------------------------------------------- */
+
+/* The problem a regime is timed on: a copy of the layer with fewer output rows (a strip)
+ * and the batch to run. */
+typedef struct problem {
+    si_layer view;
+    int batch;
+    int64_t positions;
+} problem;
+
+static problem timed_problem(const si_layer *L, int regime, int plan_batch) {
+    problem p;
+    p.view = *L;
+    p.batch = regime ? plan_batch : 1;
+    p.positions = p.batch;
+    if (L->type != SI_LAYER_CONV2D) return p;
+    const int64_t per_sample = L->out_h * L->out_w;
+    int64_t cap = (int64_t)(MAC_CAP / (double)(L->rows * L->cols > 0 ? L->rows * L->cols : 1));
+    if (cap < MIN_POSITIONS) cap = MIN_POSITIONS;
+    if ((int64_t)p.batch * per_sample > cap) {
+        int64_t b = cap / per_sample;
+        p.batch = (int)(b < 1 ? 1 : b);
+        if (b < 1) { /* a strip of one sample: whole output rows, and the input rows they read */
+            int64_t oh = (cap + L->out_w - 1) / L->out_w;
+            if (oh > L->out_h) oh = L->out_h;
+            int64_t ih = (oh - 1) * L->sh - L->pad_top + L->kh;
+            p.view.out_h = oh;
+            p.view.in_h = ih < 1 ? 1 : ih > L->in_h ? L->in_h : ih;
+        }
     }
-    snprintf(why, why_len, "density %.1f%% >= break-even %.0f%% (%s)", 100 * density, 100 * k->margin, k->name);
-    return SI_EXEC_DENSE;
+    p.positions = (int64_t)p.batch * p.view.out_h * p.view.out_w;
+    return p;
+}
+
+static void layer_signature(const si_layer *L, const problem *p, char *buf, size_t n) {
+    if (L->type == SI_LAYER_CONV2D)
+        snprintf(buf, n, "conv in=%lldx%lldx%lld out=%lldx%lldx%lld k=%dx%d s=%dx%d p=%lld,%lld act=%d bias=%d|nnz=%lld|b=%d pos=%lld",
+                 (long long)L->in_h, (long long)L->in_w, (long long)L->in_c, (long long)L->out_h, (long long)L->out_w,
+                 (long long)L->out_c, L->kh, L->kw, L->sh, L->sw, (long long)L->pad_top, (long long)L->pad_left, L->act,
+                 L->bias != NULL, (long long)L->nnz, p->batch, (long long)p->positions);
+    else
+        snprintf(buf, n, "dense %lld->%lld act=%d bias=%d|nnz=%lld|b=%d", (long long)L->cols, (long long)L->rows, L->act,
+                 L->bias != NULL, (long long)L->nnz, p->batch);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Times candidates cand[0, nc) on problem p; seconds[i] gets each one's median. */
+static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo **cand, int nc, double *seconds) {
+    si_layer view = p->view; /* the strip's shape with the forms the layer holds now */
+    view.w = L->w; view.csr_val = L->csr_val; view.csr_col = L->csr_col; view.csr_ptr = L->csr_ptr;
+    const si_layer *V = &view;
+    const int64_t in_n = (int64_t)p->batch * V->in_h * V->in_w * V->in_c;
+    const int64_t out_n = (int64_t)p->batch * V->out_h * V->out_w * V->out_c;
+    int64_t ws_n = 1;
+    for (int i = 0; i < nc; i++) {
+        int64_t w = cand[i]->ws_floats(V, L->state[si_algo_index(cand[i])], p->batch);
+        if (w > ws_n) ws_n = w;
+    }
+    float *in = si_alloc((size_t)in_n * sizeof(float)), *out = si_alloc((size_t)out_n * sizeof(float));
+    float *ws = si_alloc((size_t)ws_n * sizeof(float));
+    double *t = malloc(sizeof(double) * (size_t)(nc * MAX_ROUNDS));
+    if (!in || !out || !ws || !t) {
+        si_free(in); si_free(out); si_free(ws); free(t);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory timing its algorithms (%lld MB)", L->name,
+                       (long long)((in_n + out_n + ws_n) * 4 >> 20));
+    }
+    uint64_t s = 0x9E3779B97F4A7C15ull;  /* inputs like a ReLU's output: uniform in [0, 1) */
+    for (int64_t i = 0; i < in_n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        in[i] = (float)(s >> 40) * (1.0f / 16777216.0f);
+    }
+    for (int i = 0; i < nc; i++) cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws); /* warm-up */
+    const double t0 = si_now();
+    int rounds = 0;
+    while (rounds < MAX_ROUNDS) {
+        /* alternate the order so neither candidate always runs first after the other */
+        for (int j = 0; j < nc; j++) {
+            int i = rounds % 2 ? nc - 1 - j : j;
+            double a = si_now();
+            cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws);
+            t[i * MAX_ROUNDS + rounds] = si_now() - a;
+        }
+        rounds++;
+        if (rounds >= MIN_ROUNDS && si_now() - t0 >= ROUND_TIME) break;
+    }
+    for (int i = 0; i < nc; i++) {
+        qsort(t + i * MAX_ROUNDS, (size_t)rounds, sizeof(double), cmp_double);
+        seconds[i] = t[i * MAX_ROUNDS + rounds / 2];
+    }
+    si_free(in); si_free(out); si_free(ws); free(t);
+    return SI_OK;
+}
+
+/* ---- choosing ----------------------------------------------------------------------- */
+
+typedef struct plan_ctx {
+    si_exec_policy policy;
+    si_sparse_impl impl;
+    si_plan_mode mode;
+    int plan_batch;
+    cache cache;
+    si_model *m;
+} plan_ctx;
+
+/* The entries the planner may pick for L in a regime under the options. */
+static int candidates(const plan_ctx *c, const si_layer *L, int regime, const si_algo **out) {
+    int n = 0;
+    for (int i = 0; si_algos[i]; i++) {
+        const si_algo *a = si_algos[i];
+        if (a->type != L->type || !a->applies(L, regime)) continue;
+        int sparse = a->family != SI_EXEC_DENSE;
+        if (c->policy == SI_POLICY_DENSE && sparse) continue;
+        if (c->policy == SI_POLICY_SPARSE && !sparse) continue;
+        if (sparse && (c->impl == SI_SPARSE_MKL) != (a->reference_only != 0)) continue;
+        out[n++] = a;
+    }
+    return n;
+}
+
+/* "conv_gemm=1230000;conv_sparse_direct=990000": integer nanoseconds, so the file reads
+ * the same under any locale. */
+static void format_times(const si_algo **cand, const double *sec, int nc, char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < nc && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%s=%lld", i ? ";" : "", cand[i]->name,
+                                (long long)(sec[i] * 1e9 + 0.5));
+}
+
+/* Fills sec[] from a cache value; 1 if every candidate has a time there. */
+static int parse_times(const char *val, const si_algo **cand, int nc, double *sec) {
+    for (int i = 0; i < nc; i++) {
+        size_t ln = strlen(cand[i]->name);
+        const char *p = val;
+        sec[i] = -1;
+        while (p && *p) {
+            if (strncmp(p, cand[i]->name, ln) == 0 && p[ln] == '=') {
+                char *end;
+                long long ns = strtoll(p + ln + 1, &end, 10);
+                if (end != p + ln + 1 && (*end == ';' || *end == 0) && ns > 0 && ns < INT64_C(1000000000000))
+                    sec[i] = 1e-9 * (double)ns;
+                break;
+            }
+            p = strchr(p, ';');
+            if (p) p++;
+        }
+        if (sec[i] < 0) return 0;
+    }
+    return 1;
+}
+
+typedef struct regime_plan {
+    const si_algo *cand[SI_MAX_ALGOS];
+    double sec[SI_MAX_ALGOS];
+    int nc, best;
+    const char *source;  /* "measured", "cached", "estimated", "forced", "only candidate" */
+    problem prob;
+} regime_plan;
+
+static int fastest(const regime_plan *r, unsigned forms_mask) {
+    int best = -1;
+    for (int i = 0; i < r->nc; i++)
+        if ((r->cand[i]->forms & ~forms_mask) == 0 && (best < 0 || r->sec[i] < r->sec[best])) best = i;
+    return best;
+}
+
+static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan *r, const regime_plan *other) {
+    r->nc = candidates(c, L, regime, r->cand);
+    r->best = 0;
+    for (int i = 0; i < r->nc; i++) r->sec[i] = -1;
+    r->prob = timed_problem(L, regime, c->plan_batch);
+    if (r->nc == 0)
+        return si_fail(SI_ERR_INTERNAL, "layer %s: no algorithm applies at %s", L->name, regime ? "batch > 1" : "batch 1");
+    if (c->policy != SI_POLICY_AUTO) { r->source = "forced"; return SI_OK; }
+    if (r->nc == 1) { r->source = "only candidate"; return SI_OK; }
+    char key[1024], sig[512], cpu[200];
+    layer_signature(L, &r->prob, sig, sizeof sig);
+    snprintf(cpu, sizeof cpu, "%s", si_cpu_id());
+    for (char *q = cpu; *q; q++) if (*q == '|' || *q == '\t' || *q == '\n') *q = ' ';
+    snprintf(key, sizeof key, "%s|%s|isa=%s|threads=%d|%s", CACHE_FORMAT, cpu, si_isa_str(si_isa_active()),
+             si_num_threads(), sig);
+    /* The same timed problem as the other regime (a strip serves both): reuse its times. */
+    if (other && other->nc == r->nc && other->prob.batch == r->prob.batch &&
+        other->prob.positions == r->prob.positions && other->sec[0] >= 0 &&
+        memcmp(other->cand, r->cand, sizeof(r->cand[0]) * (size_t)r->nc) == 0) {
+        memcpy(r->sec, other->sec, sizeof(double) * (size_t)r->nc);
+        r->best = other->best;
+        r->source = other->source;
+        return SI_OK;
+    }
+    const char *val = c->mode == SI_PLAN_REMEASURE ? NULL : cache_get(&c->cache, key);
+    if (val && parse_times(val, r->cand, r->nc, r->sec)) {
+        r->source = "cached";
+        c->m->plan_cached++;
+    } else if (c->mode == SI_PLAN_NO_MEASURE) {
+        for (int i = 0; i < r->nc; i++) r->sec[i] = -1;
+        r->source = "estimated";
+        int want_sparse = si_layer_density(L) < DEFAULT_SPARSE_BELOW;
+        for (int i = 0; i < r->nc; i++)
+            if ((r->cand[i]->family != SI_EXEC_DENSE) == want_sparse) { r->best = i; break; }
+        return SI_OK;
+    } else {
+        unsigned forms = 0;
+        for (int i = 0; i < r->nc; i++) forms |= r->cand[i]->forms;
+        si_status_t st = need_forms(L, forms);
+        for (int i = 0; !st && i < r->nc; i++) st = prepare(L, r->cand[i]);
+        if (!st) {
+            double t0 = si_now();
+            st = time_candidates(L, &r->prob, r->cand, r->nc, r->sec);
+            c->m->plan_seconds += si_now() - t0;
+        }
+        if (st) return st;
+        char times[1024];
+        format_times(r->cand, r->sec, r->nc, times, sizeof times);
+        cache_put(&c->cache, key, times);
+        r->source = "measured";
+        c->m->plan_measured++;
+    }
+    r->best = fastest(r, ~0u);
+    return SI_OK;
+}
+
+static void describe(const si_layer *L, const regime_plan *r, int regime, char *buf, size_t n) {
+    const char *which = regime ? "b>1" : "b=1";
+    const si_algo *a = r->cand[r->best];
+    if (r->sec[r->best] < 0 || r->nc < 2) {
+        if (strcmp(r->source, "forced") == 0) snprintf(buf, n, "%s forced: %s", which, a->name);
+        else if (strcmp(r->source, "estimated") == 0)
+            snprintf(buf, n, "%s estimated (not timed): %s, density %.1f%% %s %.0f%%", which, a->name,
+                     100 * si_layer_density(L), si_layer_density(L) < DEFAULT_SPARSE_BELOW ? "<" : ">=",
+                     100 * DEFAULT_SPARSE_BELOW);
+        else snprintf(buf, n, "%s %s: %s", which, r->source, a->name);
+        return;
+    }
+    int second = -1;
+    for (int i = 0; i < r->nc; i++)
+        if (i != r->best && (second < 0 || r->sec[i] < r->sec[second])) second = i;
+    snprintf(buf, n, "%s %s: %s %.3g ms vs %s %.3g ms", which, r->source, a->name, 1e3 * r->sec[r->best],
+             r->cand[second]->name, 1e3 * r->sec[second]);
+}
+
+static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
+    regime_plan r[SI_REGIMES];
+    si_status_t st;
+    if ((st = plan_regime(c, L, 0, &r[0], NULL))) return st;
+    if ((st = plan_regime(c, L, 1, &r[1], &r[0]))) return st;
+    char w[SI_REGIMES][120], note[64] = "";
+    /* One form in memory, when the times say it costs little. */
+    unsigned f0 = r[0].cand[r[0].best]->forms, f1 = r[1].cand[r[1].best]->forms;
+    if (f0 != f1 && r[0].sec[r[0].best] > 0 && r[1].sec[r[1].best] > 0) {
+        int alt0 = fastest(&r[0], f1), alt1 = fastest(&r[1], f0);
+        double loss0 = alt0 >= 0 ? r[0].sec[alt0] / r[0].sec[r[0].best] : 1e300;
+        double loss1 = alt1 >= 0 ? r[1].sec[alt1] / r[1].sec[r[1].best] : 1e300;
+        if (loss0 <= loss1 && loss0 <= ONE_FORM_SLACK) {
+            r[0].best = alt0;
+            snprintf(note, sizeof note, "; one form kept (b=1 %.0f%% slower)", 100 * (loss0 - 1));
+        } else if (loss1 <= ONE_FORM_SLACK) {
+            r[1].best = alt1;
+            snprintf(note, sizeof note, "; one form kept (b>1 %.0f%% slower)", 100 * (loss1 - 1));
+        }
+    }
+    for (int g = 0; g < SI_REGIMES; g++) {
+        const si_algo *a = r[g].cand[r[g].best];
+        L->algo[g] = a;
+        L->plan_batch[g] = r[g].prob.batch;
+        L->plan_positions[g] = r[g].prob.positions;
+        for (int i = 0; i < SI_MAX_ALGOS; i++) L->cand_s[g][i] = -1;
+        for (int i = 0; i < r[g].nc; i++) L->cand_s[g][si_algo_index(r[g].cand[i])] = r[g].sec[i];
+        describe(L, &r[g], g, w[g], sizeof w[g]);
+    }
+    if (c->policy != SI_POLICY_AUTO)
+        snprintf(L->why, sizeof L->why, "forced %s (b=1 %s, b>1 %s)",
+                 c->policy == SI_POLICY_DENSE ? "dense" : c->impl == SI_SPARSE_MKL ? "sparse (MKL)" : "sparse (own kernels)",
+                 L->algo[0]->name, L->algo[1]->name);
+    else
+        snprintf(L->why, sizeof L->why, "%s; %s%s", w[0], w[1], note);
+    /* Keep the chosen entries' forms and states, free the rest. */
+    unsigned forms = L->algo[0]->forms | L->algo[1]->forms;
+    if ((st = need_forms(L, forms))) return st;
+    for (int g = 0; g < SI_REGIMES; g++)
+        if ((st = prepare(L, L->algo[g]))) return st;
+    for (int i = 0; si_algos[i]; i++)
+        if (si_algos[i] != L->algo[0] && si_algos[i] != L->algo[1]) release(L, i);
+    drop_forms(L, forms);
+    return SI_OK;
 }
 
 si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
-    si_exec_policy policy = opt ? opt->policy : SI_POLICY_AUTO;
-    si_sparse_impl impl = opt ? opt->sparse_impl : SI_SPARSE_AUTO;
-    if (policy != SI_POLICY_AUTO && policy != SI_POLICY_DENSE && policy != SI_POLICY_SPARSE)
-        return si_fail(SI_ERR_ARGUMENT, "load options: unknown execution policy %d", (int)policy);
-    if (impl != SI_SPARSE_AUTO && impl != SI_SPARSE_OWN && impl != SI_SPARSE_MKL)
-        return si_fail(SI_ERR_ARGUMENT, "load options: unknown sparse implementation %d", (int)impl);
-    si_status_t st;
-    for (int i = 0; i < m->n_layers; i++) {
+    plan_ctx c;
+    memset(&c, 0, sizeof c);
+    c.policy = opt ? opt->policy : SI_POLICY_AUTO;
+    c.impl = opt ? opt->sparse_impl : SI_SPARSE_AUTO;
+    c.mode = opt ? opt->plan : SI_PLAN_MEASURE;
+    c.plan_batch = opt && opt->plan_batch > 0 ? opt->plan_batch : DEFAULT_PLAN_BATCH;
+    c.m = m;
+    if (c.policy != SI_POLICY_AUTO && c.policy != SI_POLICY_DENSE && c.policy != SI_POLICY_SPARSE)
+        return si_fail(SI_ERR_ARGUMENT, "load options: unknown execution policy %d", (int)c.policy);
+    if (c.impl != SI_SPARSE_AUTO && c.impl != SI_SPARSE_OWN && c.impl != SI_SPARSE_MKL)
+        return si_fail(SI_ERR_ARGUMENT, "load options: unknown sparse implementation %d", (int)c.impl);
+    if (c.mode != SI_PLAN_MEASURE && c.mode != SI_PLAN_NO_MEASURE && c.mode != SI_PLAN_REMEASURE)
+        return si_fail(SI_ERR_ARGUMENT, "load options: unknown plan mode %d", (int)c.mode);
+    if (opt && (opt->plan_batch < 0 || opt->plan_batch > 4096))
+        return si_fail(SI_ERR_ARGUMENT, "load options: plan_batch %d outside [0, 4096]", opt->plan_batch);
+    const char *env = getenv("SPARSEINFER_PLAN");
+    if (c.mode == SI_PLAN_MEASURE && env && strcmp(env, "nomeasure") == 0) c.mode = SI_PLAN_NO_MEASURE;
+    cache_open(&c.cache, opt ? opt->cache_path : NULL);
+    si_status_t st = SI_OK;
+    for (int i = 0; i < m->n_layers && !st; i++) {
         si_layer *L = &m->layers[i];
-        if (L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) {
-            L->exec_b1 = L->exec_bn = SI_EXEC_NONE;
-            continue;
-        }
-        si_exec sparse = impl == SI_SPARSE_MKL ? SI_EXEC_SPARSE_MKL : SI_EXEC_SPARSE_OWN;
-        if (policy == SI_POLICY_DENSE) {
-            L->exec_b1 = L->exec_bn = SI_EXEC_DENSE;
-            snprintf(L->why, sizeof L->why, "forced dense");
-        } else if (policy == SI_POLICY_SPARSE) {
-            L->exec_b1 = L->exec_bn = sparse;
-            snprintf(L->why, sizeof L->why, "forced sparse (%s)", impl == SI_SPARSE_MKL ? "MKL" : "own kernels");
-        } else {
-            char w1[96], wn[96]; /* two of them and "; " fit L->why */
-            L->exec_b1 = choose(L, 0, impl, w1, sizeof w1);
-            L->exec_bn = choose(L, 1, impl, wn, sizeof wn);
-            /* One form in memory: a layer that runs sparse at one batch size and only falls in
-             * the safety margin at the other (density between the margin and the measured
-             * break-even, where the two cost the same within noise) runs sparse at both, rather
-             * than holding a dense copy beside the CSR one (LeNet fc1 at 5%: 1.6 MB for ~5%). */
-            double density = layer_density(L);
-            for (int b = 0; b < 2; b++) {
-                si_exec *mine = b ? &L->exec_bn : &L->exec_b1, other = b ? L->exec_b1 : L->exec_bn;
-                const layer_kind *k = kind_of(L, b);
-                if (*mine == SI_EXEC_DENSE && other != SI_EXEC_DENSE && density < k->measured) {
-                    *mine = other;
-                    snprintf(b ? wn : w1, sizeof w1, "density %.1f%% < measured break-even %.0f%% (%s): "
-                             "sparse, one form kept", 100 * density, 100 * k->measured, k->name);
-                }
-            }
-            if (strcmp(w1, wn) == 0) snprintf(L->why, sizeof L->why, "%s", w1);
-            else snprintf(L->why, sizeof L->why, "%s; %s", w1, wn);
-        }
-        int need_dense = L->exec_b1 == SI_EXEC_DENSE || L->exec_bn == SI_EXEC_DENSE;
-        int need_csr = L->exec_b1 != SI_EXEC_DENSE || L->exec_bn != SI_EXEC_DENSE;
-        int need_mkl = L->exec_b1 == SI_EXEC_SPARSE_MKL || L->exec_bn == SI_EXEC_SPARSE_MKL;
-        if (need_dense && !L->w && (st = densify(L))) return st;
-        if (need_csr && !L->csr_val && (st = compress(L))) return st;
-        if (!need_dense && L->w) { si_free(L->w); L->w = NULL; }
-        if (!need_csr && L->csr_val) {
-            si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr);
-            L->csr_val = NULL; L->csr_col = NULL; L->csr_ptr = NULL;
-        }
-        int blocked = L->exec_b1 == SI_EXEC_SPARSE_OWN && L->type == SI_LAYER_DENSE && L->cols > SI_CSR_BLOCK_COLS;
-        if (L->exec_b1 == SI_EXEC_SPARSE_OWN && L->type == SI_LAYER_DENSE && !blocked && L->cols <= 65536) {
-            /* 2-byte column indices for the batch-1 kernel, the one bound by memory traffic:
-             * 6 bytes per non-zero instead of 8. (The panel kernels of conv and batch > 1
-             * reuse each non-zero across 64 positions and read the int32 columns.) */
-            L->csr_col16 = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(uint16_t));
-            if (!L->csr_col16) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for CSR indices", L->name);
-            for (int64_t k = 0; k < L->nnz; k++) L->csr_col16[k] = (uint16_t)L->csr_col[k];
-        }
-        if (need_mkl && (st = si_mkl_csr_prepare(L))) return st;
-        if (blocked && (st = build_blocked(L))) return st;
+        if (L->type == SI_LAYER_CONV2D || L->type == SI_LAYER_DENSE) st = plan_layer(&c, L);
     }
-    return SI_OK;
+    cache_close(&c.cache);
+    return st;
 }

@@ -40,7 +40,7 @@ extern "C" {
 #endif
 
 #define SI_VERSION_MAJOR 0
-#define SI_VERSION_MINOR 1
+#define SI_VERSION_MINOR 2
 /* The newest model file format version this library reads (docs/format.md). */
 #define SI_FORMAT_VERSION_MAJOR 1
 
@@ -70,8 +70,8 @@ SI_API const char *si_last_error(void);
 /* Library version as "MAJOR.MINOR". */
 SI_API const char *si_version(void);
 
-/* How weighted layers execute. AUTO picks per layer and per batch regime (1, or more)
- * from the layer's shape and density by a cost model calibrated on the target CPU class;
+/* How weighted layers execute. AUTO lets the planner pick, per layer and per batch regime
+ * (1, or more), the fastest algorithm it measures on this CPU (or remembers measuring);
  * DENSE and SPARSE force one kind everywhere (for comparisons: a CSR layer is expanded to
  * dense at load, or a dense one compressed to CSR). */
 typedef enum si_exec_policy {
@@ -80,7 +80,7 @@ typedef enum si_exec_policy {
     SI_POLICY_SPARSE = 2
 } si_exec_policy;
 
-/* Which sparse kernels SPARSE execution uses: the runtime's own, or MKL's
+/* Which sparse kernels sparse execution uses: the runtime's own, or MKL's
  * inspector-executor sparse BLAS (the reference they are held against). */
 typedef enum si_sparse_impl {
     SI_SPARSE_AUTO = 0,
@@ -88,9 +88,24 @@ typedef enum si_sparse_impl {
     SI_SPARSE_MKL = 2
 } si_sparse_impl;
 
+/* Whether the planner may time candidates at load (FFTW's MEASURE against ESTIMATE).
+ * Timings are remembered in a per-user cache keyed by CPU, ISA, threads, layer shape,
+ * non-zeros and batch, so a second load of the same model measures nothing. */
+typedef enum si_plan_mode {
+    SI_PLAN_MEASURE = 0,     /* time what the cache lacks and remember it (default) */
+    SI_PLAN_NO_MEASURE = 1,  /* never time: the cache, else a conservative default */
+    SI_PLAN_REMEASURE = 2    /* time everything again and update the cache (`sparseinfer tune --force`) */
+} si_plan_mode;
+
+/* Zero-initialised options are the defaults. */
 typedef struct si_load_options {
     si_exec_policy policy;
     si_sparse_impl sparse_impl;
+    si_plan_mode plan;       /* the environment's SPARSEINFER_PLAN=nomeasure also turns timing off */
+    int plan_batch;          /* batch size the "batch > 1" regime is timed at; 0: 8 */
+    /* The cache file; NULL: $SPARSEINFER_CACHE if set, else $XDG_CACHE_HOME/sparseinfer/plan.tsv
+     * or ~/.cache/sparseinfer/plan.tsv; "" (or SPARSEINFER_CACHE=""): no cache. */
+    const char *cache_path;
 } si_load_options;
 
 /* Load a model from a file or from a caller's buffer (the bytes of a model file). The
@@ -127,9 +142,10 @@ typedef enum si_storage {
     SI_STORAGE_CSR = 2
 } si_storage;
 
+/* The family of the algorithm a layer runs (its name is in si_layer_info.algo_*). */
 typedef enum si_exec {
     SI_EXEC_NONE = -1,       /* layer has no weights */
-    SI_EXEC_DENSE = 0,       /* dense: MKL sgemm, or the runtime's bandwidth-bound gemv */
+    SI_EXEC_DENSE = 0,       /* dense weights: MKL sgemm, the runtime's bandwidth-bound gemv */
     SI_EXEC_SPARSE_OWN = 1,  /* CSR through the runtime's own kernels */
     SI_EXEC_SPARSE_MKL = 2   /* CSR through MKL's inspector-executor sparse BLAS */
 } si_exec;
@@ -147,9 +163,24 @@ typedef struct si_layer_info {
     si_exec exec_batch1;   /* how it runs at batch 1 */
     si_exec exec_batchn;   /* how it runs at larger batches */
     const char *why;       /* the reason for that choice; owned by the model */
+    const char *algo_batch1; /* registry entry run at batch 1 ("conv_gemm", "fc_csrmv", ...), or "" */
+    const char *algo_batchn; /* at larger batches */
+    int plan_batch1, plan_batchn;          /* batch each regime was planned at (0: not timed) */
+    int64_t plan_positions1, plan_positionsn; /* conv: output positions timed (a strip when large) */
 } si_layer_info;
 
 SI_API int si_model_num_layers(const si_model *model);
+
+/* The planner's candidates for a layer in a regime (0: batch 1, 1: larger batches): up to
+ * max registry entries that apply, with their measured seconds (negative: not timed, e.g.
+ * forced or estimated). Returns how many apply (may exceed max), or -1 for a bad argument.
+ * Names are static strings. */
+SI_API int si_model_layer_candidates(const si_model *model, int index, int regime, const char **names,
+                                     double *seconds, int max);
+
+/* What planning cost at load: seconds spent timing, layer regimes timed now and layer
+ * regimes answered by the cache. Any pointer may be NULL. */
+SI_API void si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached);
 /* Fills *info for layer index (0 <= index < si_model_num_layers). */
 SI_API si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info);
 
@@ -171,6 +202,16 @@ SI_API int si_set_num_threads(int n);
  * larger than the caches) by the library's threads, `repeats` times. Negative if the
  * buffer cannot be allocated. For benchmarks: the yardstick of memory-bound kernels. */
 SI_API double si_util_read_bandwidth(size_t bytes, int repeats);
+
+/* The CPU (vendor, family, model and brand string) and the instruction set the kernels
+ * use now ("portable", "avx2" or "avx512"). Static strings. */
+SI_API const char *si_cpu_name(void);
+SI_API const char *si_isa_name(void);
+/* Caps the kernels' instruction set ("auto", "portable", "avx2", "avx512"): SI_ERR_UNSUPPORTED
+ * if this CPU lacks it. The start-up default is the best the CPU has, capped by the
+ * environment's SPARSEINFER_ISA. Process-wide; not while another thread runs a model.
+ * Plans made under one ISA are kept by the models loaded then; the cache keys by ISA. */
+SI_API si_status_t si_set_isa(const char *name);
 
 /* Force every layer onto the plain reference kernels (1) or the fast ones (0, default).
  * For tests that hold the fast path against the reference. Process-wide. */

@@ -14,19 +14,64 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "export_keras", "Model", "SparseInferError", "__version__"]
+__all__ = ["load", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
+
+# Samples per C call in Model.predict: 64, or 8 for VGG-sized inputs (see _core.pyx). The
+# planner times the "batch > 1" regime at the batch the model will mostly run.
+_LARGE_INPUT = 50000
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "auto",
-         sparse: str = "auto") -> "Model":
+         sparse: str = "auto", plan: str = "measure", plan_batch: int | None = None,
+         cache: str | os.PathLike | None = None) -> "Model":
     """Load a model file with the C runtime (every file is treated as untrusted).
 
-    ``exec``: ``auto`` lets the runtime choose dense or sparse execution per layer and
-    batch regime; ``dense`` / ``sparse`` force one everywhere (for comparisons).
+    ``exec``: ``auto`` lets the planner pick, per layer and batch regime, the fastest
+    algorithm it measures on this CPU; ``dense`` / ``sparse`` force one kind everywhere.
     ``sparse``: which sparse kernels: ``auto``/``own`` (the runtime's) or ``mkl``
-    (MKL's inspector-executor sparse BLAS)."""
+    (MKL's inspector-executor sparse BLAS).
+    ``plan``: ``measure`` (time what the cache lacks), ``nomeasure`` (the cache, else a
+    conservative default) or ``remeasure`` (time everything again).
+    ``plan_batch``: the batch the "batch > 1" regime is timed at (default: the chunk
+    ``predict`` runs, 64, or 8 for inputs over 50,000 values).
+    ``cache``: the planner's cache file ("" for none; default: ``$SPARSEINFER_CACHE``, else
+    ``~/.cache/sparseinfer/plan.tsv``)."""
     from ._core import Model
-    return Model(os.fspath(path), threads=threads, exec=exec, sparse=sparse)
+    if plan_batch is None:
+        plan_batch = _default_plan_batch(os.fspath(path))
+    return Model(os.fspath(path), threads=threads, exec=exec, sparse=sparse, plan=plan, plan_batch=plan_batch,
+                 cache=None if cache is None else os.fspath(cache))
+
+
+def _default_plan_batch(path: str) -> int:
+    """predict's chunk for this model's input size, read from the manifest without loading
+    weights; 0 (the C default) if the file cannot be read here (the loader will say why)."""
+    from .format import read_manifest
+    try:
+        shape = read_manifest(path)["input"]["shape"]
+        n = int(shape[0]) * int(shape[1]) * int(shape[2])
+    except Exception:  # noqa: BLE001 - any failure is the C loader's to report
+        return 0
+    return 8 if n >= _LARGE_INPUT else 64
+
+
+def cpu() -> str:
+    """This CPU: vendor, family, model and brand string (the planner's cache key)."""
+    from ._core import cpu as _cpu
+    return _cpu()
+
+
+def isa() -> str:
+    """The instruction set the kernels use now: "portable", "avx2" or "avx512"."""
+    from ._core import isa as _isa
+    return _isa()
+
+
+def set_isa(name: str) -> None:
+    """Cap the kernels' instruction set for this process ("auto", "portable", "avx2",
+    "avx512"); the environment's SPARSEINFER_ISA sets it at start-up."""
+    from ._core import set_isa as _set_isa
+    _set_isa(name)
 
 
 def export_keras(model: Any, path: str | os.PathLike, **kwargs: Any) -> dict:

@@ -14,6 +14,7 @@ STORAGE = ("none", "dense", "csr")
 EXEC = {-1: "none", 0: "dense", 1: "sparse", 2: "sparse-mkl"}
 POLICIES = {"auto": SI_POLICY_AUTO, "dense": SI_POLICY_DENSE, "sparse": SI_POLICY_SPARSE}
 SPARSE_IMPLS = {"auto": SI_SPARSE_AUTO, "own": SI_SPARSE_OWN, "mkl": SI_SPARSE_MKL}
+PLAN_MODES = {"measure": SI_PLAN_MEASURE, "nomeasure": SI_PLAN_NO_MEASURE, "remeasure": SI_PLAN_REMEASURE}
 
 
 class SparseInferError(RuntimeError):
@@ -44,6 +45,26 @@ def read_bandwidth(size_t nbytes=1 << 30, int repeats=5):
     return r
 
 
+def cpu():
+    """This CPU as the planner's cache keys it: vendor, family, model and brand string."""
+    return si_cpu_name().decode("utf-8", "replace")
+
+
+def isa():
+    """The instruction set the kernels use now: "portable", "avx2" or "avx512"."""
+    return si_isa_name().decode()
+
+
+def set_isa(str name):
+    """Cap the kernels' instruction set ("auto", "portable", "avx2", "avx512") for this
+    process; models loaded afterwards are planned and run with it. Raises if the CPU
+    lacks it. Not while another thread runs a model."""
+    cdef bytes b = name.encode()
+    cdef si_status_t st = si_set_isa(b)
+    if st != SI_OK:
+        _raise(st)
+
+
 def set_reference_kernels(bint on):
     """Force the plain reference kernels (for tests holding the fast path against them)."""
     si_set_reference_kernels(on)
@@ -65,12 +86,15 @@ cdef class Model:
         self._ctx = NULL
         self._ctx_batch = 0
 
-    def __init__(self, path, threads=None, bytes data=None, exec="auto", sparse="auto"):
+    def __init__(self, path, threads=None, bytes data=None, exec="auto", sparse="auto", plan="measure",
+                 plan_batch=0, cache=None):
         cdef si_status_t st
         cdef bytes bpath
+        cdef bytes bcache
         cdef const char *buf
         cdef size_t n
         cdef si_load_options opt
+        cdef int prev
         self._lock = threading.Lock()
         self.threads = int(threads or 0)
         if self.threads < 0:
@@ -79,20 +103,35 @@ cdef class Model:
             raise ValueError(f"exec must be one of {sorted(POLICIES)}, got {exec!r}")
         if sparse not in SPARSE_IMPLS:
             raise ValueError(f"sparse must be one of {sorted(SPARSE_IMPLS)}, got {sparse!r}")
+        if plan not in PLAN_MODES:
+            raise ValueError(f"plan must be one of {sorted(PLAN_MODES)}, got {plan!r}")
+        plan_batch = int(plan_batch or 0)
+        if not 0 <= plan_batch <= 4096:
+            raise ValueError(f"plan_batch must be in [0, 4096], got {plan_batch}")
         opt.policy = POLICIES[exec]
         opt.sparse_impl = SPARSE_IMPLS[sparse]
+        opt.plan = PLAN_MODES[plan]
+        opt.plan_batch = plan_batch
+        opt.cache_path = NULL
+        if cache is not None:
+            bcache = str(cache).encode()
+            opt.cache_path = bcache
         if data is not None:
             self.path = "<buffer>"
             buf = data
             n = len(data)
             with nogil:
+                prev = si_set_num_threads(self.threads)  # the plan is timed with the threads it will run with
                 st = si_model_load_buffer_ex(buf, n, &opt, &self._m)
+                si_set_num_threads(prev)
         else:
             self.path = str(path)
             bpath = self.path.encode()
             buf = bpath
             with nogil:
+                prev = si_set_num_threads(self.threads)
                 st = si_model_load_file_ex(buf, &opt, &self._m)
+                si_set_num_threads(prev)
         if st != SI_OK:
             _raise(st)
         try:
@@ -101,8 +140,10 @@ cdef class Model:
             raise SparseInferError("invalid model file", f"{self.path}: model.json: {exc}") from None
 
     @classmethod
-    def from_bytes(cls, bytes data, threads=None, exec="auto", sparse="auto"):
-        return cls(None, threads=threads, data=data, exec=exec, sparse=sparse)
+    def from_bytes(cls, bytes data, threads=None, exec="auto", sparse="auto", plan="measure", plan_batch=0,
+                   cache=None):
+        return cls(None, threads=threads, data=data, exec=exec, sparse=sparse, plan=plan, plan_batch=plan_batch,
+                   cache=cache)
 
     def __dealloc__(self):
         if self._ctx != NULL:
@@ -141,10 +182,17 @@ cdef class Model:
         parameter count, non-zeros, storage and bytes (as in the file, and as loaded), and
         how it executes at batch 1 and above, with the planner's reason."""
         cdef si_layer_info info
+        cdef const char *names[16]
+        cdef double secs[16]
+        cdef int nc, g, j
         out = []
         for i in range(si_model_num_layers(self._m)):
             if si_model_layer_info(self._m, i, &info) != SI_OK:
                 _raise(SI_OK)
+            cands = []
+            for g in range(2):
+                nc = si_model_layer_candidates(self._m, i, g, names, secs, 16)
+                cands.append({names[j].decode(): (secs[j] if secs[j] >= 0 else None) for j in range(min(nc, 16))})
             out.append({
                 "name": info.name.decode("utf-8", "replace"),
                 "type": LAYER_TYPES[<int>info.type],
@@ -158,8 +206,22 @@ cdef class Model:
                 "exec_batch1": EXEC[<int>info.exec_batch1],
                 "exec_batchn": EXEC[<int>info.exec_batchn],
                 "why": info.why.decode("utf-8", "replace") if info.storage else "",
+                "algo_batch1": info.algo_batch1.decode(),
+                "algo_batchn": info.algo_batchn.decode(),
+                "plan_batch": [info.plan_batch1, info.plan_batchn] if info.storage else None,
+                "plan_positions": [info.plan_positions1, info.plan_positionsn] if info.storage else None,
+                "candidates_batch1": cands[0],   # entry -> measured seconds (None: not timed)
+                "candidates_batchn": cands[1],
             })
         return out
+
+    def plan_stats(self):
+        """What planning cost at load: seconds timing candidates, and layer regimes timed
+        now or taken from the cache."""
+        cdef double sec
+        cdef int measured, cached
+        si_model_plan_stats(self._m, &sec, &measured, &cached)
+        return {"seconds": sec, "measured": measured, "cached": cached}
 
     cdef _ensure_context(self, int batch):
         cdef si_status_t st

@@ -20,9 +20,16 @@ cdef extern from "sparseinfer.h" nogil:
         SI_SPARSE_AUTO
         SI_SPARSE_OWN
         SI_SPARSE_MKL
+    ctypedef enum si_plan_mode:
+        SI_PLAN_MEASURE
+        SI_PLAN_NO_MEASURE
+        SI_PLAN_REMEASURE
     ctypedef struct si_load_options:
         si_exec_policy policy
         si_sparse_impl sparse_impl
+        si_plan_mode plan
+        int plan_batch
+        const char *cache_path
     ctypedef enum si_exec:
         pass
     ctypedef struct si_layer_info:
@@ -39,6 +46,12 @@ cdef extern from "sparseinfer.h" nogil:
         si_exec exec_batch1
         si_exec exec_batchn
         const char *why
+        const char *algo_batch1
+        const char *algo_batchn
+        int plan_batch1
+        int plan_batchn
+        int64_t plan_positions1
+        int64_t plan_positionsn
 
     const char *si_status_str(si_status_t status)
     const char *si_last_error()
@@ -55,6 +68,12 @@ cdef extern from "sparseinfer.h" nogil:
     int64_t si_model_output_size(const si_model *model)
     const char *si_model_manifest(const si_model *model)
     int si_model_num_layers(const si_model *model)
+    int si_model_layer_candidates(const si_model *model, int index, int regime, const char **names,
+                                  double *seconds, int max)
+    void si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached)
+    const char *si_cpu_name()
+    const char *si_isa_name()
+    si_status_t si_set_isa(const char *name)
     si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info)
     si_status_t si_context_create(const si_model *model, int max_batch, si_context **out)
     void si_context_free(si_context *ctx)

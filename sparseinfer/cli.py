@@ -1,4 +1,4 @@
-"""The `sparseinfer` command: run, info, eval, config (and prune, forwarded to python -m prune;
+"""The `sparseinfer` command: run, info, eval, tune, config (and prune, forwarded to python -m prune;
 import, forwarded to python -m prune.vgg_import)."""
 from __future__ import annotations
 
@@ -37,16 +37,27 @@ def class_names(model: Any) -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def _load(path: str, threads: int | None = None, exec: str = "auto", sparse: str = "auto"):
+def _load(path: str, threads: int | None = None, exec: str = "auto", sparse: str = "auto", **plan: Any):
     from . import load
-    return load(path, threads=threads, exec=exec, sparse=sparse)
+    return load(path, threads=threads, exec=exec, sparse=sparse, **plan)
+
+
+def _plan_args(a: argparse.Namespace) -> dict:
+    """The planner and ISA options shared by run, info, eval and tune."""
+    if getattr(a, "isa", None):
+        from . import set_isa
+        set_isa(a.isa)
+    out = {"plan": getattr(a, "plan", "measure")}
+    if getattr(a, "plan_batch", None):
+        out["plan_batch"] = a.plan_batch
+    return out
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from .preprocess import load_image
 
     t0 = time.perf_counter()
-    model = _load(a.model, a.threads, a.exec, a.sparse)
+    model = _load(a.model, a.threads, a.exec, a.sparse, **_plan_args(a))
     t_load = time.perf_counter() - t0
     x = load_image(a.image, model.input_spec)
     model.predict(x)  # warm-up: first-touch of scratch memory, MKL thread start
@@ -68,8 +79,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def model_info(path: str, exec: str = "auto", sparse: str = "auto") -> dict:
-    model = _load(path, exec=exec, sparse=sparse)
+def model_info(path: str, exec: str = "auto", sparse: str = "auto", threads: int | None = None,
+               **plan: Any) -> dict:
+    from . import cpu, isa
+    t0 = time.perf_counter()
+    model = _load(path, threads, exec=exec, sparse=sparse, **plan)
+    load_s = time.perf_counter() - t0
     layers = model.layers()
     dense_params = sum(l["params"] for l in layers)
     weights = sum(l["weight_shape"][0] * l["weight_shape"][1] for l in layers if l["weight_shape"])
@@ -81,26 +96,49 @@ def model_info(path: str, exec: str = "auto", sparse: str = "auto") -> dict:
                       "bytes": sum(l["bytes"] for l in layers),
                       "memory_bytes": sum(l["memory_bytes"] for l in layers),
                       "dense_bytes": 4 * dense_params},
-            "file_bytes": os.path.getsize(path)}
+            "file_bytes": os.path.getsize(path),
+            "cpu": cpu(), "isa": isa(), "load_seconds": load_s, "plan": model.plan_stats()}
+
+
+def _print_plan(info: dict) -> None:
+    """Per weighted layer and regime: every candidate's measured time and the pick."""
+    st = info["plan"]
+    print(f"plan on {info['cpu']}, ISA {info['isa']}: {st['measured']} layer regimes timed now "
+          f"({st['seconds']:.2f} s), {st['cached']} from the cache; load {info['load_seconds']:.2f} s")
+    hdr = f"{'layer':<14}{'batch':>6}{'timed':>8}  {'pick':<20}candidates (median ms of a timed run)"
+    print(hdr)
+    print("-" * max(len(hdr), 100))
+    for l in info["layers"]:
+        if not l["weight_shape"]:
+            continue
+        for g, key in enumerate(("candidates_batch1", "candidates_batchn")):
+            pick = l["algo_batch1" if g == 0 else "algo_batchn"]
+            timed = sorted((t, n) for n, t in l[key].items() if t is not None)
+            cands = ", ".join(f"{n} {t * 1e3:.3f}" for t, n in timed) or "not timed"
+            b = l["plan_batch"][g]
+            pos = l["plan_positions"][g] if l["type"] == "conv2d" else b
+            print(f"{l['name'] if g == 0 else '':<14}{'1' if g == 0 else '>1':>6}{pos:>8}  {pick:<20}{cands}")
+    print("(timed: the batch, or for convolutions the output positions, each regime was timed on; "
+          "n/t: not timed)")
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    info = model_info(a.model, a.exec, a.sparse)
+    info = model_info(a.model, a.exec, a.sparse, a.threads, **_plan_args(a))
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
     print(f"{info['model']}: {info['name']}  input {tuple(info['input_shape'])} -> {info['output_size']}")
     hdr = (f"{'layer':<14}{'type':<10}{'output':>14}{'weights':>13}{'params':>12}{'nnz':>12}{'density':>9}"
-           f"  {'storage':<7}{'bytes':>12}  {'run b=1':<8}{'run b>1':<8}")
+           f"  {'storage':<7}{'bytes':>12}  {'run b=1':<20}{'run b>1':<20}")
     print(hdr)
     print("-" * len(hdr))
     for l in info["layers"]:
         ws = "x".join(map(str, l["weight_shape"])) if l["weight_shape"] else "-"
         dens = f"{l['nnz'] / (l['weight_shape'][0] * l['weight_shape'][1]):.2%}" if l["weight_shape"] else "-"
-        run1 = l["exec_batch1"] if l["weight_shape"] else ""
-        runn = l["exec_batchn"] if l["weight_shape"] else ""
+        run1 = l["algo_batch1"] if l["weight_shape"] else ""
+        runn = l["algo_batchn"] if l["weight_shape"] else ""
         print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>14}{ws:>13}"
-              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['bytes']:>12,}  {run1:<8}{runn:<8}")
+              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['bytes']:>12,}  {run1:<20}{runn:<20}")
     t = info["total"]
     print("-" * len(hdr))
     print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<7}{t['bytes']:>12,}")
@@ -110,6 +148,22 @@ def cmd_info(a: argparse.Namespace) -> int:
     for l in info["layers"]:
         if l["weight_shape"]:
             print(f"  {l['name']:<14}{l['why']}")
+    _print_plan(info)
+    return 0
+
+
+def cmd_tune(a: argparse.Namespace) -> int:
+    """Fill the planner's cache for a model ahead of time (like FFTW's wisdom) and show it."""
+    plan = _plan_args(a)
+    plan["plan"] = "remeasure" if a.force else "measure"
+    info = model_info(a.model, "auto", "auto", a.threads, **plan)
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    _print_plan(info)
+    path = os.environ.get("SPARSEINFER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sparseinfer", "plan.tsv")
+    print(f"cache: {path}" if os.environ.get("SPARSEINFER_CACHE") != "" else "cache: off (SPARSEINFER_CACHE='')")
     return 0
 
 
@@ -135,7 +189,7 @@ def evaluate_mnist(model: Any, source: str | None = None, batch: int = 256) -> d
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    model = _load(a.model, a.threads, a.exec, a.sparse)
+    model = _load(a.model, a.threads, a.exec, a.sparse, **_plan_args(a))
     r = evaluate_mnist(model, a.mnist_dir, a.batch)
     r.pop("predictions")
     r["model"] = a.model
@@ -184,7 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="layers, shapes, non-zeros, storage and bytes of a model")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--threads", type=int, default=None)
     i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("tune", help="time every algorithm on every layer on this CPU and remember the fastest "
+                       "(the planner's cache), so later loads measure nothing")
+    t.add_argument("model")
+    t.add_argument("--force", action="store_true", help="time again even what the cache has")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tune)
 
     e = sub.add_parser("eval", help="accuracy on the MNIST test set, run by the C runtime; with --folder DIR, "
                        "top-1/top-5 on an image folder by TensorFlow and the runtime (= python -m prune.evaluate)")
@@ -198,9 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sp in (r, i, e):
         sp.add_argument("--exec", choices=("auto", "dense", "sparse"), default="auto",
-                        help="per-layer execution: chosen by the runtime (auto) or forced")
+                        help="per-layer execution: the fastest measured (auto) or forced")
         sp.add_argument("--sparse", choices=("auto", "own", "mkl"), default="auto",
                         help="sparse kernels: the runtime's own or MKL's sparse BLAS")
+        sp.add_argument("--plan", choices=("measure", "nomeasure", "remeasure"), default="measure",
+                        help="time algorithms at load (default; cached), never (cache or a conservative "
+                             "default), or again")
+    for sp in (r, i, e, t):
+        sp.add_argument("--plan-batch", type=int, default=None,
+                        help="batch size the batch>1 regime is timed at (default: predict's chunk, 64 or 8)")
+        sp.add_argument("--isa", choices=("auto", "portable", "avx2", "avx512"), default=None,
+                        help="cap the kernels' instruction set (default: the best this CPU has, or $SPARSEINFER_ISA)")
 
     # listed for --help only: main() forwards "prune ..." to python -m prune before parsing
     sub.add_parser("prune", help="prune a model file with TensorFlow (= python -m prune; see docs/pruning.md)")

@@ -450,9 +450,8 @@ void si_model_free(si_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_layers; i++) {
         si_layer *L = &m->layers[i];
-        if (L->mkl) si_mkl_csr_free(L);
-        si_free(L->w); si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr); si_free(L->csr_col16);
-        si_free(L->bval); si_free(L->bcol); si_free(L->bptr);
+        si_plan_release(L);
+        si_free(L->w); si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr);
         si_free(L->bias);
     }
     free(m->layers);

@@ -9,7 +9,7 @@
  * for VGG's fc6) stays in the core's L2. Column tails use masked loads (AVX-512) or a
  * scalar loop (AVX2, plain C).
  *
- * Variants: AVX-512F, AVX2+FMA and plain C, chosen at run time with __builtin_cpu_supports.
+ * Variants: AVX-512F, AVX2+FMA and plain C (si_dispatch.c picks one at start-up).
  * A double-accumulating reference sits beside them (si_use_reference).
  *
  * Small layers run on one thread: below SERIAL_FLOATS weights a parallel region's start
@@ -22,10 +22,7 @@
 
 #define SERIAL_FLOATS (INT64_C(64) * 1024)  /* 256 KB of weights */
 
-typedef void (*rows_fn)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define SI_GEMV_X86 1
+#if SI_X86
 
 /* ---- AVX-512F ---------------------------------------------------------------------- */
 
@@ -77,7 +74,7 @@ __attribute__((target("avx512f"))) static float row1_avx512(const float *w, int6
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-__attribute__((target("avx512f"))) static void rows_avx512(const float *w, int64_t cols, const float *x, float *y,
+SI_TARGET_AVX512 void si_gemv_rows_avx512(const float *w, int64_t cols, const float *x, float *y,
                                                            int64_t r0, int64_t r1) {
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) rows4_avx512(w + r * cols, cols, x, y + r);
@@ -134,17 +131,24 @@ __attribute__((target("avx2,fma"))) static float row1_avx2(const float *w, int64
     return s;
 }
 
-__attribute__((target("avx2,fma"))) static void rows_avx2(const float *w, int64_t cols, const float *x, float *y,
+SI_TARGET_AVX2 void si_gemv_rows_avx2(const float *w, int64_t cols, const float *x, float *y,
                                                          int64_t r0, int64_t r1) {
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) rows4_avx2(w + r * cols, cols, x, y + r);
     for (; r < r1; r++) y[r] = row1_avx2(w + r * cols, cols, x);
 }
+#else
+void si_gemv_rows_avx2(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1) {
+    si_gemv_rows_portable(w, cols, x, y, r0, r1);
+}
+void si_gemv_rows_avx512(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1) {
+    si_gemv_rows_portable(w, cols, x, y, r0, r1);
+}
 #endif
 
 /* ---- portable ---------------------------------------------------------------------- */
 
-static void rows_plain(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1) {
+void si_gemv_rows_portable(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         const float *wr = w + r * cols;
         float a[8] = {0};
@@ -157,24 +161,9 @@ static void rows_plain(const float *w, int64_t cols, const float *x, float *y, i
     }
 }
 
-/* Which variant runs: 0 = the best this CPU has; for tests, 1 = plain C, 2 = AVX2 + FMA,
- * 3 = AVX-512F (a forced variant the CPU lacks falls back to the next one it has). */
-int si_gemv_variant = 0;
-
-static rows_fn pick_rows(void) {
-    const int v = si_gemv_variant;
-    if (v == 1) return rows_plain;
-#ifdef SI_GEMV_X86
-    __builtin_cpu_init();
-    if (v != 2 && __builtin_cpu_supports("avx512f")) return rows_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return rows_avx2;
-#endif
-    return rows_plain;
-}
-
 /* ---- reference and entry ----------------------------------------------------------- */
 
-static void gemv_ref(const si_layer *L, const float *x, float *y) {
+void si_f32_gemv_ref(const si_layer *L, const float *x, float *y) {
     for (int64_t r = 0; r < L->rows; r++) {
         const float *wr = L->w + r * L->cols;
         double acc = 0;
@@ -190,10 +179,8 @@ void si_f32_gemv(const si_layer *L, const float *x, float *y) {
         for (int64_t r = 0; r < rows; r++) y[r] = 0.0f;
         return;
     }
-    if (si_use_reference) { gemv_ref(L, x, y); return; }
-    const rows_fn fn = pick_rows();
+    void (*fn)(const float *, int64_t, const float *, float *, int64_t, int64_t) = si_k->gemv_rows;
     int nt = si_num_threads();
-    if (nt < 1) nt = 1;
     if (nt > rows) nt = (int)rows;
     if (nt == 1 || rows * cols < SERIAL_FLOATS) { fn(L->w, cols, x, y, 0, rows); return; }
 #pragma omp parallel num_threads(nt)
@@ -206,3 +193,23 @@ void si_f32_gemv(const si_layer *L, const float *x, float *y) {
         if (r0 < r1) fn(L->w, cols, x, y, r0, r1);
     }
 }
+
+/* ---- the registry entry: dense fully connected at batch 1 --------------------------- */
+
+static int gemv_applies(const si_layer *L, int regime) { return L->type == SI_LAYER_DENSE && regime == 0; }
+static int64_t gemv_ws(const si_layer *L, const void *st, int batch) { (void)L; (void)st; (void)batch; return 0; }
+static void gemv_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    (void)st; (void)ws;
+    for (int n = 0; n < batch; n++) si_f32_gemv(L, in + (int64_t)n * L->cols, out + (int64_t)n * L->rows);
+    si_bias_act(L, out, batch);
+}
+static void gemv_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    for (int n = 0; n < batch; n++) si_f32_gemv_ref(L, in + (int64_t)n * L->cols, out + (int64_t)n * L->rows);
+    si_bias_act_ref(L, out, batch);
+}
+
+const si_algo si_algo_fc_gemv = {
+    .name = "fc_gemv", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
+    .applies = gemv_applies, .ws_floats = gemv_ws, .run = gemv_run, .run_ref = gemv_run_ref,
+};

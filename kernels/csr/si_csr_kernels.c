@@ -1,0 +1,403 @@
+/* The runtime's own CSR kernels: the panel kernel (a CSR matrix times a panel of up to 64
+ * dense columns) behind sparse x dense matrix products (FC, batch n) and the sparse direct
+ * convolution, and the row kernel of sparse matrix-vector products (FC, batch 1). Linear
+ * part only (no bias, no activation).
+ *
+ * Variants per ISA (si_dispatch.c picks one at start-up):
+ *  - panel: AVX-512 (16-wide vectors, masked tails), AVX2+FMA (8-wide, maskload tails)
+ *    and portable C. Row r's accumulators for the w panel columns live in registers; each
+ *    non-zero A[r][c] is one broadcast and w/8 (w/16) FMAs with panel row c. Narrow panels
+ *    take two non-zeros per step into two accumulator sets, so at least eight FMA chains
+ *    are in flight (FMA latency 4 x 2 ports); a 64-wide AVX2 panel already has eight.
+ *  - mv rows: eight independent scalar sums. With x in L1 (the column-blocked copy) scalar
+ *    loads ran about 3x faster than AVX-512 gathers on Zen 4 (6.3 against 2.1 G non-zeros
+ *    per second per core), and AVX2 gathers are slower still, so the variants differ only
+ *    in what the compiler does with the same loop for the ISA (FMA contraction).
+ * Plain references (direct loops, double accumulation) sit beside them.
+ *
+ * Threads: OpenMP, si_num_threads() of them, rows split by (nnz + rows) with a binary
+ * search over the row pointers, so nothing is allocated at run time.
+ */
+#include "si_internal.h"
+
+#include <string.h>
+
+#include <omp.h>
+
+#if SI_X86
+#include <immintrin.h>
+#endif
+
+#define MIN_WORK_PER_THREAD 32768    /* non-zero FMAs below which one more thread does not pay */
+
+/* ---- partitioning ------------------------------------------------------------------- */
+
+/* First row r in [0, rows] with ptr[r] + r >= target (ptr[r] + r is increasing). */
+static int64_t row_split(const int64_t *ptr, int64_t rows, int64_t target) {
+    int64_t lo = 0, hi = rows;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ptr[mid] + mid < target) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+void si_part_rows(const int64_t *ptr, int64_t a, int64_t b, int t, int nt, int64_t *r0, int64_t *r1) {
+    int64_t base = ptr[a] + a, total = ptr[b] + b - base;
+    *r0 = t == 0 ? a : row_split(ptr, b, base + total / nt * t + total % nt * t / nt);
+    *r1 = t == nt - 1 ? b : row_split(ptr, b, base + total / nt * (t + 1) + total % nt * (t + 1) / nt);
+    if (*r0 < a) *r0 = a;
+    if (*r1 < *r0) *r1 = *r0;
+}
+
+int si_threads_for(int64_t work, int64_t max_parts) {
+    int nt = si_num_threads();
+    int64_t by_work = work / MIN_WORK_PER_THREAD;
+    if (by_work < 1) by_work = 1;
+    if (nt > by_work) nt = (int)by_work;
+    if (nt > max_parts) nt = (int)(max_parts < 1 ? 1 : max_parts);
+    return nt < 1 ? 1 : nt;
+}
+
+/* ---- mv rows ------------------------------------------------------------------------ */
+
+#define CSRMV_ROW(COL)                                                                                  \
+    do {                                                                                                \
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;                           \
+        for (; k + 8 <= k1; k += 8) {                                                                   \
+            a0 += val[k] * x[COL[k]];                                                                   \
+            a1 += val[k + 1] * x[COL[k + 1]];                                                           \
+            a2 += val[k + 2] * x[COL[k + 2]];                                                           \
+            a3 += val[k + 3] * x[COL[k + 3]];                                                           \
+            a4 += val[k + 4] * x[COL[k + 4]];                                                           \
+            a5 += val[k + 5] * x[COL[k + 5]];                                                           \
+            a6 += val[k + 6] * x[COL[k + 6]];                                                           \
+            a7 += val[k + 7] * x[COL[k + 7]];                                                           \
+        }                                                                                               \
+        for (; k < k1; k++) a0 += val[k] * x[COL[k]];                                                   \
+        float s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));                                    \
+        y[r] = acc_into ? y[r] + s : s;                                                                 \
+    } while (0)
+
+SI_INLINE void mv_rows_body(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1, const float *x,
+                            float *y, int acc_into) {
+    const float *val = A->val;
+    const int64_t *ptr = A->ptr;
+    const int32_t *c32 = A->col;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = ptr[r], k1 = ptr[r + 1];
+        if (c16) CSRMV_ROW(c16);
+        else CSRMV_ROW(c32);
+    }
+}
+void si_csr_mv_rows_portable(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1, const float *x,
+                             float *y, int acc_into) {
+    mv_rows_body(A, c16, r0, r1, x, y, acc_into);
+}
+SI_TARGET_AVX2 void si_csr_mv_rows_avx2(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1,
+                                        const float *x, float *y, int acc_into) {
+    mv_rows_body(A, c16, r0, r1, x, y, acc_into);
+}
+SI_TARGET_AVX512 void si_csr_mv_rows_avx512(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1,
+                                            const float *x, float *y, int acc_into) {
+    mv_rows_body(A, c16, r0, r1, x, y, acc_into);
+}
+
+/* ---- the panel kernel ----------------------------------------------------------------
+ * Row r's non-zeros for this call: all of them (cur == NULL), or, with column blocking,
+ * from cur[r] up to the first column >= cend (cur[r] is advanced); acc_into: add into Y. */
+static inline int64_t seg_begin(const int64_t *ptr, const int64_t *cur, int64_t r) { return cur ? cur[r] : ptr[r]; }
+static inline int64_t seg_end(const int32_t *col, const int64_t *ptr, int64_t *cur, int64_t r, int64_t cend) {
+    if (!cur) return ptr[r + 1];
+    int64_t k = cur[r], k1 = ptr[r + 1];
+    while (k < k1 && col[k] < cend) k++;
+    cur[r] = k;
+    return k;
+}
+
+static inline void store_panel_row(float *Y, int64_t ldy, int64_t r, const float *out, int w, int acc_into) {
+    if (acc_into) for (int j = 0; j < w; j++) Y[j * ldy + r] += out[j];
+    else for (int j = 0; j < w; j++) Y[j * ldy + r] = out[j];
+}
+
+void si_csr_panel_portable(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y, int64_t ldy,
+                           int64_t *cur, int64_t cend, int acc_into) {
+    const float *val = A->val;
+    const int32_t *col = A->col;
+    const int64_t *ptr = A->ptr;
+    float acc[SI_PANEL];
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t kb = seg_begin(ptr, cur, r), ke = seg_end(col, ptr, cur, r, cend);
+        if (w == SI_PANEL) {
+            for (int j = 0; j < SI_PANEL; j++) acc[j] = 0;
+            for (int64_t k = kb; k < ke; k++) {
+                const float v = val[k], *p = P + (int64_t)col[k] * SI_PANEL;
+                for (int j = 0; j < SI_PANEL; j++) acc[j] += v * p[j];
+            }
+        } else {
+            for (int j = 0; j < w; j++) acc[j] = 0;
+            for (int64_t k = kb; k < ke; k++) {
+                const float v = val[k], *p = P + (int64_t)col[k] * w;
+                for (int j = 0; j < w; j++) acc[j] += v * p[j];
+            }
+        }
+        store_panel_row(Y, ldy, r, acc, w, acc_into);
+    }
+}
+
+#if SI_X86
+/* AVX-512: NV vectors of 16 (the last masked by m), two non-zeros per step into two sets. */
+#define PANEL_AVX512(NV)                                                                                      \
+    SI_TARGET_AVX512 static void panel_avx512_##NV(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, \
+                                                   int w, float *Y, int64_t ldy, int64_t *cur, int64_t cend,  \
+                                                   int acc_into) {                                            \
+        const float *val = A->val;                                                                            \
+        const int32_t *col = A->col;                                                                          \
+        const int64_t *ptr = A->ptr;                                                                          \
+        const __mmask16 m = (__mmask16)(w - 16 * ((NV)-1) >= 16 ? 0xFFFF : (1u << (w - 16 * ((NV)-1))) - 1u);  \
+        float out[SI_PANEL];                                                                                  \
+        for (int64_t r = r0; r < r1; r++) {                                                                   \
+            __m512 a[NV], b[NV];                                                                              \
+            for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm512_setzero_ps();                                 \
+            int64_t k = seg_begin(ptr, cur, r), k1 = seg_end(col, ptr, cur, r, cend);                         \
+            for (; k + 2 <= k1; k += 2) {                                                                     \
+                const __m512 s0 = _mm512_set1_ps(val[k]), s1 = _mm512_set1_ps(val[k + 1]);                   \
+                const float *p0 = P + (int64_t)col[k] * w, *p1 = P + (int64_t)col[k + 1] * w;                 \
+                for (int v = 0; v < (NV)-1; v++) {                                                            \
+                    a[v] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(p0 + 16 * v), a[v]);                           \
+                    b[v] = _mm512_fmadd_ps(s1, _mm512_loadu_ps(p1 + 16 * v), b[v]);                           \
+                }                                                                                             \
+                a[(NV)-1] = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(m, p0 + 16 * ((NV)-1)), a[(NV)-1]);     \
+                b[(NV)-1] = _mm512_fmadd_ps(s1, _mm512_maskz_loadu_ps(m, p1 + 16 * ((NV)-1)), b[(NV)-1]);     \
+            }                                                                                                 \
+            if (k < k1) {                                                                                     \
+                const __m512 s0 = _mm512_set1_ps(val[k]);                                                     \
+                const float *p0 = P + (int64_t)col[k] * w;                                                    \
+                for (int v = 0; v < (NV)-1; v++) a[v] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(p0 + 16 * v), a[v]); \
+                a[(NV)-1] = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(m, p0 + 16 * ((NV)-1)), a[(NV)-1]);     \
+            }                                                                                                 \
+            for (int v = 0; v < (NV); v++) _mm512_storeu_ps(out + 16 * v, _mm512_add_ps(a[v], b[v]));        \
+            store_panel_row(Y, ldy, r, out, w, acc_into);                                                     \
+        }                                                                                                     \
+    }
+PANEL_AVX512(1)
+PANEL_AVX512(2)
+PANEL_AVX512(3)
+PANEL_AVX512(4)
+
+SI_TARGET_AVX512 void si_csr_panel_avx512(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w,
+                                          float *Y, int64_t ldy, int64_t *cur, int64_t cend, int acc_into) {
+    switch ((w + 15) / 16) {
+    case 1: panel_avx512_1(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 2: panel_avx512_2(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 3: panel_avx512_3(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    default: panel_avx512_4(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    }
+}
+
+/* AVX2+FMA: NV vectors of 8, the last loaded through mask m when w is not a multiple of 8.
+ * TWO: two non-zeros per step into two accumulator sets (NV <= 4, so 2 * NV + 2 registers
+ * fit the sixteen); from NV = 5 one set already has enough independent chains. */
+#define PANEL_AVX2(NV, TWO)                                                                                   \
+    SI_TARGET_AVX2 static void panel_avx2_##NV(const si_csr_view *A, int64_t r0, int64_t r1, const float *P,  \
+                                               int w, float *Y, int64_t ldy, int64_t *cur, int64_t cend,      \
+                                               int acc_into) {                                                \
+        const float *val = A->val;                                                                            \
+        const int32_t *col = A->col;                                                                          \
+        const int64_t *ptr = A->ptr;                                                                          \
+        const int tail = w - 8 * ((NV)-1);                                                                    \
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); \
+        float out[SI_PANEL];                                                                                  \
+        for (int64_t r = r0; r < r1; r++) {                                                                   \
+            __m256 a[NV], b[NV];                                                                              \
+            for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm256_setzero_ps();                                 \
+            int64_t k = seg_begin(ptr, cur, r), k1 = seg_end(col, ptr, cur, r, cend);                         \
+            if (TWO)                                                                                          \
+                for (; k + 2 <= k1; k += 2) {                                                                 \
+                    const __m256 s0 = _mm256_set1_ps(val[k]), s1 = _mm256_set1_ps(val[k + 1]);               \
+                    const float *p0 = P + (int64_t)col[k] * w, *p1 = P + (int64_t)col[k + 1] * w;             \
+                    for (int v = 0; v < (NV)-1; v++) {                                                        \
+                        a[v] = _mm256_fmadd_ps(s0, _mm256_loadu_ps(p0 + 8 * v), a[v]);                        \
+                        b[v] = _mm256_fmadd_ps(s1, _mm256_loadu_ps(p1 + 8 * v), b[v]);                        \
+                    }                                                                                         \
+                    a[(NV)-1] = _mm256_fmadd_ps(s0, _mm256_maskload_ps(p0 + 8 * ((NV)-1), m), a[(NV)-1]);     \
+                    b[(NV)-1] = _mm256_fmadd_ps(s1, _mm256_maskload_ps(p1 + 8 * ((NV)-1), m), b[(NV)-1]);     \
+                }                                                                                             \
+            for (; k < k1; k++) {                                                                             \
+                const __m256 s0 = _mm256_set1_ps(val[k]);                                                     \
+                const float *p0 = P + (int64_t)col[k] * w;                                                    \
+                for (int v = 0; v < (NV)-1; v++) a[v] = _mm256_fmadd_ps(s0, _mm256_loadu_ps(p0 + 8 * v), a[v]); \
+                a[(NV)-1] = _mm256_fmadd_ps(s0, _mm256_maskload_ps(p0 + 8 * ((NV)-1), m), a[(NV)-1]);         \
+            }                                                                                                 \
+            for (int v = 0; v < (NV); v++) _mm256_storeu_ps(out + 8 * v, TWO ? _mm256_add_ps(a[v], b[v]) : a[v]); \
+            store_panel_row(Y, ldy, r, out, w, acc_into);                                                     \
+        }                                                                                                     \
+    }
+PANEL_AVX2(1, 1)
+PANEL_AVX2(2, 1)
+PANEL_AVX2(3, 1)
+PANEL_AVX2(4, 1)
+PANEL_AVX2(5, 0)
+PANEL_AVX2(6, 0)
+PANEL_AVX2(7, 0)
+PANEL_AVX2(8, 0)
+
+SI_TARGET_AVX2 void si_csr_panel_avx2(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y,
+                                      int64_t ldy, int64_t *cur, int64_t cend, int acc_into) {
+    switch ((w + 7) / 8) {
+    case 1: panel_avx2_1(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 2: panel_avx2_2(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 3: panel_avx2_3(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 4: panel_avx2_4(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 5: panel_avx2_5(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 6: panel_avx2_6(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    case 7: panel_avx2_7(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    default: panel_avx2_8(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into); return;
+    }
+}
+#else
+void si_csr_panel_avx2(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y, int64_t ldy,
+                       int64_t *cur, int64_t cend, int acc_into) {
+    si_csr_panel_portable(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into);
+}
+void si_csr_panel_avx512(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y, int64_t ldy,
+                         int64_t *cur, int64_t cend, int acc_into) {
+    si_csr_panel_portable(A, r0, r1, P, w, Y, ldy, cur, cend, acc_into);
+}
+#endif
+
+static si_csr_view view_of(const si_layer *L) {
+    si_csr_view v = {L->csr_val, L->csr_col, L->csr_ptr};
+    return v;
+}
+
+/* ---- csrmm: Y[n x rows] = X[n x cols] A^T ------------------------------------------- */
+
+void si_f32_csrmm_ref(const si_layer *L, const float *X, int n, float *Y) {
+    for (int s = 0; s < n; s++) {
+        const float *x = X + (int64_t)s * L->cols;
+        for (int64_t r = 0; r < L->rows; r++) {
+            double acc = 0;
+            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) acc += (double)L->csr_val[k] * x[L->csr_col[k]];
+            Y[(int64_t)s * L->rows + r] = (float)acc;
+        }
+    }
+}
+
+/* Column blocking: when a panel (cols x 64 floats) is larger than COL_BLOCK_FLOATS (VGG fc6:
+ * 6.4 MB), the columns go in blocks of COL_BLOCK_FLOATS / w so the block of the panel that
+ * the non-zeros hit stays in L2; each row keeps a cursor (in ws) to its next non-zero. */
+#define COL_BLOCK_FLOATS (INT64_C(128) * 1024)   /* 512 KB */
+
+int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n) {
+    return (L->cols * (int64_t)(n > 0 ? n : 1) + 15) / 16 * 16 + 2 * (L->rows + 16); /* panels, then int64 cursors */
+}
+
+/* Panel b of the batch: columns [s0, s0 + w) of X^T, as a cols x w row-major block at
+ * ws + s0 * cols; rows [c0, c1) of it. Blocked so reads and writes stay in L1. */
+static void transpose_panel(const float *X, int64_t cols, int64_t s0, int w, int64_t c0, int64_t c1, float *P) {
+    for (int64_t cb = c0; cb < c1; cb += 64) {
+        int64_t ce = cb + 64 < c1 ? cb + 64 : c1;
+        for (int j = 0; j < w; j++) {
+            const float *x = X + (s0 + j) * cols;
+            for (int64_t c = cb; c < ce; c++) P[c * w + j] = x[c];
+        }
+    }
+}
+
+void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws) {
+    if (n <= 0) return;
+    const int64_t rows = L->rows, cols = L->cols;
+    const si_csr_view A = view_of(L);
+    void (*panel)(const si_csr_view *, int64_t, int64_t, const float *, int, float *, int64_t, int64_t *, int64_t,
+                  int) = si_k->csr_panel;
+    int64_t *cur = (int64_t *)(void *)(ws + (cols * n + 15) / 16 * 16);
+    const int nt = si_threads_for((L->nnz + rows) * n, rows > cols ? rows : cols);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t c0 = cols * t / nth, c1 = cols * (t + 1) / nth, r0, r1;
+        for (int s0 = 0; s0 < n; s0 += SI_PANEL) {
+            int w = n - s0 < SI_PANEL ? n - s0 : SI_PANEL;
+            transpose_panel(X, cols, s0, w, c0, c1, ws + (int64_t)s0 * cols);
+        }
+#pragma omp barrier
+        si_part_rows(L->csr_ptr, 0, rows, t, nth, &r0, &r1);
+        for (int s0 = 0; s0 < n; s0 += SI_PANEL) {
+            int w = n - s0 < SI_PANEL ? n - s0 : SI_PANEL;
+            const float *P = ws + (int64_t)s0 * cols;
+            float *Ys = Y + (int64_t)s0 * rows;
+            int64_t cb = COL_BLOCK_FLOATS / w;
+            if (cols <= cb) {
+                panel(&A, r0, r1, P, w, Ys, rows, NULL, 0, 0);
+                continue;
+            }
+            for (int64_t r = r0; r < r1; r++) cur[r] = L->csr_ptr[r];
+            for (int64_t ce = cb, first = 1; ce - cb < cols; ce += cb, first = 0)
+                panel(&A, r0, r1, P, w, Ys, rows, cur, ce, !first);
+        }
+    }
+}
+
+/* ---- spconv: NHWC convolution with CSR filters ---------------------------------------
+ * Per tile of up to 64 output positions: the tile's patches are built transposed (K x w)
+ * in the thread's slot of ws (XNNPACK's f32-spmm idea), and each filter's non-zeros are
+ * broadcast-FMAs over the tile; results go straight into NHWC. */
+
+/* One slot: a K x 64 patch tile, then in_c zeros (the source of padded taps). */
+static int64_t slot_floats(const si_layer *L) { return (L->cols * SI_PANEL + L->in_c + 15) / 16 * 16; }
+
+int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch) {
+    (void)batch;
+    return slot_floats(L) * si_max_threads();
+}
+
+void si_f32_spconv_ref(const si_layer *L, const float *in, int batch, float *out) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w, F = L->rows;
+    for (int n = 0; n < batch; n++)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++)
+                for (int64_t f = 0; f < F; f++) {
+                    double acc = 0;
+                    for (int64_t k = L->csr_ptr[f]; k < L->csr_ptr[f + 1]; k++) {
+                        int64_t kk = L->csr_col[k], c = kk % C, tap = kk / C, i = tap / L->kw, j = tap % L->kw;
+                        int64_t y = oh * L->sh - L->pad_top + i, x = ow * L->sw - L->pad_left + j;
+                        if (y < 0 || y >= H || x < 0 || x >= W) continue;
+                        acc += (double)L->csr_val[k] * in[((n * H + y) * W + x) * C + c];
+                    }
+                    out[((n * OH + oh) * OW + ow) * F + f] = (float)acc;
+                }
+}
+
+void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws) {
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, F = L->rows, sf = slot_floats(L);
+    if (P <= 0 || F <= 0) return;
+    const si_csr_view A = view_of(L);
+    const si_kernel_table *k = si_k;
+    const int64_t tiles = (P + SI_PANEL - 1) / SI_PANEL;
+    int nt = si_threads_for((L->nnz + F) * P + L->cols * P, si_max_threads());
+    /* Few tiles (small images at batch 1): also split the filters, re-building the tile's
+     * patches in each part, so both cores stay busy. */
+    int64_t fsplit = tiles >= 2 * nt ? 1 : (2 * nt + tiles - 1) / tiles;
+    if (fsplit > F) fsplit = F;
+    const int64_t items = tiles * fsplit;
+    if (nt > items) nt = (int)items;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *slot = ws + (int64_t)omp_get_thread_num() * sf;
+        float *zeros = slot + L->cols * SI_PANEL;
+        memset(zeros, 0, sizeof(float) * (size_t)L->in_c);
+        int64_t built = -1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t tile = it / fsplit, part = it % fsplit, p0 = tile * SI_PANEL, r0, r1;
+            int w = (int)(P - p0 < SI_PANEL ? P - p0 : SI_PANEL);
+            if (built != tile) {
+                k->patches_t(L, in, p0, w, slot, zeros);
+                built = tile;
+            }
+            si_part_rows(L->csr_ptr, 0, F, (int)part, (int)fsplit, &r0, &r1);
+            k->csr_panel(&A, r0, r1, slot, w, out + p0 * F, F, NULL, 0, 0);
+        }
+    }
+}

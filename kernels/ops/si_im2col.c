@@ -1,0 +1,126 @@
+/* Patch extraction for convolutions: im2col rows (GEMM convolution) and the transposed
+ * patch tiles of the sparse direct convolution. Bodies written once, compiled per ISA
+ * (si_dispatch.c picks); si_im2col splits its rows among the threads. */
+#include "si_internal.h"
+
+#include <string.h>
+
+#include <omp.h>
+
+#define IM2COL_TARGET_FLOATS (INT64_C(2) << 20)   /* 8 MB of patches per chunk */
+#define IM2COL_MIN_ROWS 64
+#define IM2COL_ROWS_PER_THREAD 16                  /* below this a thread is not worth starting */
+
+int64_t si_im2col_chunk_rows(const si_layer *L, int batch) {
+    int64_t positions = (int64_t)batch * L->out_h * L->out_w;
+    int64_t rows = IM2COL_TARGET_FLOATS / (L->cols > 0 ? L->cols : 1);
+    if (rows < IM2COL_MIN_ROWS) rows = IM2COL_MIN_ROWS;
+    if (rows > positions) rows = positions;
+    return rows < 1 ? 1 : rows;
+}
+
+/* One row per output position, columns in (kernel row, kernel column, channel) order to
+ * match the weight matrix. */
+SI_INLINE void im2col_body(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
+    const int64_t K = L->cols;
+    for (int64_t r = 0; r < m; r++) {
+        int64_t p = p0 + r, n = p / (OH * OW), q = p % (OH * OW), oh = q / OW, ow = q % OW;
+        float *dst = col + r * K;
+        for (int i = 0; i < L->kh; i++) {
+            int64_t y = oh * L->sh - L->pad_top + i;
+            float *d = dst + (int64_t)i * L->kw * C;
+            if (y < 0 || y >= H) { memset(d, 0, sizeof(float) * (size_t)(L->kw * C)); continue; }
+            int64_t x0 = ow * L->sw - L->pad_left;
+            if (x0 >= 0 && x0 + L->kw <= W) { /* the common interior case: one contiguous run */
+                memcpy(d, in + ((n * H + y) * W + x0) * C, sizeof(float) * (size_t)(L->kw * C));
+                continue;
+            }
+            for (int j = 0; j < L->kw; j++) {
+                int64_t x = x0 + j;
+                if (x < 0 || x >= W) memset(d + j * C, 0, sizeof(float) * (size_t)C);
+                else memcpy(d + j * C, in + ((n * H + y) * W + x) * C, sizeof(float) * (size_t)C);
+            }
+        }
+    }
+}
+void si_im2col_rows_portable(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    im2col_body(L, in, p0, m, col);
+}
+SI_TARGET_AVX2 void si_im2col_rows_avx2(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    im2col_body(L, in, p0, m, col);
+}
+SI_TARGET_AVX512 void si_im2col_rows_avx512(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    im2col_body(L, in, p0, m, col);
+}
+
+void si_im2col_rows_ref(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
+    for (int64_t r = 0; r < m; r++) {
+        int64_t p = p0 + r, n = p / (OH * OW), q = p % (OH * OW), oh = q / OW, ow = q % OW;
+        for (int i = 0; i < L->kh; i++)
+            for (int j = 0; j < L->kw; j++)
+                for (int64_t c = 0; c < C; c++) {
+                    int64_t y = oh * L->sh - L->pad_top + i, x = ow * L->sw - L->pad_left + j;
+                    col[r * L->cols + ((int64_t)i * L->kw + j) * C + c] =
+                        y < 0 || y >= H || x < 0 || x >= W ? 0.0f : in[((n * H + y) * W + x) * C + c];
+                }
+    }
+}
+
+void si_im2col(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    if (si_use_reference) { si_im2col_rows_ref(L, in, p0, m, col); return; }
+    int nt = si_num_threads();
+    if (nt > m / IM2COL_ROWS_PER_THREAD) nt = (int)(m / IM2COL_ROWS_PER_THREAD);
+    void (*fn)(const si_layer *, const float *, int64_t, int64_t, float *) = si_k->im2col_rows;
+    if (nt <= 1) { fn(L, in, p0, m, col); return; }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), k = omp_get_num_threads();
+        int64_t a = m * t / k, b = m * (t + 1) / k;
+        fn(L, in, p0 + a, b - a, col + a * L->cols);
+    }
+}
+
+/* Patches of output positions [p0, p0 + w) transposed: P[k * w + t], k in (kernel row,
+ * kernel column, channel) order. zeros: in_c zero floats (the source of padded taps).
+ * Groups of 16 positions, so each written line (16 positions of one k) is written once. */
+SI_INLINE void patches_t_body(const si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
+    for (int t0 = 0; t0 < w; t0 += 16) {
+        int tw = w - t0 < 16 ? w - t0 : 16;
+        int64_t nb[16], y0[16], x0[16];
+        for (int t = 0; t < tw; t++) {
+            int64_t p = p0 + t0 + t, q = p % (OH * OW);
+            nb[t] = p / (OH * OW);
+            y0[t] = q / OW * L->sh - L->pad_top;
+            x0[t] = q % OW * L->sw - L->pad_left;
+        }
+        for (int i = 0; i < L->kh; i++)
+            for (int j = 0; j < L->kw; j++) {
+                const float *src[16];
+                for (int t = 0; t < tw; t++) {
+                    int64_t y = y0[t] + i, x = x0[t] + j;
+                    src[t] = (y < 0 || y >= H || x < 0 || x >= W) ? zeros : in + ((nb[t] * H + y) * W + x) * C;
+                }
+                float *dst = P + ((int64_t)i * L->kw + j) * C * w + t0;
+                if (tw == 16)
+                    for (int64_t c = 0; c < C; c++)
+                        for (int t = 0; t < 16; t++) dst[c * w + t] = src[t][c];
+                else
+                    for (int64_t c = 0; c < C; c++)
+                        for (int t = 0; t < tw; t++) dst[c * w + t] = src[t][c];
+            }
+    }
+}
+void si_patches_t_portable(const si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros) {
+    patches_t_body(L, in, p0, w, P, zeros);
+}
+SI_TARGET_AVX2 void si_patches_t_avx2(const si_layer *L, const float *in, int64_t p0, int w, float *P,
+                                      const float *zeros) {
+    patches_t_body(L, in, p0, w, P, zeros);
+}
+SI_TARGET_AVX512 void si_patches_t_avx512(const si_layer *L, const float *in, int64_t p0, int w, float *P,
+                                          const float *zeros) {
+    patches_t_body(L, in, p0, w, P, zeros);
+}

@@ -1,0 +1,34 @@
+/* The table of algorithms: every way to compute a conv2d or dense layer, one entry each.
+ * The planner times the entries that apply to a layer, the run loop calls the chosen one,
+ * contexts size their scratch from it, and `info` lists it. Adding an algorithm is one
+ * file (conv/ or fc/, with its reference kernel beside it) and one line here. */
+#include "si_internal.h"
+
+#include <string.h>
+
+extern const si_algo si_algo_conv_gemm, si_algo_conv_sparse, si_algo_conv_mkl;
+extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_csrmv, si_algo_fc_csrmm, si_algo_fc_mkl;
+
+const si_algo *const si_algos[] = {
+    &si_algo_conv_gemm,    /* conv/si_conv_gemm.c: im2col + MKL sgemm */
+    &si_algo_conv_sparse,  /* conv/si_conv_sparse.c: the runtime's sparse direct convolution */
+    &si_algo_conv_mkl,     /* conv/si_conv_mkl.c: MKL sparse BLAS on im2col (reference) */
+    &si_algo_fc_gemv,      /* fc/si_fc_gemv.c: dense GEMV at memory bandwidth (batch 1) */
+    &si_algo_fc_sgemm,     /* fc/si_fc_sgemm.c: MKL sgemm (batch > 1) */
+    &si_algo_fc_csrmv,     /* fc/si_fc_csr.c: own CSR mv (batch 1) */
+    &si_algo_fc_csrmm,     /* fc/si_fc_csr.c: own CSR mm (batch > 1) */
+    &si_algo_fc_mkl,       /* fc/si_fc_mkl.c: MKL sparse BLAS mv / mm (reference) */
+    NULL,
+};
+
+int si_algo_index(const si_algo *a) {
+    for (int i = 0; si_algos[i]; i++)
+        if (si_algos[i] == a) return i;
+    return -1;
+}
+
+const si_algo *si_algo_find(const char *name) {
+    for (int i = 0; si_algos[i]; i++)
+        if (strcmp(si_algos[i]->name, name) == 0) return si_algos[i];
+    return NULL;
+}

@@ -1,0 +1,120 @@
+/* Errors, memory, thread counts and the once-per-process set-up. Calls no kernel. */
+#define _POSIX_C_SOURCE 200809L
+#include "si_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mkl.h>
+#include <omp.h>
+#include <pthread.h>
+
+static _Thread_local char last_error[1024];
+static _Thread_local int thread_setting = 0;
+static int max_threads = 1;
+
+si_status_t si_fail(si_status_t status, const char *fmt, ...) {
+    char tmp[sizeof last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap); /* via tmp: fmt's arguments may point into last_error */
+    va_end(ap);
+    memcpy(last_error, tmp, sizeof tmp);
+    return status;
+}
+
+const char *si_last_error(void) { return last_error; }
+
+const char *si_status_str(si_status_t s) {
+    switch (s) {
+    case SI_OK: return "ok";
+    case SI_ERR_IO: return "I/O error";
+    case SI_ERR_FORMAT: return "invalid model file";
+    case SI_ERR_MODEL: return "invalid model";
+    case SI_ERR_UNSUPPORTED: return "unsupported";
+    case SI_ERR_ARGUMENT: return "invalid argument";
+    case SI_ERR_NOMEM: return "out of memory";
+    case SI_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+int si_mul_ok(int64_t a, int64_t b, int64_t *out) {
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+int si_add_ok(int64_t a, int64_t b, int64_t *out) {
+    if (a < 0 || b < 0 || a > INT64_MAX - b) return 0;
+    *out = a + b;
+    return 1;
+}
+
+void *si_alloc(size_t bytes) {
+    if (bytes == 0) return NULL;
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes || posix_memalign(&p, 64, rounded) != 0) return NULL;
+    return p;
+}
+
+void si_free(void *p) { free(p); }
+
+double si_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* MKL threads through libgomp, like the runtime's own OpenMP kernels, so the two share one
+ * pool instead of two runtimes fighting over the cores. Has effect only if it comes before
+ * the process's first MKL call (otherwise MKL keeps the layer it already chose).
+ * SPARSEINFER_ISA caps the kernels' ISA (portable, avx2, avx512; default: the best the CPU
+ * has) so one machine can run every variant it supports. */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void init_library(void) {
+    const char *v = getenv("SPARSEINFER_MKL_THREADING"); /* "intel": MKL's own OpenMP, for comparison */
+    mkl_set_threading_layer(v && strcmp(v, "intel") == 0 ? MKL_THREADING_INTEL : MKL_THREADING_GNU);
+    int p = omp_get_num_procs();
+    max_threads = p < 1 ? 1 : p > 256 ? 256 : p;
+    si_isa isa = si_isa_detected(), cap;
+    const char *s = getenv("SPARSEINFER_ISA");
+    if (s && *s && si_isa_parse(s, &cap)) {
+        if (cap < isa) isa = cap;
+    } else if (s && *s) {
+        fprintf(stderr, "sparseinfer: SPARSEINFER_ISA=%s is not one of auto, portable, avx2, avx512; using %s\n", s,
+                si_isa_str(isa));
+    }
+    si_dispatch_select(isa);
+}
+void si_init(void) { pthread_once(&init_once, init_library); }
+
+int si_max_threads(void) {
+    si_init();
+    return max_threads;
+}
+
+int si_set_num_threads(int n) {
+    si_init();
+    int prev = thread_setting;
+    thread_setting = n > 0 ? n : 0;
+    mkl_set_num_threads_local(thread_setting); /* 0 restores the global setting */
+    omp_set_num_threads(thread_setting ? thread_setting : max_threads);
+    return prev;
+}
+
+int si_num_threads(void) {
+    int n = thread_setting ? thread_setting : omp_get_max_threads();
+    return n < 1 ? 1 : n > max_threads ? max_threads : n;
+}
+
+double si_util_read_bandwidth(size_t bytes, int repeats) {
+    si_init();
+    return si_read_bandwidth_gbs(bytes, repeats);
+}
+
+const char *si_version(void) { return "0.2"; }
