@@ -191,6 +191,10 @@ def layer_record(model: str, profile: str, layer: dict, in_shape, keep: float, b
         "rows": rows, "cols": cols, "nnz": nnz, "positions": positions,
         "dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms, "auto_ms": auto_ms,
         "auto_exec": auto_info[0]["exec_batch1" if batch == 1 else "exec_batchn"], "auto_why": auto_info[0]["why"],
+        "auto_algo": auto_info[0]["algo_batch1" if batch == 1 else "algo_batchn"],
+        # the planner's own timings of every candidate on this layer (ms; None: not timed)
+        "planner_ms": {n: (t * 1e3 if t is not None else None)
+                       for n, t in auto_info[0]["candidates_batch1" if batch == 1 else "candidates_batchn"].items()},
         "auto_vs_dense": dense_ms / auto_ms,
         "dense_gflops": 2e-6 * rows * cols * positions / dense_ms,
         "sparse_gflops_real": 2e-6 * nnz * positions / sparse_ms,
@@ -320,7 +324,15 @@ def machine() -> dict:
     except OSError:
         pass
     import importlib.metadata as md
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1] for l in f if l.startswith("flags")), "")
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if f in flags.split()]
+    return {"cpu": cpu, "cpuid": sparseinfer.cpu(), "isa": sparseinfer.isa(), "cpu_simd_flags": simd,
+            "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "mkl": md.version("mkl"), "sparseinfer": sparseinfer.__version__}
 
 
@@ -336,7 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-han", action="store_true", help="skip the Han-profile part (per layer and end to end)")
     p.add_argument("--no-mkl", action="store_true", help="skip MKL's sparse BLAS reference timings")
+    p.add_argument("--isa", default=None, help="cap the kernels' ISA (portable, avx2, avx512) for every timing")
     a = p.parse_args(argv)
+    if a.isa:
+        sparseinfer.set_isa(a.isa)
+        os.environ["SPARSEINFER_ISA"] = a.isa  # the end-to-end child processes too
     models = [m for m in a.models.split(",") if m]
     batches = [int(b) for b in a.batches.split(",")]
     sweep_pts = (1.0, 0.5, 0.2, 0.1, 0.04, 0.01) if a.quick else SWEEP
@@ -348,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t_start:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
+    mach = machine()
+    log(f"CPU {mach['cpuid']}, kernels ISA {mach['isa']} (cpu flags: {' '.join(mach['cpu_simd_flags'])})")
     log("measuring read bandwidth (1 GiB streamed, both cores)")
     bw0 = _core.read_bandwidth(1 << 30, 7)
     log(f"read bandwidth {bw0:.1f} GB/s")
@@ -398,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "break_even_density": break_even(rs)}
 
     bad = [r for r in records if r.get("err_sparse", 0) > TOL or r.get("err_auto", 0) > TOL or r.get("err_mkl", 0) > TOL]
+    print(f"CPU: {mach['cpuid']}; kernels ISA: {mach['isa']}; SIMD flags: {' '.join(mach['cpu_simd_flags'])}")
     print(f"read bandwidth: {bw0:.1f} GB/s at start, {bw1:.1f} GB/s at end (1 GiB streamed by {os.cpu_count()} cores)")
     for title, sel in (("Han et al. profile, per layer and end to end", "han"), ("density sweep", "sweep")):
         rs = [r for r in records if r["profile"] == sel]
@@ -425,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"machine": machine(), "read_bandwidth_gbs": [bw0, bw1], "tolerance": TOL,
+        json.dump({"machine": mach, "read_bandwidth_gbs": [bw0, bw1], "tolerance": TOL,
                    "records": records, "break_even": breakeven,
                    "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:]))}, f, indent=1)
     print(f"wrote {a.json}")

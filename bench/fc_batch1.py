@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "fc_batch1.json"))
     a = p.parse_args(argv)
     rng = np.random.default_rng(6)
-    out = {"density": a.density, "pairs": a.pairs, "layers": {}}
+    out = {"density": a.density, "pairs": a.pairs, "cpu": sparseinfer.cpu(), "isa": sparseinfer.isa(), "layers": {}}
+    print(f"CPU {out['cpu']}, kernels ISA {out['isa']}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         for name, (rows, cols) in LAYERS.items():
             w = (rng.standard_normal((rows, cols), dtype=np.float32) * np.sqrt(2.0 / cols)).astype(np.float32)
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             dense = sparseinfer.load(path, exec="dense")
             sparse = sparseinfer.load(path)  # the runtime's own choice
             assert sparse.layers()[0]["exec_batch1"] == "sparse", sparse.layers()[0]["why"]
+            res_pick = sparse.layers()[0]["algo_batch1"]
             x = rng.random((1, 1, 1, cols), dtype=np.float32)
             rounds = []
             for i in range(a.pairs):
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{rounds[-1]['sparse_ms']:.3f} ms, read {bw:.1f} GB/s", file=sys.stderr, flush=True)
             dense_gbs = [4 * rows * cols / r["dense_ms"] * 1e-6 for r in rounds]
             res = {
-                "rows": rows, "cols": cols, "nnz": int(np.count_nonzero(w)),
+                "rows": rows, "cols": cols, "nnz": int(np.count_nonzero(w)), "sparse_algo": res_pick,
                 "dense_ms": float(np.median([r["dense_ms"] for r in rounds])),
                 "sparse_ms": float(np.median([r["sparse_ms"] for r in rounds])),
                 "speedup": float(np.median([r["dense_ms"] / r["sparse_ms"] for r in rounds])),
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 for r in rounds])),
                 "max_err": max(r["err"] for r in rounds), "rounds": rounds}
             out["layers"][name] = res
-            print(f"{name} {rows}x{cols} at {a.density:.0%}, batch 1: dense {res['dense_ms']:.3f} ms "
+            print(f"[{out['cpu']}, {out['isa']}] {name} {rows}x{cols} at {a.density:.0%}, batch 1: dense {res['dense_ms']:.3f} ms "
                   f"({res['dense_gbs']:.1f} GB/s = {res['dense_pct_of_read']:.0f}% of the read bandwidth "
                   f"{res['read_gbs']:.1f} GB/s), sparse {res['sparse_ms']:.3f} ms ({res['sparse_gbs']:.1f} GB/s): "
                   f"{res['speedup']:.1f}x (quartiles {res['speedup_p25_p75'][0]:.1f}-{res['speedup_p25_p75'][1]:.1f}x); "

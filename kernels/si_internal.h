@@ -75,6 +75,10 @@ typedef struct si_kernel_table {
      * P is cols x w. cur/cend: column blocking (see csr/si_csr_kernels.c). */
     void (*csr_panel)(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y, int64_t ldy,
                       int64_t *cur, int64_t cend, int acc_into);
+    /* tile[(r - r0) * 64 + j] = sum_k val[k] * base[off[k] + j] for rows [r0, r1), j < w <= 64
+     * (conv/si_conv_sparse_planar.c) */
+    void (*csr_planar)(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
+                       const float *base, int w, float *tile);
     /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns */
     void (*csr_mv_rows)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
                         float *y, int acc_into);
@@ -286,6 +290,8 @@ void si_f32_gemv_ref(const si_layer *L, const float *x, float *y);
     ret name##_portable args; ret name##_avx2 args; ret name##_avx512 args;
 SI_DECLARE_VARIANTS(void, si_csr_panel, (const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y,
                                          int64_t ldy, int64_t *cur, int64_t cend, int acc_into))
+SI_DECLARE_VARIANTS(void, si_csr_planar, (const float *val, const int32_t *off, const int64_t *ptr, int64_t r0,
+                                          int64_t r1, const float *base, int w, float *tile))
 SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
                                            const float *x, float *y, int acc_into))
 SI_DECLARE_VARIANTS(void, si_gemv_rows, (const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1))

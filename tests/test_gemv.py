@@ -1,5 +1,5 @@
-"""The dense batch-1 gemv (kernels/si_gemv.c) and the read-bandwidth probe
-(kernels/si_bandwidth.c) against a double-precision reference: kernels/tests/test_gemv.c on
+"""The dense batch-1 gemv (kernels/fc/si_fc_gemv.c) and the read-bandwidth probe
+(kernels/util/si_bandwidth.c) against a double-precision reference: kernels/tests/test_gemv.c on
 odd shapes, 1 and 2 threads, every SIMD variant the CPU has, built optimised and under
 AddressSanitizer + UBSan by kernels/tests/run_gemv.sh."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sparse kernels (kernels/si_sparse.c, kernels/si_mkl_sparse.c) against a double
+"""The sparse kernels (kernels/csr/, kernels/fc/si_fc_csr.c and every registry entry) against a double
 precision dense reference, optimised and under ASan + UBSan, by
 kernels/tests/run_sparse_kernels.sh (C test: kernels/tests/test_sparse_kernels.c)."""
 from __future__ import annotations

@@ -266,6 +266,128 @@ void si_csr_panel_avx512(const si_csr_view *A, int64_t r0, int64_t r1, const flo
 }
 #endif
 
+/* ---- the planar kernel (conv/si_conv_sparse_planar.c) ----------------------------------
+ * tile[(r - r0) * 64 + j] = sum_k val[k] * base[off[k] + j]: the panel kernel with each
+ * non-zero's panel row at base + off[k] instead of P + col[k] * w. */
+void si_csr_planar_portable(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
+                            const float *base, int w, float *tile) {
+    for (int64_t r = r0; r < r1; r++) {
+        float *acc = tile + (r - r0) * SI_PANEL;
+        for (int j = 0; j < w; j++) acc[j] = 0;
+        for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
+            const float v = val[k], *p = base + off[k];
+            for (int j = 0; j < w; j++) acc[j] += v * p[j];
+        }
+    }
+}
+
+#if SI_X86
+#define PLANAR_AVX512(NV)                                                                                      \
+    SI_TARGET_AVX512 static void planar_avx512_##NV(const float *val, const int32_t *off, const int64_t *ptr,    \
+                                                    int64_t r0, int64_t r1, const float *base, int w, float *tile) { \
+        const __mmask16 m = (__mmask16)(w - 16 * ((NV)-1) >= 16 ? 0xFFFF : (1u << (w - 16 * ((NV)-1))) - 1u);   \
+        for (int64_t r = r0; r < r1; r++) {                                                                    \
+            __m512 a[NV], b[NV];                                                                               \
+            for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm512_setzero_ps();                                  \
+            int64_t k = ptr[r], k1 = ptr[r + 1];                                                               \
+            for (; k + 2 <= k1; k += 2) {                                                                      \
+                const __m512 s0 = _mm512_set1_ps(val[k]), s1 = _mm512_set1_ps(val[k + 1]);                    \
+                const float *p0 = base + off[k], *p1 = base + off[k + 1];                                      \
+                for (int v = 0; v < (NV)-1; v++) {                                                             \
+                    a[v] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(p0 + 16 * v), a[v]);                            \
+                    b[v] = _mm512_fmadd_ps(s1, _mm512_loadu_ps(p1 + 16 * v), b[v]);                            \
+                }                                                                                              \
+                a[(NV)-1] = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(m, p0 + 16 * ((NV)-1)), a[(NV)-1]);      \
+                b[(NV)-1] = _mm512_fmadd_ps(s1, _mm512_maskz_loadu_ps(m, p1 + 16 * ((NV)-1)), b[(NV)-1]);      \
+            }                                                                                                  \
+            if (k < k1) {                                                                                      \
+                const __m512 s0 = _mm512_set1_ps(val[k]);                                                      \
+                const float *p0 = base + off[k];                                                               \
+                for (int v = 0; v < (NV)-1; v++) a[v] = _mm512_fmadd_ps(s0, _mm512_loadu_ps(p0 + 16 * v), a[v]); \
+                a[(NV)-1] = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(m, p0 + 16 * ((NV)-1)), a[(NV)-1]);      \
+            }                                                                                                  \
+            float *o = tile + (r - r0) * SI_PANEL;                                                             \
+            for (int v = 0; v < (NV); v++) _mm512_storeu_ps(o + 16 * v, _mm512_add_ps(a[v], b[v]));          \
+        }                                                                                                      \
+    }
+PLANAR_AVX512(1)
+PLANAR_AVX512(2)
+PLANAR_AVX512(3)
+PLANAR_AVX512(4)
+
+SI_TARGET_AVX512 void si_csr_planar_avx512(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0,
+                                           int64_t r1, const float *base, int w, float *tile) {
+    switch ((w + 15) / 16) {
+    case 1: planar_avx512_1(val, off, ptr, r0, r1, base, w, tile); return;
+    case 2: planar_avx512_2(val, off, ptr, r0, r1, base, w, tile); return;
+    case 3: planar_avx512_3(val, off, ptr, r0, r1, base, w, tile); return;
+    default: planar_avx512_4(val, off, ptr, r0, r1, base, w, tile); return;
+    }
+}
+
+#define PLANAR_AVX2(NV, TWO)                                                                                   \
+    SI_TARGET_AVX2 static void planar_avx2_##NV(const float *val, const int32_t *off, const int64_t *ptr,       \
+                                                int64_t r0, int64_t r1, const float *base, int w, float *tile) { \
+        const int tail = w - 8 * ((NV)-1);                                                                     \
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); \
+        for (int64_t r = r0; r < r1; r++) {                                                                    \
+            __m256 a[NV], b[NV];                                                                               \
+            for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm256_setzero_ps();                                  \
+            int64_t k = ptr[r], k1 = ptr[r + 1];                                                               \
+            if (TWO)                                                                                           \
+                for (; k + 2 <= k1; k += 2) {                                                                  \
+                    const __m256 s0 = _mm256_set1_ps(val[k]), s1 = _mm256_set1_ps(val[k + 1]);                \
+                    const float *p0 = base + off[k], *p1 = base + off[k + 1];                                  \
+                    for (int v = 0; v < (NV)-1; v++) {                                                         \
+                        a[v] = _mm256_fmadd_ps(s0, _mm256_loadu_ps(p0 + 8 * v), a[v]);                         \
+                        b[v] = _mm256_fmadd_ps(s1, _mm256_loadu_ps(p1 + 8 * v), b[v]);                         \
+                    }                                                                                          \
+                    a[(NV)-1] = _mm256_fmadd_ps(s0, _mm256_maskload_ps(p0 + 8 * ((NV)-1), m), a[(NV)-1]);      \
+                    b[(NV)-1] = _mm256_fmadd_ps(s1, _mm256_maskload_ps(p1 + 8 * ((NV)-1), m), b[(NV)-1]);      \
+                }                                                                                              \
+            for (; k < k1; k++) {                                                                              \
+                const __m256 s0 = _mm256_set1_ps(val[k]);                                                      \
+                const float *p0 = base + off[k];                                                               \
+                for (int v = 0; v < (NV)-1; v++) a[v] = _mm256_fmadd_ps(s0, _mm256_loadu_ps(p0 + 8 * v), a[v]); \
+                a[(NV)-1] = _mm256_fmadd_ps(s0, _mm256_maskload_ps(p0 + 8 * ((NV)-1), m), a[(NV)-1]);          \
+            }                                                                                                  \
+            float *o = tile + (r - r0) * SI_PANEL;                                                             \
+            for (int v = 0; v < (NV); v++) _mm256_storeu_ps(o + 8 * v, TWO ? _mm256_add_ps(a[v], b[v]) : a[v]); \
+        }                                                                                                      \
+    }
+PLANAR_AVX2(1, 1)
+PLANAR_AVX2(2, 1)
+PLANAR_AVX2(3, 1)
+PLANAR_AVX2(4, 1)
+PLANAR_AVX2(5, 0)
+PLANAR_AVX2(6, 0)
+PLANAR_AVX2(7, 0)
+PLANAR_AVX2(8, 0)
+
+SI_TARGET_AVX2 void si_csr_planar_avx2(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0,
+                                       int64_t r1, const float *base, int w, float *tile) {
+    switch ((w + 7) / 8) {
+    case 1: planar_avx2_1(val, off, ptr, r0, r1, base, w, tile); return;
+    case 2: planar_avx2_2(val, off, ptr, r0, r1, base, w, tile); return;
+    case 3: planar_avx2_3(val, off, ptr, r0, r1, base, w, tile); return;
+    case 4: planar_avx2_4(val, off, ptr, r0, r1, base, w, tile); return;
+    case 5: planar_avx2_5(val, off, ptr, r0, r1, base, w, tile); return;
+    case 6: planar_avx2_6(val, off, ptr, r0, r1, base, w, tile); return;
+    case 7: planar_avx2_7(val, off, ptr, r0, r1, base, w, tile); return;
+    default: planar_avx2_8(val, off, ptr, r0, r1, base, w, tile); return;
+    }
+}
+#else
+void si_csr_planar_avx2(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
+                        const float *base, int w, float *tile) {
+    si_csr_planar_portable(val, off, ptr, r0, r1, base, w, tile);
+}
+void si_csr_planar_avx512(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
+                          const float *base, int w, float *tile) {
+    si_csr_planar_portable(val, off, ptr, r0, r1, base, w, tile);
+}
+#endif
+
 static si_csr_view view_of(const si_layer *L) {
     si_csr_view v = {L->csr_val, L->csr_col, L->csr_ptr};
     return v;
@@ -382,13 +504,16 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
     if (fsplit > F) fsplit = F;
     const int64_t items = tiles * fsplit;
     if (nt > items) nt = (int)items;
+    const int64_t chunk = items / (8 * nt) > 1 ? items / (8 * nt) : 1;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *slot = ws + (int64_t)omp_get_thread_num() * sf;
         float *zeros = slot + L->cols * SI_PANEL;
         memset(zeros, 0, sizeof(float) * (size_t)L->in_c);
         int64_t built = -1;
-#pragma omp for schedule(dynamic, 1)
+/* dynamic for balance, in chunks of about an eighth of a thread's share: small tiles
+         * (LeNet: a few microseconds each) would otherwise pay a dispatch each */
+#pragma omp for schedule(dynamic, chunk)
         for (int64_t it = 0; it < items; it++) {
             int64_t tile = it / fsplit, part = it % fsplit, p0 = tile * SI_PANEL, r0, r1;
             int w = (int)(P - p0 < SI_PANEL ? P - p0 : SI_PANEL);

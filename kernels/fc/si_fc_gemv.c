@@ -17,7 +17,9 @@
  */
 #include "si_internal.h"
 
+#if SI_X86
 #include <immintrin.h>
+#endif
 #include <omp.h>
 
 #define SERIAL_FLOATS (INT64_C(64) * 1024)  /* 256 KB of weights */

@@ -84,33 +84,42 @@ void si_im2col(const si_layer *L, const float *in, int64_t p0, int64_t m, float 
 
 /* Patches of output positions [p0, p0 + w) transposed: P[k * w + t], k in (kernel row,
  * kernel column, channel) order. zeros: in_c zero floats (the source of padded taps).
- * Groups of 16 positions, so each written line (16 positions of one k) is written once. */
+ *
+ * Positions go in runs that share a sample and an output row. With stride 1 a run's taps
+ * are one contiguous stretch of an input row (run_len * C floats), so a tap away from the
+ * borders is a small transpose of contiguous memory, and for one channel (LeNet's conv1,
+ * 28x28x1) a plain copy; taps that touch padding go position by position. */
 SI_INLINE void patches_t_body(const si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
-    for (int t0 = 0; t0 < w; t0 += 16) {
-        int tw = w - t0 < 16 ? w - t0 : 16;
-        int64_t nb[16], y0[16], x0[16];
-        for (int t = 0; t < tw; t++) {
-            int64_t p = p0 + t0 + t, q = p % (OH * OW);
-            nb[t] = p / (OH * OW);
-            y0[t] = q / OW * L->sh - L->pad_top;
-            x0[t] = q % OW * L->sw - L->pad_left;
-        }
-        for (int i = 0; i < L->kh; i++)
+    for (int t0 = 0; t0 < w;) {
+        int64_t p = p0 + t0, nb = p / (OH * OW), q = p % (OH * OW), oh = q / OW, ow0 = q % OW;
+        int run = (int)(OW - ow0 < w - t0 ? OW - ow0 : w - t0); /* positions left in this output row */
+        int64_t y0 = oh * L->sh - L->pad_top, xs = ow0 * L->sw - L->pad_left;
+        for (int i = 0; i < L->kh; i++) {
+            int64_t y = y0 + i;
             for (int j = 0; j < L->kw; j++) {
-                const float *src[16];
-                for (int t = 0; t < tw; t++) {
-                    int64_t y = y0[t] + i, x = x0[t] + j;
-                    src[t] = (y < 0 || y >= H || x < 0 || x >= W) ? zeros : in + ((nb[t] * H + y) * W + x) * C;
+                float *restrict dst = P + ((int64_t)i * L->kw + j) * C * w + t0;
+                int64_t xa = xs + j, xb = xs + (int64_t)(run - 1) * L->sw + j; /* first and last x read */
+                if (y < 0 || y >= H) {
+                    for (int64_t c = 0; c < C; c++)
+                        for (int t = 0; t < run; t++) dst[c * w + t] = 0.0f;
+                } else if (xa >= 0 && xb < W && L->sw == 1) {
+                    const float *restrict src = in + ((nb * H + y) * W + xa) * C;
+                    if (C == 1)
+                        for (int t = 0; t < run; t++) dst[t] = src[t];
+                    else
+                        for (int64_t c = 0; c < C; c++)
+                            for (int t = 0; t < run; t++) dst[c * w + t] = src[(int64_t)t * C + c];
+                } else {
+                    for (int t = 0; t < run; t++) {
+                        int64_t x = xs + (int64_t)t * L->sw + j;
+                        const float *src = (x < 0 || x >= W) ? zeros : in + ((nb * H + y) * W + x) * C;
+                        for (int64_t c = 0; c < C; c++) dst[c * w + t] = src[c];
+                    }
                 }
-                float *dst = P + ((int64_t)i * L->kw + j) * C * w + t0;
-                if (tw == 16)
-                    for (int64_t c = 0; c < C; c++)
-                        for (int t = 0; t < 16; t++) dst[c * w + t] = src[t][c];
-                else
-                    for (int64_t c = 0; c < C; c++)
-                        for (int t = 0; t < tw; t++) dst[c * w + t] = src[t][c];
             }
+        }
+        t0 += run;
     }
 }
 void si_patches_t_portable(const si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros) {

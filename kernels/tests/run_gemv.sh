@@ -7,8 +7,8 @@
 #   bash kernels/tests/run_gemv.sh        (from anywhere; uses `python` or $PYTHON)
 #
 # MKL comes from the PyPI wheels (mkl, mkl-include), found as setup.py finds them. The test
-# links the whole library (kernels/si_*.c). Warnings are errors in si_gemv.c, si_bandwidth.c
-# and the test.
+# links the whole library (kernels/si_*.c and its subfolders, not the tests). Warnings are
+# errors in fc/si_fc_gemv.c, util/si_bandwidth.c and the test.
 #
 # Last line: "N passed, M failed" over both runs. Exit status non-zero on any failure.
 set -euo pipefail
@@ -26,20 +26,25 @@ trap 'rm -rf "$WORK"' EXIT
 
 LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm)
 
+# Every library source (kernels/si_*.c and its subfolders), not the tests.
+mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
+[ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
+
 build() { # name flags...: builds $WORK/name from the whole library and the test
     local name="$1"; shift
     local flags=(-std=c11 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC" "$@")
-    local objs=() src werror obj
+    local objs=() src rel werror obj
     mkdir -p "$WORK/$name.o"
-    for src in "$KERNELS"/si_*.c "$HERE/test_gemv.c"; do
+    for src in "${SOURCES[@]}" "$HERE/test_gemv.c"; do
+        rel="${src#"$KERNELS"/}"
         werror=()
-        case "$(basename "$src")" in si_gemv.c|si_bandwidth.c|test_gemv.c) werror=(-Werror) ;; esac
-        obj="$WORK/$name.o/$(basename "$src" .c).o"
+        case "$rel" in fc/si_fc_gemv.c|util/si_bandwidth.c|tests/test_gemv.c) werror=(-Werror) ;; esac
+        obj="$WORK/$name.o/${rel//\//_}"; obj="${obj%.c}.o"
         "$CC" "${flags[@]}" "${werror[@]}" -c "$src" -o "$obj"
         objs+=("$obj")
     done
     "$CC" "${flags[@]}" "${objs[@]}" "${LIBS[@]}" -o "$WORK/$name"
-    echo "== $name: whole library (kernels/si_*.c)"
+    echo "== $name: whole library (${#SOURCES[@]} sources under kernels/)"
 }
 
 build test_gemv -O3

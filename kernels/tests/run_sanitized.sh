@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kernels/*.c with the loader test under AddressSanitizer (with LeakSanitizer) and
-# UBSan, writes the test cases with make_cases.py and runs the test on them.
+# Builds the library (kernels/si_*.c and its subfolders) with the loader test under
+# AddressSanitizer (with LeakSanitizer) and UBSan, writes the test cases with make_cases.py
+# and runs the test on them.
 #
 #   bash kernels/tests/run_sanitized.sh        (from anywhere; uses `python` or $PYTHON)
 #
@@ -19,10 +20,14 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sanitized.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
+# Every library source (kernels/si_*.c and its subfolders), not the tests.
+mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
+[ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
+
 echo "== build (ASan + UBSan)"
 "$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
     -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
-    "$KERNELS"/si_*.c "$HERE/test_loader.c" \
+    "${SOURCES[@]}" "$HERE/test_loader.c" \
     -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/test_loader"
 
 echo "== cases"

@@ -1,11 +1,13 @@
-/* si_f32_gemv (kernels/si_gemv.c) and si_read_bandwidth_gbs (kernels/si_bandwidth.c)
- * against a double-precision reference.
+/* si_f32_gemv (kernels/fc/si_fc_gemv.c) and si_read_bandwidth_gbs
+ * (kernels/util/si_bandwidth.c) against a double-precision reference.
  *
  *   bash kernels/tests/run_gemv.sh      (builds this -O2 and under ASan + UBSan, runs both)
  *
  * Shapes: rows 1, 3, 4, 5, 17, 64, 4096 x cols 1, 7, 15, 16, 17, 33, 100, 800, 25088 (odd and
- * non-multiples of 16), with 1 and 2 threads, for each variant the CPU can run (AVX-512F,
- * AVX2 + FMA, plain C: si_gemv_variant; the slower ones skip shapes over 4M weights); the reference kernel (si_use_reference); rows
+ * non-multiples of 16), with 1 and 2 threads, for each ISA variant the CPU can run (the
+ * kernel table's gemv_rows chosen by si_dispatch_select: avx512, avx2, portable; the slower
+ * ones skip shapes over 4M weights); the direct row kernels si_k->gemv_rows on partial row
+ * ranges; the double-accumulating reference si_f32_gemv_ref; rows
  * that start at unaligned addresses (W offset by one float); NaN guards past the end of W,
  * x and y (no read of them changes y, no write past y); and that every row's result is
  * right when rows do not split evenly among threads. Tolerance:
@@ -24,8 +26,6 @@
 #include <mkl.h>
 #include <omp.h>
 
-double si_read_bandwidth_gbs(size_t bytes, int repeats);
-extern int si_gemv_variant; /* si_gemv.c: 0 best, 1 plain C, 2 AVX2 + FMA, 3 AVX-512F */
 
 static int passed, failed;
 
@@ -49,10 +49,15 @@ static float frand(void) { /* uniform [-1, 1) */
 
 #define GUARD 32 /* floats of NaN after W and x, and after y */
 
+enum { GEMV = 0, GEMV_REF = 1, GEMV_ROWS = 2 };
+static const char *const KERNEL[] = {"si_f32_gemv", "si_f32_gemv_ref", "gemv_rows"};
+
 /* One case: rows x cols, nt threads, W placed `offset` floats after a 64-byte boundary
  * (the layer contract says aligned; an offset checks the kernel does not rely on aligned
- * rows, which it cannot when cols % 16 != 0). Returns 1 if it passed. */
-static int run_case(int64_t rows, int64_t cols, int nt, int offset, int reference) {
+ * rows, which it cannot when cols % 16 != 0), by the kernel `kernel`: si_f32_gemv on the
+ * selected ISA variant, the reference, or the variant's row kernel si_k->gemv_rows alone on
+ * rows [r0, r1) (the others must stay untouched). Returns 1 if it passed. */
+static int run_case_k(int kernel, int64_t rows, int64_t cols, int nt, int offset, int64_t r0, int64_t r1) {
     const size_t nw = (size_t)(rows * cols);
     float *wbuf = si_alloc((nw + (size_t)offset + GUARD) * sizeof(float));
     float *xbuf = si_alloc(((size_t)cols + GUARD) * sizeof(float));
@@ -86,31 +91,45 @@ static int run_case(int64_t rows, int64_t cols, int nt, int offset, int referenc
     L.cols = cols;
     L.w = w;
     si_set_num_threads(nt);
-    si_use_reference = reference;
-    si_f32_gemv(&L, x, y);
-    si_use_reference = 0;
+    if (kernel == GEMV) si_f32_gemv(&L, x, y);
+    else if (kernel == GEMV_REF) si_f32_gemv_ref(&L, x, y);
+    else si_k->gemv_rows(w, cols, x, y, r0, r1);
+    if (kernel != GEMV_ROWS) r0 = 0, r1 = rows;
 
-    int64_t bad = -1;
+    int64_t bad = -1, untouched_bad = -1;
     double worst = 0;
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         double err = fabs((double)y[r] - ref[r]), tol = 1e-5 * mag[r] + 1e-30;
         if (!(err <= tol)) { bad = r; worst = err; break; }
     }
+    for (int64_t r = 0; r < rows && untouched_bad < 0; r++)
+        if ((r < r0 || r >= r1) && !isnan(y[r])) untouched_bad = r;
     int guard_ok = 1;
     for (int g = 0; g < GUARD; g++) guard_ok &= isnan(y[rows + g]) != 0;
-    int ok = bad < 0 && guard_ok;
-    check(ok, "%lld x %lld, %d thread(s), W offset %d floats, variant %d%s: %s", (long long)rows, (long long)cols, nt, offset, si_gemv_variant,
-          reference ? ", reference" : "",
-          bad >= 0 ? "wrong row" : "wrote past y");
+    int ok = bad < 0 && untouched_bad < 0 && guard_ok;
+    const char *isa = kernel == GEMV_REF ? "reference" : si_isa_str(si_isa_active());
+    char range[64] = "";
+    if (kernel == GEMV_ROWS) snprintf(range, sizeof range, " rows [%lld, %lld)", (long long)r0, (long long)r1);
     if (bad >= 0)
-        printf("      row %lld: got %.9g, want %.9g (|err| %.3g, sum|w x| %.3g)\n", (long long)bad, (double)y[bad],
-               ref[bad], worst, mag[bad]);
+        check(0, "%s [isa %s] %lld x %lld%s, %d thread(s), W offset %d floats: row %lld = %.9g, want %.9g "
+              "(|err| %.3g, sum|w x| %.3g)", KERNEL[kernel], isa, (long long)rows, (long long)cols, range, nt, offset,
+              (long long)bad, (double)y[bad], ref[bad], worst, mag[bad]);
+    else if (untouched_bad >= 0)
+        check(0, "%s [isa %s] %lld x %lld%s, %d thread(s), W offset %d floats: wrote row %lld outside its range",
+              KERNEL[kernel], isa, (long long)rows, (long long)cols, range, nt, offset, (long long)untouched_bad);
+    else
+        check(guard_ok, "%s [isa %s] %lld x %lld%s, %d thread(s), W offset %d floats: wrote past y", KERNEL[kernel],
+              isa, (long long)rows, (long long)cols, range, nt, offset);
     si_free(wbuf);
     si_free(xbuf);
     si_free(y);
     free(ref);
     free(mag);
     return ok;
+}
+
+static int run_case(int64_t rows, int64_t cols, int nt, int offset, int reference) {
+    return run_case_k(reference ? GEMV_REF : GEMV, rows, cols, nt, offset, 0, rows);
 }
 
 int main(int argc, char **argv) {
@@ -120,19 +139,13 @@ int main(int argc, char **argv) {
     const int64_t rows_list[] = {1, 3, 4, 5, 17, 64, 4096};
     const int64_t cols_list[] = {1, 7, 15, 16, 17, 33, 100, 800, 25088};
     const int nts[] = {1, 2};
-    /* every variant this CPU can run: plain C, AVX2 + FMA, AVX-512F */
-    int variants[3], n_var = 0;
-    const char *vname[4] = {"best", "plain C", "AVX2+FMA", "AVX-512F"};
-    variants[n_var++] = 1;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) variants[n_var++] = 2;
-    if (__builtin_cpu_supports("avx512f")) variants[n_var++] = 3;
-#endif
-    for (int vi = n_var - 1; vi >= 0; vi--) {
-        si_gemv_variant = variants[vi];
-        printf("-- variant %s\n", vname[variants[vi]]);
-        const int fast = vi == n_var - 1; /* the best variant gets every shape, the others the smaller ones */
+    /* every ISA variant this CPU can run, the best first (it gets every shape) */
+    const si_isa best = si_isa_detected();
+    for (int v = (int)best; v >= (int)SI_ISA_PORTABLE; v--) {
+        const si_isa isa = (si_isa)v;
+        si_dispatch_select(isa);
+        printf("-- variant %s\n", si_isa_str(isa));
+        const int fast = isa == best; /* the best variant gets every shape, the others the smaller ones */
         for (size_t ti = 0; ti < 2; ti++)
             for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
                 for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
@@ -149,8 +162,14 @@ int main(int argc, char **argv) {
         run_case(2, 1000, 2, 0, 0);  /* more threads than row groups of four */
         run_case(500, 800, 2, 0, 0); /* LeNet fc1 */
         run_case(1000, 4096, 2, 0, 0); /* VGG fc8 */
+        /* the row kernel alone on ranges that start and end off the groups of four */
+        run_case_k(GEMV_ROWS, 11, 33, 1, 0, 1, 10);
+        run_case_k(GEMV_ROWS, 13, 17, 1, 1, 3, 12);
+        run_case_k(GEMV_ROWS, 9, 100, 1, 0, 5, 6);
+        run_case_k(GEMV_ROWS, 21, 15, 1, 2, 2, 21);
+        run_case_k(GEMV_ROWS, 6, 7, 1, 0, 4, 4);  /* empty range: nothing written */
     }
-    si_gemv_variant = 0;
+    si_dispatch_select(best);
     /* the double-accumulating reference */
     run_case(17, 100, 1, 0, 1);
     run_case(3, 25088, 2, 1, 1);
