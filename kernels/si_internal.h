@@ -267,7 +267,9 @@ int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n);
 void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws); /* Y[n x rows] = X A^T */
 void si_f32_csrmm_ref(const si_layer *L, const float *X, int n, float *Y);
 int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
-void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws);
+/* tw: output positions per tile (<= SI_PANEL): the 64-wide tile of a large K (VGG's K = 4608:
+ * 1.2 MB) outgrows L2, a narrower one reuses each non-zero less; the planner measures both. */
+void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int tw);
 void si_f32_spconv_ref(const si_layer *L, const float *in, int batch, float *out);
 
 /* csr/si_mkl_csr.c: MKL inspector-executor handles (the reference sparse BLAS). */

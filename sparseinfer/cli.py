@@ -105,7 +105,7 @@ def _print_plan(info: dict) -> None:
     st = info["plan"]
     print(f"plan on {info['cpu']}, ISA {info['isa']}: {st['measured']} layer regimes timed now "
           f"({st['seconds']:.2f} s), {st['cached']} from the cache; load {info['load_seconds']:.2f} s")
-    hdr = f"{'layer':<14}{'batch':>6}{'timed':>8}  {'pick':<20}candidates (median ms of a timed run)"
+    hdr = f"{'layer':<14}{'batch':>6}{'timed':>8}  {'pick':<22}candidates (median ms of a timed run)"
     print(hdr)
     print("-" * max(len(hdr), 100))
     for l in info["layers"]:
@@ -117,7 +117,7 @@ def _print_plan(info: dict) -> None:
             cands = ", ".join(f"{n} {t * 1e3:.3f}" for t, n in timed) or "not timed"
             b = l["plan_batch"][g]
             pos = l["plan_positions"][g] if l["type"] == "conv2d" else b
-            print(f"{l['name'] if g == 0 else '':<14}{'1' if g == 0 else '>1':>6}{pos:>8}  {pick:<20}{cands}")
+            print(f"{l['name'] if g == 0 else '':<14}{'1' if g == 0 else '>1':>6}{pos:>8}  {pick:<22}{cands}")
     print("(timed: the batch, or for convolutions the output positions, each regime was timed on; "
           "n/t: not timed)")
 

@@ -462,7 +462,7 @@ void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws)
 }
 
 /* ---- spconv: NHWC convolution with CSR filters ---------------------------------------
- * Per tile of up to 64 output positions: the tile's patches are built transposed (K x w)
+ * Per tile of up to tw <= 64 output positions: the tile's patches are built transposed (K x w)
  * in the thread's slot of ws (XNNPACK's f32-spmm idea), and each filter's non-zeros are
  * broadcast-FMAs over the tile; results go straight into NHWC. */
 
@@ -491,12 +491,13 @@ void si_f32_spconv_ref(const si_layer *L, const float *in, int batch, float *out
                 }
 }
 
-void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws) {
+void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int tw) {
     const int64_t P = (int64_t)batch * L->out_h * L->out_w, F = L->rows, sf = slot_floats(L);
     if (P <= 0 || F <= 0) return;
     const si_csr_view A = view_of(L);
     const si_kernel_table *k = si_k;
-    const int64_t tiles = (P + SI_PANEL - 1) / SI_PANEL;
+    tw = tw < 1 ? 1 : tw > SI_PANEL ? SI_PANEL : tw;
+    const int64_t tiles = (P + tw - 1) / tw;
     int nt = si_threads_for((L->nnz + F) * P + L->cols * P, si_max_threads());
     /* Few tiles (small images at batch 1): also split the filters, re-building the tile's
      * patches in each part, so both cores stay busy. */
@@ -515,8 +516,8 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
          * (LeNet: a few microseconds each) would otherwise pay a dispatch each */
 #pragma omp for schedule(dynamic, chunk)
         for (int64_t it = 0; it < items; it++) {
-            int64_t tile = it / fsplit, part = it % fsplit, p0 = tile * SI_PANEL, r0, r1;
-            int w = (int)(P - p0 < SI_PANEL ? P - p0 : SI_PANEL);
+            int64_t tile = it / fsplit, part = it % fsplit, p0 = tile * tw, r0, r1;
+            int w = (int)(P - p0 < tw ? P - p0 : tw);
             if (built != tile) {
                 k->patches_t(L, in, p0, w, slot, zeros);
                 built = tile;

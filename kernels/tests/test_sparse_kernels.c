@@ -372,11 +372,15 @@ static void test_conv(const char *name, int64_t H, int64_t W, int64_t C, int64_t
     char kname[96];
     for (si_isa isa = SI_ISA_PORTABLE; isa < n_isa; isa++) {
         si_dispatch_select(isa);
-        fill_nan(out, outn);
-        fill_nan(ws, wsf);
-        si_f32_spconv(&L, in, batch, out, ws);
-        snprintf(kname, sizeof kname, "si_f32_spconv batch=%d (patches_t + csr_panel)", batch);
-        check(name, kname, si_isa_str(isa), out, ref, mag, outn, F, "position", "filter");
+        static const int widths[] = {64, 32, 17};  /* the two the registry uses, and an odd one */
+        for (int wi = 0; wi < 3; wi++) {
+            fill_nan(out, outn);
+            fill_nan(ws, wsf);
+            si_f32_spconv(&L, in, batch, out, ws, widths[wi]);
+            snprintf(kname, sizeof kname, "si_f32_spconv batch=%d tiles of %d (patches_t + csr_panel)", batch,
+                     widths[wi]);
+            check(name, kname, si_isa_str(isa), out, ref, mag, outn, F, "position", "filter");
+        }
         if (h) { /* MKL's product on the selected variant's im2col */
             fill_nan(out, outn);
             si_mkl_spconv(&L, h, in, batch, out, w2, mws);
