@@ -54,8 +54,6 @@ typedef enum si_isa { SI_ISA_PORTABLE = 0, SI_ISA_AVX2 = 1, SI_ISA_AVX512 = 2 } 
 si_isa si_isa_detected(void);          /* the best this CPU and OS support */
 const char *si_isa_str(si_isa isa);    /* "portable", "avx2", "avx512" */
 int si_isa_parse(const char *s, si_isa *out);  /* 1 on success; "auto" gives the detected one */
-/* "AuthenticAMD family 25 model 17 (AMD EPYC ...)": what the planner's cache is keyed by. */
-const char *si_cpu_id(void);
 
 /* ---- per-ISA kernels (si_dispatch.c) ---------------------------------------------------
  * The hot kernels every entry shares, one function pointer each, set once by
@@ -186,7 +184,6 @@ struct si_model {
     int n_layers;
     int64_t in_h, in_w, in_c;
     int64_t max_act;         /* largest activation per sample (elements) */
-    int64_t max_im2col;      /* largest im2col row (kh*kw*in_c) */
     char *manifest;
     double plan_seconds;     /* time the planner spent measuring */
     int plan_measured, plan_cached; /* layer regimes measured now / taken from the cache */

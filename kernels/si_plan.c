@@ -125,6 +125,16 @@ typedef struct cache {
     int write_failed;
 } cache;
 
+static char *cache_default_path(void);
+
+const char *si_plan_cache_file(void) {
+    static _Thread_local char buf[4096];
+    char *p = cache_default_path();
+    snprintf(buf, sizeof buf, "%s", p ? p : "");
+    free(p);
+    return buf;
+}
+
 static char *cache_default_path(void) {
     const char *env = getenv("SPARSEINFER_CACHE");
     if (env) return *env ? strdup(env) : NULL;
@@ -385,7 +395,7 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
     if (r->nc == 1) { r->source = "only candidate"; return SI_OK; }
     char key[1024], sig[512], cpu[200];
     layer_signature(L, &r->prob, sig, sizeof sig);
-    snprintf(cpu, sizeof cpu, "%s", si_cpu_id());
+    snprintf(cpu, sizeof cpu, "%s", si_cpu_name());
     for (char *q = cpu; *q; q++) if (*q == '|' || *q == '\t' || *q == '\n') *q = ' ';
     /* The library version too: a new release's kernels are timed afresh (a new entry already
      * misses, as the line lacks its time). */

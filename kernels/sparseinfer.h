@@ -181,6 +181,10 @@ SI_API int si_model_layer_candidates(const si_model *model, int index, int regim
 /* What planning cost at load: seconds spent timing, layer regimes timed now and layer
  * regimes answered by the cache. Any pointer may be NULL. */
 SI_API void si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached);
+
+/* The cache file loads use when their options give no cache_path ("" when the environment
+ * turns the cache off). Valid until the calling thread's next call. */
+SI_API const char *si_plan_cache_file(void);
 /* Fills *info for layer index (0 <= index < si_model_num_layers). */
 SI_API si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info);
 
@@ -203,7 +207,8 @@ SI_API int si_set_num_threads(int n);
  * buffer cannot be allocated. For benchmarks: the yardstick of memory-bound kernels. */
 SI_API double si_util_read_bandwidth(size_t bytes, int repeats);
 
-/* The CPU (vendor, family, model and brand string) and the instruction set the kernels
+/* The CPU (vendor, family, model from cpuid, and the brand string: a VM's /proc/cpuinfo may
+ * say only "AMD EPYC" for Zen 3, 4 and 5 alike), the planner's cache key, and the instruction set the kernels
  * use now ("portable", "avx2" or "avx512"). Static strings. */
 SI_API const char *si_cpu_name(void);
 SI_API const char *si_isa_name(void);

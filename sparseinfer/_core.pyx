@@ -50,6 +50,11 @@ def cpu():
     return si_cpu_name().decode("utf-8", "replace")
 
 
+def plan_cache_file():
+    """The planner's cache file for loads that name none ("" when SPARSEINFER_CACHE="")."""
+    return si_plan_cache_file().decode("utf-8", "replace")
+
+
 def isa():
     """The instruction set the kernels use now: "portable", "avx2" or "avx512"."""
     return si_isa_name().decode()

@@ -72,6 +72,7 @@ cdef extern from "sparseinfer.h" nogil:
                                   double *seconds, int max)
     void si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached)
     const char *si_cpu_name()
+    const char *si_plan_cache_file()
     const char *si_isa_name()
     si_status_t si_set_isa(const char *name)
     si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info)

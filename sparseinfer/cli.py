@@ -118,8 +118,7 @@ def _print_plan(info: dict) -> None:
             b = l["plan_batch"][g]
             pos = l["plan_positions"][g] if l["type"] == "conv2d" else b
             print(f"{l['name'] if g == 0 else '':<14}{'1' if g == 0 else '>1':>6}{pos:>8}  {pick:<22}{cands}")
-    print("(timed: the batch, or for convolutions the output positions, each regime was timed on; "
-          "n/t: not timed)")
+    print("(timed: the batch, or for convolutions the output positions, each regime was timed on)")
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -161,9 +160,9 @@ def cmd_tune(a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
         return 0
     _print_plan(info)
-    path = os.environ.get("SPARSEINFER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sparseinfer", "plan.tsv")
-    print(f"cache: {path}" if os.environ.get("SPARSEINFER_CACHE") != "" else "cache: off (SPARSEINFER_CACHE='')")
+    from ._core import plan_cache_file
+    path = plan_cache_file()
+    print(f"cache: {path}" if path else "cache: off (SPARSEINFER_CACHE='')")
     return 0
 
 

@@ -395,7 +395,6 @@ static si_status_t build(const si_npz *npz, si_model *m) {
             }
         int64_t n = h * w * c;
         if (n > m->max_act) m->max_act = n;
-        if (L->type == SI_LAYER_CONV2D && L->cols > m->max_im2col) m->max_im2col = L->cols;
     }
 done:
     si_json_free(&root);

@@ -63,12 +63,10 @@ static void read_cpu_id(void) {
 #endif
 }
 
-const char *si_cpu_id(void) {
+const char *si_cpu_name(void) {
     pthread_once(&cpu_once, read_cpu_id);
     return cpu_id;
 }
-
-const char *si_cpu_name(void) { return si_cpu_id(); }
 
 const char *si_isa_name(void) {
     si_init();
@@ -81,7 +79,7 @@ si_status_t si_set_isa(const char *name) {
     if (!si_isa_parse(name, &want))
         return si_fail(SI_ERR_ARGUMENT, "si_set_isa: '%s' is not one of auto, portable, avx2, avx512", name ? name : "NULL");
     if (want > si_isa_detected())
-        return si_fail(SI_ERR_UNSUPPORTED, "si_set_isa: this CPU (%s) does not have %s (best: %s)", si_cpu_id(),
+        return si_fail(SI_ERR_UNSUPPORTED, "si_set_isa: this CPU (%s) does not have %s (best: %s)", si_cpu_name(),
                        si_isa_str(want), si_isa_str(si_isa_detected()));
     si_dispatch_select(want);
     return SI_OK;
