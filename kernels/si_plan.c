@@ -154,8 +154,12 @@ static void cache_open(cache *c, const char *path) {
     if (!c->path) return;
     FILE *f = fopen(c->path, "rb");
     if (!f) return;
-    c->text = malloc(CACHE_MAX_BYTES + 1);
-    size_t len = c->text ? fread(c->text, 1, CACHE_MAX_BYTES, f) : 0;
+    /* as much as the file holds, not the cap, so a small cache costs a small buffer */
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return; }
+    size_t want = (size_t)size < (size_t)CACHE_MAX_BYTES ? (size_t)size : (size_t)CACHE_MAX_BYTES;
+    c->text = malloc(want + 1);
+    size_t len = c->text ? fread(c->text, 1, want, f) : 0;
     fclose(f);
     if (!c->text) return;
     c->text[len] = 0;
