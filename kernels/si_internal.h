@@ -203,6 +203,8 @@ typedef struct si_algo {
     unsigned forms;          /* SI_FORM_* the entry reads */
     int reference_only;      /* 1: a reference to compare with (MKL's sparse BLAS); auto never picks it
                               * unless asked for by si_sparse_impl */
+    int state_only;          /* 1: run and run_ref read only the prepared state (packed weights), so
+                              * the forms are needed to prepare it and may be freed afterwards */
     /* Does it apply to this layer in regime (0: batch 1, 1: larger)? */
     int (*applies)(const si_layer *L, int regime);
     /* Build the entry's private state from the shared forms (which exist), or leave
@@ -279,6 +281,20 @@ int64_t si_mkl_csrmm_ws_floats(const si_layer *L, int n);
 void si_mkl_csrmm(const si_layer *L, const si_mkl_csr *h, const float *X, int n, float *Y, float *ws);
 void si_mkl_spconv(const si_layer *L, const si_mkl_csr *h, const float *in, int batch, float *out, float *ws,
                    int64_t ws_floats);
+
+/* ops/si_sgemm.c: the runtime's own GEMM on weights packed at load (B = W^T). */
+typedef struct si_packed_b {
+    float *b;             /* n_pad / nr panels of k x nr floats */
+    int64_t n, k, n_pad;
+    int mr, nr;           /* the microkernel's block, fixed at packing */
+    void (*uk)(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc, int rows, int cols, int acc);
+    void (*gv)(const float *x, const float *b, int64_t k, float *y, int cols);  /* one row of A */
+} si_packed_b;
+si_status_t si_pack_b(const char *layer, const float *w, int64_t n, int64_t k, si_packed_b *out); /* w: n x k */
+void si_packed_b_free(si_packed_b *b);
+int64_t si_packed_b_bytes(const si_packed_b *b);
+void si_sgemm_packed(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
+void si_sgemm_packed_ref(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 
 /* fc/si_fc_gemv.c: y = W x at memory bandwidth, threaded. */
 void si_f32_gemv(const si_layer *L, const float *x, float *y);

@@ -3,7 +3,8 @@
  *
  * For each layer and regime the entries that apply are timed on the layer's own weights,
  * interleaved in rounds (each round runs every candidate once, so drift hits them alike),
- * and the median wins. Convolutions are timed on a bounded problem: the regime's batch, or
+ * and the median wins; after the warm-up, candidates over HOPELESS times the fastest drop out.
+ * Convolutions are timed on a bounded problem: the regime's batch, or
  * fewer samples, or a strip of output rows of one sample, holding at most MAC_CAP dense
  * multiply-adds but at least MIN_POSITIONS output positions (enough 64-wide tiles for
  * every thread), because cost per output position is what the candidates differ in and a
@@ -15,8 +16,8 @@
  * and without a cache line, a conservative default applies: the dense entry unless the
  * layer keeps under DEFAULT_SPARSE_BELOW of its weights.
  *
- * One form in memory: when the two regimes' winners read different weight forms (dense and
- * CSR), a regime switches to the fastest candidate that reads the other's form if that
+ * One form in memory: when the two regimes' winners hold different weight forms (dense, CSR,
+ * or an entry's own packed copy), a regime switches to the fastest candidate that reads the other's form if that
  * costs at most ONE_FORM_SLACK, rather than holding both forms for a gain within noise.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -30,13 +31,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAC_CAP 1.0e9               /* dense multiply-adds of one timed conv problem */
+#define MAC_CAP 5.0e8               /* dense multiply-adds of one timed conv problem */
+#define HOPELESS 2.0                /* a candidate this much slower than the best in warm-up is not timed further */
 #define MIN_POSITIONS (8 * SI_PANEL) /* output positions a timed conv problem keeps at least */
 #define MIN_ROUNDS 3
 #define MAX_ROUNDS 41
 #define ROUND_TIME 0.02             /* stop after MIN_ROUNDS once a regime has been timed this long */
 #define DEFAULT_PLAN_BATCH 8
 #define DEFAULT_SPARSE_BELOW 0.10   /* unmeasured: sparse only below 10% density */
+#define SPARSE_BELOW 0.5            /* sparse candidates are timed only below half density */
 #define ONE_FORM_SLACK 1.10
 #define CACHE_MAX_BYTES (16 << 20)
 #define CACHE_FORMAT "sparseinfer-plan-1"
@@ -293,13 +296,25 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         in[i] = (float)(s >> 40) * (1.0f / 16777216.0f);
     }
-    for (int i = 0; i < nc; i++) cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws); /* warm-up */
+    /* Warm-up, one run each; a candidate over HOPELESS times the fastest warm-up cannot win
+     * within noise, keeps its warm-up time and is not timed further (sparse kernels on dense
+     * weights would otherwise take most of the budget). */
+    double warm[SI_MAX_ALGOS], best_warm = 1e300;
+    int live[SI_MAX_ALGOS];
+    for (int i = 0; i < nc; i++) {
+        double a = si_now();
+        cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws);
+        warm[i] = si_now() - a;
+        if (warm[i] < best_warm) best_warm = warm[i];
+    }
+    for (int i = 0; i < nc; i++) live[i] = warm[i] <= HOPELESS * best_warm;
     const double t0 = si_now();
     int rounds = 0;
     while (rounds < MAX_ROUNDS) {
         /* alternate the order so neither candidate always runs first after the other */
         for (int j = 0; j < nc; j++) {
             int i = rounds % 2 ? nc - 1 - j : j;
+            if (!live[i]) continue;
             double a = si_now();
             cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws);
             t[i * MAX_ROUNDS + rounds] = si_now() - a;
@@ -308,6 +323,7 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
         if (rounds >= MIN_ROUNDS && si_now() - t0 >= ROUND_TIME) break;
     }
     for (int i = 0; i < nc; i++) {
+        if (!live[i]) { seconds[i] = warm[i]; continue; }
         qsort(t + i * MAX_ROUNDS, (size_t)rounds, sizeof(double), cmp_double);
         seconds[i] = t[i * MAX_ROUNDS + rounds / 2];
     }
@@ -333,6 +349,10 @@ static int candidates(const plan_ctx *c, const si_layer *L, int regime, const si
         const si_algo *a = si_algos[i];
         if (a->type != L->type || !a->applies(L, regime)) continue;
         int sparse = a->family != SI_EXEC_DENSE;
+        /* At half density or above the CSR form is at least the dense one's size and a sparse
+         * kernel does as many multiply-adds as a dense one plus an index load each: not timed
+         * (it would also need a CSR copy as large as the weights, just to lose). */
+        if (c->policy == SI_POLICY_AUTO && sparse && si_layer_density(L) >= SPARSE_BELOW) continue;
         if (c->policy == SI_POLICY_DENSE && sparse) continue;
         if (c->policy == SI_POLICY_SPARSE && !sparse) continue;
         if (sparse && (c->impl == SI_SPARSE_MKL) != (a->reference_only != 0)) continue;
@@ -381,10 +401,15 @@ typedef struct regime_plan {
     problem prob;
 } regime_plan;
 
-static int fastest(const regime_plan *r, unsigned forms_mask) {
+/* What an entry keeps in memory once chosen: the shared forms its run reads, or its own
+ * packed copy (a form of its own, for the one-form rule). */
+#define HELD_PACKED 4u
+static unsigned held(const si_algo *a) { return a->state_only ? HELD_PACKED : a->forms; }
+
+static int fastest(const regime_plan *r, unsigned held_mask) {
     int best = -1;
     for (int i = 0; i < r->nc; i++)
-        if ((r->cand[i]->forms & ~forms_mask) == 0 && (best < 0 || r->sec[i] < r->sec[best])) best = i;
+        if ((held(r->cand[i]) & ~held_mask) == 0 && (best < 0 || r->sec[i] < r->sec[best])) best = i;
     return best;
 }
 
@@ -472,7 +497,7 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
     if ((st = plan_regime(c, L, 1, &r[1], &r[0]))) return st;
     char w[SI_REGIMES][120], note[64] = "";
     /* One form in memory, when the times say it costs little. */
-    unsigned f0 = r[0].cand[r[0].best]->forms, f1 = r[1].cand[r[1].best]->forms;
+    unsigned f0 = held(r[0].cand[r[0].best]), f1 = held(r[1].cand[r[1].best]);
     if (f0 != f1 && r[0].sec[r[0].best] > 0 && r[1].sec[r[1].best] > 0) {
         int alt0 = fastest(&r[0], f1), alt1 = fastest(&r[1], f0);
         double loss0 = alt0 >= 0 ? r[0].sec[alt0] / r[0].sec[r[0].best] : 1e300;
@@ -500,14 +525,13 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
                  L->algo[0]->name, L->algo[1]->name);
     else
         snprintf(L->why, sizeof L->why, "%s; %s%s", w[0], w[1], note);
-    /* Keep the chosen entries' forms and states, free the rest. */
-    unsigned forms = L->algo[0]->forms | L->algo[1]->forms;
-    if ((st = need_forms(L, forms))) return st;
+    /* Keep the chosen entries' states and the forms their runs read, free the rest. */
+    if ((st = need_forms(L, L->algo[0]->forms | L->algo[1]->forms))) return st;
     for (int g = 0; g < SI_REGIMES; g++)
         if ((st = prepare(L, L->algo[g]))) return st;
     for (int i = 0; si_algos[i]; i++)
         if (si_algos[i] != L->algo[0] && si_algos[i] != L->algo[1]) release(L, i);
-    drop_forms(L, forms);
+    drop_forms(L, (held(L->algo[0]) | held(L->algo[1])) & (SI_FORM_DENSE | SI_FORM_CSR));
     return SI_OK;
 }
 
