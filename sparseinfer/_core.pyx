@@ -75,6 +75,18 @@ def set_reference_kernels(bint on):
     si_set_reference_kernels(on)
 
 
+cdef bint _all_finite(const float[:, ::1] x) noexcept nogil:
+    """No NaN or infinity in x (without the boolean array np.isfinite would allocate)."""
+    cdef Py_ssize_t i, j
+    cdef float v
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if v - v != 0:  # NaN - NaN and inf - inf are NaN
+                return False
+    return True
+
+
 cdef class Model:
     """A model loaded by the C runtime. ``predict`` is safe to call from several threads
     (runs on one Model are serialised; load the file twice to run in parallel)."""
@@ -254,7 +266,7 @@ cdef class Model:
         if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
             raise TypeError(f"input must be numeric, got dtype {arr.dtype}")
         cdef const float[:, ::1] xin = np.ascontiguousarray(arr.reshape(arr.shape[0], -1), dtype=np.float32)
-        if not np.isfinite(np.asarray(xin)).all():
+        if not _all_finite(xin):
             raise ValueError("input holds NaN or infinite values")
         cdef int64_t n = xin.shape[0], out_n = self.output_size
         out = np.empty((n, out_n), np.float32)

@@ -33,7 +33,11 @@ SI_INLINE void im2col_body(const si_layer *L, const float *in, int64_t p0, int64
             if (y < 0 || y >= H) { memset(d, 0, sizeof(float) * (size_t)(L->kw * C)); continue; }
             int64_t x0 = ow * L->sw - L->pad_left;
             if (x0 >= 0 && x0 + L->kw <= W) { /* the common interior case: one contiguous run */
-                memcpy(d, in + ((n * H + y) * W + x0) * C, sizeof(float) * (size_t)(L->kw * C));
+                const float *src = in + ((n * H + y) * W + x0) * C;
+                if (L->kw * C <= 64) /* short runs (LeNet's conv1: 5 floats) inline, not a memcpy call each */
+                    for (int64_t t = 0; t < L->kw * C; t++) d[t] = src[t];
+                else
+                    memcpy(d, src, sizeof(float) * (size_t)(L->kw * C));
                 continue;
             }
             for (int j = 0; j < L->kw; j++) {

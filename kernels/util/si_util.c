@@ -101,6 +101,7 @@ int si_max_threads(void) {
 int si_set_num_threads(int n) {
     si_init();
     int prev = thread_setting;
+    if ((n > 0 ? n : 0) == prev) return prev; /* unchanged: every predict call sets and restores it */
     thread_setting = n > 0 ? n : 0;
     mkl_set_num_threads_local(thread_setting); /* 0 restores the global setting */
     omp_set_num_threads(thread_setting ? thread_setting : max_threads);
