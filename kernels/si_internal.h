@@ -54,6 +54,8 @@ typedef enum si_isa { SI_ISA_PORTABLE = 0, SI_ISA_AVX2 = 1, SI_ISA_AVX512 = 2 } 
 si_isa si_isa_detected(void);          /* the best this CPU and OS support */
 const char *si_isa_str(si_isa isa);    /* "portable", "avx2", "avx512" */
 int si_isa_parse(const char *s, si_isa *out);  /* 1 on success; "auto" gives the detected one */
+/* Bytes of the level-1/2/3 data cache of cpu0 (sysfs), or fallback when the system does not say. */
+int64_t si_cache_bytes(int level, int64_t fallback);
 
 /* ---- per-ISA kernels (si_dispatch.c) ---------------------------------------------------
  * The hot kernels every entry shares, one function pointer each, set once by
@@ -73,10 +75,10 @@ typedef struct si_kernel_table {
      * P is cols x w. cur/cend: column blocking (see csr/si_csr_kernels.c). */
     void (*csr_panel)(const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y, int64_t ldy,
                       int64_t *cur, int64_t cend, int acc_into);
-    /* tile[(r - r0) * 64 + j] = sum_k val[k] * base[off[k] + j] for rows [r0, r1), j < w <= 64
-     * (conv/si_conv_sparse_planar.c) */
-    void (*csr_planar)(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
-                       const float *base, int w, float *tile);
+    /* tile[(r - r0) * 64 + j] (+)= sum_{k in [kb[r], ke[r])} val[k] * base[off[k] + j] for rows
+     * [r0, r1), j < w <= 64 (conv/si_conv_sparse_planar.c, conv/si_conv_sparse_tiled.c) */
+    void (*csr_planar)(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                       int64_t r1, const float *base, int w, float *tile, int acc_into);
     /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns */
     void (*csr_mv_rows)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
                         float *y, int acc_into);
@@ -85,7 +87,8 @@ typedef struct si_kernel_table {
     /* m im2col rows from output position p0 (see ops/si_im2col.c) */
     void (*im2col_rows)(const struct si_layer *L, const float *in, int64_t p0, int64_t m, float *col);
     /* the K x w transposed patches of positions [p0, p0 + w) (spconv's tile) */
-    void (*patches_t)(const struct si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros);
+    /* P[k * ld + t], t < w <= ld */
+    void (*patches_t)(const struct si_layer *L, const float *in, int64_t p0, int w, int ld, float *P, const float *zeros);
     /* maxpool of output rows [r0, r1) (each row: one (sample, oh)) */
     void (*maxpool_rows)(const struct si_layer *L, const float *in, float *out, int64_t r0, int64_t r1);
     /* out[p][j] = act(out[p][j] + bias[j]) for positions [p0, p1) (bias may be NULL) */
@@ -305,13 +308,13 @@ void si_f32_gemv_ref(const si_layer *L, const float *x, float *y);
     ret name##_portable args; ret name##_avx2 args; ret name##_avx512 args;
 SI_DECLARE_VARIANTS(void, si_csr_panel, (const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w, float *Y,
                                          int64_t ldy, int64_t *cur, int64_t cend, int acc_into))
-SI_DECLARE_VARIANTS(void, si_csr_planar, (const float *val, const int32_t *off, const int64_t *ptr, int64_t r0,
-                                          int64_t r1, const float *base, int w, float *tile))
+SI_DECLARE_VARIANTS(void, si_csr_planar, (const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,
+                                          int64_t r0, int64_t r1, const float *base, int w, float *tile, int acc_into))
 SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
                                            const float *x, float *y, int acc_into))
 SI_DECLARE_VARIANTS(void, si_gemv_rows, (const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1))
 SI_DECLARE_VARIANTS(void, si_im2col_rows, (const si_layer *L, const float *in, int64_t p0, int64_t m, float *col))
-SI_DECLARE_VARIANTS(void, si_patches_t, (const si_layer *L, const float *in, int64_t p0, int w, float *P,
+SI_DECLARE_VARIANTS(void, si_patches_t, (const si_layer *L, const float *in, int64_t p0, int w, int ld, float *P,
                                          const float *zeros))
 SI_DECLARE_VARIANTS(void, si_maxpool_rows, (const si_layer *L, const float *in, float *out, int64_t r0, int64_t r1))
 SI_DECLARE_VARIANTS(void, si_bias_act_rows, (float *out, const float *bias, int64_t n, int act, int64_t p0, int64_t p1))

@@ -123,7 +123,7 @@ static void planar_conv(const si_layer *L, const planar_state *s, const float *i
                 int64_t st = it / fsplit, part = it % fsplit, n = st / tiles, v0 = st % tiles * SI_PANEL, r0, r1;
                 int w = (int)(V - v0 < SI_PANEL ? V - v0 : SI_PANEL);
                 si_part_rows(L->csr_ptr, 0, F, (int)part, (int)fsplit, &r0, &r1);
-                k->csr_planar(L->csr_val, s->off, L->csr_ptr, r0, r1, planes + n * sf + v0, w, tile);
+                k->csr_planar(L->csr_val, s->off, L->csr_ptr, L->csr_ptr + 1, r0, r1, planes + n * sf + v0, w, tile, 0);
                 float *o = out + (int64_t)(n0 + n) * OH * OW * F;
                 for (int t = 0; t < w; t++) {
                     int64_t v = v0 + t, oh = v / Wp, ow = v % Wp;

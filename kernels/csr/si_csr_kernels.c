@@ -266,15 +266,16 @@ void si_csr_panel_avx512(const si_csr_view *A, int64_t r0, int64_t r1, const flo
 }
 #endif
 
-/* ---- the planar kernel (conv/si_conv_sparse_planar.c) ----------------------------------
- * tile[(r - r0) * 64 + j] = sum_k val[k] * base[off[k] + j]: the panel kernel with each
- * non-zero's panel row at base + off[k] instead of P + col[k] * w. */
-void si_csr_planar_portable(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
-                            const float *base, int w, float *tile) {
+/* ---- the tile kernel (conv/si_conv_sparse_planar.c, conv/si_conv_sparse_tiled.c) -------
+ * tile[(r - r0) * 64 + j] (+)= sum_{k in [kb[r], ke[r])} val[k] * base[off[k] + j]: the panel
+ * kernel with each non-zero's row at base + off[k], a range of each row's non-zeros (a block
+ * of columns), and a contiguous tile of outputs that blocks accumulate into. */
+void si_csr_planar_portable(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                            int64_t r1, const float *base, int w, float *tile, int acc_into) {
     for (int64_t r = r0; r < r1; r++) {
         float *acc = tile + (r - r0) * SI_PANEL;
-        for (int j = 0; j < w; j++) acc[j] = 0;
-        for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
+        if (!acc_into) for (int j = 0; j < w; j++) acc[j] = 0;
+        for (int64_t k = kb[r]; k < ke[r]; k++) {
             const float v = val[k], *p = base + off[k];
             for (int j = 0; j < w; j++) acc[j] += v * p[j];
         }
@@ -283,13 +284,14 @@ void si_csr_planar_portable(const float *val, const int32_t *off, const int64_t 
 
 #if SI_X86
 #define PLANAR_AVX512(NV)                                                                                      \
-    SI_TARGET_AVX512 static void planar_avx512_##NV(const float *val, const int32_t *off, const int64_t *ptr,    \
-                                                    int64_t r0, int64_t r1, const float *base, int w, float *tile) { \
+    SI_TARGET_AVX512 static void planar_avx512_##NV(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,    \
+                                                    int64_t r0, int64_t r1, const float *base, int w, float *tile, \
+                                                    int acc_into) {                                            \
         const __mmask16 m = (__mmask16)(w - 16 * ((NV)-1) >= 16 ? 0xFFFF : (1u << (w - 16 * ((NV)-1))) - 1u);   \
         for (int64_t r = r0; r < r1; r++) {                                                                    \
             __m512 a[NV], b[NV];                                                                               \
             for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm512_setzero_ps();                                  \
-            int64_t k = ptr[r], k1 = ptr[r + 1];                                                               \
+            int64_t k = kb[r], k1 = ke[r];                                                                     \
             for (; k + 2 <= k1; k += 2) {                                                                      \
                 const __m512 s0 = _mm512_set1_ps(val[k]), s1 = _mm512_set1_ps(val[k + 1]);                    \
                 const float *p0 = base + off[k], *p1 = base + off[k + 1];                                      \
@@ -307,7 +309,10 @@ void si_csr_planar_portable(const float *val, const int32_t *off, const int64_t 
                 a[(NV)-1] = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(m, p0 + 16 * ((NV)-1)), a[(NV)-1]);      \
             }                                                                                                  \
             float *o = tile + (r - r0) * SI_PANEL;                                                             \
-            for (int v = 0; v < (NV); v++) _mm512_storeu_ps(o + 16 * v, _mm512_add_ps(a[v], b[v]));          \
+            for (int v = 0; v < (NV); v++) {                                                                   \
+                __m512 t = _mm512_add_ps(a[v], b[v]);                                                          \
+                _mm512_storeu_ps(o + 16 * v, acc_into ? _mm512_add_ps(t, _mm512_loadu_ps(o + 16 * v)) : t);    \
+            }                                                                                                  \
         }                                                                                                      \
     }
 PLANAR_AVX512(1)
@@ -315,25 +320,26 @@ PLANAR_AVX512(2)
 PLANAR_AVX512(3)
 PLANAR_AVX512(4)
 
-SI_TARGET_AVX512 void si_csr_planar_avx512(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0,
-                                           int64_t r1, const float *base, int w, float *tile) {
+SI_TARGET_AVX512 void si_csr_planar_avx512(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                         int64_t r1, const float *base, int w, float *tile, int acc_into) {
     switch ((w + 15) / 16) {
-    case 1: planar_avx512_1(val, off, ptr, r0, r1, base, w, tile); return;
-    case 2: planar_avx512_2(val, off, ptr, r0, r1, base, w, tile); return;
-    case 3: planar_avx512_3(val, off, ptr, r0, r1, base, w, tile); return;
-    default: planar_avx512_4(val, off, ptr, r0, r1, base, w, tile); return;
+    case 1: planar_avx512_1(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 2: planar_avx512_2(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 3: planar_avx512_3(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    default: planar_avx512_4(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
     }
 }
 
 #define PLANAR_AVX2(NV, TWO)                                                                                   \
-    SI_TARGET_AVX2 static void planar_avx2_##NV(const float *val, const int32_t *off, const int64_t *ptr,       \
-                                                int64_t r0, int64_t r1, const float *base, int w, float *tile) { \
+    SI_TARGET_AVX2 static void planar_avx2_##NV(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,       \
+                                                int64_t r0, int64_t r1, const float *base, int w, float *tile,  \
+                                                int acc_into) {                                                \
         const int tail = w - 8 * ((NV)-1);                                                                     \
         const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); \
         for (int64_t r = r0; r < r1; r++) {                                                                    \
             __m256 a[NV], b[NV];                                                                               \
             for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm256_setzero_ps();                                  \
-            int64_t k = ptr[r], k1 = ptr[r + 1];                                                               \
+            int64_t k = kb[r], k1 = ke[r];                                                                     \
             if (TWO)                                                                                           \
                 for (; k + 2 <= k1; k += 2) {                                                                  \
                     const __m256 s0 = _mm256_set1_ps(val[k]), s1 = _mm256_set1_ps(val[k + 1]);                \
@@ -352,7 +358,10 @@ SI_TARGET_AVX512 void si_csr_planar_avx512(const float *val, const int32_t *off,
                 a[(NV)-1] = _mm256_fmadd_ps(s0, _mm256_maskload_ps(p0 + 8 * ((NV)-1), m), a[(NV)-1]);          \
             }                                                                                                  \
             float *o = tile + (r - r0) * SI_PANEL;                                                             \
-            for (int v = 0; v < (NV); v++) _mm256_storeu_ps(o + 8 * v, TWO ? _mm256_add_ps(a[v], b[v]) : a[v]); \
+            for (int v = 0; v < (NV); v++) {                                                                   \
+                __m256 t = TWO ? _mm256_add_ps(a[v], b[v]) : a[v];                                             \
+                _mm256_storeu_ps(o + 8 * v, acc_into ? _mm256_add_ps(t, _mm256_loadu_ps(o + 8 * v)) : t);      \
+            }                                                                                                  \
         }                                                                                                      \
     }
 PLANAR_AVX2(1, 1)
@@ -364,27 +373,27 @@ PLANAR_AVX2(6, 0)
 PLANAR_AVX2(7, 0)
 PLANAR_AVX2(8, 0)
 
-SI_TARGET_AVX2 void si_csr_planar_avx2(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0,
-                                       int64_t r1, const float *base, int w, float *tile) {
+SI_TARGET_AVX2 void si_csr_planar_avx2(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                         int64_t r1, const float *base, int w, float *tile, int acc_into) {
     switch ((w + 7) / 8) {
-    case 1: planar_avx2_1(val, off, ptr, r0, r1, base, w, tile); return;
-    case 2: planar_avx2_2(val, off, ptr, r0, r1, base, w, tile); return;
-    case 3: planar_avx2_3(val, off, ptr, r0, r1, base, w, tile); return;
-    case 4: planar_avx2_4(val, off, ptr, r0, r1, base, w, tile); return;
-    case 5: planar_avx2_5(val, off, ptr, r0, r1, base, w, tile); return;
-    case 6: planar_avx2_6(val, off, ptr, r0, r1, base, w, tile); return;
-    case 7: planar_avx2_7(val, off, ptr, r0, r1, base, w, tile); return;
-    default: planar_avx2_8(val, off, ptr, r0, r1, base, w, tile); return;
+    case 1: planar_avx2_1(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 2: planar_avx2_2(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 3: planar_avx2_3(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 4: planar_avx2_4(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 5: planar_avx2_5(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 6: planar_avx2_6(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    case 7: planar_avx2_7(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
+    default: planar_avx2_8(val, off, kb, ke, r0, r1, base, w, tile, acc_into); return;
     }
 }
 #else
-void si_csr_planar_avx2(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
-                        const float *base, int w, float *tile) {
-    si_csr_planar_portable(val, off, ptr, r0, r1, base, w, tile);
+void si_csr_planar_avx2(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                        int64_t r1, const float *base, int w, float *tile, int acc_into) {
+    si_csr_planar_portable(val, off, kb, ke, r0, r1, base, w, tile, acc_into);
 }
-void si_csr_planar_avx512(const float *val, const int32_t *off, const int64_t *ptr, int64_t r0, int64_t r1,
-                          const float *base, int w, float *tile) {
-    si_csr_planar_portable(val, off, ptr, r0, r1, base, w, tile);
+void si_csr_planar_avx512(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                          int64_t r1, const float *base, int w, float *tile, int acc_into) {
+    si_csr_planar_portable(val, off, kb, ke, r0, r1, base, w, tile, acc_into);
 }
 #endif
 
@@ -519,7 +528,7 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
             int64_t tile = it / fsplit, part = it % fsplit, p0 = tile * tw, r0, r1;
             int w = (int)(P - p0 < tw ? P - p0 : tw);
             if (built != tile) {
-                k->patches_t(L, in, p0, w, slot, zeros);
+                k->patches_t(L, in, p0, w, w, slot, zeros);
                 built = tile;
             }
             si_part_rows(L->csr_ptr, 0, F, (int)part, (int)fsplit, &r0, &r1);

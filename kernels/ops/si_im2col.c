@@ -86,14 +86,15 @@ void si_im2col(const si_layer *L, const float *in, int64_t p0, int64_t m, float 
     }
 }
 
-/* Patches of output positions [p0, p0 + w) transposed: P[k * w + t], k in (kernel row,
+/* Patches of output positions [p0, p0 + w) transposed: P[k * ld + t], k in (kernel row,
  * kernel column, channel) order. zeros: in_c zero floats (the source of padded taps).
  *
  * Positions go in runs that share a sample and an output row. With stride 1 a run's taps
  * are one contiguous stretch of an input row (run_len * C floats), so a tap away from the
  * borders is a small transpose of contiguous memory, and for one channel (LeNet's conv1,
  * 28x28x1) a plain copy; taps that touch padding go position by position. */
-SI_INLINE void patches_t_body(const si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros) {
+SI_INLINE void patches_t_body(const si_layer *L, const float *in, int64_t p0, int w, int64_t ld, float *P,
+                              const float *zeros) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
     for (int t0 = 0; t0 < w;) {
         int64_t p = p0 + t0, nb = p / (OH * OW), q = p % (OH * OW), oh = q / OW, ow0 = q % OW;
@@ -102,23 +103,23 @@ SI_INLINE void patches_t_body(const si_layer *L, const float *in, int64_t p0, in
         for (int i = 0; i < L->kh; i++) {
             int64_t y = y0 + i;
             for (int j = 0; j < L->kw; j++) {
-                float *restrict dst = P + ((int64_t)i * L->kw + j) * C * w + t0;
+                float *restrict dst = P + ((int64_t)i * L->kw + j) * C * ld + t0;
                 int64_t xa = xs + j, xb = xs + (int64_t)(run - 1) * L->sw + j; /* first and last x read */
                 if (y < 0 || y >= H) {
                     for (int64_t c = 0; c < C; c++)
-                        for (int t = 0; t < run; t++) dst[c * w + t] = 0.0f;
+                        for (int t = 0; t < run; t++) dst[c * ld + t] = 0.0f;
                 } else if (xa >= 0 && xb < W && L->sw == 1) {
                     const float *restrict src = in + ((nb * H + y) * W + xa) * C;
                     if (C == 1)
                         for (int t = 0; t < run; t++) dst[t] = src[t];
                     else
                         for (int64_t c = 0; c < C; c++)
-                            for (int t = 0; t < run; t++) dst[c * w + t] = src[(int64_t)t * C + c];
+                            for (int t = 0; t < run; t++) dst[c * ld + t] = src[(int64_t)t * C + c];
                 } else {
                     for (int t = 0; t < run; t++) {
                         int64_t x = xs + (int64_t)t * L->sw + j;
                         const float *src = (x < 0 || x >= W) ? zeros : in + ((nb * H + y) * W + x) * C;
-                        for (int64_t c = 0; c < C; c++) dst[c * w + t] = src[c];
+                        for (int64_t c = 0; c < C; c++) dst[c * ld + t] = src[c];
                     }
                 }
             }
@@ -126,14 +127,14 @@ SI_INLINE void patches_t_body(const si_layer *L, const float *in, int64_t p0, in
         t0 += run;
     }
 }
-void si_patches_t_portable(const si_layer *L, const float *in, int64_t p0, int w, float *P, const float *zeros) {
-    patches_t_body(L, in, p0, w, P, zeros);
+void si_patches_t_portable(const si_layer *L, const float *in, int64_t p0, int w, int ld, float *P, const float *zeros) {
+    patches_t_body(L, in, p0, w, ld, P, zeros);
 }
-SI_TARGET_AVX2 void si_patches_t_avx2(const si_layer *L, const float *in, int64_t p0, int w, float *P,
+SI_TARGET_AVX2 void si_patches_t_avx2(const si_layer *L, const float *in, int64_t p0, int w, int ld, float *P,
                                       const float *zeros) {
-    patches_t_body(L, in, p0, w, P, zeros);
+    patches_t_body(L, in, p0, w, ld, P, zeros);
 }
-SI_TARGET_AVX512 void si_patches_t_avx512(const si_layer *L, const float *in, int64_t p0, int w, float *P,
+SI_TARGET_AVX512 void si_patches_t_avx512(const si_layer *L, const float *in, int64_t p0, int w, int ld, float *P,
                                           const float *zeros) {
-    patches_t_body(L, in, p0, w, P, zeros);
+    patches_t_body(L, in, p0, w, ld, P, zeros);
 }

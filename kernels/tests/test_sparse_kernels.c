@@ -674,10 +674,27 @@ static void test_patches(const char *name, int64_t H, int64_t W, int64_t C, int 
             for (int64_t k = 0; k < K; k++)
                 for (int j = 0; j < w; j++) pwant[k * w + j] = want[(p0 + j) * K + k];
             fill_nan(pt, K * SI_PANEL + GUARD);
-            si_k->patches_t(&L, in, p0, w, pt, zeros);
+            si_k->patches_t(&L, in, p0, w, w, pt, zeros);
             snprintf(kname, sizeof kname, "patches_t (positions [%lld, %lld), w=%d; element [k][t])", (long long)p0,
                      (long long)(p0 + w), w);
             check_exact(name, kname, isa, pt, pwant, K * w, GUARD, w, "k", "t");
+            /* row stride 64 (conv_sparse_tiled's full-width tile): the same values, and the
+             * columns past w of each row left as they were (NaN) */
+            fill_nan(pt, K * SI_PANEL + GUARD);
+            si_k->patches_t(&L, in, p0, w, SI_PANEL, pt, zeros);
+            int bad = 0;
+            for (int64_t k = 0; k < K && !bad; k++)
+                for (int j = 0; j < SI_PANEL && !bad; j++) {
+                    float g = pt[k * SI_PANEL + j];
+                    if (j < w ? g != pwant[k * w + j] : g == g) {
+                        bad = 1;
+                        failed++;
+                        printf("FAIL %s patches_t ld=64 (positions [%lld, %lld), w=%d) [isa %s]: element [k %lld][t %d] = %g, "
+                               "expected %g\n", name, (long long)p0, (long long)(p0 + w), w, si_isa_str(isa), (long long)k, j,
+                               g, j < w ? pwant[k * w + j] : NAN);
+                    }
+                }
+            if (!bad) passed++;
         }
     }
     si_dispatch_select(si_isa_detected());
