@@ -463,6 +463,9 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
             c->m->plan_seconds += si_now() - t0;
         }
         if (st) return st;
+        /* to whole nanoseconds, as the cache stores them, so a later load from the cache
+         * breaks near-ties the same way */
+        for (int i = 0; i < r->nc; i++) r->sec[i] = 1e-9 * (double)(long long)(r->sec[i] * 1e9 + 0.5);
         char times[1024];
         format_times(r->cand, r->sec, r->nc, times, sizeof times);
         cache_put(&c->cache, key, times);
