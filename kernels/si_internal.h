@@ -264,6 +264,7 @@ int64_t si_im2col_chunk_rows(const si_layer *L, int batch);
 #define SI_CSR_BLOCK_COLS 4096   /* 16 KB of x: half of Zen 4's (and most cores') L1D */
 #define SI_PANEL 64              /* batch columns / output positions per panel */
 int si_threads_for(int64_t work, int64_t max_parts);
+void si_tile_split(const si_layer *L, int64_t P, int tw, int *nt, int64_t *fsplit, int64_t *items, int64_t *chunk);
 void si_part_rows(const int64_t *ptr, int64_t a, int64_t b, int t, int nt, int64_t *r0, int64_t *r1);
 int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n);
 void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws); /* Y[n x rows] = X A^T */
@@ -297,6 +298,10 @@ si_status_t si_pack_b(const char *layer, const float *w, int64_t n, int64_t k, s
 void si_packed_b_free(si_packed_b *b);
 int64_t si_packed_b_bytes(const si_packed_b *b);
 void si_sgemm_packed(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
+/* prepare / release / bytes of the entries whose state is the layer's weights packed */
+si_status_t si_packed_prepare(si_layer *L, void **state);
+void si_packed_release(void *state);
+int64_t si_packed_bytes(const si_layer *L, const void *state);
 void si_sgemm_packed_ref(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 
 /* fc/si_fc_gemv.c: y = W x at memory bandwidth, threaded. */

@@ -10,20 +10,6 @@ static int pointwise(const si_layer *L) { return L->kh == 1 && L->kw == 1 && L->
 
 static int gp_applies(const si_layer *L, int regime) { (void)regime; return L->type == SI_LAYER_CONV2D; }
 
-static si_status_t gp_prepare(si_layer *L, void **state) {
-    si_packed_b *b = calloc(1, sizeof *b);
-    if (!b) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
-    si_status_t st = si_pack_b(L->name, L->w, L->rows, L->cols, b);
-    if (st) { free(b); return st; }
-    *state = b;
-    return SI_OK;
-}
-
-static void gp_release(void *p) {
-    if (p) { si_packed_b_free(p); free(p); }
-}
-
-static int64_t gp_bytes(const si_layer *L, const void *st) { (void)L; return st ? si_packed_b_bytes(st) : 0; }
 
 static int64_t gp_ws(const si_layer *L, const void *st, int batch) {
     (void)st;
@@ -56,6 +42,6 @@ static void gp_run_ref(const si_layer *L, const void *st, const float *in, int b
 
 const si_algo si_algo_conv_gemm_packed = {
     .name = "conv_gemm_packed", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
-    .state_only = 1, .applies = gp_applies, .prepare = gp_prepare, .ws_floats = gp_ws, .run = gp_run,
-    .run_ref = gp_run_ref, .bytes = gp_bytes, .release = gp_release,
+    .state_only = 1, .applies = gp_applies, .prepare = si_packed_prepare, .ws_floats = gp_ws, .run = gp_run,
+    .run_ref = gp_run_ref, .bytes = si_packed_bytes, .release = si_packed_release,
 };

@@ -82,13 +82,9 @@ static void tiled_conv(const si_layer *L, const tiled_state *s, const float *in,
     const int64_t P = (int64_t)batch * L->out_h * L->out_w, F = L->rows, sf = slot_floats(L);
     if (P <= 0 || F <= 0) return;
     const si_kernel_table *k = si_k;
-    const int64_t tiles = (P + TW - 1) / TW;
-    int nt = si_threads_for((L->nnz + F) * P + L->cols * P, si_max_threads());
-    int64_t fsplit = tiles >= 2 * nt ? 1 : (2 * nt + tiles - 1) / tiles; /* few tiles: split the filters too */
-    if (fsplit > F) fsplit = F;
-    const int64_t items = tiles * fsplit;
-    if (nt > items) nt = (int)items;
-    const int64_t chunk = items / (8 * nt) > 1 ? items / (8 * nt) : 1;
+    int nt;
+    int64_t fsplit, items, chunk;
+    si_tile_split(L, P, TW, &nt, &fsplit, &items, &chunk);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *patches = ws + (int64_t)omp_get_thread_num() * sf;

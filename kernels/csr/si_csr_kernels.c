@@ -475,6 +475,24 @@ void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws)
  * in the thread's slot of ws (XNNPACK's f32-spmm idea), and each filter's non-zeros are
  * broadcast-FMAs over the tile; results go straight into NHWC. */
 
+/* The work of a tiled convolution over P output positions in tiles of tw: nt threads, each
+ * tile's filters in fsplit parts (few tiles, as small images at batch 1: the filters are
+ * split too, re-building the tile's patches in each part, so every core stays busy), items
+ * = tiles * fsplit, handed out dynamically in chunks of about an eighth of a thread's share
+ * (small tiles, LeNet's, cost a few microseconds: a dispatch each would show). */
+void si_tile_split(const si_layer *L, int64_t P, int tw, int *nt, int64_t *fsplit, int64_t *items, int64_t *chunk) {
+    const int64_t tiles = (P + tw - 1) / tw, F = L->rows;
+    int n = si_threads_for((L->nnz + F) * P + L->cols * P, si_max_threads());
+    int64_t fs = tiles >= 2 * n ? 1 : (2 * n + tiles - 1) / tiles;
+    if (fs > F) fs = F;
+    if (fs < 1) fs = 1;
+    *items = tiles * fs;
+    if (n > *items) n = (int)*items;
+    *chunk = *items / (8 * n) > 1 ? *items / (8 * n) : 1;
+    *nt = n;
+    *fsplit = fs;
+}
+
 /* One slot: a K x 64 patch tile, then in_c zeros (the source of padded taps). */
 static int64_t slot_floats(const si_layer *L) { return (L->cols * SI_PANEL + L->in_c + 15) / 16 * 16; }
 
@@ -506,23 +524,15 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
     const si_csr_view A = view_of(L);
     const si_kernel_table *k = si_k;
     tw = tw < 1 ? 1 : tw > SI_PANEL ? SI_PANEL : tw;
-    const int64_t tiles = (P + tw - 1) / tw;
-    int nt = si_threads_for((L->nnz + F) * P + L->cols * P, si_max_threads());
-    /* Few tiles (small images at batch 1): also split the filters, re-building the tile's
-     * patches in each part, so both cores stay busy. */
-    int64_t fsplit = tiles >= 2 * nt ? 1 : (2 * nt + tiles - 1) / tiles;
-    if (fsplit > F) fsplit = F;
-    const int64_t items = tiles * fsplit;
-    if (nt > items) nt = (int)items;
-    const int64_t chunk = items / (8 * nt) > 1 ? items / (8 * nt) : 1;
+    int nt;
+    int64_t fsplit, items, chunk;
+    si_tile_split(L, P, tw, &nt, &fsplit, &items, &chunk);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *slot = ws + (int64_t)omp_get_thread_num() * sf;
         float *zeros = slot + L->cols * SI_PANEL;
         memset(zeros, 0, sizeof(float) * (size_t)L->in_c);
         int64_t built = -1;
-/* dynamic for balance, in chunks of about an eighth of a thread's share: small tiles
-         * (LeNet: a few microseconds each) would otherwise pay a dispatch each */
 #pragma omp for schedule(dynamic, chunk)
         for (int64_t it = 0; it < items; it++) {
             int64_t tile = it / fsplit, part = it % fsplit, p0 = tile * tw, r0, r1;

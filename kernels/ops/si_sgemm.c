@@ -22,6 +22,7 @@
 #include "si_internal.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if SI_X86
@@ -196,6 +197,26 @@ void si_packed_b_free(si_packed_b *b) {
 }
 
 int64_t si_packed_b_bytes(const si_packed_b *b) { return 4 * b->n_pad * b->k; }
+
+/* The state of the registry entries that run on packed weights (conv_gemm_packed,
+ * fc_gemm_packed): the layer's dense form, packed. */
+si_status_t si_packed_prepare(si_layer *L, void **state) {
+    si_packed_b *b = calloc(1, sizeof *b);
+    if (!b) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    si_status_t st = si_pack_b(L->name, L->w, L->rows, L->cols, b);
+    if (st) { free(b); return st; }
+    *state = b;
+    return SI_OK;
+}
+
+void si_packed_release(void *state) {
+    if (state) { si_packed_b_free(state); free(state); }
+}
+
+int64_t si_packed_bytes(const si_layer *L, const void *state) {
+    (void)L;
+    return state ? si_packed_b_bytes(state) : 0;
+}
 
 /* ---- the driver ------------------------------------------------------------------------ */
 
