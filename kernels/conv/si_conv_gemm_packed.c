@@ -1,10 +1,8 @@
 /* Dense convolution as im2col + the runtime's own GEMM on filters packed at load
  * (ops/si_sgemm.c), then bias and activation: conv_gemm's algorithm without MKL, whose sgemm
  * runs a generic code path on AMD CPUs. Its run reads only the packed filters, so a layer
- * that picks it keeps no other copy. Reference: the direct product on the packed filters. */
+ * that picks it keeps no other copy. Reference: the direct convolution on the packed filters. */
 #include "si_internal.h"
-
-#include <stdlib.h>
 
 static int pointwise(const si_layer *L) { return L->kh == 1 && L->kw == 1 && L->sh == 1 && L->sw == 1; }
 
@@ -29,15 +27,28 @@ static void gp_run(const si_layer *L, const void *st, const float *in, int batch
 }
 
 static void gp_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
-    float *row = malloc(sizeof(float) * (size_t)(K ? K : 1));  /* the reference may allocate */
-    if (!row) return;
-    for (int64_t p = 0; p < P; p++) {
-        si_im2col_rows_ref(L, in, p, 1, row);
-        si_sgemm_packed_ref(row, K, 1, st, out + p * F, F);
-    }
-    free(row);
-    si_bias_act_ref(L, out, P);
+    const si_packed_b *B = st;
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w, F = L->rows;
+    for (int n = 0; n < batch; n++)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++)
+                for (int64_t f = 0; f < F; f++) {
+                    const float *bf = B->b + (f / B->nr) * B->k * B->nr + f % B->nr; /* column f of W^T */
+                    double acc = 0;
+                    for (int i = 0; i < L->kh; i++) {
+                        int64_t y = oh * L->sh - L->pad_top + i;
+                        if (y < 0 || y >= H) continue;
+                        for (int j = 0; j < L->kw; j++) {
+                            int64_t x = ow * L->sw - L->pad_left + j;
+                            if (x < 0 || x >= W) continue;
+                            const float *px = in + ((n * H + y) * W + x) * C;
+                            const int64_t k0 = ((int64_t)i * L->kw + j) * C;
+                            for (int64_t c = 0; c < C; c++) acc += (double)px[c] * bf[(k0 + c) * B->nr];
+                        }
+                    }
+                    out[((n * OH + oh) * OW + ow) * F + f] = (float)acc;
+                }
+    si_bias_act_ref(L, out, (int64_t)batch * OH * OW);
 }
 
 const si_algo si_algo_conv_gemm_packed = {
