@@ -93,6 +93,10 @@ typedef struct si_kernel_table {
     void (*maxpool_rows)(const struct si_layer *L, const float *in, float *out, int64_t r0, int64_t r1);
     /* out[p][j] = act(out[p][j] + bias[j]) for positions [p0, p1) (bias may be NULL) */
     void (*bias_act_rows)(float *out, const float *bias, int64_t n, int act, int64_t p0, int64_t p1);
+    /* dst[c * ldd + r] = act(src[r * lds + c] + bias[r]) for r < rows, c < cols (bias may be
+     * NULL; act SI_ACT_RELU or none): conv_sparse_batch's layout changes (ops/si_ops.c) */
+    void (*transpose)(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                      const float *bias, int act);
 } si_kernel_table;
 
 extern const si_kernel_table *si_k;      /* the selected table; never NULL after si_init */
@@ -250,6 +254,8 @@ void si_relu_inplace(float *x, int64_t n);
 void si_softmax_rows(float *x, int64_t rows, int64_t cols);
 void si_bias_act_ref(const si_layer *L, float *out, int64_t positions);
 void si_maxpool_ref(const si_layer *L, const float *in, int batch, float *out);
+void si_transpose_ref(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                      const float *bias, int act);
 
 /* ops/si_im2col.c: rows [p0, p0 + m) of a conv layer's im2col matrix (m x L->cols), the
  * rows split among the threads. */
@@ -323,6 +329,8 @@ SI_DECLARE_VARIANTS(void, si_patches_t, (const si_layer *L, const float *in, int
                                          const float *zeros))
 SI_DECLARE_VARIANTS(void, si_maxpool_rows, (const si_layer *L, const float *in, float *out, int64_t r0, int64_t r1))
 SI_DECLARE_VARIANTS(void, si_bias_act_rows, (float *out, const float *bias, int64_t n, int act, int64_t p0, int64_t p1))
+SI_DECLARE_VARIANTS(void, si_transpose, (const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst,
+                                         int64_t ldd, const float *bias, int act))
 
 /* Function attributes for the variants: the library is built for baseline x86-64 and each
  * variant is compiled for its ISA by a target attribute. A body written once as an

@@ -7,7 +7,7 @@
 #include <string.h>
 
 extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_sparse, si_algo_conv_sparse32, si_algo_conv_sparse_tiled, si_algo_conv_sparse_planar,
-    si_algo_conv_mkl;
+    si_algo_conv_sparse_batch, si_algo_conv_mkl;
 extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmm, si_algo_fc_mkl;
 
 const si_algo *const si_algos[] = {
@@ -17,6 +17,7 @@ const si_algo *const si_algos[] = {
     &si_algo_conv_sparse32, /* conv/si_conv_sparse.c: the same, 32-wide tiles (large K) */
     &si_algo_conv_sparse_tiled, /* conv/si_conv_sparse_tiled.c: the same, tile blocked for L1 */
     &si_algo_conv_sparse_planar, /* conv/si_conv_sparse_planar.c: the same on padded input planes (stride 1) */
+    &si_algo_conv_sparse_batch, /* conv/si_conv_sparse_batch.c: the same with the samples innermost (batch > 1) */
     &si_algo_conv_mkl,     /* conv/si_conv_mkl.c: MKL sparse BLAS on im2col (reference) */
     &si_algo_fc_gemv,      /* fc/si_fc_gemv.c: dense GEMV at memory bandwidth (batch 1) */
     &si_algo_fc_sgemm,     /* fc/si_fc_sgemm.c: MKL sgemm (batch > 1) */

@@ -12,6 +12,10 @@
 
 #include <omp.h>
 
+#if SI_X86
+#include <immintrin.h>
+#endif
+
 #define MIN_FLOATS_PER_THREAD (INT64_C(1) << 15)   /* 128 KB: below this one thread is faster */
 
 static int threads_for_floats(int64_t n, int64_t parts) {
@@ -155,4 +159,106 @@ void si_softmax_rows(float *x, int64_t rows, int64_t cols) {
         float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < cols; j++) v[j] *= inv;
     }
+}
+
+/* ---- transpose with bias + activation ---------------------------------------------------
+ * dst[c * ldd + r] = act(src[r * lds + c] + bias[r]) for r < rows, c < cols (bias may be
+ * NULL; act: SI_ACT_RELU or none). The layout changes of conv_sparse_batch: NHWC samples to
+ * sample-innermost planes, and its filters x samples tiles back to NHWC. The vector variants
+ * transpose 8 x 8 blocks in registers (unpack, shuffle, 128-bit permute); the AVX-512 one
+ * uses the same blocks (its stores are 8 floats wide either way). */
+
+SI_INLINE float bias_act1(float v, const float *bias, int64_t r, int act) {
+    if (bias) v += bias[r];
+    return act == SI_ACT_RELU && v < 0.0f ? 0.0f : v;
+}
+
+SI_INLINE void transpose_edges(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                               const float *bias, int act, int64_t r8, int64_t c8) {
+    /* the rows past r8 (every column) and the columns past c8 (rows below r8) */
+    for (int64_t r = r8; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[c * ldd + r] = bias_act1(src[r * lds + c], bias, r, act);
+    for (int64_t r = 0; r < r8; r++)
+        for (int64_t c = c8; c < cols; c++) dst[c * ldd + r] = bias_act1(src[r * lds + c], bias, r, act);
+}
+
+void si_transpose_portable(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                           const float *bias, int act) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 8) /* blocks of 8 x 8: each cache line read once */
+        for (int64_t c0 = 0; c0 < cols; c0 += 8)
+            for (int64_t c = c0; c < c0 + 8 && c < cols; c++)
+                for (int64_t r = r0; r < r0 + 8 && r < rows; r++)
+                    dst[c * ldd + r] = bias_act1(src[r * lds + c], bias, r, act);
+}
+
+#if SI_X86
+SI_TARGET_AVX2 SI_INLINE void transpose_8x8_body(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                                  const float *bias, int act) {
+    const int64_t r8 = rows & ~(int64_t)7, c8 = cols & ~(int64_t)7;
+    const __m256 zero = _mm256_setzero_ps();
+    /* columns (dst rows) outer: each dst row is written front to back in 32-byte steps, so
+     * its cache lines fill before they leave L1 (dst rows a multiple of 1 KB apart, as NHWC
+     * samples often are, share a few L1 sets) */
+    for (int64_t c = 0; c < c8; c += 8) {
+        for (int64_t r = 0; r < r8; r += 8) {
+            const __m256 b = bias ? _mm256_loadu_ps(bias + r) : zero;
+            const float *s = src + r * lds + c;
+            __m256 x0 = _mm256_loadu_ps(s), x1 = _mm256_loadu_ps(s + lds);
+            __m256 x2 = _mm256_loadu_ps(s + 2 * lds), x3 = _mm256_loadu_ps(s + 3 * lds);
+            __m256 x4 = _mm256_loadu_ps(s + 4 * lds), x5 = _mm256_loadu_ps(s + 5 * lds);
+            __m256 x6 = _mm256_loadu_ps(s + 6 * lds), x7 = _mm256_loadu_ps(s + 7 * lds);
+            __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1);
+            __m256 t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3);
+            __m256 t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5);
+            __m256 t6 = _mm256_unpacklo_ps(x6, x7), t7 = _mm256_unpackhi_ps(x6, x7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+            __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+            __m256 y[8] = {
+                _mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31),
+            };
+            for (int q = 0; q < 8; q++) {
+                __m256 v = _mm256_add_ps(y[q], b);
+                if (act == SI_ACT_RELU) v = _mm256_max_ps(v, zero);
+                _mm256_storeu_ps(dst + (c + q) * ldd + r, v);
+            }
+        }
+    }
+    transpose_edges(src, lds, rows, cols, dst, ldd, bias, act, r8, c8);
+}
+
+SI_TARGET_AVX2 void si_transpose_avx2(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst,
+                                      int64_t ldd, const float *bias, int act) {
+    transpose_8x8_body(src, lds, rows, cols, dst, ldd, bias, act);
+}
+SI_TARGET_AVX512 void si_transpose_avx512(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst,
+                                          int64_t ldd, const float *bias, int act) {
+    transpose_8x8_body(src, lds, rows, cols, dst, ldd, bias, act);
+}
+#else
+void si_transpose_avx2(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                       const float *bias, int act) {
+    si_transpose_portable(src, lds, rows, cols, dst, ldd, bias, act);
+}
+void si_transpose_avx512(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                         const float *bias, int act) {
+    si_transpose_portable(src, lds, rows, cols, dst, ldd, bias, act);
+}
+#endif
+
+void si_transpose_ref(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst, int64_t ldd,
+                      const float *bias, int act) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float v = src[r * lds + c] + (bias ? bias[r] : 0.0f);
+            dst[c * ldd + r] = act == SI_ACT_RELU && v < 0.0f ? 0.0f : v;
+        }
 }

@@ -706,6 +706,49 @@ static void test_patches(const char *name, int64_t H, int64_t W, int64_t C, int 
     free(got);
 }
 
+/* dst[c * ldd + r] = act(src[r * lds + c] + bias[r]): every variant against si_transpose_ref
+ * on odd and 8-multiple shapes, padded leading dimensions (the gaps must stay untouched) and
+ * both activations, with and without a bias; and the reference against a direct loop. */
+static void test_transpose(int64_t rows, int64_t cols, int act, int with_bias) {
+    char name[96];
+    snprintf(name, sizeof name, "transpose_%lldx%lld_%s_%s", (long long)rows, (long long)cols,
+             act == SI_ACT_RELU ? "relu" : "linear", with_bias ? "bias" : "nobias");
+    const int64_t lds = cols + 3, ldd = rows + 5, total = cols * ldd;
+    float *src = rand_exact(rows * lds), *bias = with_bias ? rand_exact(rows) : NULL;
+    const float gap = -12345.0f; /* what the gaps between dst rows hold and must keep */
+    float *want = nan_floats(total + GUARD), *got = nan_floats(total + GUARD);
+    for (int64_t i = 0; i < total; i++) want[i] = gap;
+    si_transpose_ref(src, lds, rows, cols, want, ldd, bias, act);
+    {
+        int64_t bad = -1;
+        for (int64_t c = 0; c < cols && bad < 0; c++)
+            for (int64_t r = 0; r < ldd && bad < 0; r++) {
+                float v = r < rows ? src[r * lds + c] + (bias ? bias[r] : 0.0f) : 0.0f;
+                if (act == SI_ACT_RELU && v < 0.0f) v = 0.0f;
+                const float w = want[c * ldd + r];
+                if (!(w == (r < rows ? v : gap))) bad = c * ldd + r;
+            }
+        if (bad >= 0) {
+            failed++;
+            printf("FAIL %s si_transpose_ref [isa none]: dst row %lld column %lld = %.9g\n", name,
+                   (long long)(bad / ldd), (long long)(bad % ldd), (double)want[bad]);
+        } else {
+            passed++;
+        }
+    }
+    for (si_isa isa = SI_ISA_PORTABLE; isa < n_isa; isa++) {
+        si_dispatch_select(isa);
+        for (int64_t i = 0; i < total; i++) got[i] = gap;
+        si_k->transpose(src, lds, rows, cols, got, ldd, bias, act);
+        check_exact(name, "transpose", isa, got, want, total, GUARD, ldd, "dst row", "element");
+    }
+    si_dispatch_select(si_isa_detected());
+    free(src);
+    free(bias);
+    free(want);
+    free(got);
+}
+
 static void test_ops(int quick) {
     /* name, H, W, C, kh, kw, sh, sw, same, batch */
     test_maxpool("pool_2x2_s2_valid_7x9x3", 7, 9, 3, 2, 2, 2, 2, 0, 2);
@@ -724,6 +767,11 @@ static void test_ops(int quick) {
         for (int act = 0; act < 2; act++)
             for (int b = 0; b < 2; b++)
                 test_bias_act(shapes[s][0], shapes[s][1], act ? SI_ACT_RELU : SI_ACT_LINEAR, b);
+
+    static const int64_t tshapes[][2] = {{1, 1}, {8, 8}, {7, 9}, {16, 64}, {20, 17}, {33, 64}, {480, 64}, {5, 3}};
+    for (size_t s = 0; s < sizeof tshapes / sizeof tshapes[0]; s++)
+        for (int act = 0; act < 2; act++)
+            for (int b = 0; b < 2; b++) test_transpose(tshapes[s][0], tshapes[s][1], act ? SI_ACT_RELU : SI_ACT_LINEAR, b);
 
     test_patches("patch_3x3_s2_same_7x8x3", 7, 8, 3, 3, 3, 2, 2, 1, 3);
     test_patches("patch_3x5_s1x2_same_10x11x6", 10, 11, 6, 3, 5, 1, 2, 1, 2);
@@ -771,6 +819,9 @@ int main(int argc, char **argv) {
     test_conv("conv_all_zero_8x8x4_6", 8, 8, 4, 6, 3, 3, 1, 1, 1, 0.0, 0, 1, 64);
     test_conv("conv_dense_5x5x3_8_3x3_valid", 5, 5, 3, 8, 3, 3, 1, 1, 0, 1.0, 0, 2, 7);
     test_conv("conv_vggish_14x14x64_70_3x3", 14, 14, 64, 70, 3, 3, 1, 1, 1, 0.05, 9, quick ? 1 : 2, 100);
+    /* batches past 16: conv_sparse_batch's blocks of 64 samples, a last short block */
+    test_conv("conv_lenet1_28x28x1_20_5x5_batch70", 28, 28, 1, 20, 5, 5, 1, 1, 0, 0.2, 0, quick ? 17 : 70, 100);
+    test_conv("conv_same_s2_9x10x3_12_3x3_batch66", 9, 10, 3, 12, 3, 3, 2, 2, 1, 0.3, 3, 66, 100);
     if (!quick) test_conv("conv_same_s2_odd_33x31x16_48", 33, 31, 16, 48, 3, 3, 2, 2, 1, 0.1, 0, 2, 200);
 
     test_ops(quick);

@@ -1,0 +1,175 @@
+/* Sparse direct convolution with the samples innermost (batches > 1): a block of NB samples
+ * (64, or 16 for small batches and large planes) is first rewritten as one zero-padded
+ * image whose every pixel holds C channels of NB samples, [Hp][Wp][C][NB]; then every
+ * non-zero filter weight (f, i, j, c) of output position (oh, ow) is one broadcast-FMA of w
+ * over the NB samples at offset ((i * Wp + j) * C + c) * NB from the position's corner.
+ *
+ * Against the planar and tiled entries, which run their vectors over output positions of
+ * one sample: no position is wasted (no padded columns, no 64-position tiles over a 8 x 8
+ * output), every load is aligned to NB floats, and the same offsets serve every position,
+ * stride or padding. The price is two transposes per layer, NHWC to samples-innermost and
+ * each position's filters x samples tile back to NHWC, with the bias and the activation
+ * fused into the second. Small layers with many samples gain most (LeNet-5 at batch 64);
+ * at batch 1 it does not apply.
+ *
+ * The offsets are computed at load for both block sizes (the entry's state). The
+ * microkernel is the planar one (csr_planar: tile[r][j] = sum val[k] * base[off[k] + j],
+ * j < 64) and the transposes are si_k->transpose; the reference is the direct convolution
+ * over the CSR non-zeros. */
+#include "si_internal.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Floats one block's padded image may take: NB = 64 up to this, else 16, and the entry
+ * does not apply past it at NB = 16 (VGG19's first blocks: 226 x 226 x 64 x 16 floats). */
+#define PLANE_FLOATS (INT64_C(1) << 23) /* 32 MB */
+
+typedef struct batch_state {
+    int32_t *off16, *off64; /* per non-zero: ((i * Wp + j) * C + c) * NB */
+    int64_t *bp;            /* (kh + 1) x F: bp[i * F + r], row r's first non-zero of kernel row >= i */
+    float *bias;            /* the bias repeated once per position of a segment (NULL: none) */
+    int64_t seg;            /* output positions of one row a thread computes and transposes at once */
+} batch_state;
+
+/* Floats of one thread's tile of seg positions x F filters x 64 samples: about 128 KB, so it
+ * stays in L2 between the accumulation and the transpose. */
+#define TILE_FLOATS (INT64_C(1) << 15)
+
+static int64_t padded_w(const si_layer *L) { return (L->out_w - 1) * L->sw + L->kw; }
+static int64_t padded_h(const si_layer *L) { return (L->out_h - 1) * L->sh + L->kh; }
+static int64_t pixels(const si_layer *L) { return padded_h(L) * padded_w(L) * L->in_c; }
+
+static int batch_applies(const si_layer *L, int regime) {
+    return L->type == SI_LAYER_CONV2D && regime == 1 && (double)pixels(L) * 16 <= (double)PLANE_FLOATS;
+}
+
+/* The samples of one block for a run of `batch`. */
+static int block_samples(const si_layer *L, int batch) {
+    return batch > 16 && pixels(L) * SI_PANEL <= PLANE_FLOATS ? SI_PANEL : 16;
+}
+
+static void batch_release(void *p) {
+    batch_state *s = p;
+    if (s) { si_free(s->off16); si_free(s->off64); si_free(s->bp); si_free(s->bias); free(s); }
+}
+
+static si_status_t batch_prepare(si_layer *L, void **out) {
+    batch_state *s = calloc(1, sizeof *s);
+    size_t n = (size_t)(L->nnz ? L->nnz : 1) * sizeof(int32_t);
+    const int64_t F = L->rows, seg0 = TILE_FLOATS / (F * SI_PANEL);
+    const int64_t seg = seg0 < 1 ? 1 : seg0 > L->out_w ? L->out_w : seg0;
+    if (s) {
+        s->off16 = si_alloc(n);
+        s->off64 = si_alloc(n);
+        s->bp = si_alloc(sizeof(int64_t) * (size_t)((L->kh + 1) * F));
+        s->bias = L->bias ? si_alloc(sizeof(float) * (size_t)(seg * F)) : NULL;
+        s->seg = seg;
+    }
+    if (!s || !s->off16 || !s->off64 || !s->bp || (L->bias && !s->bias)) {
+        batch_release(s);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the batch offsets", L->name);
+    }
+    const int64_t C = L->in_c, Wp = padded_w(L);
+    for (int64_t k = 0; k < L->nnz; k++) {
+        int64_t kk = L->csr_col[k], c = kk % C, tap = kk / C, i = tap / L->kw, j = tap % L->kw;
+        int64_t o = (i * Wp + j) * C + c; /* < pixels(L) <= 2^19 by batch_applies: o * 64 fits int32 */
+        s->off16[k] = (int32_t)(o * 16);
+        s->off64[k] = (int32_t)(o * SI_PANEL);
+    }
+    /* CSR columns run (i, j, c) in order, so each kernel row's non-zeros are one range. */
+    for (int64_t r = 0; r < F; r++) {
+        int64_t k = L->csr_ptr[r];
+        for (int64_t i = 0; i <= L->kh; i++) {
+            while (k < L->csr_ptr[r + 1] && L->csr_col[k] / (L->kw * C) < i) k++;
+            s->bp[i * F + r] = k;
+        }
+        s->bp[L->kh * F + r] = L->csr_ptr[r + 1];
+    }
+    for (int64_t q = 0; s->bias && q < seg; q++) memcpy(s->bias + q * F, L->bias, sizeof(float) * (size_t)F);
+    *out = s;
+    return SI_OK;
+}
+
+static int64_t batch_bytes(const si_layer *L, const void *st) {
+    const batch_state *s = st;
+    return s ? 8 * L->nnz + 8 * (L->kh + 1) * L->rows + (s->bias ? 4 * s->seg * L->rows : 0) : 0;
+}
+
+static int64_t batch_ws(const si_layer *L, const void *st, int batch) {
+    const batch_state *s = st;
+    return pixels(L) * block_samples(L, batch) + (int64_t)si_max_threads() * s->seg * L->rows * SI_PANEL;
+}
+
+/* The padded image of samples [n0, n0 + g) at NB floats per pixel channel: rows of padding
+ * are zeroed, each input row is one g x (W * C) -> (W * C) x g transpose. Lanes g..NB of
+ * a short block are zeroed once, so no lane ever holds garbage. */
+static void build_image(const si_layer *L, const float *in, int g, int nb, float *img) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, Hp = padded_h(L), Wp = padded_w(L);
+    const int64_t in_sample = H * W * C, row = Wp * C * nb;
+    const int64_t left = L->pad_left < Wp ? L->pad_left : Wp;
+    const int64_t wv = W < Wp - left ? W : Wp - left; /* input columns inside the padded width */
+#pragma omp for schedule(static)
+    for (int64_t py = 0; py < Hp; py++) {
+        float *dst = img + py * row;
+        const int64_t y = py - L->pad_top;
+        if (y < 0 || y >= H || wv <= 0) { memset(dst, 0, sizeof(float) * (size_t)row); continue; }
+        if (g < nb) memset(dst, 0, sizeof(float) * (size_t)row);
+        else {
+            memset(dst, 0, sizeof(float) * (size_t)(left * C * nb));
+            memset(dst + (left + wv) * C * nb, 0, sizeof(float) * (size_t)((Wp - left - wv) * C * nb));
+        }
+        si_k->transpose(in + y * W * C, in_sample, g, wv * C, dst + left * C * nb, nb, NULL, SI_ACT_LINEAR);
+    }
+}
+
+/* Each work item is a segment of seg positions of one output row. Kernel row by kernel row,
+ * every position of the segment accumulates that row's non-zeros (bp), so the input the
+ * segment reads for one kernel row, kw x C x NB floats sliding by one column per position,
+ * stays in L1 (25.6 KB for LeNet-5's conv2 at NB = 64, against 128 KB for the whole
+ * receptive field); then the segment's tile is one transpose to NHWC with the bias and the
+ * activation. */
+static void batch_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const batch_state *s = st;
+    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, P = OH * OW, Wp = padded_w(L), C = L->in_c;
+    const int64_t seg = s->seg, nseg = (OW + seg - 1) / seg;
+    const int nb = block_samples(L, batch);
+    const int32_t *off = nb == SI_PANEL ? s->off64 : s->off16;
+    const int64_t in_sample = L->in_h * L->in_w * C, out_sample = P * F;
+    float *img = ws, *tiles = ws + pixels(L) * nb;
+    const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
+    const int nt = si_threads_for((L->nnz + F) * P * batch, si_max_threads());
+    for (int n0 = 0; n0 < batch; n0 += nb) {
+        const int g = batch - n0 < nb ? batch - n0 : nb;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            build_image(L, in + (int64_t)n0 * in_sample, g, nb, img); /* ends in a barrier */
+            float *tile = tiles + (int64_t)omp_get_thread_num() * seg * F * SI_PANEL;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t item = 0; item < OH * nseg; item++) {
+                const int64_t oh = item / nseg, ow0 = item % nseg * seg, w = OW - ow0 < seg ? OW - ow0 : seg;
+                const float *corner = img + ((oh * L->sh) * Wp + ow0 * L->sw) * C * nb;
+                for (int64_t i = 0; i < L->kh; i++)
+                    for (int64_t q = 0; q < w; q++)
+                        si_k->csr_planar(L->csr_val, off, s->bp + i * F, s->bp + (i + 1) * F, 0, F,
+                                         corner + q * L->sw * C * nb, g, tile + q * F * SI_PANEL, i > 0);
+                si_k->transpose(tile, SI_PANEL, w * F, g, out + (int64_t)n0 * out_sample + (oh * OW + ow0) * F,
+                                out_sample, s->bias, act);
+            }
+        }
+    }
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * P, F);
+}
+
+static void batch_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    si_f32_spconv_ref(L, in, batch, out);
+    si_bias_act_ref(L, out, (int64_t)batch * L->out_h * L->out_w);
+}
+
+const si_algo si_algo_conv_sparse_batch = {
+    .name = "conv_sparse_batch", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
+    .applies = batch_applies, .prepare = batch_prepare, .ws_floats = batch_ws, .run = batch_run,
+    .run_ref = batch_run_ref, .bytes = batch_bytes, .release = batch_release,
+};
