@@ -175,6 +175,9 @@ typedef struct si_layer {
     int64_t *csr_ptr;        /*   rows + 1 row pointers; csr_ptr != NULL means the form exists */
     int64_t nnz;
     float *bias;             /* rows values, or NULL */
+    /* The max pooling right after this convolution when an entry may compute both in one
+     * pass (run_pool): non-overlapping windows, no padding (si_plan.c sets it), else NULL. */
+    const struct si_layer *pool;
     /* The plan (si_plan.c): the entry of each regime, each used entry's private state
      * (indexed like the registry), every candidate's measured seconds (< 0: not timed) and
      * the reason, for `sparseinfer info`. */
@@ -221,6 +224,9 @@ typedef struct si_algo {
     int64_t (*ws_floats)(const si_layer *L, const void *state, int batch);
     /* out = act(W in + bias) for `batch` samples, NHWC; ws: ws_floats(L, state, batch). */
     void (*run)(const si_layer *L, const void *state, const float *in, int batch, float *out, float *ws);
+    /* Optional (NULL: the entry cannot): out = L->pool's max pooling of what run computes, in
+     * one pass, for layers whose pool is set; ws_floats covers it. */
+    void (*run_pool)(const si_layer *L, const void *state, const float *in, int batch, float *out, float *ws);
     /* The same by the plain reference kernel beside it (double accumulation, no scratch). */
     void (*run_ref)(const si_layer *L, const void *state, const float *in, int batch, float *out);
     int64_t (*bytes)(const si_layer *L, const void *state);   /* private bytes held */

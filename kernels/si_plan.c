@@ -245,6 +245,7 @@ static problem timed_problem(const si_layer *L, int regime, int plan_batch) {
         p.batch = (int)(b < 1 ? 1 : b);
         if (b < 1) { /* a strip of one sample: whole output rows, and the input rows they read */
             int64_t oh = (cap + L->out_w - 1) / L->out_w;
+            if (L->pool) oh = (oh + L->pool->kh - 1) / L->pool->kh * L->pool->kh; /* whole pool windows */
             if (oh > L->out_h) oh = L->out_h;
             int64_t ih = (oh - 1) * L->sh - L->pad_top + L->kh;
             p.view.out_h = oh;
@@ -256,11 +257,13 @@ static problem timed_problem(const si_layer *L, int regime, int plan_batch) {
 }
 
 static void layer_signature(const si_layer *L, const problem *p, char *buf, size_t n) {
+    char pool[32] = ""; /* the times then include the pool */
+    if (L->pool) snprintf(pool, sizeof pool, "|pool=%dx%d", L->pool->kh, L->pool->kw);
     if (L->type == SI_LAYER_CONV2D)
-        snprintf(buf, n, "conv in=%lldx%lldx%lld out=%lldx%lldx%lld k=%dx%d s=%dx%d p=%lld,%lld act=%d bias=%d|nnz=%lld|b=%d pos=%lld",
+        snprintf(buf, n, "conv in=%lldx%lldx%lld out=%lldx%lldx%lld k=%dx%d s=%dx%d p=%lld,%lld act=%d bias=%d|nnz=%lld|b=%d pos=%lld%s",
                  (long long)L->in_h, (long long)L->in_w, (long long)L->in_c, (long long)L->out_h, (long long)L->out_w,
                  (long long)L->out_c, L->kh, L->kw, L->sh, L->sw, (long long)L->pad_top, (long long)L->pad_left, L->act,
-                 L->bias != NULL, (long long)L->nnz, p->batch, (long long)p->positions);
+                 L->bias != NULL, (long long)L->nnz, p->batch, (long long)p->positions, pool);
     else
         snprintf(buf, n, "dense %lld->%lld act=%d bias=%d|nnz=%lld|b=%d", (long long)L->cols, (long long)L->rows, L->act,
                  L->bias != NULL, (long long)L->nnz, p->batch);
@@ -271,10 +274,30 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* One timed run of a candidate: the layer, and when a pool follows, the pool too (in the
+ * entry's own pass if it has one, else si_maxpool_forward on its output), so entries that
+ * fuse and entries that do not are timed on the same work. */
+static void run_candidate(const si_algo *a, const si_layer *V, const void *st, const float *in, int batch, float *out,
+                          float *pooled, float *ws) {
+    if (!V->pool) a->run(V, st, in, batch, out, ws);
+    else if (a->run_pool) a->run_pool(V, st, in, batch, pooled, ws);
+    else {
+        a->run(V, st, in, batch, out, ws);
+        si_maxpool_forward(V->pool, out, batch, pooled);
+    }
+}
+
 /* Times candidates cand[0, nc) on problem p; seconds[i] gets each one's median. */
 static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo **cand, int nc, double *seconds) {
     si_layer view = p->view; /* the strip's shape with the forms the layer holds now */
     view.w = L->w; view.csr_val = L->csr_val; view.csr_col = L->csr_col; view.csr_ptr = L->csr_ptr;
+    si_layer pool_view;
+    if (L->pool) { /* the pool of the strip */
+        pool_view = *L->pool;
+        pool_view.in_h = view.out_h;
+        pool_view.out_h = view.out_h / pool_view.kh;
+        view.pool = pool_view.out_h > 0 ? &pool_view : NULL;
+    }
     const si_layer *V = &view;
     const int64_t in_n = (int64_t)p->batch * V->in_h * V->in_w * V->in_c;
     const int64_t out_n = (int64_t)p->batch * V->out_h * V->out_w * V->out_c;
@@ -285,9 +308,10 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
     }
     float *in = si_alloc((size_t)in_n * sizeof(float)), *out = si_alloc((size_t)out_n * sizeof(float));
     float *ws = si_alloc((size_t)ws_n * sizeof(float));
+    float *pooled = V->pool ? si_alloc((size_t)(out_n / (V->pool->kh * V->pool->kw) + 1) * sizeof(float)) : NULL;
     double *t = malloc(sizeof(double) * (size_t)(nc * MAX_ROUNDS));
-    if (!in || !out || !ws || !t) {
-        si_free(in); si_free(out); si_free(ws); free(t);
+    if (!in || !out || !ws || !t || (V->pool && !pooled)) {
+        si_free(in); si_free(out); si_free(ws); si_free(pooled); free(t);
         return si_fail(SI_ERR_NOMEM, "layer %s: out of memory timing its algorithms (%lld MB)", L->name,
                        (long long)((in_n + out_n + ws_n) * 4 >> 20));
     }
@@ -303,7 +327,7 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
     int live[SI_MAX_ALGOS];
     for (int i = 0; i < nc; i++) {
         double a = si_now();
-        cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws);
+        run_candidate(cand[i], V, L->state[si_algo_index(cand[i])], in, p->batch, out, pooled, ws);
         warm[i] = si_now() - a;
         if (warm[i] < best_warm) best_warm = warm[i];
     }
@@ -316,7 +340,7 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
             int i = rounds % 2 ? nc - 1 - j : j;
             if (!live[i]) continue;
             double a = si_now();
-            cand[i]->run(V, L->state[si_algo_index(cand[i])], in, p->batch, out, ws);
+            run_candidate(cand[i], V, L->state[si_algo_index(cand[i])], in, p->batch, out, pooled, ws);
             t[i * MAX_ROUNDS + rounds] = si_now() - a;
         }
         rounds++;
@@ -327,7 +351,7 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
         qsort(t + i * MAX_ROUNDS, (size_t)rounds, sizeof(double), cmp_double);
         seconds[i] = t[i * MAX_ROUNDS + rounds / 2];
     }
-    si_free(in); si_free(out); si_free(ws); free(t);
+    si_free(in); si_free(out); si_free(ws); si_free(pooled); free(t);
     return SI_OK;
 }
 
@@ -491,8 +515,8 @@ static void describe(const si_layer *L, const regime_plan *r, int regime, char *
     int second = -1;
     for (int i = 0; i < r->nc; i++)
         if (i != r->best && (second < 0 || r->sec[i] < r->sec[second])) second = i;
-    snprintf(buf, n, "%s %s: %s %.3g ms vs %s %.3g ms", which, r->source, a->name, 1e3 * r->sec[r->best],
-             r->cand[second]->name, 1e3 * r->sec[second]);
+    snprintf(buf, n, "%s %s%s: %s %.3g ms vs %s %.3g ms", which, r->source, L->pool ? " with the pool" : "", a->name,
+             1e3 * r->sec[r->best], r->cand[second]->name, 1e3 * r->sec[second]);
 }
 
 static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
@@ -540,6 +564,16 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
     return SI_OK;
 }
 
+/* A max pooling an entry may compute in the convolution's pass: right after it, over its
+ * whole output, windows that neither overlap nor pad, and an activation that commutes with
+ * the max (ReLU or none; the bias is per channel, so it commutes too). */
+static int fusable_pool(const si_layer *L, const si_layer *P) {
+    return L->type == SI_LAYER_CONV2D && P->type == SI_LAYER_MAXPOOL2D && L->act != SI_ACT_SOFTMAX &&
+           P->kh == P->sh && P->kw == P->sw && P->pad_top == 0 && P->pad_left == 0 && P->in_h == L->out_h &&
+           P->in_w == L->out_w && P->in_c == L->out_c && P->out_h == L->out_h / P->kh && P->out_w == L->out_w / P->kw &&
+           P->out_h > 0 && P->out_w > 0;
+}
+
 si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
     plan_ctx c;
     memset(&c, 0, sizeof c);
@@ -562,6 +596,7 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
     si_status_t st = SI_OK;
     for (int i = 0; i < m->n_layers && !st; i++) {
         si_layer *L = &m->layers[i];
+        L->pool = i + 1 < m->n_layers && fusable_pool(L, &m->layers[i + 1]) ? &m->layers[i + 1] : NULL;
         if (L->type == SI_LAYER_CONV2D || L->type == SI_LAYER_DENSE) st = plan_layer(&c, L);
     }
     cache_close(&c.cache);

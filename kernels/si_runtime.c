@@ -163,7 +163,10 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
             const si_algo *a = L->algo[batch > 1];
             const void *st = L->state[si_algo_index(a)];
             if (si_use_reference) a->run_ref(L, st, src, batch, dst);
-            else a->run(L, st, src, batch, dst, ctx->ws);
+            else if (a->run_pool && L->pool && l + 1 < m->n_layers && L->pool == &m->layers[l + 1]) {
+                a->run_pool(L, st, src, batch, dst, ctx->ws); /* this layer and its pool */
+                l++;
+            } else a->run(L, st, src, batch, dst, ctx->ws);
             break;
         }
         case SI_LAYER_MAXPOOL2D: si_maxpool_forward(L, src, batch, dst); break;

@@ -97,9 +97,21 @@ static int64_t batch_bytes(const si_layer *L, const void *st) {
     return s ? 8 * L->nnz + 8 * (L->kh + 1) * L->rows + (s->bias ? 4 * s->seg * L->rows : 0) : 0;
 }
 
+/* Output positions (pooled ones when a pool is fused) of one work item, and the floats of
+ * one thread's tile: the item's conv positions x F x 64. */
+static int64_t item_positions(const si_layer *L, const batch_state *s, const si_layer *pool) {
+    if (!pool) return s->seg;
+    int64_t q = TILE_FLOATS / ((int64_t)pool->kh * pool->kw * L->rows * SI_PANEL);
+    return q < 1 ? 1 : q > pool->out_w ? pool->out_w : q; /* <= s->seg: the repeated bias covers it */
+}
+static int64_t tile_floats(const si_layer *L, const batch_state *s, const si_layer *pool) {
+    return item_positions(L, s, pool) * (pool ? (int64_t)pool->kh * pool->kw : 1) * L->rows * SI_PANEL;
+}
+
 static int64_t batch_ws(const si_layer *L, const void *st, int batch) {
     const batch_state *s = st;
-    return pixels(L) * block_samples(L, batch) + (int64_t)si_max_threads() * s->seg * L->rows * SI_PANEL;
+    int64_t t = tile_floats(L, s, NULL), tp = L->pool ? tile_floats(L, s, L->pool) : 0;
+    return pixels(L) * block_samples(L, batch) + (int64_t)si_max_threads() * (t > tp ? t : tp);
 }
 
 /* The padded image of samples [n0, n0 + g) at NB floats per pixel channel: rows of padding
@@ -124,42 +136,77 @@ static void build_image(const si_layer *L, const float *in, int g, int nb, float
     }
 }
 
-/* Each work item is a segment of seg positions of one output row. Kernel row by kernel row,
- * every position of the segment accumulates that row's non-zeros (bp), so the input the
- * segment reads for one kernel row, kw x C x NB floats sliding by one column per position,
- * stays in L1 (25.6 KB for LeNet-5's conv2 at NB = 64, against 128 KB for the whole
- * receptive field); then the segment's tile is one transpose to NHWC with the bias and the
- * activation. */
-static void batch_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    const batch_state *s = st;
-    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, P = OH * OW, Wp = padded_w(L), C = L->in_c;
-    const int64_t seg = s->seg, nseg = (OW + seg - 1) / seg;
+/* The max over each pool window of a tile of kh x (w * kw) conv positions (rows of F x 64),
+ * in place: pooled position t's rows go to the tile's front, at or before all they read. */
+static void pool_tile(float *tile, const si_layer *pool, int64_t w, int64_t F, int g) {
+    const int64_t cw = w * pool->kw;
+    for (int64_t t = 0; t < w; t++)
+        for (int64_t r = 0; r < F; r++) {
+            float m[SI_PANEL];
+            memcpy(m, tile + (t * pool->kw * F + r) * SI_PANEL, sizeof(float) * (size_t)g);
+            for (int dy = 0; dy < pool->kh; dy++)
+                for (int dx = 0; dx < pool->kw; dx++) {
+                    const float *v = tile + ((dy * cw + t * pool->kw + dx) * F + r) * SI_PANEL;
+                    for (int j = 0; j < g; j++) m[j] = v[j] > m[j] ? v[j] : m[j];
+                }
+            memcpy(tile + (t * F + r) * SI_PANEL, m, sizeof(float) * (size_t)g);
+        }
+}
+
+/* Each work item is a segment of one output row (with a pool: of one pooled row, over the
+ * pool's kh conv rows). Kernel row by kernel row, every conv position of the segment
+ * accumulates that row's non-zeros (bp), so the input one kernel row reads, kw x C x NB
+ * floats sliding by one column per position, stays in L1 (25.6 KB for LeNet-5's conv2 at
+ * NB = 64, against 128 KB for the whole receptive field). A fused pool takes the max of
+ * each window in the tile; then the tile is one transpose to NHWC with the bias and the
+ * activation, which commute with the max. Fusing saves writing and re-reading the conv's
+ * whole output (LeNet-5's conv1 at batch 64: 2.9 MB). */
+static void batch_forward(const si_layer *L, const batch_state *s, const si_layer *pool, const float *in, int batch,
+                          float *out, float *ws) {
+    const int64_t F = L->rows, Wp = padded_w(L), C = L->in_c;
+    const int64_t rows = pool ? pool->out_h : L->out_h, cols = pool ? pool->out_w : L->out_w;
+    const int pkh = pool ? pool->kh : 1, pkw = pool ? pool->kw : 1;
+    const int64_t seg = item_positions(L, s, pool), nseg = (cols + seg - 1) / seg, tf = tile_floats(L, s, pool);
     const int nb = block_samples(L, batch);
     const int32_t *off = nb == SI_PANEL ? s->off64 : s->off16;
-    const int64_t in_sample = L->in_h * L->in_w * C, out_sample = P * F;
+    const int64_t in_sample = L->in_h * L->in_w * C, out_sample = rows * cols * F;
     float *img = ws, *tiles = ws + pixels(L) * nb;
     const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
-    const int nt = si_threads_for((L->nnz + F) * P * batch, si_max_threads());
+    const int nt = si_threads_for((L->nnz + F) * L->out_h * L->out_w * batch, si_max_threads());
     for (int n0 = 0; n0 < batch; n0 += nb) {
         const int g = batch - n0 < nb ? batch - n0 : nb;
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
             build_image(L, in + (int64_t)n0 * in_sample, g, nb, img); /* ends in a barrier */
-            float *tile = tiles + (int64_t)omp_get_thread_num() * seg * F * SI_PANEL;
+            float *tile = tiles + (int64_t)omp_get_thread_num() * tf;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t item = 0; item < OH * nseg; item++) {
-                const int64_t oh = item / nseg, ow0 = item % nseg * seg, w = OW - ow0 < seg ? OW - ow0 : seg;
-                const float *corner = img + ((oh * L->sh) * Wp + ow0 * L->sw) * C * nb;
-                for (int64_t i = 0; i < L->kh; i++)
-                    for (int64_t q = 0; q < w; q++)
-                        si_k->csr_planar(L->csr_val, off, s->bp + i * F, s->bp + (i + 1) * F, 0, F,
-                                         corner + q * L->sw * C * nb, g, tile + q * F * SI_PANEL, i > 0);
-                si_k->transpose(tile, SI_PANEL, w * F, g, out + (int64_t)n0 * out_sample + (oh * OW + ow0) * F,
+            for (int64_t item = 0; item < rows * nseg; item++) {
+                const int64_t r0 = item / nseg, c0 = item % nseg * seg, w = cols - c0 < seg ? cols - c0 : seg;
+                const int64_t cw = w * pkw; /* conv positions of one conv row of the item */
+                for (int dy = 0; dy < pkh; dy++) {
+                    const int64_t oh = r0 * pkh + dy, ow0 = c0 * pkw;
+                    const float *corner = img + ((oh * L->sh) * Wp + ow0 * L->sw) * C * nb;
+                    float *t = tile + dy * cw * F * SI_PANEL;
+                    for (int64_t i = 0; i < L->kh; i++)
+                        for (int64_t q = 0; q < cw; q++)
+                            si_k->csr_planar(L->csr_val, off, s->bp + i * F, s->bp + (i + 1) * F, 0, F,
+                                             corner + q * L->sw * C * nb, g, t + q * F * SI_PANEL, i > 0);
+                }
+                if (pool) pool_tile(tile, pool, w, F, g);
+                si_k->transpose(tile, SI_PANEL, w * F, g, out + (int64_t)n0 * out_sample + (r0 * cols + c0) * F,
                                 out_sample, s->bias, act);
             }
         }
     }
-    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * P, F);
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * rows * cols, F);
+}
+
+static void batch_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    batch_forward(L, st, NULL, in, batch, out, ws);
+}
+
+static void batch_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    batch_forward(L, st, L->pool, in, batch, out, ws);
 }
 
 static void batch_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
@@ -171,5 +218,5 @@ static void batch_run_ref(const si_layer *L, const void *st, const float *in, in
 const si_algo si_algo_conv_sparse_batch = {
     .name = "conv_sparse_batch", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
     .applies = batch_applies, .prepare = batch_prepare, .ws_floats = batch_ws, .run = batch_run,
-    .run_ref = batch_run_ref, .bytes = batch_bytes, .release = batch_release,
+    .run_pool = batch_run_pool, .run_ref = batch_run_ref, .bytes = batch_bytes, .release = batch_release,
 };

@@ -272,6 +272,75 @@ static void test_entries(si_layer *L, const float *in, int batch, const double *
     si_free(out);
 }
 
+/* Entries that also compute the max pool after the convolution (run_pool), with a bias and
+ * a ReLU, for a k x k pool of stride k over the conv output: against the double reference
+ * relu(conv + bias) pooled, within 1e-4 of the largest sum |a x| of the window. */
+static void test_pool_entries(si_layer *L, const float *in, int batch, const double *ref, const double *mag, int k) {
+    if (L->out_h < k || L->out_w < k) return;
+    si_layer P;
+    memset(&P, 0, sizeof P);
+    snprintf(P.name, sizeof P.name, "%s_pool%d", L->name, k);
+    P.type = SI_LAYER_MAXPOOL2D;
+    P.in_h = L->out_h; P.in_w = L->out_w; P.in_c = P.out_c = L->out_c;
+    P.kh = P.kw = P.sh = P.sw = k;
+    P.out_h = L->out_h / k; P.out_w = L->out_w / k;
+    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, outn = (int64_t)batch * P.out_h * P.out_w * F;
+    float *bias = rand_floats(F), *out = xalloc(sizeof(float) * (size_t)outn);
+    double *pref = xalloc(sizeof(double) * (size_t)outn), *pmag = xalloc(sizeof(double) * (size_t)outn);
+    for (int n = 0; n < batch; n++)
+        for (int64_t y = 0; y < P.out_h; y++)
+            for (int64_t x = 0; x < P.out_w; x++)
+                for (int64_t f = 0; f < F; f++) {
+                    double m = 0, g = 0; /* relu(...) >= 0 */
+                    for (int i = 0; i < k; i++)
+                        for (int j = 0; j < k; j++) {
+                            int64_t e = (((int64_t)n * OH + y * k + i) * OW + x * k + j) * F + f;
+                            double v = ref[e] + bias[f];
+                            if (v > m) m = v;
+                            if (mag[e] + fabs(bias[f]) > g) g = mag[e] + fabs(bias[f]);
+                        }
+                    int64_t o = (((int64_t)n * P.out_h + y) * P.out_w + x) * F + f;
+                    pref[o] = m;
+                    pmag[o] = g;
+                }
+    const int act0 = L->act;
+    float *bias0 = L->bias;
+    L->bias = bias;
+    L->act = SI_ACT_RELU;
+    L->pool = &P;
+    char kname[160];
+    for (int i = 0; si_algos[i]; i++) {
+        const si_algo *a = si_algos[i];
+        if (a->type != L->type || !a->run_pool || !a->applies(L, batch > 1)) continue;
+        for (si_isa isa = SI_ISA_PORTABLE; isa < n_isa; isa++) {
+            si_dispatch_select(isa);
+            void *st = NULL;
+            if (a->prepare && a->prepare(L, &st) != SI_OK) {
+                failed++;
+                printf("FAIL %s entry %s.prepare [isa %s]: %s\n", P.name, a->name, si_isa_str(isa), si_last_error());
+                continue;
+            }
+            int64_t wsf = a->ws_floats(L, st, batch);
+            float *ws = wsf > 0 ? xalloc(sizeof(float) * (size_t)wsf) : NULL;
+            if (ws) fill_nan(ws, wsf);
+            fill_nan(out, outn);
+            a->run_pool(L, st, in, batch, out, ws);
+            snprintf(kname, sizeof kname, "entry %s.run_pool (bias, relu, %dx%d pool) batch=%d", a->name, k, k, batch);
+            check(P.name, kname, si_isa_str(isa), out, pref, pmag, outn, F, "pooled position", "filter");
+            si_free(ws);
+            if (st && a->release) a->release(st);
+        }
+        si_dispatch_select(si_isa_detected());
+    }
+    L->bias = bias0;
+    L->act = act0;
+    L->pool = NULL;
+    si_free(bias);
+    si_free(out);
+    si_free(pref);
+    si_free(pmag);
+}
+
 /* ---- sparse FC: csrmv (fc_csrmv entry), csrmm, MKL ---------------------------------------- */
 
 static void test_fc(const char *name, int64_t rows, int64_t cols, double density, int empty_every, const int *ns,
@@ -404,6 +473,8 @@ static void test_conv(const char *name, int64_t H, int64_t W, int64_t C, int64_t
     snprintf(kname, sizeof kname, "si_f32_spconv_ref batch=%d", batch);
     check(name, kname, "reference", out, ref, mag, outn, F, "position", "filter");
     test_entries(&L, in, batch, ref, mag, outn, F, "position", "filter");
+    test_pool_entries(&L, in, batch, ref, mag, 2);
+    test_pool_entries(&L, in, batch, ref, mag, 3);
     si_free(ws);
     si_free(w2);
     si_mkl_csr_destroy(h);
