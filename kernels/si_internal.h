@@ -79,6 +79,17 @@ typedef struct si_kernel_table {
      * [r0, r1), j < w <= 64 (conv/si_conv_sparse_planar.c, conv/si_conv_sparse_tiled.c) */
     void (*csr_planar)(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
                        int64_t r1, const float *base, int w, float *tile, int acc_into);
+    /* tile[q * ldq + (r - r0) * 64 + j] (+)= sum_{k in [kb[r], ke[r])} val[k] * base[q * qs + off[k] + j]
+     * for rows [r0, r1), positions q < nq, samples j < nb (16 or 64): conv_sparse_batch */
+    void (*csr_batch)(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                      int64_t r1, const float *base, int64_t qs, int nq, int nb, float *tile, int64_t ldq,
+                      int acc_into);
+    /* dst[(t * F + r) * ldd + j] = act(max over the pkh x pkw window of pooled position t of
+     * tile[((dy * cw + t * pkw + dx) * F + r) * SI_PANEL + j] + bias[r]) for t < w, r < F,
+     * j < nb (cw = w * pkw; bias may be NULL; act SI_ACT_RELU or linear); dst may be the tile
+     * (ldd = SI_PANEL): every position is written at or before all it reads */
+    void (*tile_pool)(const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb, const float *bias, int act,
+                      float *dst, int64_t ldd);
     /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns */
     void (*csr_mv_rows)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
                         float *y, int acc_into);
@@ -178,6 +189,10 @@ typedef struct si_layer {
     /* The max pooling right after this convolution when an entry may compute both in one
      * pass (run_pool): non-overlapping windows, no padding (si_plan.c sets it), else NULL. */
     const struct si_layer *pool;
+    /* At batch > 1: the next weighted layer (past the fused pool and any flatten) when both
+     * this layer's and its entries have run_blocked, so this output may stay blocked (si_run
+     * checks the two block sizes per batch), else NULL. */
+    const struct si_layer *blocked_next;
     /* The plan (si_plan.c): the entry of each regime, each used entry's private state
      * (indexed like the registry), every candidate's measured seconds (< 0: not timed) and
      * the reason, for `sparseinfer info`. */
@@ -227,6 +242,18 @@ typedef struct si_algo {
     /* Optional (NULL: the entry cannot): out = L->pool's max pooling of what run computes, in
      * one pass, for layers whose pool is set; ws_floats covers it. */
     void (*run_pool)(const si_layer *L, const void *state, const float *in, int batch, float *out, float *ws);
+    /* Optional (NULL: the entry cannot): run with either side in the samples-innermost block
+     * layout, which saves the two transposes between two such layers (LeNet-5 at batch 64:
+     * conv1 -> conv2 -> fc1). in_nb / out_nb: 0 for NHWC, else NB = block_of(L, batch):
+     * ceil(batch / NB) blocks of NB samples, each [H][W][C][NB] (a dense layer's input is
+     * [cols][NB]); lanes past the batch hold finite values that nothing reads out. pool: 1 to
+     * compute L->pool too (run_pool's job). Only conv and dense outputs of an entry with
+     * run_blocked go blocked, into a consumer whose entry takes the same NB (si_plan.c). */
+    void (*run_blocked)(const si_layer *L, const void *state, const float *in, int in_nb, int batch, float *out,
+                        int out_nb, int pool, float *ws);
+    /* NB for a batch, with run_blocked; 0: the entry only takes blocked inputs, of any NB,
+     * and writes NHWC */
+    int (*block_of)(const si_layer *L, int batch);
     /* The same by the plain reference kernel beside it (double accumulation, no scratch). */
     void (*run_ref)(const si_layer *L, const void *state, const float *in, int batch, float *out);
     int64_t (*bytes)(const si_layer *L, const void *state);   /* private bytes held */
@@ -281,6 +308,8 @@ void si_part_rows(const int64_t *ptr, int64_t a, int64_t b, int t, int nt, int64
 int64_t si_f32_csrmm_ws_floats(const si_layer *L, int n);
 void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws); /* Y[n x rows] = X A^T */
 void si_f32_csrmm_ref(const si_layer *L, const float *X, int n, float *Y);
+/* The same from ceil(n / nb) blocks of cols x nb samples (a blocked input, si_algo.run_blocked). */
+void si_f32_csrmm_blocked(const si_layer *L, const float *X, int nb, int n, float *Y, float *ws);
 int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
 /* tw: output positions per tile (<= SI_PANEL): the 64-wide tile of a large K (VGG's K = 4608:
  * 1.2 MB) outgrows L2, a narrower one reuses each non-zero less; the planner measures both. */
@@ -327,6 +356,11 @@ SI_DECLARE_VARIANTS(void, si_csr_panel, (const si_csr_view *A, int64_t r0, int64
                                          int64_t ldy, int64_t *cur, int64_t cend, int acc_into))
 SI_DECLARE_VARIANTS(void, si_csr_planar, (const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,
                                           int64_t r0, int64_t r1, const float *base, int w, float *tile, int acc_into))
+SI_DECLARE_VARIANTS(void, si_csr_batch, (const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,
+                                         int64_t r0, int64_t r1, const float *base, int64_t qs, int nq, int nb,
+                                         float *tile, int64_t ldq, int acc_into))
+SI_DECLARE_VARIANTS(void, si_tile_pool, (const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb,
+                                         const float *bias, int act, float *dst, int64_t ldd))
 SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
                                            const float *x, float *y, int acc_into))
 SI_DECLARE_VARIANTS(void, si_gemv_rows, (const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1))

@@ -364,7 +364,16 @@ typedef struct plan_ctx {
     int plan_batch;
     cache cache;
     si_model *m;
+    const char *force; /* $SPARSEINFER_ALGO: "name,name,..." */
 } plan_ctx;
+
+/* Is entry a named in the comma list? */
+static int named(const char *list, const si_algo *a) {
+    size_t n = strlen(a->name);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, a->name, n) == 0 && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
 
 /* The entries the planner may pick for L in a regime under the options. */
 static int candidates(const plan_ctx *c, const si_layer *L, int regime, const si_algo **out) {
@@ -384,7 +393,12 @@ static int candidates(const plan_ctx *c, const si_layer *L, int regime, const si
         if (sparse && (c->impl == SI_SPARSE_MKL) != (a->reference_only != 0)) continue;
         out[n++] = a;
     }
-    return n;
+    /* $SPARSEINFER_ALGO: where a named entry is a candidate, only the named ones are (tests
+     * and benchmarks pin an algorithm this way). */
+    int k = 0;
+    for (int i = 0; c->force && i < n; i++)
+        if (named(c->force, out[i])) out[k++] = out[i];
+    return k ? k : n;
 }
 
 /* "conv_gemm=1230000;conv_sparse_direct=990000": integer nanoseconds, so the file reads
@@ -590,6 +604,8 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
         return si_fail(SI_ERR_ARGUMENT, "load options: unknown plan mode %d", (int)c.mode);
     if (opt && (opt->plan_batch < 0 || opt->plan_batch > 4096))
         return si_fail(SI_ERR_ARGUMENT, "load options: plan_batch %d outside [0, 4096]", opt->plan_batch);
+    c.force = getenv("SPARSEINFER_ALGO");
+    if (c.force && !*c.force) c.force = NULL;
     const char *env = getenv("SPARSEINFER_PLAN");
     if (c.mode == SI_PLAN_MEASURE && env && strcmp(env, "nomeasure") == 0) c.mode = SI_PLAN_NO_MEASURE;
     cache_open(&c.cache, opt ? opt->cache_path : NULL);
@@ -600,5 +616,19 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
         if (L->type == SI_LAYER_CONV2D || L->type == SI_LAYER_DENSE) st = plan_layer(&c, L);
     }
     cache_close(&c.cache);
+    /* Blocked hand-overs at batch > 1 (si_algo.run_blocked): past this layer's fused pool and
+     * any flatten (flattening [H][W][C][NB] blocks is the identity, as for NHWC). */
+    for (int i = 0; i < m->n_layers && !st; i++) {
+        si_layer *L = &m->layers[i];
+        L->blocked_next = NULL;
+        if ((L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) || L->act == SI_ACT_SOFTMAX ||
+            !L->algo[1]->run_blocked)
+            continue;
+        int j = i + 1 + (L->pool && L->algo[1]->run_pool);
+        while (j < m->n_layers && m->layers[j].type == SI_LAYER_FLATTEN) j++;
+        if (j < m->n_layers && (m->layers[j].type == SI_LAYER_CONV2D || m->layers[j].type == SI_LAYER_DENSE) &&
+            m->layers[j].algo[1]->run_blocked)
+            L->blocked_next = &m->layers[j];
+    }
     return st;
 }

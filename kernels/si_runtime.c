@@ -112,6 +112,12 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
     if (!si_mul_ok(m->max_act, max_batch, &act) || act > (INT64_C(1) << 40) / 4)
         return si_fail(SI_ERR_ARGUMENT, "si_context_create: batch %d of %lld-element activations is too large",
                        max_batch, (long long)m->max_act);
+    /* A blocked output (si_algo.run_blocked) holds whole blocks of at most SI_PANEL samples. */
+    for (int l = 0; l < m->n_layers && max_batch > 1; l++) {
+        const si_layer *L = &m->layers[l];
+        int64_t blocked = (int64_t)(max_batch + SI_PANEL - 1) / SI_PANEL * SI_PANEL * L->out_h * L->out_w * L->out_c;
+        if (L->blocked_next && blocked > act) act = blocked;
+    }
     si_context *c = calloc(1, sizeof *c);
     if (!c) return si_fail(SI_ERR_NOMEM, "out of memory for a context");
     c->model = m;
@@ -153,6 +159,7 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
     const si_model *m = ctx->model;
     const float *src = input;
     int cur = 0; /* index of the ping-pong buffer the next layer writes */
+    int nb = 0;  /* src's layout: NHWC (0), or blocks of nb samples (si_algo.run_blocked) */
     for (int l = 0; l < m->n_layers; l++) {
         const si_layer *L = &m->layers[l];
         float *dst = ctx->act[cur];
@@ -162,11 +169,19 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
         case SI_LAYER_DENSE: {
             const si_algo *a = L->algo[batch > 1];
             const void *st = L->state[si_algo_index(a)];
+            const int pool = a->run_pool && L->pool && l + 1 < m->n_layers && L->pool == &m->layers[l + 1];
+            int out_nb = 0; /* hand the output over blocked when the consumer's entry takes this NB */
+            if (batch > 1 && L->blocked_next && !si_use_reference) {
+                const si_layer *C = L->blocked_next;
+                const int p = a->block_of(L, batch), q = C->algo[1]->block_of(C, batch);
+                if (p > 0 && (q == 0 || q == p)) out_nb = p;
+            }
             if (si_use_reference) a->run_ref(L, st, src, batch, dst);
-            else if (a->run_pool && L->pool && l + 1 < m->n_layers && L->pool == &m->layers[l + 1]) {
-                a->run_pool(L, st, src, batch, dst, ctx->ws); /* this layer and its pool */
-                l++;
-            } else a->run(L, st, src, batch, dst, ctx->ws);
+            else if (nb || out_nb) a->run_blocked(L, st, src, nb, batch, dst, out_nb, pool, ctx->ws);
+            else if (pool) a->run_pool(L, st, src, batch, dst, ctx->ws); /* this layer and its pool */
+            else a->run(L, st, src, batch, dst, ctx->ws);
+            l += !si_use_reference && pool;
+            nb = out_nb;
             break;
         }
         case SI_LAYER_MAXPOOL2D: si_maxpool_forward(L, src, batch, dst); break;

@@ -219,3 +219,51 @@ def test_one_form_in_the_margin(tmp_path):
     got = sparseinfer.load(str(path)).predict(x)
     want = x.reshape(1, -1) @ w.T.astype(np.float64)
     assert_close(got, want, 1e-4, 1e-4, "fc batch 1")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """LeNet-5's pattern and more: a valid conv without ReLU into a 2x2 pool, a padded conv
+    into a 3x3 pool, a strided conv, flatten, two dense layers; the convolutions pruned."""
+    rng = np.random.default_rng(5)
+    layers = [
+        {"name": "c1", "type": "conv2d", "kernel": [5, 5], "padding": "valid", "activation": "linear",
+         "W": _sparse(rng, 20, 25, 0.66), "b": rng.standard_normal(20).astype(np.float32) * 0.1},
+        {"name": "p1", "type": "maxpool2d", "pool": [2, 2], "padding": "valid"},
+        {"name": "c2", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+         "W": _sparse(rng, 18, 180, 0.12), "b": rng.standard_normal(18).astype(np.float32) * 0.1},
+        {"name": "p2", "type": "maxpool2d", "pool": [3, 3], "padding": "valid"},
+        {"name": "c3", "type": "conv2d", "kernel": [2, 2], "strides": [2, 2], "padding": "valid",
+         "activation": "relu", "W": _sparse(rng, 24, 72, 0.3), "b": None},
+        {"name": "f", "type": "flatten"},
+        {"name": "fc1", "type": "dense", "activation": "relu", "W": _sparse(rng, 40, 96, 0.5),
+         "b": rng.standard_normal(40).astype(np.float32) * 0.1},
+        {"name": "fc2", "type": "dense", "activation": "softmax", "W": _sparse(rng, 10, 40, 1.0),
+         "b": np.zeros(10, np.float32)},
+    ]
+    path = tmp_path_factory.mktemp("chain") / "chain.npz"
+    write_model(path, layers, {"shape": [28, 28, 1]}, name="chain")
+    return str(path), layers
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_blocked_chain_matches_reference(chain, isa, monkeypatch):
+    """Pinned to the samples-innermost convolution and csrmm, layers hand their outputs
+    over in blocks of 16 or 64 samples with no transposes between them (c1 -> c2 -> c3 ->
+    fc1), a short last block included; the outputs are the NumPy reference's."""
+    if ["portable", "avx2", "avx512"].index(isa) > ["portable", "avx2", "avx512"].index(sparseinfer.isa()):
+        pytest.skip(f"this CPU has {sparseinfer.isa()} at most")
+    path, layers = chain
+    monkeypatch.setenv("SPARSEINFER_ALGO", "conv_sparse_batch,fc_csrmm")
+    try:
+        sparseinfer.set_isa(isa)
+        m = sparseinfer.load(path, plan="nomeasure")
+        picks = {l["name"]: l["algo_batchn"] for l in m.layers() if l["algo_batchn"]}
+        assert picks == {"c1": "conv_sparse_batch", "c2": "conv_sparse_batch", "c3": "conv_sparse_batch",
+                         "fc1": "fc_csrmm", "fc2": picks["fc2"]}, picks  # fc2 is dense
+        for batch in (2, 16, 17, 64, 70, 130):
+            x = np.random.default_rng(batch).uniform(-1, 1, (batch, 28, 28, 1)).astype(np.float32)
+            want = make_cases.reference_forward(layers, x)
+            assert_close(m.predict(x), want, 1e-4, 1e-6, f"isa {isa} blocked chain, batch {batch}")
+    finally:
+        sparseinfer.set_isa("auto")

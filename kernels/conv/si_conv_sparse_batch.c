@@ -31,6 +31,7 @@ typedef struct batch_state {
     int64_t *bp;            /* (kh + 1) x F: bp[i * F + r], row r's first non-zero of kernel row >= i */
     float *bias;            /* the bias repeated once per position of a segment (NULL: none) */
     int64_t seg;            /* output positions of one row a thread computes and transposes at once */
+    int64_t kr;             /* kernel rows per pass: their input for a block of positions fits L1 */
 } batch_state;
 
 /* Floats of one thread's tile of seg positions x F filters x 64 samples: about 128 KB, so it
@@ -66,6 +67,12 @@ static si_status_t batch_prepare(si_layer *L, void **out) {
         s->bp = si_alloc(sizeof(int64_t) * (size_t)((L->kh + 1) * F));
         s->bias = L->bias ? si_alloc(sizeof(float) * (size_t)(seg * F)) : NULL;
         s->seg = seg;
+        /* A block of csr_batch's (at most 6) positions reads ((6 - 1) * sw + kw) x C x 64 floats
+         * per kernel row: as many kernel rows per pass as keep that within 32 KB (L1 of
+         * Zen 3/4/5; 48 KB on Intel's recent cores). */
+        const int64_t row_bytes = ((6 - 1) * L->sw + L->kw) * L->in_c * SI_PANEL * 4;
+        s->kr = (32 << 10) / row_bytes;
+        s->kr = s->kr < 1 ? 1 : s->kr > L->kh ? L->kh : s->kr;
     }
     if (!s || !s->off16 || !s->off64 || !s->bp || (L->bias && !s->bias)) {
         batch_release(s);
@@ -136,33 +143,40 @@ static void build_image(const si_layer *L, const float *in, int g, int nb, float
     }
 }
 
-/* The max over each pool window of a tile of kh x (w * kw) conv positions (rows of F x 64),
- * in place: pooled position t's rows go to the tile's front, at or before all they read. */
-static void pool_tile(float *tile, const si_layer *pool, int64_t w, int64_t F, int g) {
-    const int64_t cw = w * pool->kw;
-    for (int64_t t = 0; t < w; t++)
-        for (int64_t r = 0; r < F; r++) {
-            float m[SI_PANEL];
-            memcpy(m, tile + (t * pool->kw * F + r) * SI_PANEL, sizeof(float) * (size_t)g);
-            for (int dy = 0; dy < pool->kh; dy++)
-                for (int dx = 0; dx < pool->kw; dx++) {
-                    const float *v = tile + ((dy * cw + t * pool->kw + dx) * F + r) * SI_PANEL;
-                    for (int j = 0; j < g; j++) m[j] = v[j] > m[j] ? v[j] : m[j];
-                }
-            memcpy(tile + (t * F + r) * SI_PANEL, m, sizeof(float) * (size_t)g);
-        }
+/* The padded image of a block that is already samples-innermost ([H][W][C][NB], the
+ * previous layer's blocked output): row copies between zeroed padding. */
+static void pad_image(const si_layer *L, const float *in, int nb, float *img) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, Hp = padded_h(L), Wp = padded_w(L), row = Wp * C * nb;
+    const int64_t left = L->pad_left < Wp ? L->pad_left : Wp;
+    const int64_t wv = W < Wp - left ? W : Wp - left;
+#pragma omp for schedule(static)
+    for (int64_t py = 0; py < Hp; py++) {
+        float *dst = img + py * row;
+        const int64_t y = py - L->pad_top;
+        if (y < 0 || y >= H || wv <= 0) { memset(dst, 0, sizeof(float) * (size_t)row); continue; }
+        memset(dst, 0, sizeof(float) * (size_t)(left * C * nb));
+        memcpy(dst + left * C * nb, in + y * W * C * nb, sizeof(float) * (size_t)(wv * C * nb));
+        memset(dst + (left + wv) * C * nb, 0, sizeof(float) * (size_t)((Wp - left - wv) * C * nb));
+    }
+}
+
+/* A blocked input is the padded image itself when the convolution neither pads nor skips
+ * input rows or columns (LeNet-5's valid convolutions). */
+static int image_is_input(const si_layer *L) {
+    return L->pad_top == 0 && L->pad_left == 0 && padded_h(L) == L->in_h && padded_w(L) == L->in_w;
 }
 
 /* Each work item is a segment of one output row (with a pool: of one pooled row, over the
- * pool's kh conv rows). Kernel row by kernel row, every conv position of the segment
- * accumulates that row's non-zeros (bp), so the input one kernel row reads, kw x C x NB
- * floats sliding by one column per position, stays in L1 (25.6 KB for LeNet-5's conv2 at
- * NB = 64, against 128 KB for the whole receptive field). A fused pool takes the max of
- * each window in the tile; then the tile is one transpose to NHWC with the bias and the
- * activation, which commute with the max. Fusing saves writing and re-reading the conv's
- * whole output (LeNet-5's conv1 at batch 64: 2.9 MB). */
-static void batch_forward(const si_layer *L, const batch_state *s, const si_layer *pool, const float *in, int batch,
-                          float *out, float *ws) {
+ * pool's kh conv rows). For as many kernel rows at a time as keep their input in L1 (kr),
+ * csr_batch accumulates every conv position of the segment in blocks of positions that
+ * share each weight's broadcast. A fused pool takes the max of each window in the tile
+ * (tile_pool, vectors over the samples); the bias and the activation commute with the max.
+ * Then the tile goes out: one transpose to NHWC, with the bias and the activation, or, for
+ * a blocked output, tile_pool's copy with them. Fusing the pool saves writing and reading
+ * the conv's whole output (LeNet-5's conv1 at batch 64: 2.9 MB); the blocked layout saves
+ * the transposes on both sides. */
+static void batch_forward(const si_layer *L, const batch_state *s, const si_layer *pool, const float *in, int in_nb,
+                          int batch, float *out, int out_nb, float *ws) {
     const int64_t F = L->rows, Wp = padded_w(L), C = L->in_c;
     const int64_t rows = pool ? pool->out_h : L->out_h, cols = pool ? pool->out_w : L->out_w;
     const int pkh = pool ? pool->kh : 1, pkw = pool ? pool->kw : 1;
@@ -170,14 +184,18 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
     const int nb = block_samples(L, batch);
     const int32_t *off = nb == SI_PANEL ? s->off64 : s->off16;
     const int64_t in_sample = L->in_h * L->in_w * C, out_sample = rows * cols * F;
-    float *img = ws, *tiles = ws + pixels(L) * nb;
+    float *tiles = ws + pixels(L) * nb;
     const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
     const int nt = si_threads_for((L->nnz + F) * L->out_h * L->out_w * batch, si_max_threads());
     for (int n0 = 0; n0 < batch; n0 += nb) {
         const int g = batch - n0 < nb ? batch - n0 : nb;
+        const float *blk = in_nb ? in + (int64_t)n0 * in_sample : NULL; /* n0 / nb blocks of nb * in_sample */
+        const float *img = blk && image_is_input(L) ? blk : ws;
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            build_image(L, in + (int64_t)n0 * in_sample, g, nb, img); /* ends in a barrier */
+            /* both end in a barrier */
+            if (!in_nb) build_image(L, in + (int64_t)n0 * in_sample, g, nb, ws);
+            else if (img == ws) pad_image(L, blk, nb, ws);
             float *tile = tiles + (int64_t)omp_get_thread_num() * tf;
 #pragma omp for schedule(dynamic, 1)
             for (int64_t item = 0; item < rows * nseg; item++) {
@@ -187,14 +205,20 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
                     const int64_t oh = r0 * pkh + dy, ow0 = c0 * pkw;
                     const float *corner = img + ((oh * L->sh) * Wp + ow0 * L->sw) * C * nb;
                     float *t = tile + dy * cw * F * SI_PANEL;
-                    for (int64_t i = 0; i < L->kh; i++)
-                        for (int64_t q = 0; q < cw; q++)
-                            si_k->csr_planar(L->csr_val, off, s->bp + i * F, s->bp + (i + 1) * F, 0, F,
-                                             corner + q * L->sw * C * nb, g, t + q * F * SI_PANEL, i > 0);
+                    for (int64_t i = 0; i < L->kh; i += s->kr) {
+                        const int64_t i1 = i + s->kr < L->kh ? i + s->kr : L->kh;
+                        si_k->csr_batch(L->csr_val, off, s->bp + i * F, s->bp + i1 * F, 0, F, corner, L->sw * C * nb,
+                                        (int)cw, nb, t, F * SI_PANEL, i > 0);
+                    }
                 }
-                if (pool) pool_tile(tile, pool, w, F, g);
-                si_k->transpose(tile, SI_PANEL, w * F, g, out + (int64_t)n0 * out_sample + (r0 * cols + c0) * F,
-                                out_sample, s->bias, act);
+                if (out_nb) /* blocks of nb samples, this one at n0 * out_sample */
+                    si_k->tile_pool(tile, w, F, pkh, pkw, nb, L->bias, act,
+                                    out + ((int64_t)n0 * out_sample + (r0 * cols + c0) * F * nb), nb);
+                else {
+                    if (pool) si_k->tile_pool(tile, w, F, pkh, pkw, nb, NULL, SI_ACT_LINEAR, tile, SI_PANEL);
+                    si_k->transpose(tile, SI_PANEL, w * F, g, out + (int64_t)n0 * out_sample + (r0 * cols + c0) * F,
+                                    out_sample, s->bias, act);
+                }
             }
         }
     }
@@ -202,11 +226,16 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
 }
 
 static void batch_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    batch_forward(L, st, NULL, in, batch, out, ws);
+    batch_forward(L, st, NULL, in, 0, batch, out, 0, ws);
 }
 
 static void batch_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    batch_forward(L, st, L->pool, in, batch, out, ws);
+    batch_forward(L, st, L->pool, in, 0, batch, out, 0, ws);
+}
+
+static void batch_run_blocked(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out,
+                              int out_nb, int pool, float *ws) {
+    batch_forward(L, st, pool ? L->pool : NULL, in, in_nb, batch, out, L->act == SI_ACT_SOFTMAX ? 0 : out_nb, ws);
 }
 
 static void batch_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
@@ -218,5 +247,6 @@ static void batch_run_ref(const si_layer *L, const void *st, const float *in, in
 const si_algo si_algo_conv_sparse_batch = {
     .name = "conv_sparse_batch", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
     .applies = batch_applies, .prepare = batch_prepare, .ws_floats = batch_ws, .run = batch_run,
-    .run_pool = batch_run_pool, .run_ref = batch_run_ref, .bytes = batch_bytes, .release = batch_release,
+    .run_pool = batch_run_pool, .run_blocked = batch_run_blocked, .block_of = block_samples,
+    .run_ref = batch_run_ref, .bytes = batch_bytes, .release = batch_release,
 };

@@ -436,38 +436,54 @@ static void transpose_panel(const float *X, int64_t cols, int64_t s0, int w, int
     }
 }
 
-void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws) {
+/* Rows [r0, r1) of Y's samples [s0, s0 + w) from their panel P (cols x w). */
+static void csrmm_panel(const si_layer *L, const si_csr_view *A, int64_t r0, int64_t r1, const float *P, int w,
+                        float *Ys, int64_t *cur) {
+    const int64_t cb = COL_BLOCK_FLOATS / w;
+    if (L->cols <= cb) {
+        si_k->csr_panel(A, r0, r1, P, w, Ys, L->rows, NULL, 0, 0);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) cur[r] = L->csr_ptr[r];
+    for (int64_t ce = cb, first = 1; ce - cb < L->cols; ce += cb, first = 0)
+        si_k->csr_panel(A, r0, r1, P, w, Ys, L->rows, cur, ce, !first);
+}
+
+/* X is n x cols (nb = 0), or ceil(n / nb) blocks of cols x nb samples (a blocked input, see
+ * si_algo.run_blocked): a full block is its own panel, a short one is compacted to cols x w. */
+static void csrmm(const si_layer *L, const float *X, int nb, int n, float *Y, float *ws) {
     if (n <= 0) return;
     const int64_t rows = L->rows, cols = L->cols;
     const si_csr_view A = view_of(L);
-    void (*panel)(const si_csr_view *, int64_t, int64_t, const float *, int, float *, int64_t, int64_t *, int64_t,
-                  int) = si_k->csr_panel;
     int64_t *cur = (int64_t *)(void *)(ws + (cols * n + 15) / 16 * 16);
+    const int step = nb ? nb : SI_PANEL;
     const int nt = si_threads_for((L->nnz + rows) * n, rows > cols ? rows : cols);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
         int64_t c0 = cols * t / nth, c1 = cols * (t + 1) / nth, r0, r1;
-        for (int s0 = 0; s0 < n; s0 += SI_PANEL) {
-            int w = n - s0 < SI_PANEL ? n - s0 : SI_PANEL;
-            transpose_panel(X, cols, s0, w, c0, c1, ws + (int64_t)s0 * cols);
+        for (int s0 = 0; s0 < n; s0 += step) {
+            int w = n - s0 < step ? n - s0 : step;
+            float *P = ws + (int64_t)s0 * cols;
+            if (!nb) transpose_panel(X, cols, s0, w, c0, c1, P);
+            else if (w < nb)
+                for (int64_t c = c0; c < c1; c++)
+                    memcpy(P + c * w, X + (int64_t)s0 * cols + c * nb, sizeof(float) * (size_t)w);
         }
 #pragma omp barrier
         si_part_rows(L->csr_ptr, 0, rows, t, nth, &r0, &r1);
-        for (int s0 = 0; s0 < n; s0 += SI_PANEL) {
-            int w = n - s0 < SI_PANEL ? n - s0 : SI_PANEL;
-            const float *P = ws + (int64_t)s0 * cols;
-            float *Ys = Y + (int64_t)s0 * rows;
-            int64_t cb = COL_BLOCK_FLOATS / w;
-            if (cols <= cb) {
-                panel(&A, r0, r1, P, w, Ys, rows, NULL, 0, 0);
-                continue;
-            }
-            for (int64_t r = r0; r < r1; r++) cur[r] = L->csr_ptr[r];
-            for (int64_t ce = cb, first = 1; ce - cb < cols; ce += cb, first = 0)
-                panel(&A, r0, r1, P, w, Ys, rows, cur, ce, !first);
+        for (int s0 = 0; s0 < n; s0 += step) {
+            int w = n - s0 < step ? n - s0 : step;
+            const float *P = nb && w == nb ? X + (int64_t)s0 * cols : ws + (int64_t)s0 * cols;
+            csrmm_panel(L, &A, r0, r1, P, w, Y + (int64_t)s0 * rows, cur);
         }
     }
+}
+
+void si_f32_csrmm(const si_layer *L, const float *X, int n, float *Y, float *ws) { csrmm(L, X, 0, n, Y, ws); }
+
+void si_f32_csrmm_blocked(const si_layer *L, const float *X, int nb, int n, float *Y, float *ws) {
+    csrmm(L, X, nb, n, Y, ws);
 }
 
 /* ---- spconv: NHWC convolution with CSR filters ---------------------------------------
@@ -546,3 +562,114 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
         }
     }
 }
+
+/* ---- the samples-innermost kernel (conv/si_conv_sparse_batch.c) --------------------------
+ * tile[q * ldq + (r - r0) * SI_PANEL + j] (+)= sum_{k in [kb[r], ke[r])} val[k] *
+ * base[q * qs + off[k] + j] for rows [r0, r1), positions q < nq, samples j < nb (16 or 64).
+ * Each non-zero's broadcast serves a block of positions (Q), so one weight load feeds up to
+ * 24 FMAs and the per-row overhead (zeroing, the final store) is paid once per block, not
+ * per position: LeNet-5's conv1 has 5 non-zeros per filter and kernel row. Positions are
+ * the outer loop, so a block's input stays in L1 while every row reads it. */
+void si_csr_batch_portable(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                           int64_t r1, const float *base, int64_t qs, int nq, int nb, float *tile, int64_t ldq,
+                           int acc_into) {
+    for (int q = 0; q < nq; q++)
+        for (int64_t r = r0; r < r1; r++) {
+            float acc[SI_PANEL] = {0};
+            for (int64_t k = kb[r]; k < ke[r]; k++) {
+                const float v = val[k], *p = base + q * qs + off[k];
+                for (int j = 0; j < nb; j++) acc[j] += v * p[j];
+            }
+            float *o = tile + q * ldq + (r - r0) * SI_PANEL;
+            for (int j = 0; j < nb; j++) o[j] = acc_into ? o[j] + acc[j] : acc[j];
+        }
+}
+
+#if SI_X86
+/* One block of Q positions x VP vectors of W lanes: VEC is the vector type and LOAD/FMA/
+ * ADD/STORE/SET1/ZERO its intrinsics. */
+#define BATCH_BLOCK(NAME, TARGET, VEC, W, LOAD, STORE, FMA, ADD, SET1, ZERO, VP, Q)                          \
+    TARGET static void NAME(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,         \
+                            int64_t r0, int64_t r1, const float *base, int64_t qs, float *tile, int64_t ldq,    \
+                            int acc_into) {                                                                     \
+        for (int64_t r = r0; r < r1; r++) {                                                                     \
+            VEC a[Q][VP];                                                                                       \
+            for (int q = 0; q < (Q); q++)                                                                       \
+                for (int v = 0; v < (VP); v++) a[q][v] = ZERO();                                                \
+            for (int64_t k = kb[r]; k < ke[r]; k++) {                                                           \
+                const VEC s = SET1(val[k]);                                                                     \
+                const float *p = base + off[k];                                                                 \
+                for (int q = 0; q < (Q); q++)                                                                   \
+                    for (int v = 0; v < (VP); v++) a[q][v] = FMA(s, LOAD(p + q * qs + (W) * v), a[q][v]);       \
+            }                                                                                                   \
+            float *o = tile + (r - r0) * SI_PANEL;                                                              \
+            for (int q = 0; q < (Q); q++)                                                                       \
+                for (int v = 0; v < (VP); v++) {                                                                \
+                    float *d = o + q * ldq + (W) * v;                                                           \
+                    STORE(d, acc_into ? ADD(a[q][v], LOAD(d)) : a[q][v]);                                       \
+                }                                                                                               \
+        }                                                                                                       \
+    }
+
+#define B512(VP, Q)                                                                                             \
+    BATCH_BLOCK(batch512_##VP##_##Q, SI_TARGET_AVX512, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps,           \
+                _mm512_fmadd_ps, _mm512_add_ps, _mm512_set1_ps, _mm512_setzero_ps, VP, Q)
+#define B256(VP, Q)                                                                                             \
+    BATCH_BLOCK(batch256_##VP##_##Q, SI_TARGET_AVX2, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps,              \
+                _mm256_fmadd_ps, _mm256_add_ps, _mm256_set1_ps, _mm256_setzero_ps, VP, Q)
+/* AVX-512, 32 registers: 64 samples are 4 vectors, up to 6 positions (24 accumulators);
+ * 16 samples are one vector, up to 8 positions. */
+B512(4, 1) B512(4, 2) B512(4, 3) B512(4, 4) B512(4, 5) B512(4, 6)
+B512(1, 1) B512(1, 2) B512(1, 3) B512(1, 4) B512(1, 5) B512(1, 6) B512(1, 7) B512(1, 8)
+/* AVX2, 16 registers: 12 accumulators, 32 samples (4 vectors) x 3 positions per pass, or 16
+ * samples (2 vectors) x 6 positions. */
+B256(4, 1) B256(4, 2) B256(4, 3)
+B256(2, 1) B256(2, 2) B256(2, 3) B256(2, 4) B256(2, 5) B256(2, 6)
+
+typedef void (*batch_block_fn)(const float *, const int32_t *, const int64_t *, const int64_t *, int64_t, int64_t,
+                               const float *, int64_t, float *, int64_t, int);
+
+static void batch_blocks(const batch_block_fn *fns, int qmax, int lanes, const float *val, const int32_t *off,
+                         const int64_t *kb, const int64_t *ke, int64_t r0, int64_t r1, const float *base, int64_t qs,
+                         int nq, int nb, float *tile, int64_t ldq, int acc_into) {
+    for (int j = 0; j < nb; j += lanes) /* AVX2 at 64 samples: two halves of 32 */
+        for (int q = 0; q < nq; q += qmax) {
+            const int n = nq - q < qmax ? nq - q : qmax;
+            fns[n - 1](val, off, kb, ke, r0, r1, base + q * qs + j, qs, tile + q * ldq + j, ldq, acc_into);
+        }
+}
+
+void si_csr_batch_avx512(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                         int64_t r1, const float *base, int64_t qs, int nq, int nb, float *tile, int64_t ldq,
+                         int acc_into) {
+    static const batch_block_fn f64[] = {batch512_4_1, batch512_4_2, batch512_4_3,
+                                         batch512_4_4, batch512_4_5, batch512_4_6};
+    static const batch_block_fn f16[] = {batch512_1_1, batch512_1_2, batch512_1_3, batch512_1_4,
+                                         batch512_1_5, batch512_1_6, batch512_1_7, batch512_1_8};
+    if (nb == SI_PANEL) batch_blocks(f64, 6, 64, val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+    else if (nb == 16) batch_blocks(f16, 8, 16, val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+    else si_csr_batch_portable(val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+}
+
+void si_csr_batch_avx2(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                       int64_t r1, const float *base, int64_t qs, int nq, int nb, float *tile, int64_t ldq,
+                       int acc_into) {
+    static const batch_block_fn f32[] = {batch256_4_1, batch256_4_2, batch256_4_3};
+    static const batch_block_fn f16[] = {batch256_2_1, batch256_2_2, batch256_2_3,
+                                         batch256_2_4, batch256_2_5, batch256_2_6};
+    if (nb % 32 == 0) batch_blocks(f32, 3, 32, val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+    else if (nb == 16) batch_blocks(f16, 6, 16, val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+    else si_csr_batch_portable(val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+}
+#else
+void si_csr_batch_avx2(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                       int64_t r1, const float *base, int64_t qs, int nq, int nb, float *tile, int64_t ldq,
+                       int acc_into) {
+    si_csr_batch_portable(val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+}
+void si_csr_batch_avx512(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke, int64_t r0,
+                         int64_t r1, const float *base, int64_t qs, int nq, int nb, float *tile, int64_t ldq,
+                         int acc_into) {
+    si_csr_batch_portable(val, off, kb, ke, r0, r1, base, qs, nq, nb, tile, ldq, acc_into);
+}
+#endif

@@ -133,7 +133,18 @@ static void mm_run(const si_layer *L, const void *st, const float *in, int batch
     si_bias_act(L, out, batch);
 }
 
+/* A blocked input ([cols][NB] per block) is csrmm's panel as it stands; the output is NHWC. */
+static void mm_run_blocked(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out,
+                           int out_nb, int pool, float *ws) {
+    (void)st; (void)out_nb; (void)pool;
+    si_f32_csrmm_blocked(L, in, in_nb, batch, out, ws);
+    si_bias_act(L, out, batch);
+}
+
+static int mm_block_of(const si_layer *L, int batch) { (void)L; (void)batch; return 0; /* any, as an input */ }
+
 const si_algo si_algo_fc_csrmm = {
     .name = "fc_csrmm", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
-    .applies = mm_applies, .ws_floats = mm_ws, .run = mm_run, .run_ref = csr_run_ref,
+    .applies = mm_applies, .ws_floats = mm_ws, .run = mm_run, .run_blocked = mm_run_blocked,
+    .block_of = mm_block_of, .run_ref = csr_run_ref,
 };

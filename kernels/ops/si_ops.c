@@ -262,3 +262,66 @@ void si_transpose_ref(const float *src, int64_t lds, int64_t rows, int64_t cols,
             dst[c * ldd + r] = act == SI_ACT_RELU && v < 0.0f ? 0.0f : v;
         }
 }
+
+/* ---- tile pooling (conv/si_conv_sparse_batch.c) -----------------------------------------
+ * The max over each pool window of a samples-innermost tile, then bias and activation, which
+ * commute with the max (the bias is per filter, ReLU is monotone). Vectors run over the
+ * samples, so the window's max is one vmaxps per vector and position. */
+void si_tile_pool_portable(const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb, const float *bias,
+                           int act, float *dst, int64_t ldd) {
+    const int64_t cw = w * pkw;
+    for (int64_t t = 0; t < w; t++)
+        for (int64_t r = 0; r < F; r++) {
+            float m[SI_PANEL];
+            memcpy(m, tile + (t * pkw * F + r) * SI_PANEL, sizeof(float) * (size_t)nb);
+            for (int dy = 0; dy < pkh; dy++)
+                for (int dx = 0; dx < pkw; dx++) {
+                    const float *v = tile + ((dy * cw + t * pkw + dx) * F + r) * SI_PANEL;
+                    for (int j = 0; j < nb; j++) m[j] = v[j] > m[j] ? v[j] : m[j];
+                }
+            const float b = bias ? bias[r] : 0.0f;
+            float *d = dst + (t * F + r) * ldd;
+            for (int j = 0; j < nb; j++) {
+                const float x = m[j] + b;
+                d[j] = act == SI_ACT_RELU && x < 0.0f ? 0.0f : x;
+            }
+        }
+}
+
+#if SI_X86
+#define TILE_POOL(NAME, TARGET, VEC, W, LOAD, STORE, MAX, ADD, SET1, ZERO)                                      \
+    TARGET void NAME(const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb, const float *bias,         \
+                     int act, float *dst, int64_t ldd) {                                                         \
+        if (nb % (W)) { si_tile_pool_portable(tile, w, F, pkh, pkw, nb, bias, act, dst, ldd); return; }        \
+        const int64_t cw = w * pkw;                                                                              \
+        const int nv = nb / (W);                                                                                 \
+        const VEC zero = ZERO();                                                                                 \
+        for (int64_t t = 0; t < w; t++)                                                                          \
+            for (int64_t r = 0; r < F; r++) {                                                                    \
+                const VEC b = SET1(bias ? bias[r] : 0.0f);                                                       \
+                float *d = dst + (t * F + r) * ldd;                                                              \
+                for (int v = 0; v < nv; v++) {                                                                   \
+                    VEC m = LOAD(tile + (t * pkw * F + r) * SI_PANEL + (W) * v);                                 \
+                    for (int dy = 0; dy < pkh; dy++)                                                             \
+                        for (int dx = 0; dx < pkw; dx++)                                                         \
+                            m = MAX(m, LOAD(tile + ((dy * cw + t * pkw + dx) * F + r) * SI_PANEL + (W) * v));    \
+                    m = ADD(m, b);                                                                               \
+                    if (act == SI_ACT_RELU) m = MAX(m, zero);                                                    \
+                    STORE(d + (W) * v, m);                                                                       \
+                }                                                                                                \
+            }                                                                                                    \
+    }
+TILE_POOL(si_tile_pool_avx512, SI_TARGET_AVX512, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_max_ps,
+          _mm512_add_ps, _mm512_set1_ps, _mm512_setzero_ps)
+TILE_POOL(si_tile_pool_avx2, SI_TARGET_AVX2, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_max_ps,
+          _mm256_add_ps, _mm256_set1_ps, _mm256_setzero_ps)
+#else
+void si_tile_pool_avx2(const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb, const float *bias, int act,
+                       float *dst, int64_t ldd) {
+    si_tile_pool_portable(tile, w, F, pkh, pkw, nb, bias, act, dst, ldd);
+}
+void si_tile_pool_avx512(const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb, const float *bias,
+                         int act, float *dst, int64_t ldd) {
+    si_tile_pool_portable(tile, w, F, pkh, pkw, nb, bias, act, dst, ldd);
+}
+#endif
