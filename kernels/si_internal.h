@@ -339,6 +339,8 @@ si_status_t si_pack_b(const char *layer, const float *w, int64_t n, int64_t k, s
 void si_packed_b_free(si_packed_b *b);
 int64_t si_packed_b_bytes(const si_packed_b *b);
 void si_sgemm_packed(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
+/* The same on the calling thread alone (inside a caller's parallel region). */
+void si_sgemm_packed_rows(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 /* prepare / release / bytes of the entries whose state is the layer's weights packed */
 si_status_t si_packed_prepare(si_layer *L, void **state);
 void si_packed_release(void *state);

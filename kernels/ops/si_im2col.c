@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include <omp.h>
+#if SI_X86
+#include <immintrin.h>
+#endif
 
 #define IM2COL_TARGET_FLOATS (INT64_C(2) << 20)   /* 8 MB of patches per chunk */
 #define IM2COL_MIN_ROWS 64
@@ -21,11 +24,36 @@ int64_t si_im2col_chunk_rows(const si_layer *L, int batch) {
 
 /* One row per output position, columns in (kernel row, kernel column, channel) order to
  * match the weight matrix. */
-SI_INLINE void im2col_body(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+typedef void (*copy_fn)(float *d, const float *s, int64_t n);
+SI_INLINE void copy_scalar(float *d, const float *s, int64_t n) { for (int64_t t = 0; t < n; t++) d[t] = s[t]; }
+#if SI_X86
+/* Short runs (LeNet's conv1: 5 floats) as masked vector moves, not a float at a time. */
+SI_TARGET_AVX512 SI_INLINE void copy_avx512(float *d, const float *s, int64_t n) {
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) _mm512_storeu_ps(d + t, _mm512_loadu_ps(s + t));
+    if (t < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - t)) - 1u);
+        _mm512_mask_storeu_ps(d + t, k, _mm512_maskz_loadu_ps(k, s + t));
+    }
+}
+SI_TARGET_AVX2 SI_INLINE void copy_avx2(float *d, const float *s, int64_t n) {
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) _mm256_storeu_ps(d + t, _mm256_loadu_ps(s + t));
+    if (t < n) {
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - t)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm256_maskstore_ps(d + t, k, _mm256_maskload_ps(s + t, k));
+    }
+}
+#endif
+
+SI_INLINE void im2col_body(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col, copy_fn copy) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
     const int64_t K = L->cols;
+    /* the position's (n, oh, ow) stepped along, not divided out per row: three 64-bit
+     * divisions per row cost as much as LeNet-5's whole conv1 copy */
+    int64_t n = p0 / (OH * OW), oh = p0 % (OH * OW) / OW, ow = p0 % OW - 1;
     for (int64_t r = 0; r < m; r++) {
-        int64_t p = p0 + r, n = p / (OH * OW), q = p % (OH * OW), oh = q / OW, ow = q % OW;
+        if (++ow == OW) { ow = 0; if (++oh == OH) { oh = 0; n++; } }
         float *dst = col + r * K;
         for (int i = 0; i < L->kh; i++) {
             int64_t y = oh * L->sh - L->pad_top + i;
@@ -35,7 +63,7 @@ SI_INLINE void im2col_body(const si_layer *L, const float *in, int64_t p0, int64
             if (x0 >= 0 && x0 + L->kw <= W) { /* the common interior case: one contiguous run */
                 const float *src = in + ((n * H + y) * W + x0) * C;
                 if (L->kw * C <= 64) /* short runs (LeNet's conv1: 5 floats) inline, not a memcpy call each */
-                    for (int64_t t = 0; t < L->kw * C; t++) d[t] = src[t];
+                    copy(d, src, L->kw * C);
                 else
                     memcpy(d, src, sizeof(float) * (size_t)(L->kw * C));
                 continue;
@@ -49,14 +77,23 @@ SI_INLINE void im2col_body(const si_layer *L, const float *in, int64_t p0, int64
     }
 }
 void si_im2col_rows_portable(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
-    im2col_body(L, in, p0, m, col);
+    im2col_body(L, in, p0, m, col, copy_scalar);
 }
+#if SI_X86
 SI_TARGET_AVX2 void si_im2col_rows_avx2(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
-    im2col_body(L, in, p0, m, col);
+    im2col_body(L, in, p0, m, col, copy_avx2);
 }
 SI_TARGET_AVX512 void si_im2col_rows_avx512(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
-    im2col_body(L, in, p0, m, col);
+    im2col_body(L, in, p0, m, col, copy_avx512);
 }
+#else
+void si_im2col_rows_avx2(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    im2col_body(L, in, p0, m, col, copy_scalar);
+}
+void si_im2col_rows_avx512(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
+    im2col_body(L, in, p0, m, col, copy_scalar);
+}
+#endif
 
 void si_im2col_rows_ref(const si_layer *L, const float *in, int64_t p0, int64_t m, float *col) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;

@@ -259,6 +259,11 @@ static void gemv_packed(const float *x, const si_packed_b *B, float *y) {
     }
 }
 
+void si_sgemm_packed_rows(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc) {
+    if (m == 1) gemv_packed(A, B, C);
+    else if (m > 1) gemm_rows(A, lda, 0, m, B, C, ldc);
+}
+
 void si_sgemm_packed(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc) {
     if (m <= 0) return;
     if (m == 1) { gemv_packed(A, B, C); return; }
