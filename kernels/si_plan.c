@@ -315,6 +315,9 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
         return si_fail(SI_ERR_NOMEM, "layer %s: out of memory timing its algorithms (%lld MB)", L->name,
                        (long long)((in_n + out_n + ws_n) * 4 >> 20));
     }
+    memset(ws, 0, (size_t)ws_n * sizeof(float)); /* first touches here, not in the first candidate's time */
+    memset(out, 0, (size_t)out_n * sizeof(float));
+    if (pooled) memset(pooled, 0, (size_t)(out_n / (V->pool->kh * V->pool->kw) + 1) * sizeof(float));
     uint64_t s = 0x9E3779B97F4A7C15ull;  /* inputs like a ReLU's output: uniform in [0, 1) */
     for (int64_t i = 0; i < in_n; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
@@ -330,6 +333,16 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
         run_candidate(cand[i], V, L->state[si_algo_index(cand[i])], in, p->batch, out, pooled, ws);
         warm[i] = si_now() - a;
         if (warm[i] < best_warm) best_warm = warm[i];
+    }
+    /* A first run pays one-time costs (MKL's set-up, the first touch of the scratch): a
+     * candidate that looks hopeless gets a second run before it is dropped, and keeps the
+     * faster (a packed GEMM's 5.0 ms warm-up on LeNet-5's conv1 at batch 64 was 0.8 ms). */
+    for (int i = 0; i < nc; i++) {
+        if (warm[i] <= HOPELESS * best_warm) continue;
+        double a = si_now();
+        run_candidate(cand[i], V, L->state[si_algo_index(cand[i])], in, p->batch, out, pooled, ws);
+        a = si_now() - a;
+        if (a < warm[i]) warm[i] = a;
     }
     for (int i = 0; i < nc; i++) live[i] = warm[i] <= HOPELESS * best_warm;
     const double t0 = si_now();
