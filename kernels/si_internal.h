@@ -90,6 +90,12 @@ typedef struct si_kernel_table {
      * (ldd = SI_PANEL): every position is written at or before all it reads */
     void (*tile_pool)(const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb, const float *bias, int act,
                       float *dst, int64_t ldd);
+    /* Winograd F(4x4, 3x3) tile transforms (conv/si_conv_winograd.c, ops/si_ops.c):
+     * V[xi * ldv + c] = (B^T d B)[xi] over channels c < C, d[y * 6 + x] an input row or NULL
+     * (padding); y[r * 4 + s][f] = act((A^T m A)[r][s] + bias[f]), m[xi * ldm + f], y[k] NULL
+     * outside the output */
+    void (*wino4_in)(const float *const *d, int64_t C, float *V, int64_t ldv);
+    void (*wino4_out)(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y);
     /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns */
     void (*csr_mv_rows)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
                         float *y, int acc_into);
@@ -340,6 +346,7 @@ void si_packed_b_free(si_packed_b *b);
 int64_t si_packed_b_bytes(const si_packed_b *b);
 void si_sgemm_packed(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 /* The same on the calling thread alone (inside a caller's parallel region). */
+extern int64_t si_wino_group_floats; /* conv/si_conv_winograd.c: floats of V and M per group */
 void si_sgemm_packed_rows(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 /* prepare / release / bytes of the entries whose state is the layer's weights packed */
 si_status_t si_packed_prepare(si_layer *L, void **state);
@@ -363,6 +370,9 @@ SI_DECLARE_VARIANTS(void, si_csr_batch, (const float *val, const int32_t *off, c
                                          float *tile, int64_t ldq, int acc_into))
 SI_DECLARE_VARIANTS(void, si_tile_pool, (const float *tile, int64_t w, int64_t F, int pkh, int pkw, int nb,
                                          const float *bias, int act, float *dst, int64_t ldd))
+SI_DECLARE_VARIANTS(void, si_wino4_in, (const float *const *d, int64_t C, float *V, int64_t ldv))
+SI_DECLARE_VARIANTS(void, si_wino4_out, (const float *m, int64_t ldm, int64_t F, const float *bias, int act,
+                                         float *const *y))
 SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
                                            const float *x, float *y, int acc_into))
 SI_DECLARE_VARIANTS(void, si_gemv_rows, (const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1))

@@ -7,12 +7,13 @@
 #include <string.h>
 
 extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_sparse, si_algo_conv_sparse32, si_algo_conv_sparse_tiled, si_algo_conv_sparse_planar,
-    si_algo_conv_sparse_batch, si_algo_conv_mkl;
+    si_algo_conv_sparse_batch, si_algo_conv_mkl, si_algo_conv_winograd;
 extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmm, si_algo_fc_mkl;
 
 const si_algo *const si_algos[] = {
     &si_algo_conv_gemm,    /* conv/si_conv_gemm.c: im2col + MKL sgemm */
     &si_algo_conv_gemm_packed, /* conv/si_conv_gemm_packed.c: im2col + the own GEMM on packed filters */
+    &si_algo_conv_winograd, /* conv/si_conv_winograd.c: Winograd F(4x4, 3x3), 3x3 stride 1 */
     &si_algo_conv_sparse,  /* conv/si_conv_sparse.c: the runtime's sparse direct convolution, 64-wide tiles */
     &si_algo_conv_sparse32, /* conv/si_conv_sparse.c: the same, 32-wide tiles (large K) */
     &si_algo_conv_sparse_tiled, /* conv/si_conv_sparse_tiled.c: the same, tile blocked for L1 */

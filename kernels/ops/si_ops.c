@@ -325,3 +325,99 @@ void si_tile_pool_avx512(const float *tile, int64_t w, int64_t F, int pkh, int p
     si_tile_pool_portable(tile, w, F, pkh, pkw, nb, bias, act, dst, ldd);
 }
 #endif
+
+/* ---- Winograd F(4x4, 3x3) tile transforms (conv/si_conv_winograd.c) --------------------
+ * One C body, compiled per ISA by target attribute: the channels are the vector lanes, in
+ * chunks of WINO_CB so a tile's 36 partial rows stay in L1 (9 KB). B^T and A^T are applied
+ * as their few non-zero terms, not as matrix products. */
+#define WINO_CB 64
+static const float wino_zeros[WINO_CB];
+
+/* V[xi * ldv + c] = (B^T d B)[xi] for c < C; d[y * 6 + x] is input row (y, x) of the tile,
+ * C floats, or NULL for padding. */
+SI_INLINE void wino4_in_body(const float *const *d, int64_t C, float *V, int64_t ldv) {
+    for (int64_t c0 = 0; c0 < C; c0 += WINO_CB) {
+        const int64_t cb = C - c0 < WINO_CB ? C - c0 : WINO_CB;
+        float t[6][6][WINO_CB]; /* t[i][x] = (B^T d)[i][x] */
+        for (int x = 0; x < 6; x++) {
+            const float *p[6];
+            for (int y = 0; y < 6; y++) p[y] = d[y * 6 + x] ? d[y * 6 + x] + c0 : wino_zeros;
+            for (int64_t c = 0; c < cb; c++) {
+                const float d0 = p[0][c], d1 = p[1][c], d2 = p[2][c], d3 = p[3][c], d4 = p[4][c], d5 = p[5][c];
+                t[0][x][c] = 4.0f * d0 - 5.0f * d2 + d4;
+                t[1][x][c] = -4.0f * (d1 + d2) + d3 + d4;
+                t[2][x][c] = 4.0f * (d1 - d2) - d3 + d4;
+                t[3][x][c] = 2.0f * (d3 - d1) - d2 + d4;
+                t[4][x][c] = 2.0f * (d1 - d3) - d2 + d4;
+                t[5][x][c] = 4.0f * d1 - 5.0f * d3 + d5;
+            }
+        }
+        for (int i = 0; i < 6; i++) {
+            float *v = V + (int64_t)i * 6 * ldv + c0;
+            for (int64_t c = 0; c < cb; c++) {
+                const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c],
+                            m5 = t[i][5][c];
+                v[0 * ldv + c] = 4.0f * m0 - 5.0f * m2 + m4;
+                v[1 * ldv + c] = -4.0f * (m1 + m2) + m3 + m4;
+                v[2 * ldv + c] = 4.0f * (m1 - m2) - m3 + m4;
+                v[3 * ldv + c] = 2.0f * (m3 - m1) - m2 + m4;
+                v[4 * ldv + c] = 2.0f * (m1 - m3) - m2 + m4;
+                v[5 * ldv + c] = 4.0f * m1 - 5.0f * m3 + m5;
+            }
+        }
+    }
+}
+
+/* y[r * 4 + s][f] = act((A^T m A)[r][s] + bias[f]) for f < F, where m[xi * ldm + f] is the
+ * tile's GEMM output; y[k] NULL: outside the output (bias may be NULL). */
+SI_INLINE void wino4_out_body(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y) {
+    for (int64_t f0 = 0; f0 < F; f0 += WINO_CB) {
+        const int64_t fb = F - f0 < WINO_CB ? F - f0 : WINO_CB;
+        float t[4][6][WINO_CB], o[16][WINO_CB]; /* t[r][x] = (A^T m)[r][x] */
+        for (int x = 0; x < 6; x++) {
+            const float *p = m + x * ldm + f0;
+            for (int64_t f = 0; f < fb; f++) {
+                const float m0 = p[0 * 6 * ldm + f], m1 = p[1 * 6 * ldm + f], m2 = p[2 * 6 * ldm + f],
+                            m3 = p[3 * 6 * ldm + f], m4 = p[4 * 6 * ldm + f], m5 = p[5 * 6 * ldm + f];
+                const float a = m1 + m2, b = m1 - m2, c = m3 + m4, e = m3 - m4;
+                t[0][x][f] = m0 + a + c;
+                t[1][x][f] = b + 2.0f * e;
+                t[2][x][f] = a + 4.0f * c;
+                t[3][x][f] = b + 8.0f * e + m5;
+            }
+        }
+        for (int r = 0; r < 4; r++)
+            for (int64_t f = 0; f < fb; f++) {
+                const float q0 = t[r][0][f], q1 = t[r][1][f], q2 = t[r][2][f], q3 = t[r][3][f], q4 = t[r][4][f],
+                            q5 = t[r][5][f];
+                const float a = q1 + q2, b = q1 - q2, c = q3 + q4, e = q3 - q4, z = bias ? bias[f0 + f] : 0.0f;
+                float v0 = q0 + a + c + z, v1 = b + 2.0f * e + z, v2 = a + 4.0f * c + z, v3 = b + 8.0f * e + q5 + z;
+                if (act == SI_ACT_RELU) {
+                    v0 = v0 > 0.0f ? v0 : 0.0f; v1 = v1 > 0.0f ? v1 : 0.0f;
+                    v2 = v2 > 0.0f ? v2 : 0.0f; v3 = v3 > 0.0f ? v3 : 0.0f;
+                }
+                o[r * 4 + 0][f] = v0; o[r * 4 + 1][f] = v1; o[r * 4 + 2][f] = v2; o[r * 4 + 3][f] = v3;
+            }
+        for (int k = 0; k < 16; k++)
+            if (y[k]) memcpy(y[k] + f0, o[k], sizeof(float) * (size_t)fb);
+    }
+}
+
+void si_wino4_in_portable(const float *const *d, int64_t C, float *V, int64_t ldv) { wino4_in_body(d, C, V, ldv); }
+void si_wino4_out_portable(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y) {
+    wino4_out_body(m, ldm, F, bias, act, y);
+}
+SI_TARGET_AVX2 void si_wino4_in_avx2(const float *const *d, int64_t C, float *V, int64_t ldv) {
+    wino4_in_body(d, C, V, ldv);
+}
+SI_TARGET_AVX2 void si_wino4_out_avx2(const float *m, int64_t ldm, int64_t F, const float *bias, int act,
+                                      float *const *y) {
+    wino4_out_body(m, ldm, F, bias, act, y);
+}
+SI_TARGET_AVX512 void si_wino4_in_avx512(const float *const *d, int64_t C, float *V, int64_t ldv) {
+    wino4_in_body(d, C, V, ldv);
+}
+SI_TARGET_AVX512 void si_wino4_out_avx512(const float *m, int64_t ldm, int64_t F, const float *bias, int act,
+                                          float *const *y) {
+    wino4_out_body(m, ldm, F, bias, act, y);
+}

@@ -1,0 +1,179 @@
+/* Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, arXiv 1509.09308): each
+ * 6x6 input tile d and 3x3 filter g give a 4x4 output tile Y = A^T [(G g G^T) . (B^T d B)] A,
+ * 36 multiplies per channel and filter where the direct form needs 144: a quarter.
+ *
+ * The filters are transformed at load, U[xi] = (G g G^T)[xi] for the 36 positions xi of the
+ * 6x6 tile, and each U[xi] (F x C) is packed for the runtime's own GEMM (ops/si_sgemm.c).
+ * A run takes the tiles of the whole batch in groups of G (about 4 MB of transformed input
+ * and output together, so a group stays in the last-level cache), and per group, in one
+ * parallel region: every thread transforms its share of the group's tiles (V[xi] = (B^T d
+ * B)[xi], vectors over the channels); then the 36 GEMMs M[xi] = V[xi] U[xi]^T (tiles x C
+ * times C x F) go to the threads a position at a time, so each U[xi] is read once per group
+ * (VGG19's block-4 U is 36 MB); then every thread transforms its tiles back (A^T M A), with
+ * the bias and the activation, into NHWC. At batch 1 a small layer is one group and both
+ * cores share its GEMMs.
+ *
+ * The transforms are si_k->wino4_in / wino4_out (ops/si_ops.c), per ISA. The interpolation
+ * points are 0, +-1, +-2 and infinity, as in Lavin & Gray; the filter transform runs in
+ * double. The reference is the direct convolution on the layer's dense weights. */
+#include "si_internal.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XI 36                           /* positions of a 6x6 tile */
+
+/* V and M of one group: 4 MB (a variable so the C tests can force small groups) */
+int64_t si_wino_group_floats = INT64_C(1) << 20;
+
+typedef struct wino_state {
+    si_packed_b u[XI]; /* U[xi] as an F x C matrix, packed */
+} wino_state;
+
+static int wino_applies(const si_layer *L, int regime) {
+    (void)regime;
+    return L->type == SI_LAYER_CONV2D && L->kh == 3 && L->kw == 3 && L->sh == 1 && L->sw == 1 && L->out_h > 0 &&
+           L->out_w > 0;
+}
+
+static void wino_release(void *p) {
+    wino_state *s = p;
+    if (!s) return;
+    for (int x = 0; x < XI; x++) si_packed_b_free(&s->u[x]);
+    free(s);
+}
+
+static si_status_t wino_prepare(si_layer *L, void **out) {
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    const int64_t F = L->rows, C = L->in_c;
+    wino_state *s = calloc(1, sizeof *s);
+    float *u = si_alloc(sizeof(float) * (size_t)(XI * F * C + 1));
+    if (!s || !u) {
+        free(s);
+        si_free(u);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the Winograd filters (%lld MB)", L->name,
+                       (long long)(4 * XI * F * C >> 20));
+    }
+    /* u[xi][f][c] = sum_{i,j} G[a][i] g[f][i][j][c] G[b][j], xi = a * 6 + b */
+    for (int64_t f = 0; f < F; f++)
+        for (int64_t c = 0; c < C; c++) {
+            double g[3][3], t[6][3];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) g[i][j] = L->w[f * L->cols + (i * 3 + j) * C + c];
+            for (int a = 0; a < 6; a++)
+                for (int j = 0; j < 3; j++) t[a][j] = G[a][0] * g[0][j] + G[a][1] * g[1][j] + G[a][2] * g[2][j];
+            for (int a = 0; a < 6; a++)
+                for (int b = 0; b < 6; b++)
+                    u[((int64_t)(a * 6 + b) * F + f) * C + c] =
+                        (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+        }
+    si_status_t st = SI_OK;
+    for (int x = 0; x < XI && !st; x++) st = si_pack_b(L->name, u + (int64_t)x * F * C, F, C, &s->u[x]);
+    si_free(u);
+    if (st) {
+        wino_release(s);
+        return st;
+    }
+    *out = s;
+    return SI_OK;
+}
+
+static int64_t wino_bytes(const si_layer *L, const void *st) {
+    (void)L;
+    const wino_state *s = st;
+    int64_t b = 0;
+    for (int x = 0; s && x < XI; x++) b += si_packed_b_bytes(&s->u[x]);
+    return b;
+}
+
+static int64_t tiles_of(const si_layer *L, int batch) {
+    return (int64_t)batch * ((L->out_h + 3) / 4) * ((L->out_w + 3) / 4);
+}
+
+/* Tiles per group: V (36 x G x C) and M (36 x G x F) within si_wino_group_floats, at least
+ * 16 (8 when the tests shrink the groups). */
+static int64_t group_tiles(const si_layer *L, int batch) {
+    int64_t g = si_wino_group_floats / (XI * (L->in_c + L->rows)), t = tiles_of(L, batch);
+    const int64_t least = si_wino_group_floats < (INT64_C(1) << 20) ? 1 : 16;
+    if (g < least) g = least;
+    return g < t ? g : t;
+}
+
+static int64_t wino_ws(const si_layer *L, const void *st, int batch) {
+    (void)st;
+    return XI * group_tiles(L, batch) * (L->in_c + L->rows);
+}
+
+static void wino_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const wino_state *s = st;
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, F = L->rows, OH = L->out_h, OW = L->out_w;
+    const int64_t th = (OH + 3) / 4, tw = (OW + 3) / 4, tiles = tiles_of(L, batch), G = group_tiles(L, batch);
+    float *V = ws, *M = ws + XI * G * C;
+    const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
+    const int nt = si_threads_for(tiles * XI * C * F, tiles * 2);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    for (int64_t g0 = 0; g0 < tiles; g0 += G) {
+        const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < gn; t++) {
+            const int64_t q = g0 + t, n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+            const float *d[XI];
+            for (int y = 0; y < 6; y++)
+                for (int x = 0; x < 6; x++) {
+                    const int64_t iy = 4 * ty - L->pad_top + y, ix = 4 * tx - L->pad_left + x;
+                    d[y * 6 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
+                }
+            si_k->wino4_in(d, C, V + t * C, G * C);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < gn; t++) {
+            const int64_t q = g0 + t, n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+            float *y[16];
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 4; c++) {
+                    const int64_t oy = 4 * ty + r, ox = 4 * tx + c;
+                    y[r * 4 + c] = oy < OH && ox < OW ? out + ((n * OH + oy) * OW + ox) * F : NULL;
+                }
+            si_k->wino4_out(M + t * F, G * F, F, L->bias, act, y);
+        }
+    }
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * OH * OW, F);
+}
+
+static void wino_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w, F = L->out_c;
+    (void)st;
+    for (int n = 0; n < batch; n++)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++)
+                for (int64_t f = 0; f < F; f++) {
+                    double acc = 0;
+                    for (int i = 0; i < 3; i++) {
+                        int64_t y = oh - L->pad_top + i;
+                        if (y < 0 || y >= H) continue;
+                        for (int j = 0; j < 3; j++) {
+                            int64_t x = ow - L->pad_left + j;
+                            if (x < 0 || x >= W) continue;
+                            const float *px = in + ((n * H + y) * W + x) * C;
+                            const float *wf = L->w + f * L->cols + ((int64_t)i * 3 + j) * C;
+                            for (int64_t c = 0; c < C; c++) acc += (double)px[c] * wf[c];
+                        }
+                    }
+                    out[((n * OH + oh) * OW + ow) * F + f] = (float)acc;
+                }
+    si_bias_act_ref(L, out, (int64_t)batch * OH * OW);
+}
+
+const si_algo si_algo_conv_winograd = {
+    .name = "conv_winograd", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
+    .applies = wino_applies, .prepare = wino_prepare, .ws_floats = wino_ws, .run = wino_run,
+    .run_ref = wino_run_ref, .bytes = wino_bytes, .release = wino_release,
+};
