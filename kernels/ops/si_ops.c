@@ -328,8 +328,9 @@ void si_tile_pool_avx512(const float *tile, int64_t w, int64_t F, int pkh, int p
 
 /* ---- Winograd F(4x4, 3x3) tile transforms (conv/si_conv_winograd.c) --------------------
  * One C body, compiled per ISA by target attribute: the channels are the vector lanes, in
- * chunks of WINO_CB so a tile's 36 partial rows stay in L1 (9 KB). B^T and A^T are applied
- * as their few non-zero terms, not as matrix products. */
+ * chunks of WINO_CB so a tile's 36 partial rows stay in L1 (9 KB). B^T and A^T (points 0,
+ * 1, -1, 2, -1/2 and infinity, see conv/si_conv_winograd.c) are applied as their non-zero
+ * terms, not as matrix products. */
 #define WINO_CB 64
 static const float wino_zeros[WINO_CB];
 
@@ -344,12 +345,12 @@ SI_INLINE void wino4_in_body(const float *const *d, int64_t C, float *V, int64_t
             for (int y = 0; y < 6; y++) p[y] = d[y * 6 + x] ? d[y * 6 + x] + c0 : wino_zeros;
             for (int64_t c = 0; c < cb; c++) {
                 const float d0 = p[0][c], d1 = p[1][c], d2 = p[2][c], d3 = p[3][c], d4 = p[4][c], d5 = p[5][c];
-                t[0][x][c] = 4.0f * d0 - 5.0f * d2 + d4;
-                t[1][x][c] = -4.0f * (d1 + d2) + d3 + d4;
-                t[2][x][c] = 4.0f * (d1 - d2) - d3 + d4;
-                t[3][x][c] = 2.0f * (d3 - d1) - d2 + d4;
+                t[0][x][c] = d0 + 1.5f * (d1 - d3) - 2.0f * d2 + d4;
+                t[1][x][c] = -d1 - 2.5f * d2 - 0.5f * d3 + d4;
+                t[2][x][c] = d1 + 0.5f * d2 - 2.5f * d3 + d4;
+                t[3][x][c] = 0.5f * (d3 - d1) - d2 + d4;
                 t[4][x][c] = 2.0f * (d1 - d3) - d2 + d4;
-                t[5][x][c] = 4.0f * d1 - 5.0f * d3 + d5;
+                t[5][x][c] = d1 + 1.5f * (d2 - d4) - 2.0f * d3 + d5;
             }
         }
         for (int i = 0; i < 6; i++) {
@@ -357,12 +358,12 @@ SI_INLINE void wino4_in_body(const float *const *d, int64_t C, float *V, int64_t
             for (int64_t c = 0; c < cb; c++) {
                 const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c],
                             m5 = t[i][5][c];
-                v[0 * ldv + c] = 4.0f * m0 - 5.0f * m2 + m4;
-                v[1 * ldv + c] = -4.0f * (m1 + m2) + m3 + m4;
-                v[2 * ldv + c] = 4.0f * (m1 - m2) - m3 + m4;
-                v[3 * ldv + c] = 2.0f * (m3 - m1) - m2 + m4;
+                v[0 * ldv + c] = m0 + 1.5f * (m1 - m3) - 2.0f * m2 + m4;
+                v[1 * ldv + c] = -m1 - 2.5f * m2 - 0.5f * m3 + m4;
+                v[2 * ldv + c] = m1 + 0.5f * m2 - 2.5f * m3 + m4;
+                v[3 * ldv + c] = 0.5f * (m3 - m1) - m2 + m4;
                 v[4 * ldv + c] = 2.0f * (m1 - m3) - m2 + m4;
-                v[5 * ldv + c] = 4.0f * m1 - 5.0f * m3 + m5;
+                v[5 * ldv + c] = m1 + 1.5f * (m2 - m4) - 2.0f * m3 + m5;
             }
         }
     }
@@ -379,19 +380,20 @@ SI_INLINE void wino4_out_body(const float *m, int64_t ldm, int64_t F, const floa
             for (int64_t f = 0; f < fb; f++) {
                 const float m0 = p[0 * 6 * ldm + f], m1 = p[1 * 6 * ldm + f], m2 = p[2 * 6 * ldm + f],
                             m3 = p[3 * 6 * ldm + f], m4 = p[4 * 6 * ldm + f], m5 = p[5 * 6 * ldm + f];
-                const float a = m1 + m2, b = m1 - m2, c = m3 + m4, e = m3 - m4;
-                t[0][x][f] = m0 + a + c;
-                t[1][x][f] = b + 2.0f * e;
-                t[2][x][f] = a + 4.0f * c;
-                t[3][x][f] = b + 8.0f * e + m5;
+                const float a = m1 + m2, b = m1 - m2;
+                t[0][x][f] = m0 + a + m3 + m4;
+                t[1][x][f] = b + 2.0f * m3 - 0.5f * m4;
+                t[2][x][f] = a + 4.0f * m3 + 0.25f * m4;
+                t[3][x][f] = b + 8.0f * m3 - 0.125f * m4 + m5;
             }
         }
         for (int r = 0; r < 4; r++)
             for (int64_t f = 0; f < fb; f++) {
                 const float q0 = t[r][0][f], q1 = t[r][1][f], q2 = t[r][2][f], q3 = t[r][3][f], q4 = t[r][4][f],
                             q5 = t[r][5][f];
-                const float a = q1 + q2, b = q1 - q2, c = q3 + q4, e = q3 - q4, z = bias ? bias[f0 + f] : 0.0f;
-                float v0 = q0 + a + c + z, v1 = b + 2.0f * e + z, v2 = a + 4.0f * c + z, v3 = b + 8.0f * e + q5 + z;
+                const float a = q1 + q2, b = q1 - q2, z = bias ? bias[f0 + f] : 0.0f;
+                float v0 = q0 + a + q3 + q4 + z, v1 = b + 2.0f * q3 - 0.5f * q4 + z;
+                float v2 = a + 4.0f * q3 + 0.25f * q4 + z, v3 = b + 8.0f * q3 - 0.125f * q4 + q5 + z;
                 if (act == SI_ACT_RELU) {
                     v0 = v0 > 0.0f ? v0 : 0.0f; v1 = v1 > 0.0f ? v1 : 0.0f;
                     v2 = v2 > 0.0f ? v2 : 0.0f; v3 = v3 > 0.0f ? v3 : 0.0f;
