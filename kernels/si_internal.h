@@ -168,7 +168,7 @@ const si_json *si_json_get(const si_json *obj, const char *key);
 
 enum si_act { SI_ACT_LINEAR = 0, SI_ACT_RELU = 1, SI_ACT_SOFTMAX = 2 };
 
-#define SI_MAX_ALGOS 16        /* entries in the registry, at most */
+#define SI_MAX_ALGOS 24        /* entries in the registry, at most */
 #define SI_REGIMES 2           /* 0: batch 1, 1: larger batches */
 
 /* Shared weight forms an entry reads; the planner keeps exactly the union of what the

@@ -894,9 +894,10 @@ int main(int argc, char **argv) {
      * chunks (130, 70), valid padding, a group boundary inside a batch */
     test_conv("conv_wino_13x11x130_70_3x3", 13, 11, 130, 70, 3, 3, 1, 1, 1, 0.35, 0, quick ? 1 : 3, 100);
     test_conv("conv_wino_valid_10x9x7_5_3x3", 10, 9, 7, 5, 3, 3, 1, 1, 0, 1.0, 0, quick ? 2 : 40, 100);
+    const int64_t group_floats = si_wino_group_floats;
     si_wino_group_floats = 36 * 5 * (130 + 70); /* groups of 5 tiles: 36 / 5 leaves a short last group */
     test_conv("conv_wino_groups_13x11x130_70_3x3", 13, 11, 130, 70, 3, 3, 1, 1, 1, 0.35, 0, 3, 100);
-    si_wino_group_floats = INT64_C(1) << 20;
+    si_wino_group_floats = group_floats;
     /* batches past 16: conv_sparse_batch's blocks of 64 samples, a last short block */
     test_conv("conv_lenet1_28x28x1_20_5x5_batch70", 28, 28, 1, 20, 5, 5, 1, 1, 0, 0.2, 0, quick ? 17 : 70, 100);
     test_conv("conv_same_s2_9x10x3_12_3x3_batch66", 9, 10, 3, 12, 3, 3, 2, 2, 1, 0.3, 3, 66, 100);
