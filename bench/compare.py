@@ -12,8 +12,10 @@ ships real ones), pruned by magnitude
 
 it times every weighted layer alone (a one-layer model file fed a batch of its real input
 shape) and the whole model, at batch 1 and 64: the dense path, the sparse path (the
-runtime's own CSR kernels; MKL's sparse BLAS beside them as the reference) and the
-runtime's own per-layer choice ("auto"). Times are medians over repeats of the C run call
+runtime's own CSR kernels; MKL's sparse BLAS beside them as the reference), Winograd
+F(4x4, 3x3) on the layer's weights as dense (3x3 stride-1 convolutions) and the runtime's own
+per-layer choice ("auto"). The sweep gives, per convolution, the density below which the
+sparse direct convolution beats Winograd on the dense weights. Times are medians over repeats of the C run call
 alone (Model.time_runs: no Python in the timed loop), all in the same process and run.
 Alongside: the speedup, real and dense-equivalent GFLOP/s, effective GB/s of fully
 connected layers against this machine's read bandwidth (measured in the same run), weight
@@ -150,8 +152,18 @@ class Timer:
     def __init__(self, repeats: int, repeats_heavy: int):
         self.repeats, self.repeats_heavy = repeats, repeats_heavy
 
-    def run(self, path: str, x: np.ndarray, exec: str, sparse: str = "auto", heavy: bool = False):
-        m = sparseinfer.load(path, exec=exec, sparse=sparse)
+    def run(self, path: str, x: np.ndarray, exec: str, sparse: str = "auto", heavy: bool = False,
+            pin: str | None = None):
+        """pin: an entry name the planner must use where it applies (SPARSEINFER_ALGO)."""
+        old = os.environ.pop("SPARSEINFER_ALGO", None)
+        if pin:
+            os.environ["SPARSEINFER_ALGO"] = pin
+        try:
+            m = sparseinfer.load(path, exec=exec, sparse=sparse)
+        finally:
+            os.environ.pop("SPARSEINFER_ALGO", None)
+            if old is not None:
+                os.environ["SPARSEINFER_ALGO"] = old
         reps = self.repeats_heavy if heavy else self.repeats
         times, out = m.time_runs(x, repeats=reps, warmup=1)
         return float(np.median(times)) * 1e3, out, m.layers()
@@ -207,6 +219,12 @@ def layer_record(model: str, profile: str, layer: dict, in_shape, keep: float, b
         rec["sparse_gbs"] = rec["sparse_weight_bytes"] / sparse_ms * 1e-6
         rec["dense_pct_of_bw"] = 100 * rec["dense_gbs"] / bw
         rec["sparse_pct_of_bw"] = 100 * rec["sparse_gbs"] / bw
+    if layer["type"] == "conv2d" and tuple(layer.get("kernel", ())) == (3, 3) and tuple(layer.get("strides", (1, 1))) == (1, 1):
+        # Winograd F(4x4, 3x3) on the dense weights (the layer's own, pruned or not, as dense)
+        wino_ms, wino_out, winfo = timer.run(path, x, "dense", heavy=heavy, pin="conv_winograd")
+        assert winfo[0]["algo_batch1" if batch == 1 else "algo_batchn"] == "conv_winograd", winfo[0]
+        rec.update(wino_ms=wino_ms, err_wino=out_err(wino_out, dense_out), wino_vs_dense=dense_ms / wino_ms,
+                   sparse_vs_wino=wino_ms / sparse_ms)
     if with_mkl:
         mkl_ms, mkl_out, _ = timer.run(path, x, "sparse", "mkl", heavy=heavy)
         rec["mkl_sparse_ms"] = mkl_ms
@@ -253,9 +271,12 @@ def end_to_end(model: str, path: str, batch: int, repeats: int, tmp: str) -> dic
     return rec
 
 
-def break_even(sweep: list[dict]) -> float | None:
-    """Density where sparse stops beating dense (log-linear interpolation of speedup = 1)."""
-    pts = sorted((r["density"], r["speedup"]) for r in sweep)
+def break_even(sweep: list[dict], key: str = "speedup") -> float | None:
+    """Density where sparse stops beating dense (log-linear interpolation of speedup = 1);
+    key "sparse_vs_wino": where it stops beating Winograd on the dense weights."""
+    pts = sorted((r["density"], r[key]) for r in sweep if key in r)
+    if not pts:
+        return None
     below = [p for p in pts if p[1] >= 1.0]
     if not below:
         return None
@@ -280,12 +301,14 @@ def fmt_row(r: dict) -> str:
     if "sparse_gflops_real" in r:
         gfl = f" {r['dense_gflops']:.0f} | {r['sparse_gflops_real']:.0f} ({r['sparse_gflops_dense_equiv']:.0f}eq)"
     mkl = f" {r['mkl_sparse_ms']:9.3f}" if "mkl_sparse_ms" in r else f" {'':>9}"
+    wino = f" {r['wino_ms']:9.3f}" if "wino_ms" in r else f" {'':>9}"
     return (f"{r['model']:<7}{r['layer']:<15}{r['batch']:>4}{dens:>7}{r['dense_ms']:>10.3f}{r['sparse_ms']:>10.3f}"
-            f"{mkl}{r['speedup']:>8.2f}x{r['auto_ms']:>10.3f}{r['auto_vs_dense']:>7.2f}x  "
+            f"{mkl}{wino}{r['speedup']:>8.2f}x{r['auto_ms']:>10.3f}{r['auto_vs_dense']:>7.2f}x  "
             f"{r.get('auto_exec', ''):<7}{gfl}{gbs}")
 
 
-HEADER = (f"{'model':<7}{'layer':<15}{'b':>4}{'dens':>7}{'dense ms':>10}{'sparse ms':>10}{'mkl ms':>10}{'speedup':>9}"
+HEADER = (f"{'model':<7}{'layer':<15}{'b':>4}{'dens':>7}{'dense ms':>10}{'sparse ms':>10}{'mkl ms':>10}{'wino ms':>10}"
+          f"{'speedup':>9}"
           f"{'auto ms':>10}{'auto/d':>8}  {'auto':<7} GFLOP/s dense | sparse real (dense-eq); FC GB/s dense/sparse")
 
 
@@ -296,7 +319,23 @@ def plot(records: list[dict], path: str) -> None:
 
     sweep = [r for r in records if r["profile"] == "sweep"]
     batches = sorted({r["batch"] for r in sweep})
-    fig, axes = plt.subplots(1, len(batches), figsize=(7 * len(batches), 5.5), squeeze=False)
+    wino = any("sparse_vs_wino" in r for r in sweep)
+    fig, axes = plt.subplots(2 if wino else 1, len(batches), figsize=(7 * len(batches), 5.5 * (2 if wino else 1)),
+                             squeeze=False)
+    for ax, b in zip(axes[1] if wino else [], batches):
+        convs = sorted({(r["model"], r["layer"]) for r in sweep if r["batch"] == b and "sparse_vs_wino" in r})
+        for model, layer in convs:
+            pts = sorted((r["density"], r["sparse_vs_wino"]) for r in sweep
+                         if r["batch"] == b and r["model"] == model and r["layer"] == layer)
+            ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="s", label=f"{model} {layer}")
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("density (% of weights kept)")
+        ax.set_ylabel("Winograd time / sparse time (x)")
+        ax.set_title(f"batch {b}: sparse direct vs Winograd F(4x4,3x3) on the dense weights")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
     for ax, b in zip(axes[0], batches):
         layers = sorted({(r["model"], r["layer"], r["kind"]) for r in sweep if r["batch"] == b})
         for model, layer, kind in layers:
@@ -413,9 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in sorted({(r["model"], r["layer"], r["batch"]) for r in records if r["profile"] == "sweep"}):
         rs = [r for r in records if r["profile"] == "sweep" and (r["model"], r["layer"], r["batch"]) == key]
         breakeven[f"{key[0]} {key[1]} batch {key[2]}"] = {"kind": rs[0]["kind"], "batch": key[2],
-                                                           "break_even_density": break_even(rs)}
+                                                           "break_even_density": break_even(rs),
+                                                           "vs_winograd_density": break_even(rs, "sparse_vs_wino")}
 
-    bad = [r for r in records if r.get("err_sparse", 0) > TOL or r.get("err_auto", 0) > TOL or r.get("err_mkl", 0) > TOL]
+    bad = [r for r in records if r.get("err_sparse", 0) > TOL or r.get("err_auto", 0) > TOL or r.get("err_mkl", 0) > TOL
+           or r.get("err_wino", 0) > TOL]
     print(f"CPU: {mach['cpuid']}; kernels ISA: {mach['isa']}; SIMD flags: {' '.join(mach['cpu_simd_flags'])}")
     print(f"read bandwidth: {bw0:.1f} GB/s at start, {bw1:.1f} GB/s at end (1 GiB streamed by {os.cpu_count()} cores)")
     for title, sel in (("Han et al. profile, per layer and end to end", "han"), ("density sweep", "sweep")):
@@ -435,10 +476,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"weights {r['dense_loaded_bytes'] / 1e6:.1f} / {r['sparse_loaded_bytes'] / 1e6:.1f} / "
                   f"{r['auto_loaded_bytes'] / 1e6:.1f} MB; file {r['file_bytes'] / 1e6:.1f} MB")
     if breakeven:
-        print("\nbreak-even density (sparse faster below it), from the sweep:")
+        print("\nbreak-even density (sparse faster below it), from the sweep: against dense im2col GEMM; "
+              "against Winograd on the dense weights (3x3 convolutions)")
+        pct = lambda d: ("%.1f%%" % (100 * d)) if d is not None else "never faster"  # noqa: E731
         for k, v in breakeven.items():
-            d = v["break_even_density"]
-            print(f"  {k:<34} {('%.1f%%' % (100 * d)) if d is not None else 'never faster'}")
+            w = f"   vs Winograd {pct(v['vs_winograd_density'])}" if v["kind"] == "conv" else ""
+            print(f"  {k:<34} {pct(v['break_even_density'])}{w}")
     print(f"\noutputs: {len(records) - len(bad)} of {len(records)} records within {TOL} of dense"
           + ("" if not bad else f"; OUT OF TOLERANCE: {[(r['model'], r['layer'], r['batch']) for r in bad]}"))
 

@@ -33,7 +33,7 @@
 
 #define MAC_CAP 5.0e8               /* dense multiply-adds of one timed conv problem */
 #define HOPELESS 2.0                /* a candidate this much slower than the best in warm-up is not timed further */
-#define REPEAT_BELOW 0.02 /* s */
+#define REPEAT_BELOW 0.05 /* s */
 #define MIN_POSITIONS (8 * SI_PANEL) /* output positions a timed conv problem keeps at least */
 #define MIN_ROUNDS 3
 #define MAX_ROUNDS 41
@@ -338,7 +338,7 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
     /* A first run pays one-time costs (MKL's set-up, the first touch of the scratch): a
      * candidate that looks hopeless gets a second run before it is dropped, and keeps the
      * faster (a packed GEMM's 5.0 ms warm-up on LeNet-5's conv1 at batch 64 was 0.8 ms;
-     * MKL's first sgemm took 16 ms for 0.023), unless that run would cost over REPEAT_BELOW
+     * MKL's first sgemm took 16-21 ms for 0.023), unless that run would cost over REPEAT_BELOW
      * more than the best (the samples-innermost convolution on VGG19's block 4: 270 ms). */
     for (int i = 0; i < nc; i++) {
         if (warm[i] <= HOPELESS * best_warm || warm[i] - best_warm > REPEAT_BELOW) continue;

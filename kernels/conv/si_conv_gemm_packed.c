@@ -22,11 +22,12 @@ static int64_t pool_tile_floats(const si_layer *L, int batch) {
     return pool_rows_per_item(L, batch) * L->pool->kh * L->out_w * ((pointwise(L) ? 0 : L->cols) + L->rows);
 }
 
-/* Too few pooled rows to share evenly (VGG19's block 5 at batch 1: 7 rows, 4 and 3 on two
- * threads, 19% slower than unfused): the pool runs after the convolution, whose output then
- * goes to the scratch. */
+/* Pooled rows that do not share evenly over the threads (VGG19's block 5 at batch 1: 7
+ * rows, 4 and 3 on two threads, 19% slower than unfused; LeNet-5's 12 and 4 share evenly):
+ * the pool runs after the convolution, whose output then goes to the scratch. */
 static int few_pool_rows(const si_layer *L, int batch) {
-    return (int64_t)batch * L->pool->out_h < 8 * (int64_t)si_max_threads();
+    const int64_t rows = (int64_t)batch * L->pool->out_h, nt = si_max_threads();
+    return (rows + nt - 1) / nt * nt * 10 > rows * 11;
 }
 
 static int64_t gp_ws(const si_layer *L, const void *st, int batch) {
