@@ -6,7 +6,7 @@
 
 #define TABLE(ISA, SUFFIX)                                                                     \
     static const si_kernel_table TABLE_##SUFFIX = {                                           \
-        ISA,                    si_csr_panel_##SUFFIX,   si_csr_planar_##SUFFIX, si_csr_batch_##SUFFIX, si_tile_pool_##SUFFIX, si_wino4_in_##SUFFIX, si_wino4_out_##SUFFIX, si_csr_mv_rows_##SUFFIX,             \
+        ISA,                    si_csr_panel_##SUFFIX,   si_csr_planar_##SUFFIX, si_csr_batch_##SUFFIX, si_tile_pool_##SUFFIX, si_wino4_in_##SUFFIX, si_wino4_out_##SUFFIX, si_csr_mv_rows_##SUFFIX, si_csr_mv_gather_##SUFFIX,             \
         si_gemv_rows_##SUFFIX,  si_im2col_rows_##SUFFIX, si_patches_t_##SUFFIX,               \
         si_maxpool_rows_##SUFFIX, si_bias_act_rows_##SUFFIX, si_transpose_##SUFFIX,                                  \
     };

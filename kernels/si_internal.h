@@ -96,9 +96,13 @@ typedef struct si_kernel_table {
      * outside the output */
     void (*wino4_in)(const float *const *d, int64_t C, float *V, int64_t ldv);
     void (*wino4_out)(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y);
-    /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns */
+    /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns; _gather:
+     * the same with x gathered by vector instructions (fc_csrmv_gather), whose speed differs
+     * by CPU more than anything else here, so the planner times both */
     void (*csr_mv_rows)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
                         float *y, int acc_into);
+    void (*csr_mv_gather)(const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1, const float *x,
+                          float *y, int acc_into);
     /* y[r] (+)= dense row r . x for rows [r0, r1) of a row-major rows x cols W */
     void (*gemv_rows)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
     /* m im2col rows from output position p0 (see ops/si_im2col.c) */
@@ -375,6 +379,8 @@ SI_DECLARE_VARIANTS(void, si_wino4_out, (const float *m, int64_t ldm, int64_t F,
                                          float *const *y))
 SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
                                            const float *x, float *y, int acc_into))
+SI_DECLARE_VARIANTS(void, si_csr_mv_gather, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
+                                             const float *x, float *y, int acc_into))
 SI_DECLARE_VARIANTS(void, si_gemv_rows, (const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1))
 SI_DECLARE_VARIANTS(void, si_im2col_rows, (const si_layer *L, const float *in, int64_t p0, int64_t m, float *col))
 SI_DECLARE_VARIANTS(void, si_patches_t, (const si_layer *L, const float *in, int64_t p0, int w, int ld, float *P,

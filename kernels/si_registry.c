@@ -8,7 +8,8 @@
 
 extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_sparse, si_algo_conv_sparse32, si_algo_conv_sparse_tiled, si_algo_conv_sparse_planar,
     si_algo_conv_sparse_batch, si_algo_conv_mkl, si_algo_conv_winograd;
-extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmm, si_algo_fc_mkl;
+extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmv_gather, si_algo_fc_csrmm,
+    si_algo_fc_mkl;
 
 const si_algo *const si_algos[] = {
     &si_algo_conv_gemm,    /* conv/si_conv_gemm.c: im2col + MKL sgemm */
@@ -24,6 +25,7 @@ const si_algo *const si_algos[] = {
     &si_algo_fc_sgemm,     /* fc/si_fc_sgemm.c: MKL sgemm (batch > 1) */
     &si_algo_fc_gemm_packed, /* fc/si_fc_gemm_packed.c: the own GEMM on packed weights (batch > 1) */
     &si_algo_fc_csrmv,     /* fc/si_fc_csr.c: own CSR mv (batch 1) */
+    &si_algo_fc_csrmv_gather, /* fc/si_fc_csr.c: the same, x gathered by vector loads */
     &si_algo_fc_csrmm,     /* fc/si_fc_csr.c: own CSR mm (batch > 1) */
     &si_algo_fc_mkl,       /* fc/si_fc_mkl.c: MKL sparse BLAS mv / mm (reference) */
     NULL,

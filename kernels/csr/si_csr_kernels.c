@@ -98,6 +98,78 @@ SI_TARGET_AVX2 void si_csr_mv_rows_avx2(const si_csr_view *A, const uint16_t *c1
                                         const float *x, float *y, int acc_into) {
     mv_rows_body(A, c16, r0, r1, x, y, acc_into);
 }
+#if SI_X86
+/* AVX-512: 16 non-zeros a step, their x gathered (vgatherdps) by the 16 columns widened
+ * from uint16 or loaded as int32, two accumulators; the row's tail under a mask. */
+SI_TARGET_AVX512 void si_csr_mv_gather_avx512(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1,
+                                              const float *x, float *y, int acc_into) {
+    const float *val = A->val;
+    const int64_t *ptr = A->ptr;
+    const int32_t *c32 = A->col;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = ptr[r];
+        const int64_t k1 = ptr[r + 1];
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+#define COLS16(K) (c16 ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c16 + (K))))                  \
+                       : _mm512_loadu_si512((const void *)(c32 + (K))))
+        for (; k + 32 <= k1; k += 32) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(val + k), _mm512_i32gather_ps(COLS16(k), x, 4), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(val + k + 16), _mm512_i32gather_ps(COLS16(k + 16), x, 4), a1);
+        }
+        for (; k + 16 <= k1; k += 16)
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(val + k), _mm512_i32gather_ps(COLS16(k), x, 4), a0);
+#undef COLS16
+        if (k < k1) {
+            const __mmask16 m = (__mmask16)((1u << (k1 - k)) - 1u);
+            const __m512i c = c16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, c16 + k))
+                                  : _mm512_maskz_loadu_epi32(m, c32 + k);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + k),
+                                 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4), a1);
+        }
+        const float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        y[r] = acc_into ? y[r] + s : s;
+    }
+}
+/* AVX2: 8 non-zeros a step (vgatherdps ymm), two accumulators, the tail scalar. */
+SI_TARGET_AVX2 void si_csr_mv_gather_avx2(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1,
+                                          const float *x, float *y, int acc_into) {
+    const float *val = A->val;
+    const int64_t *ptr = A->ptr;
+    const int32_t *c32 = A->col;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = ptr[r];
+        const int64_t k1 = ptr[r + 1];
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+#define COLS8(K) (c16 ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(c16 + (K))))                     \
+                      : _mm256_loadu_si256((const __m256i *)(c32 + (K))))
+        for (; k + 16 <= k1; k += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + k), _mm256_i32gather_ps(x, COLS8(k), 4), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + k + 8), _mm256_i32gather_ps(x, COLS8(k + 8), 4), a1);
+        }
+#undef COLS8
+        __m256 t = _mm256_add_ps(a0, a1);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        float s = _mm_cvtss_f32(h);
+        for (; k < k1; k++) s += val[k] * x[c16 ? c16[k] : c32[k]];
+        y[r] = acc_into ? y[r] + s : s;
+    }
+}
+#else
+void si_csr_mv_gather_avx512(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1, const float *x,
+                             float *y, int acc_into) {
+    mv_rows_body(A, c16, r0, r1, x, y, acc_into);
+}
+void si_csr_mv_gather_avx2(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1, const float *x,
+                           float *y, int acc_into) {
+    mv_rows_body(A, c16, r0, r1, x, y, acc_into);
+}
+#endif
+void si_csr_mv_gather_portable(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1, const float *x,
+                               float *y, int acc_into) {
+    mv_rows_body(A, c16, r0, r1, x, y, acc_into);
+}
 SI_TARGET_AVX512 void si_csr_mv_rows_avx512(const si_csr_view *A, const uint16_t *c16, int64_t r0, int64_t r1,
                                             const float *x, float *y, int acc_into) {
     mv_rows_body(A, c16, r0, r1, x, y, acc_into);
