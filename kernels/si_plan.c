@@ -482,10 +482,12 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
     layer_signature(L, &r->prob, sig, sizeof sig);
     snprintf(cpu, sizeof cpu, "%s", si_cpu_name());
     for (char *q = cpu; *q; q++) if (*q == '|' || *q == '\t' || *q == '\n') *q = ' ';
-    /* The library version too: a new release's kernels are timed afresh (a new entry already
-     * misses, as the line lacks its time). */
-    snprintf(key, sizeof key, "%s|lib=%s|%s|isa=%s|threads=%d|%s", CACHE_FORMAT, si_version(), cpu,
-             si_isa_str(si_isa_active()), si_num_threads(), sig);
+    /* The library version and its build time too: a new release's kernels, or a rebuilt
+     * checkout's, are timed afresh (times cached from an older build of the same version
+     * kept picks its changed kernels had overturned; a new entry already misses, as the
+     * line lacks its time). */
+    snprintf(key, sizeof key, "%s|lib=%s build %s %s|%s|isa=%s|threads=%d|%s", CACHE_FORMAT, si_version(), __DATE__,
+             __TIME__, cpu, si_isa_str(si_isa_active()), si_num_threads(), sig);
     /* The same timed problem as the other regime (a strip serves both): reuse its times. */
     if (other && other->nc == r->nc && other->prob.batch == r->prob.batch &&
         other->prob.positions == r->prob.positions && other->sec[0] >= 0 &&
