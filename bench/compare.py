@@ -312,6 +312,24 @@ HEADER = (f"{'model':<7}{'layer':<15}{'b':>4}{'dens':>7}{'dense ms':>10}{'sparse
           f"{'auto ms':>10}{'auto/d':>8}  {'auto':<7} GFLOP/s dense | sparse real (dense-eq); FC GB/s dense/sparse")
 
 
+def _panel(ax, sweep: list[dict], b: int, key: str, ylabel: str, title: str) -> None:
+    """One panel: key (a ratio) against density for every layer swept at batch b that has it."""
+    layers = sorted({(r["model"], r["layer"], r["kind"]) for r in sweep if r["batch"] == b and key in r})
+    for model, layer, kind in layers:
+        pts = sorted((r["density"], r[key]) for r in sweep
+                     if r["batch"] == b and r["model"] == model and r["layer"] == layer)
+        ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="o" if kind == "fc" else "s",
+                linestyle="-" if kind == "fc" else "--", label=f"{model} {layer}")
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("density (% of weights kept)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
 def plot(records: list[dict], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -322,35 +340,12 @@ def plot(records: list[dict], path: str) -> None:
     wino = any("sparse_vs_wino" in r for r in sweep)
     fig, axes = plt.subplots(2 if wino else 1, len(batches), figsize=(7 * len(batches), 5.5 * (2 if wino else 1)),
                              squeeze=False)
-    for ax, b in zip(axes[1] if wino else [], batches):
-        convs = sorted({(r["model"], r["layer"]) for r in sweep if r["batch"] == b and "sparse_vs_wino" in r})
-        for model, layer in convs:
-            pts = sorted((r["density"], r["sparse_vs_wino"]) for r in sweep
-                         if r["batch"] == b and r["model"] == model and r["layer"] == layer)
-            ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="s", label=f"{model} {layer}")
-        ax.axhline(1.0, color="black", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("density (% of weights kept)")
-        ax.set_ylabel("Winograd time / sparse time (x)")
-        ax.set_title(f"batch {b}: sparse direct vs Winograd F(4x4,3x3) on the dense weights")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    for ax, b in zip(axes[0], batches):
-        layers = sorted({(r["model"], r["layer"], r["kind"]) for r in sweep if r["batch"] == b})
-        for model, layer, kind in layers:
-            pts = sorted((r["density"], r["speedup"]) for r in sweep
-                         if r["batch"] == b and r["model"] == model and r["layer"] == layer)
-            ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="o" if kind == "fc" else "s",
-                    linestyle="-" if kind == "fc" else "--", label=f"{model} {layer}")
-        ax.axhline(1.0, color="black", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("density (% of weights kept)")
-        ax.set_ylabel("speedup of sparse over dense (x)")
-        ax.set_title(f"batch {b}: sparse (own CSR kernels) vs dense")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+    for i, b in enumerate(batches):
+        _panel(axes[0][i], sweep, b, "speedup", "speedup of sparse over dense (x)",
+               f"batch {b}: sparse (own CSR kernels) vs dense")
+        if wino:
+            _panel(axes[1][i], sweep, b, "sparse_vs_wino", "Winograd time / sparse time (x)",
+                   f"batch {b}: sparse direct vs Winograd F(4x4,3x3) on the dense weights")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

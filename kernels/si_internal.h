@@ -325,6 +325,8 @@ int64_t si_f32_spconv_ws_floats(const si_layer *L, int batch);
  * 1.2 MB) outgrows L2, a narrower one reuses each non-zero less; the planner measures both. */
 void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, float *ws, int tw);
 void si_f32_spconv_ref(const si_layer *L, const float *in, int batch, float *out);
+/* conv/si_conv_gemm.c: the direct convolution on L->w (double sums), bias and activation */
+void si_f32_conv_ref(const si_layer *L, const float *in, int batch, float *out);
 
 /* csr/si_mkl_csr.c: MKL inspector-executor handles (the reference sparse BLAS). */
 typedef struct si_mkl_csr si_mkl_csr;

@@ -29,9 +29,10 @@ static void gemm_run(const si_layer *L, const void *st, const float *in, int bat
     si_bias_act(L, out, P);
 }
 
-static void gemm_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+/* The direct convolution on the dense weights, double accumulation, bias and activation:
+ * the reference of every entry that runs the dense form (conv_gemm, conv_winograd). */
+void si_f32_conv_ref(const si_layer *L, const float *in, int batch, float *out) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w, F = L->out_c;
-    (void)st;
     for (int n = 0; n < batch; n++)
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++)
@@ -51,6 +52,11 @@ static void gemm_run_ref(const si_layer *L, const void *st, const float *in, int
                     out[((n * OH + oh) * OW + ow) * F + f] = (float)acc;
                 }
     si_bias_act_ref(L, out, (int64_t)batch * OH * OW);
+}
+
+static void gemm_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    si_f32_conv_ref(L, in, batch, out);
 }
 
 const si_algo si_algo_conv_gemm = {

@@ -158,27 +158,8 @@ static void wino_run(const si_layer *L, const void *st, const float *in, int bat
 }
 
 static void wino_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w, F = L->out_c;
     (void)st;
-    for (int n = 0; n < batch; n++)
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++)
-                for (int64_t f = 0; f < F; f++) {
-                    double acc = 0;
-                    for (int i = 0; i < 3; i++) {
-                        int64_t y = oh - L->pad_top + i;
-                        if (y < 0 || y >= H) continue;
-                        for (int j = 0; j < 3; j++) {
-                            int64_t x = ow - L->pad_left + j;
-                            if (x < 0 || x >= W) continue;
-                            const float *px = in + ((n * H + y) * W + x) * C;
-                            const float *wf = L->w + f * L->cols + ((int64_t)i * 3 + j) * C;
-                            for (int64_t c = 0; c < C; c++) acc += (double)px[c] * wf[c];
-                        }
-                    }
-                    out[((n * OH + oh) * OW + ow) * F + f] = (float)acc;
-                }
-    si_bias_act_ref(L, out, (int64_t)batch * OH * OW);
+    si_f32_conv_ref(L, in, batch, out);
 }
 
 const si_algo si_algo_conv_winograd = {
