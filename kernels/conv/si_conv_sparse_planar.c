@@ -71,9 +71,12 @@ static int group_samples(const si_layer *L, const planar_state *s, int batch) {
     return (int)(g < batch ? g : batch);
 }
 
+/* With a fused pool the group's conv output goes to the scratch, after the planes and tiles. */
 static int64_t planar_ws(const si_layer *L, const void *st, int batch) {
     const planar_state *s = st;
-    return group_samples(L, s, batch) * sample_floats(L, s) + (int64_t)si_max_threads() * L->rows * SI_PANEL;
+    const int64_t gs = group_samples(L, s, batch);
+    return gs * sample_floats(L, s) + (int64_t)si_max_threads() * L->rows * SI_PANEL +
+           (L->pool ? gs * L->out_h * L->out_w * L->rows : 0);
 }
 
 /* The planes of samples [0, g): plane c row py column px = input (py - pad_top,
@@ -100,11 +103,19 @@ static void build_planes(const si_layer *L, const planar_state *s, const float *
     }
 }
 
-static void planar_conv(const si_layer *L, const planar_state *s, const float *in, int batch, float *out, float *ws) {
+/* pool: L->pool computed in the same parallel region (the group's conv output to the
+ * scratch, then each thread pools its share of pooled rows), with the bias and the
+ * activation after it; else the bias and the activation there too (unless softmax). One
+ * fork and join per group instead of three: LeNet-5's layers are microseconds of work. */
+static void planar_conv(const si_layer *L, const planar_state *s, const float *in, int batch, float *out, float *ws,
+                        int pool) {
     const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, Wp = s->wp, V = OH * Wp, sf = sample_floats(L, s);
     const int64_t tiles = (V + SI_PANEL - 1) / SI_PANEL, in_sample = L->in_h * L->in_w * L->in_c;
     const int gs = group_samples(L, s, batch);
     float *planes = ws, *tiles_ws = ws + (int64_t)gs * sf;
+    float *conv = pool ? tiles_ws + (int64_t)si_max_threads() * F * SI_PANEL : NULL;
+    const si_layer *P = pool ? L->pool : NULL;
+    const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR, fuse_act = L->act != SI_ACT_SOFTMAX;
     const si_kernel_table *k = si_k;
     int nt = si_threads_for((L->nnz + F) * OH * OW * batch, si_max_threads());
     for (int n0 = 0; n0 < batch; n0 += gs) {
@@ -124,7 +135,7 @@ static void planar_conv(const si_layer *L, const planar_state *s, const float *i
                 int w = (int)(V - v0 < SI_PANEL ? V - v0 : SI_PANEL);
                 si_part_rows(L->csr_ptr, 0, F, (int)part, (int)fsplit, &r0, &r1);
                 k->csr_planar(L->csr_val, s->off, L->csr_ptr, L->csr_ptr + 1, r0, r1, planes + n * sf + v0, w, tile, 0);
-                float *o = out + (int64_t)(n0 + n) * OH * OW * F;
+                float *o = pool ? conv + (int64_t)n * OH * OW * F : out + (int64_t)(n0 + n) * OH * OW * F;
                 for (int t = 0; t < w; t++) {
                     int64_t v = v0 + t, oh = v / Wp, ow = v % Wp;
                     if (ow >= OW) continue;
@@ -132,13 +143,30 @@ static void planar_conv(const si_layer *L, const planar_state *s, const float *i
                     for (int64_t r = r0; r < r1; r++) dst[r] = tile[(r - r0) * SI_PANEL + t];
                 }
             }
+            /* the loop's barrier: every tile of the group is written */
+            if (pool) {
+                float *po = out + (int64_t)n0 * P->out_h * P->out_w * F;
+#pragma omp for schedule(static)
+                for (int64_t pr = 0; pr < (int64_t)g * P->out_h; pr++) {
+                    k->maxpool_rows(P, conv, po, pr, pr + 1);
+                    k->bias_act_rows(po, L->bias, F, act, pr * P->out_w, (pr + 1) * P->out_w);
+                }
+            } else if (fuse_act && (L->bias || act == SI_ACT_RELU)) {
+                float *o = out + (int64_t)n0 * OH * OW * F;
+#pragma omp for schedule(static)
+                for (int64_t p = 0; p < (int64_t)g * OH; p++) k->bias_act_rows(o, L->bias, F, act, p * OW, (p + 1) * OW);
+            }
         }
     }
 }
 
 static void planar_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    planar_conv(L, st, in, batch, out, ws);
-    si_bias_act(L, out, (int64_t)batch * L->out_h * L->out_w);
+    planar_conv(L, st, in, batch, out, ws, 0);
+    if (L->act == SI_ACT_SOFTMAX) si_bias_act(L, out, (int64_t)batch * L->out_h * L->out_w);
+}
+
+static void planar_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    planar_conv(L, st, in, batch, out, ws, 1);
 }
 
 static void planar_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
@@ -150,5 +178,5 @@ static void planar_run_ref(const si_layer *L, const void *st, const float *in, i
 const si_algo si_algo_conv_sparse_planar = {
     .name = "conv_sparse_planar", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
     .applies = planar_applies, .prepare = planar_prepare, .ws_floats = planar_ws, .run = planar_run,
-    .run_ref = planar_run_ref, .bytes = planar_bytes, .release = planar_release,
+    .run_pool = planar_run_pool, .run_ref = planar_run_ref, .bytes = planar_bytes, .release = planar_release,
 };
