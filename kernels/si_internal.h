@@ -327,6 +327,9 @@ void si_f32_spconv(const si_layer *L, const float *in, int batch, float *out, fl
 void si_f32_spconv_ref(const si_layer *L, const float *in, int batch, float *out);
 /* conv/si_conv_gemm.c: the direct convolution on L->w (double sums), bias and activation */
 void si_f32_conv_ref(const si_layer *L, const float *in, int batch, float *out);
+/* conv/si_conv_winograd.c: floats of transformed input and output per group of tiles (the C
+ * tests lower it to exercise group boundaries) */
+extern int64_t si_wino_group_floats;
 
 /* csr/si_mkl_csr.c: MKL inspector-executor handles (the reference sparse BLAS). */
 typedef struct si_mkl_csr si_mkl_csr;
@@ -352,7 +355,6 @@ void si_packed_b_free(si_packed_b *b);
 int64_t si_packed_b_bytes(const si_packed_b *b);
 void si_sgemm_packed(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 /* The same on the calling thread alone (inside a caller's parallel region). */
-extern int64_t si_wino_group_floats; /* conv/si_conv_winograd.c: floats of V and M per group */
 void si_sgemm_packed_rows(const float *A, int64_t lda, int64_t m, const si_packed_b *B, float *C, int64_t ldc);
 /* prepare / release / bytes of the entries whose state is the layer's weights packed */
 si_status_t si_packed_prepare(si_layer *L, void **state);

@@ -309,7 +309,8 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
     }
     float *in = si_alloc((size_t)in_n * sizeof(float)), *out = si_alloc((size_t)out_n * sizeof(float));
     float *ws = si_alloc((size_t)ws_n * sizeof(float));
-    float *pooled = V->pool ? si_alloc((size_t)(out_n / (V->pool->kh * V->pool->kw) + 1) * sizeof(float)) : NULL;
+    const int64_t pooled_n = V->pool ? out_n / (V->pool->kh * V->pool->kw) + 1 : 0;
+    float *pooled = V->pool ? si_alloc((size_t)pooled_n * sizeof(float)) : NULL;
     double *t = malloc(sizeof(double) * (size_t)(nc * MAX_ROUNDS));
     if (!in || !out || !ws || !t || (V->pool && !pooled)) {
         si_free(in); si_free(out); si_free(ws); si_free(pooled); free(t);
@@ -318,7 +319,7 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
     }
     memset(ws, 0, (size_t)ws_n * sizeof(float)); /* first touches here, not in the first candidate's time */
     memset(out, 0, (size_t)out_n * sizeof(float));
-    if (pooled) memset(pooled, 0, (size_t)(out_n / (V->pool->kh * V->pool->kw) + 1) * sizeof(float));
+    if (pooled) memset(pooled, 0, (size_t)pooled_n * sizeof(float));
     uint64_t s = 0x9E3779B97F4A7C15ull;  /* inputs like a ReLU's output: uniform in [0, 1) */
     for (int64_t i = 0; i < in_n; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;

@@ -169,7 +169,7 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
         case SI_LAYER_DENSE: {
             const si_algo *a = L->algo[batch > 1];
             const void *st = L->state[si_algo_index(a)];
-            const int pool = a->run_pool && L->pool && l + 1 < m->n_layers && L->pool == &m->layers[l + 1];
+            const int pool = a->run_pool && L->pool; /* L->pool is layer l + 1 (si_plan.c) */
             int out_nb = 0; /* hand the output over blocked when the consumer's entry takes this NB */
             if (batch > 1 && L->blocked_next && !si_use_reference) {
                 const si_layer *C = L->blocked_next;

@@ -6,8 +6,7 @@
  * 6x6 tile, and each U[xi] (F x C) is packed for the runtime's own GEMM (ops/si_sgemm.c).
  * A run takes the tiles of the whole batch in groups of G (16 MB of transformed input and
  * output together, so a group stays in the last-level cache while each U[xi] is read once
- * per group), and per group, in one
- * parallel region: every thread transforms its share of the group's tiles (V[xi] = (B^T d
+ * per group), and per group, in one parallel region: every thread transforms its share of the group's tiles (V[xi] = (B^T d
  * B)[xi], vectors over the channels); then the 36 GEMMs M[xi] = V[xi] U[xi]^T (tiles x C
  * times C x F) go to the threads a position at a time, so each U[xi] is read once per group
  * (VGG19's block-4 U is 36 MB); then every thread transforms its tiles back (A^T M A), with
@@ -33,8 +32,7 @@
  * groups read the transformed filters fewer times (VGG19's block 4: 36 MB per read);
  * measured on Intel SPR, dense VGG19 batch 1 / 8: 4 MB 99 / 672 ms, 16 MB 88 / 561, 32 MB
  * 88 / 604, 64 MB 94 / 623. */
-#define GROUP_FLOATS_DEFAULT (INT64_C(1) << 22)
-int64_t si_wino_group_floats = GROUP_FLOATS_DEFAULT;
+int64_t si_wino_group_floats = INT64_C(1) << 22;
 
 typedef struct wino_state {
     si_packed_b u[XI]; /* U[xi] as an F x C matrix, packed for the own GEMM */
@@ -105,12 +103,10 @@ static int64_t tiles_of(const si_layer *L, int batch) {
     return (int64_t)batch * ((L->out_h + 3) / 4) * ((L->out_w + 3) / 4);
 }
 
-/* Tiles per group: V (36 x G x C) and M (36 x G x F) within si_wino_group_floats, at least
- * 16 (8 when the tests shrink the groups). */
+/* Tiles per group: V (36 x G x C) and M (36 x G x F) within si_wino_group_floats. */
 static int64_t group_tiles(const si_layer *L, int batch) {
     int64_t g = si_wino_group_floats / (XI * (L->in_c + L->rows)), t = tiles_of(L, batch);
-    const int64_t least = si_wino_group_floats < GROUP_FLOATS_DEFAULT ? 1 : 16;
-    if (g < least) g = least;
+    if (g < 1) g = 1;
     return g < t ? g : t;
 }
 
