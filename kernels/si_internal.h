@@ -347,7 +347,8 @@ typedef struct si_packed_b {
     float *b;             /* n_pad / nr panels of k x nr floats */
     int64_t n, k, n_pad;
     int mr, nr;           /* the microkernel's block, fixed at packing */
-    void (*uk)(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc, int rows, int cols, int acc);
+    void (*uk)(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc, int rows, int cols, int acc,
+               const float *pf); /* pf: kc cache lines to prefetch, one per k */
     void (*gv)(const float *x, const float *b, int64_t k, float *y, int cols);  /* one row of A */
 } si_packed_b;
 si_status_t si_pack_b(const char *layer, const float *w, int64_t n, int64_t k, si_packed_b *out); /* w: n x k */

@@ -36,7 +36,8 @@
 /* ---- microkernels: c[r][0, cols) (+)= sum_{kk < kc} a[r][kk] * b[kk][0, NR), r < rows ----- */
 
 static void uk_portable(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc, int rows, int cols,
-                        int acc) {
+                        int acc, const float *pf) {
+    (void)pf;
     float t[4][16] = {{0}};
     for (int64_t kk = 0; kk < kc; kk++)
         for (int r = 0; r < 4; r++) {
@@ -49,10 +50,11 @@ static void uk_portable(const float *const *a, const float *b, int64_t kc, float
 
 #if SI_X86
 SI_TARGET_AVX2 static void uk_avx2(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc, int rows,
-                                   int cols, int acc) {
+                                   int cols, int acc, const float *pf) {
     __m256 t[6][2];
     for (int r = 0; r < 6; r++) t[r][0] = t[r][1] = _mm256_setzero_ps();
     for (int64_t kk = 0; kk < kc; kk++) {
+        _mm_prefetch((const char *)(pf + kk * 16), _MM_HINT_T0);
         const __m256 b0 = _mm256_loadu_ps(b + kk * 16), b1 = _mm256_loadu_ps(b + kk * 16 + 8);
         for (int r = 0; r < 6; r++) {
             const __m256 av = _mm256_broadcast_ss(a[r] + kk);
@@ -76,10 +78,11 @@ SI_TARGET_AVX2 static void uk_avx2(const float *const *a, const float *b, int64_
 }
 
 SI_TARGET_AVX512 static void uk_avx512(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc,
-                                       int rows, int cols, int acc) {
+                                       int rows, int cols, int acc, const float *pf) {
     __m512 t[8][2];
     for (int r = 0; r < 8; r++) t[r][0] = t[r][1] = _mm512_setzero_ps();
     for (int64_t kk = 0; kk < kc; kk++) {
+        _mm_prefetch((const char *)(pf + kk * 16), _MM_HINT_T0);
         const __m512 b0 = _mm512_loadu_ps(b + kk * 32), b1 = _mm512_loadu_ps(b + kk * 32 + 16);
         for (int r = 0; r < 8; r++) {
             const __m512 av = _mm512_set1_ps(a[r][kk]);
@@ -225,6 +228,7 @@ static void gemm_rows(const float *A, int64_t lda, int64_t m0, int64_t m1, const
     const int mr = B->mr, nr = B->nr;
     const int64_t k = B->k, panels = B->n_pad / nr;
     const float *arow[MAX_MR];
+    const int64_t bsize = B->n_pad * k;
     if (k == 0) {
         for (int64_t r = m0; r < m1; r++) memset(C + r * ldc, 0, sizeof(float) * (size_t)B->n);
         return;
@@ -236,11 +240,19 @@ static void gemm_rows(const float *A, int64_t lda, int64_t m0, int64_t m1, const
             for (int64_t kb = 0; kb < k; kb += KC) {
                 const int64_t kc = k - kb < KC ? k - kb : KC;
                 const float *bp = B->b + p * k * nr + kb * nr;
+                /* B is packed in the order it is read, so the blocks to come follow this one:
+                 * the j-th row block prefetches the j-th kc lines past it, and the row blocks
+                 * of one B block together pull the next ones in while its FMAs run (the
+                 * hardware prefetcher alone left the first pass over each block waiting on
+                 * memory: a 49-row layer with 1 MB per B ran at 2/3 of the FMA rate). */
+                int64_t pf = p * k * nr + (kb + kc) * nr; /* offset in B->b */
                 for (int64_t r = mc; r < me; r += mr) {
                     const int rows = (int)(me - r < mr ? me - r : mr);
                     /* rows past the end read row r again (valid memory) and are not stored */
                     for (int i = 0; i < mr; i++) arow[i] = A + (r + (i < rows ? i : 0)) * lda + kb;
-                    B->uk(arow, bp, kc, C + r * ldc + p * nr, ldc, rows, cols, kb > 0);
+                    if (pf + kc * 16 > bsize) pf = bp - B->b; /* past the end: this block again */
+                    B->uk(arow, bp, kc, C + r * ldc + p * nr, ldc, rows, cols, kb > 0, B->b + pf);
+                    pf += kc * 16;
                 }
             }
         }
