@@ -42,6 +42,7 @@ int si_num_threads(void);
  * per-thread scratch is sized by it, so a later change of CPU affinity cannot make a run
  * use more slots than its context holds. */
 int si_max_threads(void);
+int64_t si_l2_bytes(void);   /* one core's L2 cache (sysfs), else 1 MB */
 double si_now(void);          /* monotonic seconds */
 
 void *si_alloc(size_t bytes);   /* 64-byte aligned; NULL on failure or 0 bytes */
@@ -330,6 +331,8 @@ void si_f32_conv_ref(const si_layer *L, const float *in, int batch, float *out);
 /* conv/si_conv_winograd.c: floats of transformed input and output per group of tiles (the C
  * tests lower it to exercise group boundaries) */
 extern int64_t si_wino_group_floats;
+/* ... and the largest transformed filters (bytes) run in per-thread groups (-1: the L2 size) */
+extern int64_t si_wino_local_max_u;
 
 /* csr/si_mkl_csr.c: MKL inspector-executor handles (the reference sparse BLAS). */
 typedef struct si_mkl_csr si_mkl_csr;

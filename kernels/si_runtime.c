@@ -4,6 +4,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "si_internal.h"
 
+#include <omp.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +104,14 @@ struct si_context {
     float *act[2];       /* ping-pong activations, max_batch * max_act floats each */
     float *ws;           /* the largest scratch any layer's entry asked for */
     int64_t ws_floats;
+    double *prof;        /* si_context_set_profile: per-layer seconds of the last run, or NULL */
 };
+
+si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds) {
+    if (!ctx) return si_fail(SI_ERR_ARGUMENT, "si_context_set_profile: NULL context");
+    ctx->prof = layer_seconds;
+    return SI_OK;
+}
 
 si_status_t si_context_create(const si_model *m, int max_batch, si_context **out) {
     if (!m || !out) return si_fail(SI_ERR_ARGUMENT, "si_context_create: NULL argument");
@@ -162,6 +171,8 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
     int nb = 0;  /* src's layout: NHWC (0), or blocks of nb samples (si_algo.run_blocked) */
     for (int l = 0; l < m->n_layers; l++) {
         const si_layer *L = &m->layers[l];
+        const int l0 = l;
+        const double t0 = ctx->prof ? omp_get_wtime() : 0.0;
         float *dst = ctx->act[cur];
         int64_t n_out = (int64_t)batch * L->out_h * L->out_w * L->out_c;
         switch (L->type) {
@@ -194,6 +205,10 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
             if (L->type == SI_LAYER_RELU) si_relu_inplace(dst, n_out);
             if (L->type == SI_LAYER_SOFTMAX) si_softmax_rows(dst, n_out / L->out_c, L->out_c);
             break;
+        }
+        if (ctx->prof) {
+            ctx->prof[l0] = omp_get_wtime() - t0;
+            if (l > l0) ctx->prof[l] = 0.0; /* the fused pool ran inside layer l0 */
         }
         if (dst == ctx->act[cur]) cur ^= 1;
         src = dst;

@@ -198,6 +198,12 @@ SI_API void si_context_free(si_context *ctx);
  * belong to the caller and must not overlap. */
 SI_API si_status_t si_run(si_context *ctx, const float *input, int batch, float *output);
 
+/* Per-layer timing: the si_run calls that follow write each layer's wall-clock seconds into
+ * layer_seconds (si_model_num_layers doubles, owned by the caller, who keeps it alive until
+ * profiling stops). A layer that ran inside the one before it (a max pool fused into its
+ * convolution) gets 0. NULL stops profiling. Timing costs two clock reads per layer. */
+SI_API si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds);
+
 /* Threads used by the kernels of the calling thread's runs (0: the library default, all
  * cores). Returns the previous setting. */
 SI_API int si_set_num_threads(int n);

@@ -293,6 +293,41 @@ cdef class Model:
             _raise(st)
         return out
 
+    def profile_layers(self, x, int repeats=5, int warmup=1):
+        """Per-layer wall-clock seconds of ``repeats`` runs of one batch (at most 64
+        samples), after ``warmup`` untimed runs: an array of shape (repeats, layers). A
+        layer that ran inside the one before it (a max pool fused into its convolution)
+        reads 0. The algorithm each layer ran is in ``layers()`` (algo_batch1 at batch 1,
+        algo_batchn above)."""
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        shape = self.input_shape
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or not 1 <= arr.shape[0] <= 64:
+            raise ValueError(f"profile_layers needs 1..64 samples of shape {shape}, got {arr.shape}")
+        if repeats < 1 or warmup < 0:
+            raise ValueError("repeats must be >= 1 and warmup >= 0")
+        cdef const float[:, ::1] xin = arr.reshape(arr.shape[0], -1)
+        cdef int n = xin.shape[0], nl = si_model_num_layers(self._m)
+        out = np.empty((n, self.output_size), np.float32)
+        cdef float[:, ::1] yout = out
+        times = np.zeros((warmup + repeats, nl), np.float64)
+        cdef double[:, ::1] tv = times
+        cdef int i, prev
+        cdef si_status_t st = SI_OK
+        with self._lock:
+            self._ensure_context(n)
+            with nogil:
+                prev = si_set_num_threads(self.threads)
+                for i in range(warmup + repeats):
+                    si_context_set_profile(self._ctx, &tv[i, 0])
+                    st = si_run(self._ctx, &xin[0, 0], n, &yout[0, 0])
+                    if st != SI_OK:
+                        break
+                si_context_set_profile(self._ctx, NULL)
+                si_set_num_threads(prev)
+        if st != SI_OK:
+            _raise(st)
+        return times[warmup:]
+
     def time_runs(self, x, int repeats=5, int warmup=1):
         """Benchmark helper: run one batch (at most 64 samples) ``warmup`` + ``repeats``
         times back to back in C, timing each si_run call alone (no Python in the loop).

@@ -79,5 +79,6 @@ cdef extern from "sparseinfer.h" nogil:
     si_status_t si_context_create(const si_model *model, int max_batch, si_context **out)
     void si_context_free(si_context *ctx)
     si_status_t si_run(si_context *ctx, const float *input, int batch, float *output)
+    si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds)
     int si_set_num_threads(int n)
     void si_set_reference_kernels(int on)

@@ -11,7 +11,8 @@
  * times C x F) go to the threads a position at a time, so each U[xi] is read once per group
  * (VGG19's block-4 U is 36 MB); then every thread transforms its tiles back (A^T M A), with
  * the bias and the activation, into NHWC. At batch 1 a small layer is one group and both
- * cores share its GEMMs.
+ * cores share its GEMMs. Where U fits in L2, each thread runs groups of its own instead
+ * (si_wino_local_max_u below).
  *
  * The transforms are si_k->wino4_in / wino4_out (ops/si_ops.c), per ISA. The interpolation
  * points are 0, 1, -1, 2, -1/2 and infinity rather than Lavin & Gray's 0, +-1, +-2: in fp32
@@ -110,47 +111,99 @@ static int64_t group_tiles(const si_layer *L, int batch) {
     return g < t ? g : t;
 }
 
+/* Per-thread groups: where U fits in one core's L2 (VGG19's block 1: 590 KB; L2 2 MB on
+ * Intel SPR), each thread takes groups of tiles through the input transform, the 36 GEMMs
+ * and the output transform alone, its V and M (half its L2) never leaving L2 and no barrier
+ * in between; U is re-read per group from L2 or L3. Larger U (block 3: 9.4 MB) keeps the
+ * shared groups, which read it once per 16 MB of tiles. Measured on Intel SPR (avx512),
+ * dense VGG19 batch 1: block1_conv2 6.7-7.0 ms shared, 5.2-5.5 ms per thread; per-thread
+ * groups on block 3 took 6.1 ms against 4.0. -1: from the L2 size (tests set it). */
+int64_t si_wino_local_max_u = -1;
+
+static int use_local(const si_layer *L) {
+    const int64_t max_u = si_wino_local_max_u >= 0 ? si_wino_local_max_u : si_l2_bytes();
+    return 4 * XI * L->rows * L->in_c <= max_u;
+}
+
+/* Tiles per per-thread group: V and M in half the L2, a multiple of 8 (the GEMM's rows),
+ * and at least two groups per thread where the tiles allow. */
+static int64_t local_tiles(const si_layer *L, int batch) {
+    int64_t g = si_l2_bytes() / 2 / (4 * XI * (L->in_c + L->rows)) / 8 * 8;
+    if (g < 8) g = 8;
+    int64_t per = (tiles_of(L, batch) + 2 * si_max_threads() - 1) / (2 * si_max_threads());
+    per = (per + 7) / 8 * 8;
+    return g < per ? g : per;
+}
+
 static int64_t wino_ws(const si_layer *L, const void *st, int batch) {
     (void)st;
+    if (use_local(L)) return si_max_threads() * XI * local_tiles(L, batch) * (L->in_c + L->rows);
     return XI * group_tiles(L, batch) * (L->in_c + L->rows);
+}
+
+static void in_tile(const si_layer *L, const float *in, int64_t q, float *V, int64_t ldv) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 3) / 4, tw = (L->out_w + 3) / 4;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const float *d[XI];
+    for (int y = 0; y < 6; y++)
+        for (int x = 0; x < 6; x++) {
+            const int64_t iy = 4 * ty - L->pad_top + y, ix = 4 * tx - L->pad_left + x;
+            d[y * 6 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
+        }
+    si_k->wino4_in(d, C, V, ldv);
+}
+
+static void out_tile(const si_layer *L, const float *M, int64_t ldm, int64_t q, int act, float *out) {
+    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 3) / 4, tw = (OW + 3) / 4;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    float *y[16];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) {
+            const int64_t oy = 4 * ty + r, ox = 4 * tx + c;
+            y[r * 4 + c] = oy < OH && ox < OW ? out + ((n * OH + oy) * OW + ox) * F : NULL;
+        }
+    si_k->wino4_out(M, ldm, F, L->bias, act, y);
+}
+
+static void wino_run_local(const si_layer *L, const wino_state *s, const float *in, int batch, float *out, float *ws) {
+    const int64_t C = L->in_c, F = L->rows, tiles = tiles_of(L, batch), G = local_tiles(L, batch);
+    const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
+    const int nt = si_threads_for(tiles * XI * C * F, (tiles + G - 1) / G);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *V = ws + (int64_t)omp_get_thread_num() * XI * G * (C + F), *M = V + XI * G * C;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g0 = 0; g0 < tiles; g0 += G) {
+            const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+            for (int64_t t = 0; t < gn; t++) in_tile(L, in, g0 + t, V + t * C, G * C);
+            for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
+            for (int64_t t = 0; t < gn; t++) out_tile(L, M + t * F, G * F, g0 + t, act, out);
+        }
+    }
 }
 
 static void wino_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
     const wino_state *s = st;
-    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, F = L->rows, OH = L->out_h, OW = L->out_w;
-    const int64_t th = (OH + 3) / 4, tw = (OW + 3) / 4, tiles = tiles_of(L, batch), G = group_tiles(L, batch);
-    float *V = ws, *M = ws + XI * G * C;
+    const int64_t C = L->in_c, F = L->rows, tiles = tiles_of(L, batch);
     const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
-    const int nt = si_threads_for(tiles * XI * C * F, tiles * 2);
+    if (use_local(L)) {
+        wino_run_local(L, s, in, batch, out, ws);
+    } else {
+        const int64_t G = group_tiles(L, batch);
+        float *V = ws, *M = ws + XI * G * C;
+        const int nt = si_threads_for(tiles * XI * C * F, tiles * 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    for (int64_t g0 = 0; g0 < tiles; g0 += G) {
-        const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+        for (int64_t g0 = 0; g0 < tiles; g0 += G) {
+            const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) {
-            const int64_t q = g0 + t, n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
-            const float *d[XI];
-            for (int y = 0; y < 6; y++)
-                for (int x = 0; x < 6; x++) {
-                    const int64_t iy = 4 * ty - L->pad_top + y, ix = 4 * tx - L->pad_left + x;
-                    d[y * 6 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
-                }
-            si_k->wino4_in(d, C, V + t * C, G * C);
-        }
+            for (int64_t t = 0; t < gn; t++) in_tile(L, in, g0 + t, V + t * C, G * C);
 #pragma omp for schedule(dynamic, 1)
-        for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
+            for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) {
-            const int64_t q = g0 + t, n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
-            float *y[16];
-            for (int r = 0; r < 4; r++)
-                for (int c = 0; c < 4; c++) {
-                    const int64_t oy = 4 * ty + r, ox = 4 * tx + c;
-                    y[r * 4 + c] = oy < OH && ox < OW ? out + ((n * OH + oy) * OW + ox) * F : NULL;
-                }
-            si_k->wino4_out(M + t * F, G * F, F, L->bias, act, y);
+            for (int64_t t = 0; t < gn; t++) out_tile(L, M + t * F, G * F, g0 + t, act, out);
         }
     }
-    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * OH * OW, F);
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * L->out_h * L->out_w, F);
 }
 
 static void wino_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {

@@ -334,36 +334,61 @@ void si_tile_pool_avx512(const float *tile, int64_t w, int64_t F, int pkh, int p
 #define WINO_CB 64
 static const float wino_zeros[WINO_CB];
 
+/* B^T applied to six values (scalars, or 16-float vectors: GCC's vector extension, which
+ * each ISA's copy of the body lowers to its own registers). */
+#define WINO_BT(T, d0, d1, d2, d3, d4, d5, o)         \
+    do {                                              \
+        (o)[0] = d0 + 1.5f * (d1 - d3) - 2.0f * d2 + d4; \
+        (o)[1] = -d1 - 2.5f * d2 - 0.5f * d3 + d4;       \
+        (o)[2] = d1 + 0.5f * d2 - 2.5f * d3 + d4;        \
+        (o)[3] = 0.5f * (d3 - d1) - d2 + d4;             \
+        (o)[4] = 2.0f * (d1 - d3) - d2 + d4;             \
+        (o)[5] = d1 + 1.5f * (d2 - d4) - 2.0f * d3 + d5; \
+    } while (0)
+typedef float wino_v16 __attribute__((vector_size(64)));
+/* unaligned vector load and store (macros: a function returning a vector would have an ABI) */
+#define WV_LOAD(v, p) memcpy(&(v), (p), sizeof(wino_v16))
+#define WV_STORE(p, v) memcpy((p), &(v), sizeof(wino_v16))
+
 /* V[xi * ldv + c] = (B^T d B)[xi] for c < C; d[y * 6 + x] is input row (y, x) of the tile,
- * C floats, or NULL for padding. */
+ * C floats, or NULL for padding. Channels go 16 at a time as vectors (the compiler had left
+ * the strided stores into V scalar), the last C % 16 one by one. */
 SI_INLINE void wino4_in_body(const float *const *d, int64_t C, float *V, int64_t ldv) {
     for (int64_t c0 = 0; c0 < C; c0 += WINO_CB) {
-        const int64_t cb = C - c0 < WINO_CB ? C - c0 : WINO_CB;
+        const int64_t cb = C - c0 < WINO_CB ? C - c0 : WINO_CB, cv = cb / 16 * 16;
         float t[6][6][WINO_CB]; /* t[i][x] = (B^T d)[i][x] */
         for (int x = 0; x < 6; x++) {
             const float *p[6];
             for (int y = 0; y < 6; y++) p[y] = d[y * 6 + x] ? d[y * 6 + x] + c0 : wino_zeros;
-            for (int64_t c = 0; c < cb; c++) {
+            for (int64_t c = 0; c < cv; c += 16) {
+                wino_v16 d0, d1, d2, d3, d4, d5, o[6];
+                WV_LOAD(d0, p[0] + c); WV_LOAD(d1, p[1] + c); WV_LOAD(d2, p[2] + c);
+                WV_LOAD(d3, p[3] + c); WV_LOAD(d4, p[4] + c); WV_LOAD(d5, p[5] + c);
+                WINO_BT(wino_v16, d0, d1, d2, d3, d4, d5, o);
+                for (int i = 0; i < 6; i++) WV_STORE(&t[i][x][c], o[i]);
+            }
+            for (int64_t c = cv; c < cb; c++) {
                 const float d0 = p[0][c], d1 = p[1][c], d2 = p[2][c], d3 = p[3][c], d4 = p[4][c], d5 = p[5][c];
-                t[0][x][c] = d0 + 1.5f * (d1 - d3) - 2.0f * d2 + d4;
-                t[1][x][c] = -d1 - 2.5f * d2 - 0.5f * d3 + d4;
-                t[2][x][c] = d1 + 0.5f * d2 - 2.5f * d3 + d4;
-                t[3][x][c] = 0.5f * (d3 - d1) - d2 + d4;
-                t[4][x][c] = 2.0f * (d1 - d3) - d2 + d4;
-                t[5][x][c] = d1 + 1.5f * (d2 - d4) - 2.0f * d3 + d5;
+                float o[6];
+                WINO_BT(float, d0, d1, d2, d3, d4, d5, o);
+                for (int i = 0; i < 6; i++) t[i][x][c] = o[i];
             }
         }
         for (int i = 0; i < 6; i++) {
             float *v = V + (int64_t)i * 6 * ldv + c0;
-            for (int64_t c = 0; c < cb; c++) {
+            for (int64_t c = 0; c < cv; c += 16) {
+                wino_v16 m0, m1, m2, m3, m4, m5, o[6];
+                WV_LOAD(m0, &t[i][0][c]); WV_LOAD(m1, &t[i][1][c]); WV_LOAD(m2, &t[i][2][c]);
+                WV_LOAD(m3, &t[i][3][c]); WV_LOAD(m4, &t[i][4][c]); WV_LOAD(m5, &t[i][5][c]);
+                WINO_BT(wino_v16, m0, m1, m2, m3, m4, m5, o);
+                for (int j = 0; j < 6; j++) WV_STORE(v + j * ldv + c, o[j]);
+            }
+            for (int64_t c = cv; c < cb; c++) {
                 const float m0 = t[i][0][c], m1 = t[i][1][c], m2 = t[i][2][c], m3 = t[i][3][c], m4 = t[i][4][c],
                             m5 = t[i][5][c];
-                v[0 * ldv + c] = m0 + 1.5f * (m1 - m3) - 2.0f * m2 + m4;
-                v[1 * ldv + c] = -m1 - 2.5f * m2 - 0.5f * m3 + m4;
-                v[2 * ldv + c] = m1 + 0.5f * m2 - 2.5f * m3 + m4;
-                v[3 * ldv + c] = 0.5f * (m3 - m1) - m2 + m4;
-                v[4 * ldv + c] = 2.0f * (m1 - m3) - m2 + m4;
-                v[5 * ldv + c] = m1 + 1.5f * (m2 - m4) - 2.0f * m3 + m5;
+                float o[6];
+                WINO_BT(float, m0, m1, m2, m3, m4, m5, o);
+                for (int j = 0; j < 6; j++) v[j * ldv + c] = o[j];
             }
         }
     }

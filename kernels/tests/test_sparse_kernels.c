@@ -898,6 +898,15 @@ int main(int argc, char **argv) {
     si_wino_group_floats = 36 * 5 * (130 + 70); /* groups of 5 tiles: 36 / 5 leaves a short last group */
     test_conv("conv_wino_groups_13x11x130_70_3x3", 13, 11, 130, 70, 3, 3, 1, 1, 1, 0.35, 0, 3, 100);
     si_wino_group_floats = group_floats;
+    /* both ways of grouping, whatever this machine's L2: per-thread groups (with a short
+     * last group) and the shared ones */
+    const int64_t local_max_u = si_wino_local_max_u;
+    si_wino_local_max_u = INT64_MAX;
+    test_conv("conv_wino_local_13x11x130_70_3x3", 13, 11, 130, 70, 3, 3, 1, 1, 1, 0.35, 0, 3, 100);
+    test_conv("conv_wino_local_valid_10x9x7_5_3x3", 10, 9, 7, 5, 3, 3, 1, 1, 0, 1.0, 0, quick ? 2 : 40, 100);
+    si_wino_local_max_u = 0;
+    test_conv("conv_wino_shared_13x11x130_70_3x3", 13, 11, 130, 70, 3, 3, 1, 1, 1, 0.35, 0, 3, 100);
+    si_wino_local_max_u = local_max_u;
     /* batches past 16: conv_sparse_batch's blocks of 64 samples, a last short block */
     test_conv("conv_lenet1_28x28x1_20_5x5_batch70", 28, 28, 1, 20, 5, 5, 1, 1, 0, 0.2, 0, quick ? 17 : 70, 100);
     test_conv("conv_same_s2_9x10x3_12_3x3_batch66", 9, 10, 3, 12, 3, 3, 2, 2, 1, 0.3, 3, 66, 100);

@@ -93,6 +93,36 @@ static void init_library(void) {
 }
 void si_init(void) { pthread_once(&init_once, init_library); }
 
+/* The L2 cache of cpu0 from sysfs (Linux), else 1 MB: what the Winograd convolution sizes
+ * its per-thread groups by. Read once. */
+static int64_t l2_bytes;
+static pthread_once_t l2_once = PTHREAD_ONCE_INIT;
+static void read_l2(void) {
+    l2_bytes = INT64_C(1) << 20;
+    for (int i = 0; i < 8; i++) {
+        char path[96], buf[32];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        int level = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+        fclose(f);
+        if (level != 2) continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if (!(f = fopen(path, "r"))) break;
+        char *end = NULL;
+        long long v = fgets(buf, sizeof buf, f) ? strtoll(buf, &end, 10) : 0; /* "2048K"; digits only */
+        fclose(f);
+        if (end && (*end == 'K' || *end == 'k')) v <<= 10;
+        else if (end && (*end == 'M' || *end == 'm')) v <<= 20;
+        if (v >= (64 << 10) && v <= (INT64_C(1) << 30)) l2_bytes = v;
+        break;
+    }
+}
+int64_t si_l2_bytes(void) {
+    pthread_once(&l2_once, read_l2);
+    return l2_bytes;
+}
+
 int si_max_threads(void) {
     si_init();
     return max_threads;
