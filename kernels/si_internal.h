@@ -94,9 +94,9 @@ typedef struct si_kernel_table {
     /* Winograd F(4x4, 3x3) tile transforms (conv/si_conv_winograd.c, ops/si_ops.c):
      * V[xi * ldv + c] = (B^T d B)[xi] over channels c < C, d[y * 6 + x] an input row or NULL
      * (padding); y[r * 4 + s][f] = act((A^T m A)[r][s] + bias[f]), m[xi * ldm + f], y[k] NULL
-     * outside the output */
+     * outside the output; pool: y[i * 2 + j] gets the 2x2 max pool of that instead */
     void (*wino4_in)(const float *const *d, int64_t C, float *V, int64_t ldv);
-    void (*wino4_out)(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y);
+    void (*wino4_out)(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y, int pool);
     /* y[r] (+)= A[r] . x for rows [r0, r1): int32 (col16 NULL) or uint16 columns; _gather:
      * the same with x gathered by vector instructions (fc_csrmv_gather), whose speed differs
      * by CPU more than anything else here, so the planner times both */
@@ -384,7 +384,7 @@ SI_DECLARE_VARIANTS(void, si_tile_pool, (const float *tile, int64_t w, int64_t F
                                          const float *bias, int act, float *dst, int64_t ldd))
 SI_DECLARE_VARIANTS(void, si_wino4_in, (const float *const *d, int64_t C, float *V, int64_t ldv))
 SI_DECLARE_VARIANTS(void, si_wino4_out, (const float *m, int64_t ldm, int64_t F, const float *bias, int act,
-                                         float *const *y))
+                                         float *const *y, int pool))
 SI_DECLARE_VARIANTS(void, si_csr_mv_rows, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,
                                            const float *x, float *y, int acc_into))
 SI_DECLARE_VARIANTS(void, si_csr_mv_gather, (const si_csr_view *A, const uint16_t *col16, int64_t r0, int64_t r1,

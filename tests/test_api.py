@@ -112,3 +112,31 @@ def test_fast_kernels_against_reference(models):
         finally:
             _core.set_reference_kernels(False)
         assert_close(fast, ref, 1e-4, 1e-5 * np.abs(ref).max(), f"{name}: fast vs reference kernels")
+
+
+def test_profile_layers(models):
+    """Per-layer times (si_context_set_profile): one row per timed run, one column per layer,
+    every weighted layer timed, a pool fused into its convolution reading 0 and nothing
+    else; the output of the profiled runs is the model's."""
+    for name, (path, layers, shape) in models.items():
+        m = sparseinfer.load(path)
+        info = m.layers()
+        for batch in (1, 3):
+            x = np.random.default_rng(6).uniform(-1, 1, (batch, *shape)).astype(np.float32)
+            t = m.profile_layers(x, repeats=4, warmup=1)
+            assert t.shape == (4, len(info)), f"{name} batch {batch}: shape {t.shape}"
+            assert np.isfinite(t).all() and (t >= 0).all(), f"{name} batch {batch}: {t}"
+            for j, layer in enumerate(info):
+                if layer["weight_shape"]:
+                    assert (t[:, j] > 0).all(), f"{name} batch {batch}: weighted layer {layer['name']} not timed"
+                if (t[:, j] == 0).any() and layer["type"] != "flatten":  # NHWC flatten: nothing to do
+                    prev = info[j - 1] if j else None
+                    assert layer["type"] == "maxpool2d" and prev and prev["type"] == "conv2d", (
+                        f"{name} batch {batch}: layer {layer['name']} ({layer['type']}) read 0 s")
+            # profiling off again: plain runs still give the model's output
+            assert_close(m.predict(x), _ref(layers, x), 1e-4, 1e-5 * np.abs(_ref(layers, x)).max(), name)
+    m = sparseinfer.load(models["good_lenet"][0])
+    with pytest.raises(ValueError, match="1..64 samples"):
+        m.profile_layers(np.zeros((65, *m.input_shape), np.float32))
+    with pytest.raises(ValueError, match="repeats"):
+        m.profile_layers(np.zeros((1, *m.input_shape), np.float32), repeats=0)

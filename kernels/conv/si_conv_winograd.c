@@ -135,10 +135,19 @@ static int64_t local_tiles(const si_layer *L, int batch) {
     return g < per ? g : per;
 }
 
-static int64_t wino_ws(const si_layer *L, const void *st, int batch) {
-    (void)st;
+/* A following 2x2 max pool runs inside the output transform (si_algo.run_pool); other
+ * pools run after it, over the convolution's output in the scratch. */
+static int fused_pool(const si_layer *L) { return L->pool && L->pool->kh == 2 && L->pool->kw == 2; }
+
+static int64_t transform_ws(const si_layer *L, int batch) {
     if (use_local(L)) return si_max_threads() * XI * local_tiles(L, batch) * (L->in_c + L->rows);
     return XI * group_tiles(L, batch) * (L->in_c + L->rows);
+}
+
+static int64_t wino_ws(const si_layer *L, const void *st, int batch) {
+    (void)st;
+    const int64_t conv = L->pool && !fused_pool(L) ? (int64_t)batch * L->out_h * L->out_w * L->rows : 0;
+    return transform_ws(L, batch) + conv;
 }
 
 static void in_tile(const si_layer *L, const float *in, int64_t q, float *V, int64_t ldv) {
@@ -153,19 +162,30 @@ static void in_tile(const si_layer *L, const float *in, int64_t q, float *V, int
     si_k->wino4_in(d, C, V, ldv);
 }
 
-static void out_tile(const si_layer *L, const float *M, int64_t ldm, int64_t q, int act, float *out) {
+/* Output tile q into out (NHWC), or with pool its 2x2 max pool into out (L->pool's shape). */
+static void out_tile(const si_layer *L, const float *M, int64_t ldm, int64_t q, int act, float *out, int pool) {
     const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 3) / 4, tw = (OW + 3) / 4;
     const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
     float *y[16];
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) {
-            const int64_t oy = 4 * ty + r, ox = 4 * tx + c;
-            y[r * 4 + c] = oy < OH && ox < OW ? out + ((n * OH + oy) * OW + ox) * F : NULL;
-        }
-    si_k->wino4_out(M, ldm, F, L->bias, act, y);
+    if (pool) { /* pooled row 2 ty + i reads conv rows 4 ty + 2 i and + 1, both inside when it is */
+        const int64_t PH = L->pool->out_h, PW = L->pool->out_w;
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                const int64_t py = 2 * ty + i, px = 2 * tx + j;
+                y[i * 2 + j] = py < PH && px < PW ? out + ((n * PH + py) * PW + px) * F : NULL;
+            }
+    } else {
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 4; c++) {
+                const int64_t oy = 4 * ty + r, ox = 4 * tx + c;
+                y[r * 4 + c] = oy < OH && ox < OW ? out + ((n * OH + oy) * OW + ox) * F : NULL;
+            }
+    }
+    si_k->wino4_out(M, ldm, F, L->bias, act, y, pool);
 }
 
-static void wino_run_local(const si_layer *L, const wino_state *s, const float *in, int batch, float *out, float *ws) {
+static void wino_local(const si_layer *L, const wino_state *s, const float *in, int batch, float *out, float *ws,
+                       int pool) {
     const int64_t C = L->in_c, F = L->rows, tiles = tiles_of(L, batch), G = local_tiles(L, batch);
     const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
     const int nt = si_threads_for(tiles * XI * C * F, (tiles + G - 1) / G);
@@ -177,33 +197,45 @@ static void wino_run_local(const si_layer *L, const wino_state *s, const float *
             const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
             for (int64_t t = 0; t < gn; t++) in_tile(L, in, g0 + t, V + t * C, G * C);
             for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
-            for (int64_t t = 0; t < gn; t++) out_tile(L, M + t * F, G * F, g0 + t, act, out);
+            for (int64_t t = 0; t < gn; t++) out_tile(L, M + t * F, G * F, g0 + t, act, out, pool);
         }
     }
 }
 
-static void wino_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    const wino_state *s = st;
-    const int64_t C = L->in_c, F = L->rows, tiles = tiles_of(L, batch);
+static void wino_shared(const si_layer *L, const wino_state *s, const float *in, int batch, float *out, float *ws,
+                        int pool) {
+    const int64_t C = L->in_c, F = L->rows, tiles = tiles_of(L, batch), G = group_tiles(L, batch);
     const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
-    if (use_local(L)) {
-        wino_run_local(L, s, in, batch, out, ws);
-    } else {
-        const int64_t G = group_tiles(L, batch);
-        float *V = ws, *M = ws + XI * G * C;
-        const int nt = si_threads_for(tiles * XI * C * F, tiles * 2);
+    float *V = ws, *M = ws + XI * G * C;
+    const int nt = si_threads_for(tiles * XI * C * F, tiles * 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
-        for (int64_t g0 = 0; g0 < tiles; g0 += G) {
-            const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+    for (int64_t g0 = 0; g0 < tiles; g0 += G) {
+        const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < gn; t++) in_tile(L, in, g0 + t, V + t * C, G * C);
+        for (int64_t t = 0; t < gn; t++) in_tile(L, in, g0 + t, V + t * C, G * C);
 #pragma omp for schedule(dynamic, 1)
-            for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
+        for (int x = 0; x < XI; x++) si_sgemm_packed_rows(V + x * G * C, C, gn, &s->u[x], M + x * G * F, F);
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < gn; t++) out_tile(L, M + t * F, G * F, g0 + t, act, out);
-        }
+        for (int64_t t = 0; t < gn; t++) out_tile(L, M + t * F, G * F, g0 + t, act, out, pool);
     }
-    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * L->out_h * L->out_w, F);
+}
+
+static void wino_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    if (use_local(L)) wino_local(L, st, in, batch, out, ws, 0);
+    else wino_shared(L, st, in, batch, out, ws, 0);
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * L->out_h * L->out_w, L->rows);
+}
+
+/* The convolution and L->pool (whose act is ReLU or linear: si_plan.c fuses no other). */
+static void wino_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    if (fused_pool(L)) {
+        if (use_local(L)) wino_local(L, st, in, batch, out, ws, 1);
+        else wino_shared(L, st, in, batch, out, ws, 1);
+        return;
+    }
+    float *conv = ws + transform_ws(L, batch);
+    wino_run(L, st, in, batch, conv, ws);
+    si_maxpool_forward(L->pool, conv, batch, out);
 }
 
 static void wino_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
@@ -214,5 +246,6 @@ static void wino_run_ref(const si_layer *L, const void *st, const float *in, int
 const si_algo si_algo_conv_winograd = {
     .name = "conv_winograd", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
     .applies = wino_applies, .prepare = wino_prepare, .ws_floats = wino_ws, .run = wino_run,
+    .run_pool = wino_run_pool,
     .run_ref = wino_run_ref, .bytes = wino_bytes, .release = wino_release,
 };

@@ -395,8 +395,12 @@ SI_INLINE void wino4_in_body(const float *const *d, int64_t C, float *V, int64_t
 }
 
 /* y[r * 4 + s][f] = act((A^T m A)[r][s] + bias[f]) for f < F, where m[xi * ldm + f] is the
- * tile's GEMM output; y[k] NULL: outside the output (bias may be NULL). */
-SI_INLINE void wino4_out_body(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y) {
+ * tile's GEMM output; y[k] NULL: outside the output (bias may be NULL). pool: the 2x2 max
+ * pool of that instead, y[i * 2 + j] its output (i, j) (the max of rows 2i, 2i + 1 and
+ * columns 2j, 2j + 1 of the tile), a quarter of the stores and no pass over the full-size
+ * output. */
+SI_INLINE void wino4_out_body(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y,
+                              int pool) {
     for (int64_t f0 = 0; f0 < F; f0 += WINO_CB) {
         const int64_t fb = F - f0 < WINO_CB ? F - f0 : WINO_CB;
         float t[4][6][WINO_CB], o[16][WINO_CB]; /* t[r][x] = (A^T m)[r][x] */
@@ -425,26 +429,40 @@ SI_INLINE void wino4_out_body(const float *m, int64_t ldm, int64_t F, const floa
                 }
                 o[r * 4 + 0][f] = v0; o[r * 4 + 1][f] = v1; o[r * 4 + 2][f] = v2; o[r * 4 + 3][f] = v3;
             }
-        for (int k = 0; k < 16; k++)
-            if (y[k]) memcpy(y[k] + f0, o[k], sizeof(float) * (size_t)fb);
+        if (!pool) {
+            for (int k = 0; k < 16; k++)
+                if (y[k]) memcpy(y[k] + f0, o[k], sizeof(float) * (size_t)fb);
+            continue;
+        }
+        for (int k = 0; k < 4; k++) {
+            if (!y[k]) continue;
+            const float *a = o[(k / 2) * 8 + (k % 2) * 2], *b = a + WINO_CB, *c = a + 4 * WINO_CB, *d = c + WINO_CB;
+            float p[WINO_CB];
+            for (int64_t f = 0; f < fb; f++) {
+                const float u = a[f] > b[f] ? a[f] : b[f], v = c[f] > d[f] ? c[f] : d[f];
+                p[f] = u > v ? u : v;
+            }
+            memcpy(y[k] + f0, p, sizeof(float) * (size_t)fb);
+        }
     }
 }
 
 void si_wino4_in_portable(const float *const *d, int64_t C, float *V, int64_t ldv) { wino4_in_body(d, C, V, ldv); }
-void si_wino4_out_portable(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y) {
-    wino4_out_body(m, ldm, F, bias, act, y);
+void si_wino4_out_portable(const float *m, int64_t ldm, int64_t F, const float *bias, int act, float *const *y,
+                           int pool) {
+    wino4_out_body(m, ldm, F, bias, act, y, pool);
 }
 SI_TARGET_AVX2 void si_wino4_in_avx2(const float *const *d, int64_t C, float *V, int64_t ldv) {
     wino4_in_body(d, C, V, ldv);
 }
 SI_TARGET_AVX2 void si_wino4_out_avx2(const float *m, int64_t ldm, int64_t F, const float *bias, int act,
-                                      float *const *y) {
-    wino4_out_body(m, ldm, F, bias, act, y);
+                                      float *const *y, int pool) {
+    wino4_out_body(m, ldm, F, bias, act, y, pool);
 }
 SI_TARGET_AVX512 void si_wino4_in_avx512(const float *const *d, int64_t C, float *V, int64_t ldv) {
     wino4_in_body(d, C, V, ldv);
 }
 SI_TARGET_AVX512 void si_wino4_out_avx512(const float *m, int64_t ldm, int64_t F, const float *bias, int act,
-                                          float *const *y) {
-    wino4_out_body(m, ldm, F, bias, act, y);
+                                          float *const *y, int pool) {
+    wino4_out_body(m, ldm, F, bias, act, y, pool);
 }

@@ -49,58 +49,87 @@ static void uk_portable(const float *const *a, const float *b, int64_t kc, float
 }
 
 #if SI_X86
+/* The x86 microkernels are specialised per row count R (the driver's blocks are 1..MR rows),
+ * so a short block computes its rows only (VGG19's 7x7-tile layers have 49 rows: 7 blocks of
+ * 7, where blocks of 8 computed 56). */
+#define UK_AVX2_BODY(R)                                                                     \
+    do {                                                                                    \
+        __m256 t[R][2];                                                                     \
+        for (int r = 0; r < R; r++) t[r][0] = t[r][1] = _mm256_setzero_ps();                \
+        for (int64_t kk = 0; kk < kc; kk++) {                                               \
+            _mm_prefetch((const char *)(pf + kk * 16), _MM_HINT_T0);                        \
+            const __m256 b0 = _mm256_loadu_ps(b + kk * 16), b1 = _mm256_loadu_ps(b + kk * 16 + 8); \
+            for (int r = 0; r < R; r++) {                                                   \
+                const __m256 av = _mm256_broadcast_ss(a[r] + kk);                           \
+                t[r][0] = _mm256_fmadd_ps(av, b0, t[r][0]);                                 \
+                t[r][1] = _mm256_fmadd_ps(av, b1, t[r][1]);                                 \
+            }                                                                               \
+        }                                                                                   \
+        for (int r = 0; r < R; r++) {                                                       \
+            float *cr = c + r * ldc;                                                        \
+            __m256 v0 = t[r][0], v1 = t[r][1];                                              \
+            if (acc) {                                                                      \
+                v0 = _mm256_add_ps(v0, _mm256_maskload_ps(cr, m0));                         \
+                v1 = _mm256_add_ps(v1, _mm256_maskload_ps(cr + 8, m1));                     \
+            }                                                                               \
+            _mm256_maskstore_ps(cr, m0, v0);                                                \
+            _mm256_maskstore_ps(cr + 8, m1, v1);                                            \
+        }                                                                                   \
+    } while (0)
+
 SI_TARGET_AVX2 static void uk_avx2(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc, int rows,
                                    int cols, int acc, const float *pf) {
-    __m256 t[6][2];
-    for (int r = 0; r < 6; r++) t[r][0] = t[r][1] = _mm256_setzero_ps();
-    for (int64_t kk = 0; kk < kc; kk++) {
-        _mm_prefetch((const char *)(pf + kk * 16), _MM_HINT_T0);
-        const __m256 b0 = _mm256_loadu_ps(b + kk * 16), b1 = _mm256_loadu_ps(b + kk * 16 + 8);
-        for (int r = 0; r < 6; r++) {
-            const __m256 av = _mm256_broadcast_ss(a[r] + kk);
-            t[r][0] = _mm256_fmadd_ps(av, b0, t[r][0]);
-            t[r][1] = _mm256_fmadd_ps(av, b1, t[r][1]);
-        }
-    }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
     const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
-    for (int r = 0; r < rows; r++) {
-        float *cr = c + r * ldc;
-        __m256 v0 = t[r][0], v1 = t[r][1];
-        if (acc) {
-            v0 = _mm256_add_ps(v0, _mm256_maskload_ps(cr, m0));
-            v1 = _mm256_add_ps(v1, _mm256_maskload_ps(cr + 8, m1));
-        }
-        _mm256_maskstore_ps(cr, m0, v0);
-        _mm256_maskstore_ps(cr + 8, m1, v1);
+    switch (rows) {
+    case 1: UK_AVX2_BODY(1); break;
+    case 2: UK_AVX2_BODY(2); break;
+    case 3: UK_AVX2_BODY(3); break;
+    case 4: UK_AVX2_BODY(4); break;
+    case 5: UK_AVX2_BODY(5); break;
+    default: UK_AVX2_BODY(6); break;
     }
 }
 
+#define UK_AVX512_BODY(R)                                                                   \
+    do {                                                                                    \
+        __m512 t[R][2];                                                                     \
+        for (int r = 0; r < R; r++) t[r][0] = t[r][1] = _mm512_setzero_ps();                \
+        for (int64_t kk = 0; kk < kc; kk++) {                                               \
+            _mm_prefetch((const char *)(pf + kk * 16), _MM_HINT_T0);                        \
+            const __m512 b0 = _mm512_loadu_ps(b + kk * 32), b1 = _mm512_loadu_ps(b + kk * 32 + 16); \
+            for (int r = 0; r < R; r++) {                                                   \
+                const __m512 av = _mm512_set1_ps(a[r][kk]);                                 \
+                t[r][0] = _mm512_fmadd_ps(av, b0, t[r][0]);                                 \
+                t[r][1] = _mm512_fmadd_ps(av, b1, t[r][1]);                                 \
+            }                                                                               \
+        }                                                                                   \
+        for (int r = 0; r < R; r++) {                                                       \
+            float *cr = c + r * ldc;                                                        \
+            __m512 v0 = t[r][0], v1 = t[r][1];                                              \
+            if (acc) {                                                                      \
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));                      \
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));                 \
+            }                                                                               \
+            _mm512_mask_storeu_ps(cr, m0, v0);                                              \
+            _mm512_mask_storeu_ps(cr + 16, m1, v1);                                         \
+        }                                                                                   \
+    } while (0)
+
 SI_TARGET_AVX512 static void uk_avx512(const float *const *a, const float *b, int64_t kc, float *c, int64_t ldc,
                                        int rows, int cols, int acc, const float *pf) {
-    __m512 t[8][2];
-    for (int r = 0; r < 8; r++) t[r][0] = t[r][1] = _mm512_setzero_ps();
-    for (int64_t kk = 0; kk < kc; kk++) {
-        _mm_prefetch((const char *)(pf + kk * 16), _MM_HINT_T0);
-        const __m512 b0 = _mm512_loadu_ps(b + kk * 32), b1 = _mm512_loadu_ps(b + kk * 32 + 16);
-        for (int r = 0; r < 8; r++) {
-            const __m512 av = _mm512_set1_ps(a[r][kk]);
-            t[r][0] = _mm512_fmadd_ps(av, b0, t[r][0]);
-            t[r][1] = _mm512_fmadd_ps(av, b1, t[r][1]);
-        }
-    }
     const __mmask16 m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1u);
     const __mmask16 m1 = cols >= 32 ? (__mmask16)0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1u);
-    for (int r = 0; r < rows; r++) {
-        float *cr = c + r * ldc;
-        __m512 v0 = t[r][0], v1 = t[r][1];
-        if (acc) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
-        }
-        _mm512_mask_storeu_ps(cr, m0, v0);
-        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    switch (rows) {
+    case 1: UK_AVX512_BODY(1); break;
+    case 2: UK_AVX512_BODY(2); break;
+    case 3: UK_AVX512_BODY(3); break;
+    case 4: UK_AVX512_BODY(4); break;
+    case 5: UK_AVX512_BODY(5); break;
+    case 6: UK_AVX512_BODY(6); break;
+    case 7: UK_AVX512_BODY(7); break;
+    default: UK_AVX512_BODY(8); break;
     }
 }
 #endif
@@ -250,9 +279,13 @@ static void gemm_rows(const float *A, int64_t lda, int64_t m0, int64_t m1, const
                  * hardware prefetcher alone left the first pass over each block waiting on
                  * memory: a 49-row layer with 1 MB per B ran at 2/3 of the FMA rate). */
                 int64_t pf = p * k * nr + (kb + kc) * nr; /* offset in B->b */
-                for (int64_t r = mc; r < me; r += mr) {
-                    const int rows = (int)(me - r < mr ? me - r : mr);
-                    /* rows past the end read row r again (valid memory) and are not stored */
+                /* blocks of equal height (at most MR) rather than full blocks and a short one */
+                const int64_t nblk = (me - mc + mr - 1) / mr;
+                for (int64_t bi = 0; bi < nblk; bi++) {
+                    const int64_t r = mc + (me - mc) * bi / nblk;
+                    const int rows = (int)(mc + (me - mc) * (bi + 1) / nblk - r);
+                    /* the portable kernel computes MR rows: those past the block read row r
+                     * again (valid memory) and are not stored */
                     for (int i = 0; i < mr; i++) arow[i] = A + (r + (i < rows ? i : 0)) * lda + kb;
                     if (pf + kc * 16 > bsize) pf = bp - B->b; /* past the end: this block again */
                     B->uk(arow, bp, kc, C + r * ldc + p * nr, ldc, rows, cols, kb > 0, B->b + pf);
