@@ -478,6 +478,16 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
     if (r->nc == 0)
         return si_fail(SI_ERR_INTERNAL, "layer %s: no algorithm applies at %s", L->name, regime ? "batch > 1" : "batch 1");
     if (c->policy != SI_POLICY_AUTO) { r->source = "forced"; return SI_OK; }
+    /* A layer so large that the timed problem of batches is a strip of one sample: an entry
+     * that runs blocks of samples (block_of) would run blocks of one, which says nothing of
+     * its batches and cost up to 270 ms a run (VGG19's block 4, a third of the plan's
+     * time); such layers stay with the per-sample entries. Unless pinned by name. */
+    if (regime == 1 && r->prob.batch == 1 && r->nc > 1) {
+        int k = 0;
+        for (int i = 0; i < r->nc; i++)
+            if (!r->cand[i]->block_of || named(c->force, r->cand[i])) r->cand[k++] = r->cand[i];
+        if (k > 0) r->nc = k;
+    }
     if (r->nc == 1) { r->source = "only candidate"; return SI_OK; }
     char key[1024], sig[512], cpu[200];
     layer_signature(L, &r->prob, sig, sizeof sig);

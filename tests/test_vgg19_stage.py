@@ -13,6 +13,8 @@ import os
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.full_size  # 7-10 GB peak: `python -m pytest -m full_size`
+
 pytest.importorskip("tensorflow")
 pytest.importorskip("skimage")
 pytest.importorskip("cv2")

@@ -221,6 +221,7 @@ def converted(reference, tmp_path_factory):
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.full_size  # a full-size VGG19 in four formats: 4.4 GB, 2.5 minutes
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_import_matches_keras(reference, converted, fmt):
     src = reference["sources"][fmt]
@@ -264,6 +265,7 @@ def test_import_matches_keras(reference, converted, fmt):
             assert top5[0] == int(ref[i].argmax()), f"{image}: top class {top5[0]}, Keras {ref[i].argmax()}"
 
 
+@pytest.mark.full_size
 def test_keras_model_from_weights(reference, tmp_path):
     """The Keras model for the pruner: keras.applications' layer names, the same weights bit
     for bit, the same output. Written back with Keras 3's own legacy HDF5 writer (dataset
