@@ -175,3 +175,20 @@ def test_manifest_json_numbers(outdir, tmp_path):
             msg = r"model.json: (bad number|unexpected character|expected ',' or '\]') at byte"
             with pytest.raises(sparseinfer.SparseInferError, match=msg):
                 sparseinfer.load(path)
+
+
+@pytest.mark.parametrize("exec_, sparse", [("auto", "auto"), ("dense", "auto"), ("sparse", "own"), ("sparse", "mkl")])
+def test_pruned_empty_layers_load_and_run(outdir, exec_, sparse):
+    """Layers that pruning emptied (CSR with no non-zeros: no value or column data in the
+    file) load under every policy and give bias + activation (issue 13, item 1: the wide
+    100 x 10000 one crashed the loader). Tolerance: 1e-6 relative to the largest output."""
+    layers, shape, _ = make_cases.good_models()["good_pruned_empty"]
+    m = sparseinfer.load(os.path.join(outdir, "good_pruned_empty.npz"), exec=exec_, sparse=sparse, plan="nomeasure")
+    storage = {l["name"]: (l["storage"], l["nnz"]) for l in m.layers() if l["weight_shape"]}
+    assert storage["wide"] == ("csr", 0) and storage["c1"] == ("csr", 0), storage
+    x = np.random.default_rng(5).uniform(-1, 1, size=(3, *shape)).astype(np.float32)
+    want = make_cases.reference_forward(layers, x)
+    for batch in (1, 3):
+        got = m.predict(x[:batch])
+        err = np.abs(got - want[:batch]).max() / np.abs(want).max()
+        assert err <= 1e-6, f"exec={exec_} sparse={sparse} batch {batch}: relative error {err:.3g}"

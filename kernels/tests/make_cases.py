@@ -187,6 +187,17 @@ def good_models() -> dict[str, tuple[list[dict], list[int], str]]:
         {"name": "fl", "type": "flatten"},
         {"name": "out", "type": "dense", "activation": "softmax", "W": _he(rng, 3, 3 * 3 * 4), "b": _bias(rng, 3)},
     ], [6, 7, 3], "dense")
+    # Layers that pruning emptied, stored as CSR with no non-zeros (no value or column data):
+    # a convolution and a wide dense layer (100 x 10000, the size that crashed the loader
+    # when the planner read the missing values). Each must give bias + activation.
+    models["good_pruned_empty"] = ([
+        {"name": "c1", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+         "W": np.zeros((4, 3 * 3 * 2), np.float32), "b": _bias(rng, 4)},
+        {"name": "flat", "type": "flatten"},
+        {"name": "wide", "type": "dense", "activation": "relu", "W": np.zeros((100, 50 * 50 * 4), np.float32),
+         "b": _bias(rng, 100)},
+        {"name": "out", "type": "dense", "W": _he(rng, 5, 100, 0.5), "b": _bias(rng, 5)},
+    ], [50, 50, 2], "csr")
     return models
 
 
