@@ -192,3 +192,42 @@ def test_pruned_empty_layers_load_and_run(outdir, exec_, sparse):
         got = m.predict(x[:batch])
         err = np.abs(got - want[:batch]).max() / np.abs(want).max()
         assert err <= 1e-6, f"exec={exec_} sparse={sparse} batch {batch}: relative error {err:.3g}"
+
+
+def _comma_locale() -> str | None:
+    """A locale with a decimal comma this machine has, or None."""
+    import locale
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        for name in ("de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "nl_NL.UTF-8", "ru_RU.UTF-8"):
+            try:
+                locale.setlocale(locale.LC_ALL, name)
+            except locale.Error:
+                continue
+            if locale.localeconv()["decimal_point"] == ",":
+                return name
+        return None
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def test_load_under_decimal_comma_locale(outdir):
+    """A host that calls setlocale(LC_ALL, "de_DE.UTF-8") still reads manifests, whose
+    numbers ("mean": [0.5]) use JSON's decimal point (issue 13, item 3), and gets the same
+    outputs bit for bit. In a subprocess, so the locale does not leak into other tests."""
+    name = _comma_locale()
+    if name is None:
+        pytest.skip("no decimal-comma locale installed (Debian: apt-get install locales; "
+                    "uncomment de_DE.UTF-8 in /etc/locale.gen; locale-gen)")
+    path = os.path.join(outdir, "good_lenet.npz")
+    code = ("import locale, sys, numpy as np, sparseinfer\n"
+            f"locale.setlocale(locale.LC_ALL, {name!r})\n"
+            "assert locale.localeconv()['decimal_point'] == ','\n"
+            "m = sparseinfer.load(sys.argv[1], plan='nomeasure')\n"
+            "x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)\n"
+            "sys.stdout.write(m.predict(x).tobytes().hex())\n")
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"load under {name} failed:\n{r.stderr}"
+    x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)
+    want = sparseinfer.load(path, plan="nomeasure").predict(x)
+    assert bytes.fromhex(r.stdout) == want.tobytes(), f"outputs under {name} differ from the C locale's"

@@ -14,6 +14,7 @@
 #include "sparseinfer.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -379,6 +380,20 @@ static void test_arguments(void) {
     end();
 }
 
+/* ---- host locale --------------------------------------------------------------------- */
+
+/* A host that switched to a locale with a decimal comma must still read every manifest
+ * (issue 13: strtod followed LC_NUMERIC, so "0.5" was a bad number under de_DE). */
+static const char *const COMMA_LOCALES[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8",
+                                            "nl_NL.UTF-8", "ru_RU.UTF-8", "es_ES.UTF-8", "it_IT.UTF-8"};
+
+static int set_comma_locale(void) {
+    for (size_t i = 0; i < sizeof COMMA_LOCALES / sizeof COMMA_LOCALES[0]; i++)
+        if (setlocale(LC_ALL, COMMA_LOCALES[i]) && strcmp(localeconv()->decimal_point, ",") == 0) return 1;
+    setlocale(LC_ALL, "C");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: test_loader DIR (written by make_cases.py)\n"); return 2; }
     const char *dir = argv[1];
@@ -413,6 +428,20 @@ int main(int argc, char **argv) {
             check_fail("line %d: unknown case kind %s", lineno, kind);
             end();
         }
+    }
+    /* The good files again under a decimal-comma locale. */
+    if (set_comma_locale()) {
+        printf("locale: good files again under %s\n", setlocale(LC_ALL, NULL));
+        rewind(f);
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            char *kind = strtok(line, "\t"), *file = strtok(NULL, "\t");
+            if (kind && file && strcmp(kind, "good") == 0) test_good(dir, file);
+        }
+        setlocale(LC_ALL, "C");
+    } else {
+        printf("SKIP locale: no decimal-comma locale is installed (Debian: apt-get install locales, then "
+               "uncomment de_DE.UTF-8 in /etc/locale.gen and run locale-gen)\n");
     }
     fclose(f);
     printf("%d passed, %d failed\n", passed, failed);
