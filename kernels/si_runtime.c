@@ -37,10 +37,16 @@ void si_model_plan_stats(const si_model *m, double *seconds, int *measured, int 
     if (cached) *cached = m ? m->plan_cached : 0;
 }
 
+/* a * b, or INT64_MAX when that overflows: sizes a query reports, never allocates. */
+static int64_t mul_sat(int64_t a, int64_t b) {
+    int64_t r;
+    return si_mul_ok(a, b, &r) ? r : INT64_MAX;
+}
+
 /* Bytes of the shared forms a layer holds, plus every chosen entry's own. */
 static int64_t layer_memory(const si_layer *L) {
     int64_t mem = L->bias ? 4 * L->rows : 0;
-    if (L->w) mem += 4 * L->rows * L->cols;
+    if (L->w) mem += 4 * L->rows * L->cols; /* allocated, so no overflow */
     if (L->csr_ptr) mem += 8 * L->nnz + 8 * (L->rows + 1);
     for (int i = 0; si_algos[i]; i++)
         if (L->state[i] && si_algos[i]->bytes) mem += si_algos[i]->bytes(L, L->state[i]);
@@ -70,11 +76,13 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
     info->why = L->why;
     if (L->storage != SI_STORAGE_NONE) {
         int64_t bias = L->bias ? L->rows : 0;
+        /* rows and cols are below 2^31 each, so rows * cols fits, 4 * rows * cols may not
+         * (an empty CSR layer declares any shape) */
         info->params = L->rows * L->cols + bias;
         info->nnz = L->nnz;
         /* As the writer stores them: CSR with uint16 columns when they fit, int32 row pointers. */
         int64_t csr = 4 * L->nnz + (L->cols <= 65536 ? 2 : 4) * L->nnz + 4 * (L->rows + 1);
-        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? 4 * L->rows * L->cols : csr) + 4 * bias;
+        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? mul_sat(4, L->rows * L->cols) : csr) + 4 * bias;
         info->memory_bytes = layer_memory(L);
     }
     return SI_OK;

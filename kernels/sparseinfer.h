@@ -106,6 +106,10 @@ typedef struct si_load_options {
     /* The cache file; NULL: $SPARSEINFER_CACHE if set, else $XDG_CACHE_HOME/sparseinfer/plan.tsv
      * or ~/.cache/sparseinfer/plan.tsv; "" (or SPARSEINFER_CACHE=""): no cache. */
     const char *cache_path;
+    /* The most memory the load may hold at once (weights, the forms and packed copies the
+     * planner derives, its timing buffers), in bytes; 0: 256 MB + 64 x the file's size.
+     * A load that would pass it fails with SI_ERR_NOMEM naming the layer and the bytes. */
+    int64_t max_memory_bytes;
 } si_load_options;
 
 /* Load a model from a file or from a caller's buffer (the bytes of a model file). The

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from sparseinfer._csparseinfer cimport *
 
@@ -125,6 +126,7 @@ cdef class Model:
         plan_batch = int(plan_batch or 0)
         if not 0 <= plan_batch <= 4096:
             raise ValueError(f"plan_batch must be in [0, 4096], got {plan_batch}")
+        memset(&opt, 0, sizeof(opt))  # fields this binding does not set take their defaults
         opt.policy = POLICIES[exec]
         opt.sparse_impl = SPARSE_IMPLS[sparse]
         opt.plan = PLAN_MODES[plan]

@@ -30,6 +30,7 @@ cdef extern from "sparseinfer.h" nogil:
         si_plan_mode plan
         int plan_batch
         const char *cache_path
+        int64_t max_memory_bytes
     ctypedef enum si_exec:
         pass
     ctypedef struct si_layer_info:

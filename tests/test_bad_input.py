@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -231,3 +232,37 @@ def test_load_under_decimal_comma_locale(outdir):
     x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)
     want = sparseinfer.load(path, plan="nomeasure").predict(x)
     assert bytes.fromhex(r.stdout) == want.tobytes(), f"outputs under {name} differ from the C locale's"
+
+
+_RSS_PROBE = """
+import resource, sys
+lim = 3 << 30  # address-space guard: a regression fails here instead of filling a shared machine
+resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+import sparseinfer
+try:
+    sparseinfer.load(sys.argv[1], exec=sys.argv[2], cache="")
+    print("loaded")
+except sparseinfer.SparseInferError as e:
+    print(e.status, "|", e)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.parametrize("rows, cols, exec_, needed", [
+    # the issue's file (4 MB; 2^20 - 1024 rows keep it within 4 MiB): fc_csrmv's column-blocked
+    # row pointers, 8 bytes per row per 4096 columns (32 GB)
+    (2 ** 20 - 1024, 2 ** 24, "sparse", 8 * (2 ** 20 - 1024) * 2 ** 24 // 4096),
+    (2 ** 14, 2 ** 16, "auto", 4 * 2 ** 14 * 2 ** 16),  # 67 KB: its dense form, for timing (4 GB before)
+])
+def test_small_file_cannot_drive_memory(tmp_path, rows, cols, exec_, needed):
+    """A file of at most 4 MB whose empty CSR layer declares a huge shape is refused with the
+    layer and the bytes named, and the process stays far below 1 GB (issue 13, item 4)."""
+    path = make_cases.wide_empty_csr(str(tmp_path / "wide.npz"), rows=rows, cols=cols)
+    assert os.path.getsize(path) <= 4 << 20
+    r = subprocess.run([sys.executable, "-c", _RSS_PROBE, path, exec_], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    msg, peak = r.stdout.strip().rsplit("\n", 1)
+    assert msg.startswith("out of memory |") and "layer wide" in msg, msg
+    m = re.search(r"(\d+) more bytes would pass the load's memory limit of (\d+)", msg)
+    assert m and int(m.group(1)) >= needed and int(m.group(2)) < 1 << 30, msg
+    assert int(peak) < 1 << 30, f"peak RSS {int(peak) >> 20} MB for a {os.path.getsize(path)}-byte file"

@@ -24,6 +24,8 @@ static int strtod_c(const char *s, char **end, double *out) {
     return 1;
 }
 
+#define MAX_ITEMS 65536 /* per array: the manifest's longest is its class names */
+
 typedef struct {
     const char *s, *p, *end;
     int depth;
@@ -161,6 +163,7 @@ static si_status_t parse_container(jp *j, si_json *v, int obj) {
             for (int i = 0; i < v->n; i++)
                 if (strcmp(v->keys[i], key) == 0) { free(key); return jerr(j, "duplicate key"); }
         }
+        if (!obj && v->n >= MAX_ITEMS) return jerr(j, "array with more than 65536 items");
         if ((st = push(v, &cap, key)) != SI_OK) { free(key); return st; }
         if ((st = parse_value(j, &v->items[v->n - 1])) != SI_OK) return st;
         ws(j);

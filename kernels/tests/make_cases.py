@@ -359,6 +359,25 @@ def _huge_filters(outdir: str, path: str) -> str:
     return path
 
 
+def wide_empty_csr(path: str, rows: int = 2 ** 20, cols: int = 2 ** 24, bias: bool = False) -> str:
+    """A model of one dense layer `rows` x `cols` in CSR with no non-zeros: the file is
+    little more than its int32 row pointers (4 MB for 2^20 rows), yet its dense form would
+    be 4 * rows * cols bytes, and per-column-block copies rows * cols / 512 (issue 13,
+    item 4). Written by hand: write_model takes dense weights."""
+    manifest = {"format": "sparseinfer-model", "version": [1, 0], "name": "wide_empty",
+                "input": {"shape": [1, 1, cols]},
+                "layers": [{"name": "wide", "type": "dense", "units": rows, "activation": "relu",
+                            "weight": {"format": "csr", "prefix": "wide.W"}, "bias": "wide.b" if bias else None}]}
+    members = {"model.json.npy": manifest_bytes(json.dumps(manifest)),
+               "wide.W.data.npy": npy(np.zeros(0, np.float32)),
+               "wide.W.indices.npy": npy(np.zeros(0, np.int32)),
+               "wide.W.indptr.npy": npy(np.zeros(rows + 1, np.int32)),
+               "wide.W.shape.npy": npy(np.array([rows, cols], np.int64))}
+    if bias:
+        members["wide.b.npy"] = npy(np.zeros(rows, np.float32))
+    return write_members(path, members)
+
+
 def _csr_edit(fn: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[str, str], str]:
     """Edits fc1's CSR indices and indptr in place: fn(indices, indptr)."""
     def edit(m: dict[str, bytes]) -> None:
@@ -516,6 +535,16 @@ BAD_CASES: list[Case] = [
          _edit_manifest(lambda m: m["layers"][0].update(kernel=[65536, 65536], padding="same"))),
     Case("bad_huge_pool", "SI_ERR_MODEL", "pool window 60000x60000 is larger than its input",
          _edit_manifest(lambda m: m["layers"][1].update(pool=[60000, 60000], padding="same"))),
+    # memory: derived forms far larger than the file, a manifest too large to parse cheaply
+    Case("bad_empty_csr_4mb", "SI_ERR_MODEL", "layer wide: 1048576 x 16777216 weights are too many to expand to dense",
+         lambda outdir, path: wide_empty_csr(path)),
+    Case("bad_empty_csr_dense_4gb", "SI_ERR_NOMEM",
+         "layer wide: out of memory expanding CSR to dense (4096 MB): 4294967296 more bytes would pass the load's "
+         "memory limit", lambda outdir, path: wide_empty_csr(path, rows=2 ** 14, cols=2 ** 16)),
+    Case("bad_manifest_too_big", "SI_ERR_FORMAT", "model.json: 1048577 bytes, more than the limit of 1048576",
+         _manifest_text(lambda t: t[:-1] + b" " * (2 ** 20 + 1 - len(t)) + b"}")),
+    Case("bad_json_long_array", "SI_ERR_FORMAT", "array with more than 65536 items",
+         _manifest_text(lambda t: t[:-1] + b', "pad": [' + b"0," * 65536 + b"0]}")),
     # shapes that do not chain
     Case("bad_dense_cols", "SI_ERR_MODEL", "layer fc1: CSR shape is 24 x 33, expected 24 x 32",
          _with_layers(lambda ls: ls[5].__setitem__("W", np.ones((24, 33), np.float32) * (np.arange(33) % 5 == 0)))),

@@ -222,6 +222,19 @@ static void test_good(const char *dir, const char *file) {
         si_context *ctx = (si_context *)0x1;
         if (si_context_create(m, 0, &ctx) != SI_ERR_ARGUMENT || ctx != (si_context *)0x1)
             check_fail("context max_batch 0 accepted or *out written");
+        /* An explicit memory limit below what the weights take: refused, naming the limit. */
+        si_load_options opt;
+        memset(&opt, 0, sizeof opt);
+        opt.max_memory_bytes = 100; /* two of the smallest allocations (64 bytes each) */
+        mb = (si_model *)0x1;
+        if ((st = si_model_load_file_ex(path, &opt, &mb)) != SI_ERR_NOMEM || mb != (si_model *)0x1 ||
+            !strstr(si_last_error(), "memory limit of 100 "))
+            check_fail("max_memory_bytes 100: %s (%s), expected SI_ERR_NOMEM naming the limit", status_name(st),
+                       si_last_error());
+        if (st == SI_OK) si_model_free(mb);
+        opt.max_memory_bytes = -1;
+        if ((st = si_model_load_file_ex(path, &opt, &mb)) != SI_ERR_ARGUMENT)
+            check_fail("max_memory_bytes -1: %s, expected SI_ERR_ARGUMENT", status_name(st));
     }
     free(x);
     free(y);
