@@ -318,6 +318,20 @@ def _member_data_span(data: bytes, member: str) -> tuple[int, int]:
     return off + 30 + nlen + xlen, info.file_size
 
 
+def _local_header(data: bytes, member: str) -> int:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return z.getinfo(member).header_offset
+
+
+def _patch_local(member: str, offset: int, new: bytes) -> Callable[[bytes], bytes]:
+    """Overwrites bytes of a member's local header (the central directory keeps the truth)."""
+    def fn(data: bytes) -> bytes:
+        at = _local_header(data, member) + offset
+        assert data[at:at + len(new)] != new, "the patch changes nothing"
+        return data[:at] + new + data[at + len(new):]
+    return fn
+
+
 def _cut_in_directory(data: bytes) -> bytes:
     cd = data.rfind(b"PK\x01\x02")  # the last central directory entry
     return data[:cd + 20]
@@ -483,6 +497,17 @@ BAD_CASES: list[Case] = [
     Case("bad_deflated", "SI_ERR_UNSUPPORTED", "not savez_compressed", _compressed),
     Case("bad_savez_compressed", "SI_ERR_UNSUPPORTED", "write model files with numpy.savez", _npz_compressed),
     Case("bad_directory", "SI_ERR_IO", "not a regular file", _directory),
+    # local headers that disagree with the central directory (zipfile trusts the directory)
+    Case("bad_local_name", "SI_ERR_FORMAT", "member conv1.b.npy: the local header names it 'conv1.c.npy'",
+         _bytes_of_base(_patch_local("conv1.b.npy", 30 + 6, b"c"))),
+    Case("bad_local_method", "SI_ERR_FORMAT", "member conv1.b.npy: method 8 in the local header, 0 in the central",
+         _bytes_of_base(_patch_local("conv1.b.npy", 8, b"\x08\x00"))),
+    Case("bad_local_crc", "SI_ERR_FORMAT", "member fc2.b.npy: local header (CRC",
+         _bytes_of_base(_patch_local("fc2.b.npy", 14, b"\x00\x00\x00\x01"))),
+    Case("bad_local_size", "SI_ERR_FORMAT", "disagrees with the central directory",
+         _bytes_of_base(_patch_local("fc2.b.npy", 18, b"\x10\x00\x00\x00"))),
+    Case("bad_local_zip64_size", "SI_ERR_FORMAT", "member fc2.b.npy: local header (CRC",  # the extra's compressed size
+         _bytes_of_base(_patch_local("fc2.b.npy", 30 + len("fc2.b.npy") + 4 + 8, b"\x10"))),
     Case("bad_nonexistent", "SI_ERR_IO", "No such file or directory", _nonexistent),
     # members and arrays
     Case("bad_missing_bias", "SI_ERR_FORMAT", "layer conv1: array 'conv1.b' is missing", _remove("conv1.b")),
