@@ -410,8 +410,35 @@ done:
     return st;
 }
 
-si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *opt, si_model **out) {
+/* The caller's options as this library's struct: its first struct_size bytes, the rest
+ * zero (defaults). A newer caller's larger struct is taken if the fields this library
+ * does not know are zero (Linux's extensible structs, copy_struct_from_user). */
+static si_status_t copy_options(const si_load_options *in, si_load_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    if (in->struct_size < sizeof in->struct_size)
+        return si_fail(SI_ERR_ARGUMENT, "load options: struct_size %zu (set it to sizeof(si_load_options))",
+                       in->struct_size);
+    if (in->struct_size > ((size_t)1 << 16))
+        return si_fail(SI_ERR_ARGUMENT, "load options: struct_size %zu is not a size of si_load_options", in->struct_size);
+    const unsigned char *p = (const unsigned char *)in;
+    for (size_t i = sizeof *opt; i < in->struct_size; i++)
+        if (p[i])
+            return si_fail(SI_ERR_UNSUPPORTED, "load options: a field at byte %zu is set, which this library (%s) "
+                           "does not know", i, si_version());
+    memcpy(opt, in, in->struct_size < sizeof *opt ? in->struct_size : sizeof *opt);
+    opt->struct_size = sizeof *opt;
+    return SI_OK;
+}
+
+si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options, si_model **out) {
     if (!data || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_buffer: NULL argument");
+    si_load_options copy;
+    const si_load_options *opt = NULL;
+    if (options) {
+        si_status_t st = copy_options(options, &copy);
+        if (st) return st;
+        opt = &copy;
+    }
     if (opt && opt->max_memory_bytes < 0)
         return si_fail(SI_ERR_ARGUMENT, "load options: max_memory_bytes %lld < 0", (long long)opt->max_memory_bytes);
     si_init();

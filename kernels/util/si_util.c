@@ -163,8 +163,9 @@ int si_set_num_threads(int n) {
     int prev = thread_setting;
     if ((n > 0 ? n : 0) == prev) return prev; /* unchanged: every predict call sets and restores it */
     thread_setting = n > 0 ? n : 0;
-    mkl_set_num_threads_local(thread_setting); /* 0 restores the global setting */
-    omp_set_num_threads(thread_setting ? thread_setting : max_threads);
+    /* 0 restores the global setting. The OpenMP one is left alone (it is the host's): every
+     * parallel region of the library passes num_threads(si_num_threads()). */
+    mkl_set_num_threads_local(thread_setting);
     return prev;
 }
 
@@ -178,4 +179,6 @@ double si_util_read_bandwidth(size_t bytes, int repeats) {
     return si_read_bandwidth_gbs(bytes, repeats);
 }
 
-const char *si_version(void) { return "0.2"; }
+#define SI_STR_(x) #x
+#define SI_STR(x) SI_STR_(x)
+const char *si_version(void) { return SI_STR(SI_VERSION_MAJOR) "." SI_STR(SI_VERSION_MINOR); }
