@@ -45,8 +45,20 @@ int si_max_threads(void);
 int64_t si_l2_bytes(void);   /* one core's L2 cache (sysfs), else 1 MB */
 double si_now(void);          /* monotonic seconds */
 
-void *si_alloc(size_t bytes);   /* 64-byte aligned; NULL on failure or 0 bytes */
+void *si_alloc(size_t bytes);   /* 64-byte aligned; NULL on failure, 0 bytes or over the load's limit */
 void si_free(void *p);
+
+/* The memory limit of one load (issue 13: a 4 MB file must not make the planner's derived
+ * copies ask for tens of GB). Between si_limit_begin and si_limit_end the calling thread's
+ * si_alloc refuses (returns NULL) any request that would take the bytes it holds past
+ * limit, and remembers the request; its si_free gives bytes back. Per thread: each load
+ * runs on one thread, and allocations made by OpenMP workers inside it are not counted. */
+void si_limit_begin(int64_t limit);
+void si_limit_end(void);
+/* Since si_limit_begin on this thread: the bytes of the last refused request (0: none),
+ * and the bytes held now. */
+int64_t si_limit_refused(void);
+int64_t si_limit_held(void);
 
 /* ---- CPU and ISA (util/si_isa.c) ------------------------------------------------------ */
 

@@ -16,42 +16,66 @@ void si_set_reference_kernels(int on) { si_use_reference = on != 0; }
 
 /* ---- model queries ------------------------------------------------------------------ */
 
-void si_model_input_shape(const si_model *m, int64_t hwc[3]) {
+si_status_t si_model_input_shape(const si_model *m, int64_t hwc[3]) {
+    if (!m || !hwc) return si_fail(SI_ERR_ARGUMENT, "si_model_input_shape: NULL %s", m ? "hwc" : "model");
     hwc[0] = m->in_h; hwc[1] = m->in_w; hwc[2] = m->in_c;
+    return SI_OK;
 }
 
-int64_t si_model_input_size(const si_model *m) { return m->in_h * m->in_w * m->in_c; }
+int64_t si_model_input_size(const si_model *m) {
+    if (!m) return si_fail(SI_ERR_ARGUMENT, "si_model_input_size: NULL model"), -1;
+    return m->in_h * m->in_w * m->in_c;
+}
 
 int64_t si_model_output_size(const si_model *m) {
+    if (!m) return si_fail(SI_ERR_ARGUMENT, "si_model_output_size: NULL model"), -1;
     const si_layer *L = &m->layers[m->n_layers - 1];
     return L->out_h * L->out_w * L->out_c;
 }
 
-const char *si_model_manifest(const si_model *m) { return m->manifest; }
+const char *si_model_manifest(const si_model *m) {
+    if (!m) return si_fail(SI_ERR_ARGUMENT, "si_model_manifest: NULL model"), NULL;
+    return m->manifest;
+}
 
-int si_model_num_layers(const si_model *m) { return m->n_layers; }
+int si_model_num_layers(const si_model *m) {
+    if (!m) return si_fail(SI_ERR_ARGUMENT, "si_model_num_layers: NULL model"), -1;
+    return m->n_layers;
+}
 
-void si_model_plan_stats(const si_model *m, double *seconds, int *measured, int *cached) {
-    if (seconds) *seconds = m ? m->plan_seconds : 0;
-    if (measured) *measured = m ? m->plan_measured : 0;
-    if (cached) *cached = m ? m->plan_cached : 0;
+si_status_t si_model_plan_stats(const si_model *m, double *seconds, int *measured, int *cached) {
+    if (!m) return si_fail(SI_ERR_ARGUMENT, "si_model_plan_stats: NULL model");
+    if (seconds) *seconds = m->plan_seconds;
+    if (measured) *measured = m->plan_measured;
+    if (cached) *cached = m->plan_cached;
+    return SI_OK;
+}
+
+/* a * b, or INT64_MAX when that overflows: sizes a query reports, never allocates. */
+static int64_t mul_sat(int64_t a, int64_t b) {
+    int64_t r;
+    return si_mul_ok(a, b, &r) ? r : INT64_MAX;
 }
 
 /* Bytes of the shared forms a layer holds, plus every chosen entry's own. */
 static int64_t layer_memory(const si_layer *L) {
     int64_t mem = L->bias ? 4 * L->rows : 0;
-    if (L->w) mem += 4 * L->rows * L->cols;
+    if (L->w) mem += 4 * L->rows * L->cols; /* allocated, so no overflow */
     if (L->csr_ptr) mem += 8 * L->nnz + 8 * (L->rows + 1);
     for (int i = 0; si_algos[i]; i++)
         if (L->state[i] && si_algos[i]->bytes) mem += si_algos[i]->bytes(L, L->state[i]);
     return mem;
 }
 
-si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
-    if (!m || !info) return si_fail(SI_ERR_ARGUMENT, "si_model_layer_info: NULL argument");
+si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *out) {
+    if (!m || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_layer_info: NULL %s", m ? "info" : "model");
+    if (out->struct_size < sizeof out->struct_size)
+        return si_fail(SI_ERR_ARGUMENT, "si_model_layer_info: info->struct_size %zu (set it to sizeof(si_layer_info))",
+                       out->struct_size);
     if (i < 0 || i >= m->n_layers)
         return si_fail(SI_ERR_ARGUMENT, "layer index %d out of range [0, %d)", i, m->n_layers);
     const si_layer *L = &m->layers[i];
+    si_layer_info full, *info = &full; /* filled whole, handed over as far as the caller's struct goes */
     memset(info, 0, sizeof *info);
     info->name = L->name;
     info->type = L->type;
@@ -70,13 +94,18 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *info) {
     info->why = L->why;
     if (L->storage != SI_STORAGE_NONE) {
         int64_t bias = L->bias ? L->rows : 0;
+        /* rows and cols are below 2^31 each, so rows * cols fits, 4 * rows * cols may not
+         * (an empty CSR layer declares any shape) */
         info->params = L->rows * L->cols + bias;
         info->nnz = L->nnz;
         /* As the writer stores them: CSR with uint16 columns when they fit, int32 row pointers. */
         int64_t csr = 4 * L->nnz + (L->cols <= 65536 ? 2 : 4) * L->nnz + 4 * (L->rows + 1);
-        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? 4 * L->rows * L->cols : csr) + 4 * bias;
+        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? mul_sat(4, L->rows * L->cols) : csr) + 4 * bias;
         info->memory_bytes = layer_memory(L);
     }
+    const size_t n = out->struct_size < sizeof full ? out->struct_size : sizeof full;
+    full.struct_size = n;
+    memcpy(out, &full, n);
     return SI_OK;
 }
 

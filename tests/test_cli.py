@@ -207,3 +207,40 @@ def test_eval_folder_forwards_to_prune_evaluate(tmp_path, capsys):
     assert r["runtime"]["top1_correct"] == int((p.argmax(1) == y).sum())
     assert r["runtime"]["top5_correct"] == int((top5 == y[:, None]).any(1).sum())
     assert main(["eval", str(path), "--folder"]) == 2
+
+
+@pytest.mark.parametrize("argv, forwarded", [
+    # issue 13 item 8: options before the model took their values for the model ("2")
+    (["eval", "--threads", "2", "model.npz", "--folder", "d"], ["model.npz", "d", "--threads", "2"]),
+    (["eval", "--folder", "d", "--threads", "2", "model.npz"], ["model.npz", "d", "--threads", "2"]),
+    (["eval", "--batch", "4", "model.npz", "--folder=d", "--json", "--quiet"],
+     ["model.npz", "d", "--batch", "4", "--json", "--quiet"]),
+    (["eval", "model.npz", "--split", "test", "--sizes", "3", "1", "rest", "--seed", "5", "--folder", "d"],
+     ["model.npz", "d", "--split", "test", "--seed", "5", "--sizes", "3", "1", "rest"]),
+])
+def test_eval_folder_arguments_parsed(monkeypatch, argv, forwarded):
+    """``sparseinfer eval ... --folder DIR`` is parsed by the argument parser, whatever the
+    order, and forwarded to prune.evaluate as MODEL DIR [options] (a stand-in records it)."""
+    import types
+    from sparseinfer.cli import main
+    calls = []
+    fake = types.ModuleType("prune.evaluate")
+    fake.main = lambda args, prog: calls.append(list(args)) or 0
+    monkeypatch.setitem(sys.modules, "prune.evaluate", fake)
+    assert main(argv) == 0
+    assert calls == [forwarded], f"{argv} forwarded {calls}"
+
+
+@pytest.mark.parametrize("argv", [["eval", "model.npz", "--folder"], ["eval", "model.npz", "--mnist", "--folder", "d"],
+                                  ["eval", "--threads", "2", "--folder", "d"], ["eval", "model.npz"],
+                                  ["eval", "model.npz", "--folder", "d", "--exec", "dense"],
+                                  ["eval", "model.npz", "--mnist", "--split", "test"]])
+def test_eval_bad_arguments(monkeypatch, capsys, argv):
+    """Wrong eval arguments exit 2 with a usage error, before anything is loaded."""
+    import types
+    from sparseinfer.cli import main
+    fake = types.ModuleType("prune.evaluate")
+    fake.main = lambda args, prog: pytest.fail(f"forwarded {args}")
+    monkeypatch.setitem(sys.modules, "prune.evaluate", fake)
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The C loader test (kernels/tests/test_loader.c) on every good, bad and fuzzed model file,
+"""The C loader test (kernels/tests/test_loader.c) on every good, bad and fuzzed model file, and the
+threads test (test_threads.c: CPU affinity lifted after context creation, one model shared by 4 threads),
 built with AddressSanitizer, LeakSanitizer and UBSan by kernels/tests/run_sanitized.sh."""
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def test_loader_under_sanitizers():
     r = subprocess.run(["bash", SCRIPT], capture_output=True, text=True, env=env, timeout=900)
     out = f"--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
     assert r.returncode == 0, f"run_sanitized.sh exited {r.returncode}\n{out}"
-    m = re.search(r"^(\d+) passed, (\d+) failed$", r.stdout, re.M)
-    assert m, f"no closing 'N passed, M failed' line\n{out}"
-    assert int(m.group(2)) == 0 and int(m.group(1)) >= 40, out
+    # the loader test's summary, then the threads/affinity test's
+    sums = re.findall(r"^(\d+) passed, (\d+) failed$", r.stdout, re.M)
+    assert len(sums) == 2, f"expected two 'N passed, M failed' lines (loader, threads)\n{out}"
+    assert all(int(f) == 0 for _, f in sums) and int(sums[0][0]) >= 40 and int(sums[1][0]) >= 16, out
     assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, out

@@ -1,9 +1,30 @@
 /* A small strict JSON parser for the manifest. Input is untrusted: bounded depth, every
  * read checked against the end, numbers parsed from a bounded copy. */
+#define _POSIX_C_SOURCE 200809L
 #include "si_internal.h"
 
+#include <locale.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* JSON's decimal point is '.', whatever LC_NUMERIC the host chose (under de_DE strtod stops
+ * at "0.5"'s '.'): numbers are read by strtod under the "C" locale, switched for the calling
+ * thread alone (uselocale), so other threads and the host's own setting are untouched. */
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static void make_c_locale(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+static int strtod_c(const char *s, char **end, double *out) {
+    pthread_once(&c_locale_once, make_c_locale);
+    if (!c_locale) return 0;
+    locale_t prev = uselocale(c_locale);
+    *out = strtod(s, end);
+    uselocale(prev);
+    return 1;
+}
+
+#define MAX_ITEMS 65536 /* per array: the manifest's longest is its class names */
 
 typedef struct {
     const char *s, *p, *end;
@@ -142,6 +163,7 @@ static si_status_t parse_container(jp *j, si_json *v, int obj) {
             for (int i = 0; i < v->n; i++)
                 if (strcmp(v->keys[i], key) == 0) { free(key); return jerr(j, "duplicate key"); }
         }
+        if (!obj && v->n >= MAX_ITEMS) return jerr(j, "array with more than 65536 items");
         if ((st = push(v, &cap, key)) != SI_OK) { free(key); return st; }
         if ((st = parse_value(j, &v->items[v->n - 1])) != SI_OK) return st;
         ws(j);
@@ -187,7 +209,8 @@ static si_status_t parse_value(jp *j, si_json *v) {
         memcpy(tmp, j->p, n);
         tmp[n] = 0;
         char *endp;
-        double d = strtod(tmp, &endp);
+        double d;
+        if (!strtod_c(tmp, &endp, &d)) return si_fail(SI_ERR_NOMEM, "out of memory for the \"C\" locale parsing model.json");
         if (endp != tmp + n) return jerr(j, "bad number");
         v->type = SI_JNUM;
         v->num = d;

@@ -23,6 +23,12 @@
 #define MAX_ACT (INT64_C(1) << 31)      /* elements of one sample's activation */
 #define MAX_PATCH (INT64_C(1) << 24)    /* conv taps per output (kh * kw * in_c) */
 #define MAX_MACS (INT64_C(1) << 40)     /* multiply-adds of one conv layer per sample */
+#define MAX_MANIFEST (1 << 20)          /* bytes of model.json (VGG19's: 6 KB) */
+/* A load's default memory limit: a model's derived forms may be much larger than its file
+ * (a CSR layer at 1% expands 60-fold to dense, Winograd's filters are 4x the dense ones), but
+ * not without bound: a 4 MB file whose one empty CSR layer is 2^20 x 2^24 asked for 32 GB. */
+#define DEFAULT_MEMORY_BASE (INT64_C(256) << 20)
+#define DEFAULT_MEMORY_PER_FILE_BYTE 64
 
 typedef struct {
     const si_npz *npz;
@@ -331,6 +337,9 @@ static si_status_t build(const si_npz *npz, si_model *m) {
     si_status_t st;
     if (!ma) return si_fail(SI_ERR_FORMAT, "not a sparseinfer model: array 'model.json' is missing");
     if (ma->dtype != SI_U8 || ma->ndim != 1) return si_fail(SI_ERR_FORMAT, "model.json must be a 1-D uint8 array");
+    if (ma->count > MAX_MANIFEST)
+        return si_fail(SI_ERR_FORMAT, "model.json: %lld bytes, more than the limit of %d", (long long)ma->count,
+                       MAX_MANIFEST);
     m->manifest = malloc((size_t)ma->count + 1);
     if (!m->manifest) return si_fail(SI_ERR_NOMEM, "out of memory for model.json");
     memcpy(m->manifest, ma->data, (size_t)ma->count);
@@ -401,18 +410,64 @@ done:
     return st;
 }
 
-si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *opt, si_model **out) {
+/* The caller's options as this library's struct: its first struct_size bytes, the rest
+ * zero (defaults). A newer caller's larger struct is taken if the fields this library
+ * does not know are zero (Linux's extensible structs, copy_struct_from_user). */
+static si_status_t copy_options(const si_load_options *in, si_load_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    if (in->struct_size < sizeof in->struct_size)
+        return si_fail(SI_ERR_ARGUMENT, "load options: struct_size %zu (set it to sizeof(si_load_options))",
+                       in->struct_size);
+    if (in->struct_size > ((size_t)1 << 16))
+        return si_fail(SI_ERR_ARGUMENT, "load options: struct_size %zu is not a size of si_load_options", in->struct_size);
+    const unsigned char *p = (const unsigned char *)in;
+    for (size_t i = sizeof *opt; i < in->struct_size; i++)
+        if (p[i])
+            return si_fail(SI_ERR_UNSUPPORTED, "load options: a field at byte %zu is set, which this library (%s) "
+                           "does not know", i, si_version());
+    memcpy(opt, in, in->struct_size < sizeof *opt ? in->struct_size : sizeof *opt);
+    opt->struct_size = sizeof *opt;
+    return SI_OK;
+}
+
+si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load_options *options, si_model **out) {
     if (!data || !out) return si_fail(SI_ERR_ARGUMENT, "si_model_load_buffer: NULL argument");
+    si_load_options copy;
+    const si_load_options *opt = NULL;
+    if (options) {
+        si_status_t st = copy_options(options, &copy);
+        if (st) return st;
+        opt = &copy;
+    }
+    if (opt && opt->max_memory_bytes < 0)
+        return si_fail(SI_ERR_ARGUMENT, "load options: max_memory_bytes %lld < 0", (long long)opt->max_memory_bytes);
     si_init();
     si_npz npz;
     si_status_t st = si_npz_open(data, size, &npz);
     if (st) return st;
+    int64_t limit = opt && opt->max_memory_bytes ? opt->max_memory_bytes : DEFAULT_MEMORY_BASE;
+    if (!(opt && opt->max_memory_bytes) &&
+        (size > (size_t)(INT64_MAX / 2 / DEFAULT_MEMORY_PER_FILE_BYTE) ||
+         !si_add_ok(limit, (int64_t)size * DEFAULT_MEMORY_PER_FILE_BYTE, &limit)))
+        limit = INT64_MAX / 2;
     si_model *m = calloc(1, sizeof *m);
     if (!m) { si_npz_close(&npz); return si_fail(SI_ERR_NOMEM, "out of memory for the model"); }
+    si_limit_begin(limit);
     st = build(&npz, m);
     si_npz_close(&npz);
     if (!st) st = si_plan_model(m, opt);
-    if (st) { si_model_free(m); return st; }
+    int64_t refused = si_limit_refused(), held = si_limit_held();
+    if (st) si_model_free(m); /* still under the limit: its frees are counted */
+    si_limit_end();
+    if (st && refused) {
+        /* The detail names the layer (and what it was allocating); add the bytes. */
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", si_last_error());
+        return si_fail(SI_ERR_NOMEM, "%s: %lld more bytes would pass the load's memory limit of %lld (%lld held; "
+                       "max_memory_bytes in si_load_options, default 256 MB + 64 x the file's %zu bytes)", detail,
+                       (long long)refused, (long long)limit, (long long)held, size);
+    }
+    if (st) return st;
     *out = m;
     return SI_OK;
 }

@@ -182,6 +182,51 @@ bad:
 
 /* ---- ZIP ---------------------------------------------------------------------------- */
 
+/* The local header at loff must describe the member as its central directory entry does:
+ * the same name, method, CRC and sizes (the latter may be zero under a data descriptor,
+ * flag bit 3, or all ones with a ZIP64 extra field). Readers differ in which of the two they
+ * trust (Python's zipfile: the name from both, everything else from the directory), so any
+ * disagreement would let two readers see two models in one file. */
+static si_status_t check_local(const unsigned char *buf, size_t size, uint64_t loff, const char *name, uint16_t nlen,
+                               uint16_t method, uint32_t crc, uint64_t csize, uint64_t usize) {
+    const unsigned char *l = buf + loff;
+    uint16_t lflags = rd16(l + 6), lmethod = rd16(l + 8), lnlen = rd16(l + 26), lxlen = rd16(l + 28);
+    uint32_t lcrc = rd32(l + 14);
+    uint64_t lcsize = rd32(l + 18), lusize = rd32(l + 22);
+    if (!in_bounds(loff + 30, (uint64_t)lnlen + lxlen, size))
+        return si_fail(SI_ERR_FORMAT, "member %s: local header's name and extra field run past the end of the file", name);
+    if (lnlen != nlen || memcmp(l + 30, name, nlen) != 0)
+        return si_fail(SI_ERR_FORMAT, "member %s: the local header names it '%.*s'", name, (int)(lnlen < 128 ? lnlen : 128),
+                       (const char *)(l + 30));
+    if (lmethod != method)
+        return si_fail(SI_ERR_FORMAT, "member %s: method %u in the local header, %u in the central directory", name, lmethod,
+                       method);
+    /* ZIP64 in the local header: both sizes, uncompressed first, when either field is all
+     * ones; each replaces only a field that is all ones. */
+    if (lcsize == 0xFFFFFFFFu || lusize == 0xFFFFFFFFu) {
+        const unsigned char *x = l + 30 + lnlen, *xend = x + lxlen;
+        int found = 0;
+        while (xend - x >= 4) {
+            uint16_t id = rd16(x), sz = rd16(x + 2);
+            if (sz > xend - x - 4) break;
+            if (id == 0x0001 && sz >= 16) {
+                if (lusize == 0xFFFFFFFFu) lusize = rd64(x + 4);
+                if (lcsize == 0xFFFFFFFFu) lcsize = rd64(x + 12);
+                found = 1;
+                break;
+            }
+            x += 4 + sz;
+        }
+        if (!found) return si_fail(SI_ERR_FORMAT, "member %s: local header's ZIP64 sizes are missing", name);
+    }
+    const int descriptor = (lflags & 8) && lcrc == 0 && lcsize == 0 && lusize == 0;
+    if (!descriptor && (lcrc != crc || lcsize != csize || lusize != usize))
+        return si_fail(SI_ERR_FORMAT, "member %s: local header (CRC %08x, %llu / %llu bytes) disagrees with the central "
+                       "directory (CRC %08x, %llu / %llu bytes)", name, lcrc, (unsigned long long)lcsize,
+                       (unsigned long long)lusize, crc, (unsigned long long)csize, (unsigned long long)usize);
+    return SI_OK;
+}
+
 si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
     memset(out, 0, sizeof *out);
     if (size < 22) return si_fail(SI_ERR_FORMAT, "not an .npz file: %zu bytes is too short for a ZIP archive", size);
@@ -265,6 +310,7 @@ si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
                          name, (unsigned long long)loff);
             goto fail;
         }
+        if ((st = check_local(buf, size, loff, name, nlen, method, crc, csize, usize)) != SI_OK) goto fail;
         uint64_t doff = loff + 30 + rd16(buf + loff + 26) + rd16(buf + loff + 28);
         if (!in_bounds(doff, csize, size)) {
             st = si_fail(SI_ERR_FORMAT, "member %s: %llu data bytes at offset %llu run past the end of the %zu-byte file (truncated?)",

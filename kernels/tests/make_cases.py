@@ -187,6 +187,17 @@ def good_models() -> dict[str, tuple[list[dict], list[int], str]]:
         {"name": "fl", "type": "flatten"},
         {"name": "out", "type": "dense", "activation": "softmax", "W": _he(rng, 3, 3 * 3 * 4), "b": _bias(rng, 3)},
     ], [6, 7, 3], "dense")
+    # Layers that pruning emptied, stored as CSR with no non-zeros (no value or column data):
+    # a convolution and a wide dense layer (100 x 10000, the size that crashed the loader
+    # when the planner read the missing values). Each must give bias + activation.
+    models["good_pruned_empty"] = ([
+        {"name": "c1", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+         "W": np.zeros((4, 3 * 3 * 2), np.float32), "b": _bias(rng, 4)},
+        {"name": "flat", "type": "flatten"},
+        {"name": "wide", "type": "dense", "activation": "relu", "W": np.zeros((100, 50 * 50 * 4), np.float32),
+         "b": _bias(rng, 100)},
+        {"name": "out", "type": "dense", "W": _he(rng, 5, 100, 0.5), "b": _bias(rng, 5)},
+    ], [50, 50, 2], "csr")
     return models
 
 
@@ -307,6 +318,20 @@ def _member_data_span(data: bytes, member: str) -> tuple[int, int]:
     return off + 30 + nlen + xlen, info.file_size
 
 
+def _local_header(data: bytes, member: str) -> int:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return z.getinfo(member).header_offset
+
+
+def _patch_local(member: str, offset: int, new: bytes) -> Callable[[bytes], bytes]:
+    """Overwrites bytes of a member's local header (the central directory keeps the truth)."""
+    def fn(data: bytes) -> bytes:
+        at = _local_header(data, member) + offset
+        assert data[at:at + len(new)] != new, "the patch changes nothing"
+        return data[:at] + new + data[at + len(new):]
+    return fn
+
+
 def _cut_in_directory(data: bytes) -> bytes:
     cd = data.rfind(b"PK\x01\x02")  # the last central directory entry
     return data[:cd + 20]
@@ -346,6 +371,25 @@ def _huge_filters(outdir: str, path: str) -> str:
                "b": None}]
     write_model(path, layers, {"shape": [150, 150, 1]}, storage="dense")
     return path
+
+
+def wide_empty_csr(path: str, rows: int = 2 ** 20, cols: int = 2 ** 24, bias: bool = False) -> str:
+    """A model of one dense layer `rows` x `cols` in CSR with no non-zeros: the file is
+    little more than its int32 row pointers (4 MB for 2^20 rows), yet its dense form would
+    be 4 * rows * cols bytes, and per-column-block copies rows * cols / 512 (issue 13,
+    item 4). Written by hand: write_model takes dense weights."""
+    manifest = {"format": "sparseinfer-model", "version": [1, 0], "name": "wide_empty",
+                "input": {"shape": [1, 1, cols]},
+                "layers": [{"name": "wide", "type": "dense", "units": rows, "activation": "relu",
+                            "weight": {"format": "csr", "prefix": "wide.W"}, "bias": "wide.b" if bias else None}]}
+    members = {"model.json.npy": manifest_bytes(json.dumps(manifest)),
+               "wide.W.data.npy": npy(np.zeros(0, np.float32)),
+               "wide.W.indices.npy": npy(np.zeros(0, np.int32)),
+               "wide.W.indptr.npy": npy(np.zeros(rows + 1, np.int32)),
+               "wide.W.shape.npy": npy(np.array([rows, cols], np.int64))}
+    if bias:
+        members["wide.b.npy"] = npy(np.zeros(rows, np.float32))
+    return write_members(path, members)
 
 
 def _csr_edit(fn: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[str, str], str]:
@@ -453,6 +497,17 @@ BAD_CASES: list[Case] = [
     Case("bad_deflated", "SI_ERR_UNSUPPORTED", "not savez_compressed", _compressed),
     Case("bad_savez_compressed", "SI_ERR_UNSUPPORTED", "write model files with numpy.savez", _npz_compressed),
     Case("bad_directory", "SI_ERR_IO", "not a regular file", _directory),
+    # local headers that disagree with the central directory (zipfile trusts the directory)
+    Case("bad_local_name", "SI_ERR_FORMAT", "member conv1.b.npy: the local header names it 'conv1.c.npy'",
+         _bytes_of_base(_patch_local("conv1.b.npy", 30 + 6, b"c"))),
+    Case("bad_local_method", "SI_ERR_FORMAT", "member conv1.b.npy: method 8 in the local header, 0 in the central",
+         _bytes_of_base(_patch_local("conv1.b.npy", 8, b"\x08\x00"))),
+    Case("bad_local_crc", "SI_ERR_FORMAT", "member fc2.b.npy: local header (CRC",
+         _bytes_of_base(_patch_local("fc2.b.npy", 14, b"\x00\x00\x00\x01"))),
+    Case("bad_local_size", "SI_ERR_FORMAT", "disagrees with the central directory",
+         _bytes_of_base(_patch_local("fc2.b.npy", 18, b"\x10\x00\x00\x00"))),
+    Case("bad_local_zip64_size", "SI_ERR_FORMAT", "member fc2.b.npy: local header (CRC",  # the extra's compressed size
+         _bytes_of_base(_patch_local("fc2.b.npy", 30 + len("fc2.b.npy") + 4 + 8, b"\x10"))),
     Case("bad_nonexistent", "SI_ERR_IO", "No such file or directory", _nonexistent),
     # members and arrays
     Case("bad_missing_bias", "SI_ERR_FORMAT", "layer conv1: array 'conv1.b' is missing", _remove("conv1.b")),
@@ -505,6 +560,16 @@ BAD_CASES: list[Case] = [
          _edit_manifest(lambda m: m["layers"][0].update(kernel=[65536, 65536], padding="same"))),
     Case("bad_huge_pool", "SI_ERR_MODEL", "pool window 60000x60000 is larger than its input",
          _edit_manifest(lambda m: m["layers"][1].update(pool=[60000, 60000], padding="same"))),
+    # memory: derived forms far larger than the file, a manifest too large to parse cheaply
+    Case("bad_empty_csr_4mb", "SI_ERR_MODEL", "layer wide: 1048576 x 16777216 weights are too many to expand to dense",
+         lambda outdir, path: wide_empty_csr(path)),
+    Case("bad_empty_csr_dense_4gb", "SI_ERR_NOMEM",
+         "layer wide: out of memory expanding CSR to dense (4096 MB): 4294967296 more bytes would pass the load's "
+         "memory limit", lambda outdir, path: wide_empty_csr(path, rows=2 ** 14, cols=2 ** 16)),
+    Case("bad_manifest_too_big", "SI_ERR_FORMAT", "model.json: 1048577 bytes, more than the limit of 1048576",
+         _manifest_text(lambda t: t[:-1] + b" " * (2 ** 20 + 1 - len(t)) + b"}")),
+    Case("bad_json_long_array", "SI_ERR_FORMAT", "array with more than 65536 items",
+         _manifest_text(lambda t: t[:-1] + b', "pad": [' + b"0," * 65536 + b"0]}")),
     # shapes that do not chain
     Case("bad_dense_cols", "SI_ERR_MODEL", "layer fc1: CSR shape is 24 x 33, expected 24 x 32",
          _with_layers(lambda ls: ls[5].__setitem__("W", np.ones((24, 33), np.float32) * (np.arange(33) % 5 == 0)))),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the library (kernels/si_*.c and its subfolders) with the loader test under
-# AddressSanitizer (with LeakSanitizer) and UBSan, writes the test cases with make_cases.py
-# and runs the test on them.
+# Builds the library (kernels/si_*.c and its subfolders) with the loader test and the
+# threads/affinity test under AddressSanitizer (with LeakSanitizer) and UBSan, writes the
+# test cases with make_cases.py and runs both on them. The closing line is the threads
+# test's "N passed, M failed"; the loader test's comes before it (set -e: either failing
+# fails the script).
 #
 #   bash kernels/tests/run_sanitized.sh        (from anywhere; uses `python` or $PYTHON)
 #
@@ -29,6 +31,10 @@ echo "== build (ASan + UBSan)"
     -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
     "${SOURCES[@]}" "$HERE/test_loader.c" \
     -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/test_loader"
+"$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+    -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
+    "${SOURCES[@]}" "$HERE/test_threads.c" \
+    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lpthread -o "$WORK/test_threads"
 
 echo "== cases"
 "$PYTHON" "$HERE/make_cases.py" "$WORK/cases"
@@ -40,3 +46,5 @@ echo "== run"
 export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 "$WORK/test_loader" "$WORK/cases"
+# CPU affinity lifted after the contexts were made, and one model shared by 4 threads.
+"$WORK/test_threads" "$WORK/cases"

@@ -14,7 +14,10 @@
 #include "sparseinfer.h"
 
 #include <errno.h>
+#include <locale.h>
+#include <stddef.h>
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +121,51 @@ static void test_bad(const char *dir, const char *file, si_status_t want, const 
     end();
 }
 
+/* ---- struct sizes (issue 13: an older program must never be overrun) ---------------- */
+
+/* An older program's si_layer_info: struct_size and name only, in a buffer of exactly that
+ * size (ASan sees any write past it); a newer program's options with a field the library
+ * does not know, zero (accepted) and set (refused); struct_size 0 (refused). */
+static void test_struct_sizes(const char *path, const si_model *m) {
+    const size_t old_size = offsetof(si_layer_info, name) + sizeof(const char *);
+    si_layer_info *old = malloc(old_size);
+    memset(old, 0xAB, old_size);
+    old->struct_size = old_size;
+    if (si_model_layer_info(m, 0, old) != SI_OK || old->struct_size != old_size || !old->name || !old->name[0])
+        check_fail("layer_info into an older, smaller struct: %s", si_last_error());
+    free(old);
+    si_layer_info zero = {0};
+    if (si_model_layer_info(m, 0, &zero) != SI_ERR_ARGUMENT || !strstr(si_last_error(), "struct_size"))
+        check_fail("layer_info with struct_size 0 accepted");
+
+    unsigned char newer[sizeof(si_load_options) + 16];
+    memset(newer, 0, sizeof newer);
+    si_load_options base = {.struct_size = sizeof newer};
+    memcpy(newer, &base, sizeof base);
+    si_model *mm = NULL;
+    si_status_t st = si_model_load_file_ex(path, (const si_load_options *)(void *)newer, &mm);
+    if (st != SI_OK) check_fail("options from a newer program, unknown fields zero: %s", si_last_error());
+    si_model_free(mm);
+    newer[sizeof(si_load_options) + 3] = 1;
+    mm = (si_model *)0x1;
+    if ((st = si_model_load_file_ex(path, (const si_load_options *)(void *)newer, &mm)) != SI_ERR_UNSUPPORTED ||
+        mm != (si_model *)0x1)
+        check_fail("options with an unknown field set: %s, expected SI_ERR_UNSUPPORTED", status_name(st));
+    /* An older program's options: only struct_size and policy (the rest must take defaults). */
+    const size_t small = offsetof(si_load_options, policy) + sizeof(si_exec_policy);
+    si_load_options *o = malloc(small);
+    memset(o, 0, small);
+    o->struct_size = small;
+    o->policy = SI_POLICY_DENSE;
+    mm = NULL;
+    if ((st = si_model_load_file_ex(path, o, &mm)) != SI_OK) check_fail("options of an older program: %s", si_last_error());
+    si_model_free(mm);
+    free(o);
+    si_load_options none = {0};
+    if ((st = si_model_load_file_ex(path, &none, &mm)) != SI_ERR_ARGUMENT)
+        check_fail("options with struct_size 0: %s, expected SI_ERR_ARGUMENT", status_name(st));
+}
+
 /* ---- good files ---------------------------------------------------------------------- */
 
 static float *read_f32(const char *path, size_t count) {
@@ -211,16 +259,29 @@ static void test_good(const char *dir, const char *file) {
         free(buf);
         si_model_free(mb);
         /* Layer queries, including out of range. */
-        si_layer_info info;
+        si_layer_info info = {.struct_size = sizeof info};
         int n = si_model_num_layers(m);
         for (int i = 0; i < n; i++)
             if (si_model_layer_info(m, i, &info) != SI_OK || !info.name || !info.name[0])
                 check_fail("layer_info(%d) failed", i);
         if (si_model_layer_info(m, n, &info) != SI_ERR_ARGUMENT || si_model_layer_info(m, -1, &info) != SI_ERR_ARGUMENT)
             check_fail("layer_info out of range accepted");
+        test_struct_sizes(path, m);
         si_context *ctx = (si_context *)0x1;
         if (si_context_create(m, 0, &ctx) != SI_ERR_ARGUMENT || ctx != (si_context *)0x1)
             check_fail("context max_batch 0 accepted or *out written");
+        /* An explicit memory limit below what the weights take: refused, naming the limit. */
+        si_load_options opt = {.struct_size = sizeof opt};
+        opt.max_memory_bytes = 100; /* two of the smallest allocations (64 bytes each) */
+        mb = (si_model *)0x1;
+        if ((st = si_model_load_file_ex(path, &opt, &mb)) != SI_ERR_NOMEM || mb != (si_model *)0x1 ||
+            !strstr(si_last_error(), "memory limit of 100 "))
+            check_fail("max_memory_bytes 100: %s (%s), expected SI_ERR_NOMEM naming the limit", status_name(st),
+                       si_last_error());
+        if (st == SI_OK) si_model_free(mb);
+        opt.max_memory_bytes = -1;
+        if ((st = si_model_load_file_ex(path, &opt, &mb)) != SI_ERR_ARGUMENT)
+            check_fail("max_memory_bytes -1: %s, expected SI_ERR_ARGUMENT", status_name(st));
     }
     free(x);
     free(y);
@@ -343,7 +404,7 @@ static void test_fuzz(const char *dir, const char *file, int iterations, unsigne
                 ran++;
                 si_context_free(ctx);
             }
-            si_layer_info info;
+            si_layer_info info = {.struct_size = sizeof info};
             for (int i = 0; i < si_model_num_layers(m); i++) si_model_layer_info(m, i, &info);
             si_model_free(m);
         } else {
@@ -374,9 +435,48 @@ static void test_arguments(void) {
     if (si_run(NULL, NULL, 1, NULL) != SI_ERR_ARGUMENT) check_fail("si_run(NULL) accepted");
     si_model_free(NULL);
     si_context_free(NULL);
+    /* Queries on NULL: no crash, SI_ERR_ARGUMENT or -1 / NULL with a message. */
+    int64_t hwc[3];
+    if (si_model_input_shape(NULL, hwc) != SI_ERR_ARGUMENT) check_fail("input_shape(NULL) accepted");
+    if (si_model_input_size(NULL) != -1 || !strstr(si_last_error(), "NULL model")) check_fail("input_size(NULL)");
+    if (si_model_output_size(NULL) != -1) check_fail("output_size(NULL)");
+    if (si_model_num_layers(NULL) != -1) check_fail("num_layers(NULL)");
+    if (si_model_manifest(NULL) != NULL) check_fail("manifest(NULL)");
+    if (si_model_plan_stats(NULL, NULL, NULL, NULL) != SI_ERR_ARGUMENT) check_fail("plan_stats(NULL) accepted");
+    si_layer_info info = {.struct_size = sizeof info};
+    if (si_model_layer_info(NULL, 0, &info) != SI_ERR_ARGUMENT) check_fail("layer_info(NULL) accepted");
+    if (si_model_layer_candidates(NULL, 0, 0, NULL, NULL, 0) != -1) check_fail("layer_candidates(NULL)");
+    if (si_context_set_profile(NULL, NULL) != SI_ERR_ARGUMENT) check_fail("set_profile(NULL) accepted");
+    /* si_set_num_threads leaves the host's OpenMP setting as it was. */
+    int host = omp_get_max_threads();
+    omp_set_num_threads(3);
+    int prev = si_set_num_threads(2);
+    if (omp_get_max_threads() != 3) check_fail("si_set_num_threads(2) changed the host's OpenMP threads 3 -> %d",
+                                               omp_get_max_threads());
+    si_set_num_threads(prev);
+    if (omp_get_max_threads() != 3) check_fail("si_set_num_threads(%d) left the host's OpenMP threads at %d, not 3",
+                                               prev, omp_get_max_threads());
+    omp_set_num_threads(host);
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d", SI_VERSION_MAJOR, SI_VERSION_MINOR);
+    if (strcmp(si_version(), want) != 0) check_fail("si_version %s, the header says %s", si_version(), want);
     if (strcmp(si_status_str(SI_ERR_FORMAT), "invalid model file") != 0) check_fail("si_status_str");
     if (!si_status_str((si_status_t)99)[0]) check_fail("si_status_str of an unknown code is empty");
     end();
+}
+
+/* ---- host locale --------------------------------------------------------------------- */
+
+/* A host that switched to a locale with a decimal comma must still read every manifest
+ * (issue 13: strtod followed LC_NUMERIC, so "0.5" was a bad number under de_DE). */
+static const char *const COMMA_LOCALES[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8",
+                                            "nl_NL.UTF-8", "ru_RU.UTF-8", "es_ES.UTF-8", "it_IT.UTF-8"};
+
+static int set_comma_locale(void) {
+    for (size_t i = 0; i < sizeof COMMA_LOCALES / sizeof COMMA_LOCALES[0]; i++)
+        if (setlocale(LC_ALL, COMMA_LOCALES[i]) && strcmp(localeconv()->decimal_point, ",") == 0) return 1;
+    setlocale(LC_ALL, "C");
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -413,6 +513,20 @@ int main(int argc, char **argv) {
             check_fail("line %d: unknown case kind %s", lineno, kind);
             end();
         }
+    }
+    /* The good files again under a decimal-comma locale. */
+    if (set_comma_locale()) {
+        printf("locale: good files again under %s\n", setlocale(LC_ALL, NULL));
+        rewind(f);
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            char *kind = strtok(line, "\t"), *file = strtok(NULL, "\t");
+            if (kind && file && strcmp(kind, "good") == 0) test_good(dir, file);
+        }
+        setlocale(LC_ALL, "C");
+    } else {
+        printf("SKIP locale: no decimal-comma locale is installed (Debian: apt-get install locales, then "
+               "uncomment de_DE.UTF-8 in /etc/locale.gen and run locale-gen)\n");
     }
     fclose(f);
     printf("%d passed, %d failed\n", passed, failed);

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "si_internal.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,15 +55,44 @@ int si_add_ok(int64_t a, int64_t b, int64_t *out) {
     return 1;
 }
 
+/* The calling thread's load limit (si_limit_begin). Bytes are counted as malloc_usable_size
+ * reports them, the same at allocation and at free. */
+static _Thread_local struct {
+    int on;
+    int64_t limit, held, refused;
+} lim;
+
+void si_limit_begin(int64_t limit) {
+    lim.on = 1;
+    lim.limit = limit;
+    lim.held = 0;
+    lim.refused = 0;
+}
+void si_limit_end(void) { lim.on = 0; }
+int64_t si_limit_refused(void) { return lim.refused; }
+int64_t si_limit_held(void) { return lim.held; }
+
 void *si_alloc(size_t bytes) {
     if (bytes == 0) return NULL;
     void *p = NULL;
     size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (rounded < bytes || posix_memalign(&p, 64, rounded) != 0) return NULL;
+    if (rounded < bytes) return NULL;
+    if (lim.on && (rounded > (uint64_t)INT64_MAX || (int64_t)rounded > lim.limit - lim.held)) {
+        lim.refused = rounded > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)rounded;
+        return NULL;
+    }
+    if (posix_memalign(&p, 64, rounded) != 0) return NULL;
+    if (lim.on) lim.held += (int64_t)malloc_usable_size(p);
     return p;
 }
 
-void si_free(void *p) { free(p); }
+void si_free(void *p) {
+    if (p && lim.on) {
+        lim.held -= (int64_t)malloc_usable_size(p);
+        if (lim.held < 0) lim.held = 0; /* memory from before the load */
+    }
+    free(p);
+}
 
 double si_now(void) {
     struct timespec t;
@@ -133,8 +163,9 @@ int si_set_num_threads(int n) {
     int prev = thread_setting;
     if ((n > 0 ? n : 0) == prev) return prev; /* unchanged: every predict call sets and restores it */
     thread_setting = n > 0 ? n : 0;
-    mkl_set_num_threads_local(thread_setting); /* 0 restores the global setting */
-    omp_set_num_threads(thread_setting ? thread_setting : max_threads);
+    /* 0 restores the global setting. The OpenMP one is left alone (it is the host's): every
+     * parallel region of the library passes num_threads(si_num_threads()). */
+    mkl_set_num_threads_local(thread_setting);
     return prev;
 }
 
@@ -148,4 +179,6 @@ double si_util_read_bandwidth(size_t bytes, int repeats) {
     return si_read_bandwidth_gbs(bytes, repeats);
 }
 
-const char *si_version(void) { return "0.2"; }
+#define SI_STR_(x) #x
+#define SI_STR(x) SI_STR_(x)
+const char *si_version(void) { return SI_STR(SI_VERSION_MAJOR) "." SI_STR(SI_VERSION_MINOR); }
