@@ -99,4 +99,17 @@ def _extensions() -> list[Extension]:
     return cythonize([ext], compiler_directives={"language_level": "3"})
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildWithLibrary})
+def _version() -> str:
+    """The version lives in one place, kernels/sparseinfer.h (SI_VERSION_MAJOR / _MINOR),
+    which the C library reports (si_version) and the package's metadata takes from here."""
+    import re
+
+    with open(os.path.join(HERE, "kernels", "sparseinfer.h")) as f:
+        text = f.read()
+    parts = [re.search(rf"#define SI_VERSION_{k}\s+(\d+)", text) for k in ("MAJOR", "MINOR")]
+    if not all(parts):
+        raise RuntimeError("kernels/sparseinfer.h: SI_VERSION_MAJOR / SI_VERSION_MINOR not found")
+    return ".".join(m.group(1) for m in parts)
+
+
+setup(version=_version(), ext_modules=_extensions(), cmdclass={"build_ext": BuildWithLibrary})

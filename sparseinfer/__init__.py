@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__version__ = "0.1.0"
 
 __all__ = ["load", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
 
@@ -85,4 +84,7 @@ def __getattr__(name: str) -> Any:
     if name in ("Model", "SparseInferError"):
         from . import _core
         return getattr(_core, name)
+    if name == "__version__":  # the C library's: kernels/sparseinfer.h, the one place it is written
+        from ._core import version
+        return version()
     raise AttributeError(f"module 'sparseinfer' has no attribute {name!r}")

@@ -140,3 +140,17 @@ def test_profile_layers(models):
         m.profile_layers(np.zeros((65, *m.input_shape), np.float32))
     with pytest.raises(ValueError, match="repeats"):
         m.profile_layers(np.zeros((1, *m.input_shape), np.float32), repeats=0)
+
+
+def test_version_one_place():
+    """The version is written once, in kernels/sparseinfer.h: the library reports it, and the
+    installed package's metadata (from setup.py) agrees (a stale editable install fails here:
+    reinstall)."""
+    import importlib.metadata
+    import re
+
+    with open(os.path.join(ROOT, "kernels", "sparseinfer.h")) as f:
+        text = f.read()
+    header = ".".join(re.search(rf"#define SI_VERSION_{k}\s+(\d+)", text).group(1) for k in ("MAJOR", "MINOR"))
+    assert sparseinfer.__version__ == _core.version() == header
+    assert importlib.metadata.version("sparseinfer") == header
