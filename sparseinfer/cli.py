@@ -208,6 +208,28 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, got {text!r}")
+    return values
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import benchmark, format_report, progress_printer
+
+    show = progress_printer() if not a.json else (lambda msg: None)
+    r = benchmark(a.model, a.batch, a.time, a.threads, a.per_layer, progress=show)
+    show("")
+    if sys.stderr.isatty() and not a.json:
+        print("\r", end="", file=sys.stderr)
+    print(json.dumps(r, indent=1) if a.json else format_report(r))
+    return 0
+
+
 def cmd_config(a: argparse.Namespace) -> int:
     inc = os.path.join(_PKG_DIR, "include")
     lib = os.path.join(_PKG_DIR, "lib")
@@ -296,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     # likewise "import ..." goes to python -m prune.vgg_import
     sub.add_parser("import", help="import pretrained VGG19 weights (.npy, .h5, .weights.h5, .keras) as a "
                    "model file (= python -m prune.vgg_import; see docs/vgg19.md)")
+
+    b = sub.add_parser("bench", help="latency (median, p90, p99) and throughput per batch size, and with "
+                       "--per-layer each layer's time and algorithm")
+    b.add_argument("model")
+    b.add_argument("--batch", type=_int_list, default=[1], help="comma-separated batch sizes (default 1)")
+    b.add_argument("--time", type=float, default=5.0, help="seconds of timed runs per batch size (default 5)")
+    b.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    b.add_argument("--per-layer", action="store_true", help="also time each layer (batches up to 64)")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")
