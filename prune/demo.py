@@ -37,13 +37,15 @@ def evaluate(path: str, mnist_dir: str | None, batch: int) -> dict:
     from sparseinfer.cli import evaluate_mnist, model_info
     from sparseinfer.datasets import load_mnist
 
+    from sparseinfer.preprocess import normalize
+
     from .keras_io import keras_from_model_file
 
     m = sparseinfer.load(path)
     r = evaluate_mnist(m, mnist_dir, batch)
     _, _, x_test, y_test = load_mnist(mnist_dir)
     spec = m.input_spec
-    x = (x_test.astype(np.float32)[..., None] - np.float32(spec["mean"][0])) / np.float32(spec["std"][0])
+    x = normalize(x_test[..., None], spec)  # as evaluate_mnist gives the runtime (invert too)
     tf_pred, tf_s = _tf_predict(keras_from_model_file(path), x, batch)
     info = model_info(path)
     return {"path": path, "accuracy": r["accuracy"], "tf_accuracy": float((tf_pred == y_test).mean()),

@@ -233,15 +233,11 @@ def load_data(config: PruneConfig, input_spec: Mapping[str, Any], with_test: boo
         return {"folder": True, "spec": dict(input_spec), **parts}
 
     from sparseinfer.datasets import load_mnist
+    from sparseinfer.preprocess import normalize
     x_train, y_train, x_test, y_test = load_mnist(ds["mnist_dir"])
-    mean = np.float32(input_spec.get("mean", [0.0])[0])
-    std = np.float32(input_spec.get("std", [1.0])[0])
 
     def prep(x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32)
-        if input_spec.get("invert"):
-            x = 255.0 - x
-        return ((x - mean) / std)[..., None]
+        return normalize(x[..., None], input_spec)
 
     v = ds["val_size"]
     if v >= len(x_train):

@@ -52,12 +52,14 @@ def train(out: str | os.PathLike, epochs: int = 30, mnist_dir: str | None = None
     from sparseinfer.export import export_keras
 
     from .augment import Augment
+    from sparseinfer.preprocess import normalize
+
     from .keras_io import keras_from_model_file
     from .models import lenet5
 
     keras.utils.set_random_seed(seed)
     x_train, y_train, x_test, y_test = load_mnist(mnist_dir)
-    x = (x_train.astype(np.float32) / 255.0)[..., None]
+    x = normalize(x_train[..., None], LENET5_INPUT)
     y = y_train.astype(np.int32)
     x_tr, y_tr, x_val, y_val = x[:-VAL_SIZE], y[:-VAL_SIZE], x[-VAL_SIZE:], y[-VAL_SIZE:]
     print(f"MNIST: {len(x_tr)} train, {len(x_val)} validation (last {VAL_SIZE} of the training "
@@ -90,9 +92,8 @@ def train(out: str | os.PathLike, epochs: int = 30, mnist_dir: str | None = None
 
     # Everything below evaluates the written file, not the in-memory model.
     rebuilt = keras_from_model_file(out)
-    mean, std = manifest["input"]["mean"][0], manifest["input"]["std"][0]
-    x_val_f = ((x_train[-VAL_SIZE:].astype(np.float32) - mean) / std)[..., None]
-    x_test_f = ((x_test.astype(np.float32) - mean) / std)[..., None]
+    x_val_f = normalize(x_train[-VAL_SIZE:, ..., None], manifest["input"])
+    x_test_f = normalize(x_test[..., None], manifest["input"])
     val_acc = float(np.mean(np.argmax(rebuilt.predict(x_val_f, batch_size=1000, verbose=0), 1) == y_val))
     test_acc = float(np.mean(np.argmax(rebuilt.predict(x_test_f, batch_size=1000, verbose=0), 1) == y_test))
     elapsed = time.time() - t0

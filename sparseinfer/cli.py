@@ -169,15 +169,13 @@ def cmd_tune(a: argparse.Namespace) -> int:
 def evaluate_mnist(model: Any, source: str | None = None, batch: int = 256) -> dict:
     """Accuracy of a model on the 10,000 MNIST test images, run by the C runtime."""
     from .datasets import load_mnist
+    from .preprocess import normalize
 
     _, _, x_test, y_test = load_mnist(source)
     spec = model.input_spec
     if tuple(model.input_shape) != (28, 28, 1):
         raise ValueError(f"MNIST needs a 28x28x1 model, this one takes {model.input_shape}")
-    x = x_test.astype(np.float32)[..., None]
-    if spec.get("invert"):
-        x = 255.0 - x
-    x = (x - np.float32(spec.get("mean", [0.0])[0])) / np.float32(spec.get("std", [1.0])[0])
+    x = normalize(x_test[..., None], spec)
     model.predict(x[:batch])
     t0 = time.perf_counter()
     pred = np.concatenate([model.predict(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])

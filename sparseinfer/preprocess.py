@@ -78,16 +78,23 @@ def preprocess(img: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
             raise ImageError(f"crop {ch}x{cw} is larger than the resized image {img.shape[0]}x{img.shape[1]}")
         top, left = (img.shape[0] - ch) // 2, (img.shape[1] - cw) // 2
         img = img[top:top + ch, left:left + cw]
-    x = img.astype(np.float32)
-    if spec.get("invert"):
-        x = 255.0 - x
-    if x.ndim == 2:
-        x = x[:, :, None]
+    x = img if img.ndim == 3 else img[:, :, None]
     if x.shape != tuple(shape):
         raise ImageError(f"preprocessed image is {x.shape}, the model expects {tuple(shape)}")
+    return np.ascontiguousarray(normalize(x, spec))
+
+
+def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+    """Pixel values (0-255, channels last) to the model's input as its spec says: inverted
+    if ``invert``, then ``(x - mean) / std`` per channel, in float32. The one place this rule
+    is written: images (load_image), MNIST (sparseinfer.datasets.mnist_inputs) and the
+    pruner's inputs all come through here."""
+    x = np.asarray(pixels, np.float32)
+    if spec.get("invert"):
+        x = np.float32(255.0) - x
     mean = np.asarray(spec.get("mean", 0.0), np.float32)
     std = np.asarray(spec.get("std", 1.0), np.float32)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    return ((x - mean) / std).astype(np.float32, copy=False)
 
 
 def load_image(path: str | os.PathLike, spec: Mapping[str, Any]) -> np.ndarray:
