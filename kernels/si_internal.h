@@ -323,6 +323,10 @@ int64_t si_im2col_chunk_rows(const si_layer *L, int batch);
 
 /* csr/si_csr_kernels.c: the runtime's own CSR kernels on a layer's CSR form, linear part
  * only, si_num_threads() OpenMP threads. */
+/* The file's CSR column indices are uint16 up to this many columns, else int32: the
+ * writer's rule (COL16_MAX_COLS in sparseinfer/format.py; tests/test_format_storage.py
+ * holds the two equal). */
+#define SI_FILE_COL16_MAX_COLS 65536
 #define SI_CSR_BLOCK_COLS 4096   /* 16 KB of x: half of Zen 4's (and most cores') L1D */
 #define SI_PANEL 64              /* batch columns / output positions per panel */
 int si_threads_for(int64_t work, int64_t max_parts);

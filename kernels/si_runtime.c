@@ -98,8 +98,11 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *out) {
          * (an empty CSR layer declares any shape) */
         info->params = L->rows * L->cols + bias;
         info->nnz = L->nnz;
-        /* As the writer stores them: CSR with uint16 columns when they fit, int32 row pointers. */
-        int64_t csr = 4 * L->nnz + (L->cols <= 65536 ? 2 : 4) * L->nnz + 4 * (L->rows + 1);
+        /* As the writer stores them (csr_bytes in sparseinfer/format.py): float32 values,
+         * uint16 columns when they fit, int32 row pointers (int64 from 2^31 non-zeros) and
+         * the int64 shape pair. */
+        int64_t csr = 4 * L->nnz + (L->cols <= SI_FILE_COL16_MAX_COLS ? 2 : 4) * L->nnz +
+                      (L->nnz < (INT64_C(1) << 31) ? 4 : 8) * (L->rows + 1) + 16;
         info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? mul_sat(4, L->rows * L->cols) : csr) + 4 * bias;
         info->memory_bytes = layer_memory(L);
     }

@@ -39,6 +39,16 @@ def matrix_to_conv_kernel(matrix: np.ndarray, kh: int, kw: int, cin: int) -> np.
     return np.ascontiguousarray(m.T.reshape(kh, kw, cin, m.shape[0]))
 
 
+# Column indices are stored as uint16 up to this many columns, else int32. The C side's copy
+# is SI_FILE_COL16_MAX_COLS in kernels/si_internal.h (tests/test_format_storage.py holds the
+# two equal, and the byte counts of both sides).
+COL16_MAX_COLS = 65536
+
+
+def csr_index_dtype(cols: int) -> type:
+    return np.uint16 if cols <= COL16_MAX_COLS else np.int32
+
+
 def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Canonical CSR of a 2-D array in the file's compact dtypes: data float32, indices
     uint16 when the column count allows (else int32), indptr int32 (int64 past 2^31 - 1)."""
@@ -48,7 +58,7 @@ def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows, cols = np.nonzero(w)  # row-major order: rows sorted, columns increasing
     indptr = np.zeros(w.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
-    index_dtype = np.uint16 if w.shape[1] <= 65536 else np.int32
+    index_dtype = csr_index_dtype(w.shape[1])
     ptr_dtype = np.int32 if indptr[-1] < 2**31 else np.int64
     return w[rows, cols].astype(np.float32), cols.astype(index_dtype), indptr.astype(ptr_dtype)
 
@@ -56,7 +66,7 @@ def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def csr_bytes(nnz: int, rows: int, cols: int) -> int:
     """Bytes of a CSR matrix as written: float32 values, uint16 (or int32) column indices,
     int32 (or int64) row pointers, and the 2 x int64 shape."""
-    index = 2 if cols <= 65536 else 4
+    index = np.dtype(csr_index_dtype(cols)).itemsize
     ptr = 4 if nnz < 2**31 else 8
     return (4 + index) * nnz + ptr * (rows + 1) + 16
 

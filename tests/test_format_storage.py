@@ -51,3 +51,32 @@ def test_per_layer_storage_override(tmp_path):
                        {"name": "b", "type": "dense", "W": w, "b": None}], {"shape": [1, 1, 32]})
     fmts = [l["weight"]["format"] for l in read_manifest(path)["layers"]]
     assert fmts == ["csr", "dense"]
+
+
+@pytest.mark.parametrize("cols", [65536, 65537])
+def test_python_and_c_agree_on_csr(tmp_path, cols):
+    """One rule, two languages: the writer's uint16-column limit is the C side's
+    (SI_FILE_COL16_MAX_COLS), the indices the writer stores follow it on both sides of the
+    limit, and the bytes `info` reports for a CSR layer are the writer's csr_bytes (+ bias)."""
+    import os
+    import re
+
+    import sparseinfer
+    from sparseinfer.format import COL16_MAX_COLS
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "kernels", "si_internal.h")) as f:
+        c_limit = int(re.search(r"#define SI_FILE_COL16_MAX_COLS\s+(\d+)", f.read()).group(1))
+    assert c_limit == COL16_MAX_COLS
+
+    rows = 3
+    w = _matrix(rows, cols, 0.001, seed=cols)
+    b = np.ones(rows, np.float32)
+    path = tmp_path / f"c{cols}.npz"
+    write_model(path, [{"name": "fc", "type": "dense", "W": w, "b": b, "storage": "csr"}], {"shape": [1, 1, cols]})
+    with np.load(path, allow_pickle=False) as z:
+        assert z["fc.W.indices"].dtype == (np.uint16 if cols <= COL16_MAX_COLS else np.int32)
+    nnz = int(np.count_nonzero(w))
+    layer = sparseinfer.load(path).layers()[0]
+    assert layer["storage"] == "csr" and layer["nnz"] == nnz
+    assert layer["bytes"] == csr_bytes(nnz, rows, cols) + 4 * rows, (layer["bytes"], csr_bytes(nnz, rows, cols))
