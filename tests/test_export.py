@@ -253,3 +253,38 @@ def test_write_model_is_atomic(tmp_path, monkeypatch):
         write_model(tmp_path / "nan.npz", bad, spec)
     assert os.listdir(tmp_path) == ["m.npz"]
     assert read_manifest(path)["name"] == "good"
+
+
+def test_same_and_valid_output_sizes_agree_with_the_loader(tmp_path):
+    """TensorFlow's "same" / "valid" output sizes are computed by the exporter (export.py
+    _out_size, for the manifest) and by the C loader (si_loader.c, which also derives the
+    padding offsets): a grid of sizes, kernels and strides holds the two equal, for conv2d
+    and maxpool2d."""
+    import sparseinfer
+    from sparseinfer.export import _out_size
+    from sparseinfer.format import write_model
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for n in (1, 2, 3, 5, 8, 9):
+        for k in (1, 2, 3, 5):
+            for s in (1, 2, 3):
+                for padding in ("same", "valid"):
+                    if padding == "valid" and k > n:
+                        continue
+                    for kind in ("conv2d", "maxpool2d"):
+                        if kind == "maxpool2d" and k > n:  # the loader refuses a window past its input
+                            continue
+                        if kind == "conv2d":
+                            layer = {"name": "l", "type": "conv2d", "W": rng.standard_normal((2, k * k)).astype(np.float32),
+                                     "b": None, "kernel": [k, k], "strides": [s, s], "padding": padding}
+                        else:
+                            layer = {"name": "l", "type": "maxpool2d", "pool": [k, k], "strides": [s, s],
+                                     "padding": padding}
+                        path = tmp_path / f"{kind}_{n}_{k}_{s}_{padding}.npz"
+                        write_model(path, [layer], {"shape": [n, n + 1, 1]})
+                        got = sparseinfer.load(path, plan="nomeasure").layers()[0]["output_shape"][:2]
+                        want = [_out_size(n, k, s, padding), _out_size(n + 1, k, s, padding)]
+                        assert got == want, f"{kind} {n}x{n + 1} k={k} s={s} {padding}: C {got}, exporter {want}"
+                        checked += 1
+    assert checked > 200
