@@ -34,7 +34,8 @@ def _latency_ms(m, x: np.ndarray, repeats: int = 200) -> float:
 def evaluate(path: str, mnist_dir: str | None, batch: int) -> dict:
     """Accuracy by the runtime and by TensorFlow on the same weights, size, and speed."""
     import sparseinfer
-    from sparseinfer.cli import evaluate_mnist, model_info
+    from sparseinfer.evaluation import evaluate_mnist
+    from sparseinfer.info import model_info
     from sparseinfer.datasets import load_mnist
 
     from sparseinfer.preprocess import normalize

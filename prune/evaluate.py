@@ -50,7 +50,7 @@ def model_classes(model_path: str | os.PathLike) -> list[str] | None:
     synset ids, else sorted folder names)."""
     from sparseinfer.format import read_manifest
 
-    from sparseinfer.cli import imagenet_class_names
+    from sparseinfer.labels import imagenet_class_names
 
     own = read_manifest(model_path).get("classes")
     if not own:

@@ -44,7 +44,7 @@ def file_stats(path: str) -> dict:
 
 def _runtime_info(path: str) -> dict | None:
     try:
-        from sparseinfer.cli import model_info
+        from sparseinfer.info import model_info
         info = model_info(path)
     except Exception as e:  # noqa: BLE001 - the report still has TensorFlow's numbers
         return {"error": str(e)}

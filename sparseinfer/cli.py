@@ -7,34 +7,18 @@ import json
 import os
 import sys
 import time
-from importlib import resources
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import __version__
+from .evaluation import evaluate_mnist
+from .info import model_info
+from .labels import class_names, imagenet_class_names
+
+__all__ = ["main", "build_parser", "evaluate_mnist", "model_info", "class_names", "imagenet_class_names"]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order (first lemma of each synset)."""
-    text = resources.files("sparseinfer").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
-    names = [line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines()
-             if line and not line.startswith("#")]
-    assert len(names) == 1000, "packaged imagenet_classes.tsv is damaged"
-    return names
-
-
-def class_names(model: Any) -> list[str]:
-    """The model's own class names, ImageNet's for 1000 outputs, else the indices."""
-    n = model.output_size
-    own = model.classes
-    if own and len(own) == n:
-        return list(own)
-    if n == 1000:
-        return imagenet_class_names()
-    return [str(i) for i in range(n)]
 
 
 def _load(path: str, threads: int | None = None, exec: str = "auto", sparse: str = "auto", **plan: Any):
@@ -77,27 +61,6 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(f"{r['probability']:8.4f}  {r['index']:4d}  {r['name']}")
         print(f"run {t_run * 1e3:.2f} ms (load {t_load * 1e3:.1f} ms, {a.threads or 'all'} threads)")
     return 0
-
-
-def model_info(path: str, exec: str = "auto", sparse: str = "auto", threads: int | None = None,
-               **plan: Any) -> dict:
-    from . import cpu, isa
-    t0 = time.perf_counter()
-    model = _load(path, threads, exec=exec, sparse=sparse, **plan)
-    load_s = time.perf_counter() - t0
-    layers = model.layers()
-    dense_params = sum(l["params"] for l in layers)
-    weights = sum(l["weight_shape"][0] * l["weight_shape"][1] for l in layers if l["weight_shape"])
-    nnz = sum(l["nnz"] for l in layers)
-    return {"model": path, "name": model.name, "input_shape": list(model.input_shape),
-            "output_size": model.output_size, "layers": layers,
-            "total": {"params": dense_params, "weights": weights, "nnz": nnz,
-                      "density": nnz / weights if weights else 0.0,
-                      "bytes": sum(l["bytes"] for l in layers),
-                      "memory_bytes": sum(l["memory_bytes"] for l in layers),
-                      "dense_bytes": 4 * dense_params},
-            "file_bytes": os.path.getsize(path),
-            "cpu": cpu(), "isa": isa(), "load_seconds": load_s, "plan": model.plan_stats()}
 
 
 def _print_plan(info: dict) -> None:
@@ -164,25 +127,6 @@ def cmd_tune(a: argparse.Namespace) -> int:
     path = plan_cache_file()
     print(f"cache: {path}" if path else "cache: off (SPARSEINFER_CACHE='')")
     return 0
-
-
-def evaluate_mnist(model: Any, source: str | None = None, batch: int = 256) -> dict:
-    """Accuracy of a model on the 10,000 MNIST test images, run by the C runtime."""
-    from .datasets import load_mnist
-    from .preprocess import normalize
-
-    _, _, x_test, y_test = load_mnist(source)
-    spec = model.input_spec
-    if tuple(model.input_shape) != (28, 28, 1):
-        raise ValueError(f"MNIST needs a 28x28x1 model, this one takes {model.input_shape}")
-    x = normalize(x_test[..., None], spec)
-    model.predict(x[:batch])
-    t0 = time.perf_counter()
-    pred = np.concatenate([model.predict(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
-    dt = time.perf_counter() - t0
-    correct = int((pred == y_test).sum())
-    return {"images": int(len(y_test)), "correct": correct, "accuracy": correct / len(y_test),
-            "seconds": dt, "images_per_second": len(y_test) / dt, "predictions": pred}
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
