@@ -1,10 +1,12 @@
-"""The `sparseinfer` command: run, info, eval, tune, config (and prune, forwarded to python -m prune;
-import, forwarded to python -m prune.vgg_import)."""
+"""The `sparseinfer` command: run, info, eval, tune, bench, config. It never imports the pruner
+(prune/): the commands that need TensorFlow are `sparseinfer-prune` (prune, import of VGG19
+weights, eval on an image folder), and these point there."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Any, Sequence
@@ -231,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=None, help="batch size (default: 256 for MNIST, 32 for a folder)")
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--json", action="store_true")
-    folder = e.add_argument_group("with --folder (forwarded to python -m prune.evaluate)")
+    folder = e.add_argument_group("with --folder (the command for sparseinfer-prune eval)")
     folder.add_argument("--labels", metavar="FILE", help="label list for a flat folder: lines '<file> <label>'")
     folder.add_argument("--split", choices=("train", "val", "test"), help="evaluate one part of the per-class split")
     folder.add_argument("--sizes", nargs=3, metavar=("TRAIN", "VAL", "TEST"),
@@ -256,10 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cap the kernels' instruction set (default: the best this CPU has, or $SPARSEINFER_ISA)")
 
     # listed for --help only: main() forwards "prune ..." to python -m prune before parsing
-    sub.add_parser("prune", help="prune a model file with TensorFlow (= python -m prune; see docs/pruning.md)")
-    # likewise "import ..." goes to python -m prune.vgg_import
-    sub.add_parser("import", help="import pretrained VGG19 weights (.npy, .h5, .weights.h5, .keras) as a "
-                   "model file (= python -m prune.vgg_import; see docs/vgg19.md)")
+    sub.add_parser("prune", help="moved: sparseinfer-prune (needs TensorFlow; see docs/pruning.md)")
+    sub.add_parser("import", help="moved: sparseinfer-prune import (VGG19 weights through Keras; docs/vgg19.md)")
 
     b = sub.add_parser("bench", help="latency (median, p90, p99) and throughput per batch size, and with "
                        "--per-layer each layer's time and algorithm")
@@ -281,20 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_folder(a: argparse.Namespace) -> int:
-    """``sparseinfer eval MODEL --folder DIR [options]`` = ``python -m prune.evaluate MODEL DIR [options]``,
-    from the arguments the eval parser already parsed (so an option's value is never taken for the model)."""
+    """``sparseinfer eval MODEL --folder DIR [options]`` is ``sparseinfer-prune eval MODEL DIR
+    [options]`` (TensorFlow's side): says so, with the command built from the arguments the
+    eval parser already parsed (so an option's value is never taken for the model)."""
     unsupported = [f"--{k}" for k in ("exec", "sparse", "plan", "isa", "plan_batch", "mnist_dir")
                    if getattr(a, k) not in (None, "auto", "measure")]
     if unsupported:
         print(f"sparseinfer eval: error: {', '.join(o.replace('_', '-') for o in unsupported)} "
               "not supported with --folder", file=sys.stderr)
         return 2
-    try:
-        from prune.evaluate import main as evaluate_main
-    except ImportError as e:
-        print(f"sparseinfer eval: error: --folder needs the TensorFlow side (pip install .[prune]): {e}",
-              file=sys.stderr)
-        return 1
     argv = [a.model, a.folder]
     for opt, value in (("--labels", a.labels), ("--split", a.split), ("--seed", a.seed), ("--batch", a.batch),
                        ("--threads", a.threads), ("--max-upscale", a.max_upscale)):
@@ -303,17 +298,27 @@ def _eval_folder(a: argparse.Namespace) -> int:
     if a.sizes:
         argv += ["--sizes", *a.sizes]
     argv += ["--json"] * a.json + ["--quiet"] * a.quiet
-    return evaluate_main(argv, prog="sparseinfer eval --folder")
+    print("sparseinfer eval: --folder evaluates with TensorFlow beside the runtime, which is the pruner's "
+          f"command (pip install 'sparseinfer[prune]'): {shlex.join(['sparseinfer-prune', 'eval', *argv])}",
+          file=sys.stderr)
+    return 2
+
+
+# The commands that need TensorFlow are the pruner's (sparseinfer-prune, from the [prune]
+# extra); this package never imports it. These say where they went.
+_MOVED = {
+    "prune": "the pruner needs TensorFlow: sparseinfer-prune CONFIG_OR_MODEL [...] (or python -m prune), "
+             "installed by pip install 'sparseinfer[prune]'",
+    "import": "VGG19 weights (.npy, .h5, .weights.h5, .keras) are read through Keras: sparseinfer-prune import "
+              "WEIGHTS --out MODEL.npz (or python -m prune.vgg_import), installed by pip install 'sparseinfer[prune]'",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["prune"]:  # thin forwarder; TensorFlow is only imported by the pruner
-        from prune.__main__ import main as prune_main
-        return prune_main(argv[1:], prog="sparseinfer prune")
-    if argv[:1] == ["import"]:
-        from prune.vgg_import import main as import_main
-        return import_main(argv[1:], prog="sparseinfer import")
+    if argv[:1] and argv[0] in _MOVED:
+        print(f"sparseinfer {argv[0]}: {_MOVED[argv[0]]}", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse's usage error (2) or --help / --version (0)

@@ -244,7 +244,9 @@ try:
     print("loaded")
 except sparseinfer.SparseInferError as e:
     print(e.status, "|", e)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, this process image's own peak: ru_maxrss survives exec on Linux, so it would report
+# the parent's size at fork (1.2 GB when pytest had TensorFlow loaded)
+print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 

@@ -171,15 +171,15 @@ def test_config_flags():
     assert "-lsparseinfer" in flags
 
 
-def test_eval_folder_forwards_to_prune_evaluate(tmp_path, capsys):
-    """``sparseinfer eval MODEL --folder DIR`` gives top-1/top-5 by TensorFlow and by the
+def test_prune_eval_folder(tmp_path, capsys):
+    """``sparseinfer-prune eval MODEL DIR`` gives top-1/top-5 by TensorFlow and by the
     runtime on an ImageNet-style folder; both agree with a NumPy count on the runtime's
     own probabilities."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("skimage")
     from prune.models import vgg19
+    from prune.commands import main
     from prune.sample_data import make_photo_folder
-    from sparseinfer.cli import main
     from sparseinfer.export import default_input_spec, export_keras
     from sparseinfer.preprocess import load_image
     make_photo_folder(tmp_path / "photos", per_class=2, seed=3)
@@ -194,7 +194,7 @@ def test_eval_folder_forwards_to_prune_evaluate(tmp_path, capsys):
     model.get_layer("predictions").set_weights([k, b])
     export_keras(model, path, input_spec=default_input_spec((224, 224, 3)))
     capsys.readouterr()
-    assert main(["eval", str(path), "--folder", str(tmp_path / "photos"), "--json", "--quiet"]) == 0
+    assert main(["eval", str(path), str(tmp_path / "photos"), "--json", "--quiet"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["images"] == 8 and r["tf"] == r["runtime"], r
     assert 0 < r["runtime"]["top1_correct"] < r["runtime"]["top5_correct"], r  # neither count trivial
@@ -206,7 +206,7 @@ def test_eval_folder_forwards_to_prune_evaluate(tmp_path, capsys):
     top5 = np.argsort(-p, axis=1, kind="stable")[:, :5]
     assert r["runtime"]["top1_correct"] == int((p.argmax(1) == y).sum())
     assert r["runtime"]["top5_correct"] == int((top5 == y[:, None]).any(1).sum())
-    assert main(["eval", str(path), "--folder"]) == 2
+    assert main(["eval", str(path)]) == 2
 
 
 @pytest.mark.parametrize("argv, forwarded", [
@@ -218,29 +218,53 @@ def test_eval_folder_forwards_to_prune_evaluate(tmp_path, capsys):
     (["eval", "model.npz", "--split", "test", "--sizes", "3", "1", "rest", "--seed", "5", "--folder", "d"],
      ["model.npz", "d", "--split", "test", "--seed", "5", "--sizes", "3", "1", "rest"]),
 ])
-def test_eval_folder_arguments_parsed(monkeypatch, argv, forwarded):
+def test_eval_folder_arguments_parsed(capsys, argv, forwarded):
     """``sparseinfer eval ... --folder DIR`` is parsed by the argument parser, whatever the
-    order, and forwarded to prune.evaluate as MODEL DIR [options] (a stand-in records it)."""
-    import types
+    order, and answered with the pruner's command for it, MODEL DIR [options] (sparseinfer
+    never imports prune/); usage status 2."""
+    import shlex
+
     from sparseinfer.cli import main
-    calls = []
-    fake = types.ModuleType("prune.evaluate")
-    fake.main = lambda args, prog: calls.append(list(args)) or 0
-    monkeypatch.setitem(sys.modules, "prune.evaluate", fake)
-    assert main(argv) == 0
-    assert calls == [forwarded], f"{argv} forwarded {calls}"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert shlex.join(["sparseinfer-prune", "eval", *forwarded]) in err, f"{argv}: {err}"
 
 
 @pytest.mark.parametrize("argv", [["eval", "model.npz", "--folder"], ["eval", "model.npz", "--mnist", "--folder", "d"],
                                   ["eval", "--threads", "2", "--folder", "d"], ["eval", "model.npz"],
                                   ["eval", "model.npz", "--folder", "d", "--exec", "dense"],
                                   ["eval", "model.npz", "--mnist", "--split", "test"]])
-def test_eval_bad_arguments(monkeypatch, capsys, argv):
+def test_eval_bad_arguments(capsys, argv):
     """Wrong eval arguments exit 2 with a usage error, before anything is loaded."""
-    import types
     from sparseinfer.cli import main
-    fake = types.ModuleType("prune.evaluate")
-    fake.main = lambda args, prog: pytest.fail(f"forwarded {args}")
-    monkeypatch.setitem(sys.modules, "prune.evaluate", fake)
     assert main(argv) == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and "sparseinfer-prune eval" not in err
+
+
+def test_runtime_never_imports_the_pruner():
+    """Issue 14: no import from sparseinfer/ into prune/, not even lazily: no import statement
+    names it in any module of the package, and the commands run without loading it."""
+    import ast
+    import glob
+
+    pkg = os.path.join(ROOT, "sparseinfer")
+    for path in sorted(glob.glob(os.path.join(pkg, "*.py"))):
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            assert not any(n == "prune" or n.startswith("prune.") for n in names), \
+                f"{os.path.relpath(path, ROOT)}:{node.lineno} imports {names}"
+    for path in glob.glob(os.path.join(pkg, "*.pyx")) + glob.glob(os.path.join(pkg, "*.pxd")):
+        for i, line in enumerate(open(path), 1):
+            assert not line.lstrip().startswith(("import prune", "from prune")), f"{path}:{i}"
+    lenet = os.path.join(ROOT, "models", "lenet5.npz")
+    code = ("import sys; from sparseinfer.cli import main; "
+            f"codes = [main(['info', {lenet!r}]), main(['bench', {lenet!r}, '--time', '0.05']), main(['prune', 'x']), "
+            "main(['import', 'x.npy'])]; "
+            "assert codes == [0, 0, 2, 2], codes; "
+            "assert not [m for m in sys.modules if m == 'prune' or m.startswith('prune.')], 'prune was imported'; "
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "sparseinfer-prune" in p.stderr

@@ -103,13 +103,19 @@ def test_prune_config_file_and_validation(tmp_path):
             PruneConfig.from_config({**base, **bad})
 
 
-def test_cli_forwards_prune(capsys):
-    from sparseinfer.cli import main
-    assert main(["prune", os.path.join(ROOT, "prune", "configs", "lenet5.json"), "--print-config",
-                 "--out", "x/y.npz"]) == 0
-    cfg = json.loads(capsys.readouterr().out)
-    assert cfg["out"] == "x/y.npz" and cfg["report_dir"] == "x/y"
+def test_sparseinfer_prune_command(capsys):
+    """sparseinfer-prune (prune.commands): `prune` is the default command, and the runtime's
+    `sparseinfer prune` points there."""
+    from prune.commands import main
+    from sparseinfer.cli import main as runtime_main
+    for lead in ([], ["prune"]):
+        assert main([*lead, os.path.join(ROOT, "prune", "configs", "lenet5.json"), "--print-config",
+                     "--out", "x/y.npz"]) == 0
+        cfg = json.loads(capsys.readouterr().out)
+        assert cfg["out"] == "x/y.npz" and cfg["report_dir"] == "x/y"
     assert main(["prune", "nothing.txt"]) == 1
+    assert runtime_main(["prune", "lenet5.json"]) == 2
+    assert "sparseinfer-prune" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- TensorFlow from here

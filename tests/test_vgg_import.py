@@ -36,7 +36,7 @@ from prune.keras_io import load_weights  # noqa: E402
 from prune.models import VGG19_BLOCKS, lenet5, vgg19  # noqa: E402
 from prune.vgg_import import (VGG19_LAYERS, VGGImportError, convert, detect_format,  # noqa: E402
                               keras_vgg19_from_weights, load_vgg19_weights)
-from sparseinfer.cli import imagenet_class_names  # noqa: E402
+from sparseinfer.labels import imagenet_class_names  # noqa: E402
 from sparseinfer.export import default_input_spec  # noqa: E402
 from sparseinfer.format import conv_kernel_to_matrix, read_manifest  # noqa: E402
 from sparseinfer.preprocess import load_image  # noqa: E402
@@ -211,8 +211,8 @@ def converted(reference, tmp_path_factory):
     logs = {}
     p = _run("-m", "prune.vgg_import", src["npy"], "--out", out["npy"], "--allow-pickle")
     logs["npy"] = ("python -m prune.vgg_import: ", p)
-    p = _run("-m", "sparseinfer.cli", "import", src["keras"], "--out", out["keras"])
-    logs["keras"] = ("sparseinfer import: ", p)
+    p = _run("-m", "prune.commands", "import", src["keras"], "--out", out["keras"])
+    logs["keras"] = ("sparseinfer-prune import: ", p)
     p = _run("-c", _CONVERT_BOTH_H5, src["keras-legacy-h5"], out["keras-legacy-h5"],
              src["keras-h5"], out["keras-h5"])
     for fmt in ("keras-legacy-h5", "keras-h5"):
@@ -402,7 +402,7 @@ def test_pickle_needs_the_flag(tmp_path):
     _refused(path, tmp_path, "missing layers conv1_2", allow_pickle=True)
 
     # the command lines say the same, without a traceback
-    for cmd in (["-m", "prune.vgg_import"], ["-m", "sparseinfer.cli", "import"]):
+    for cmd in (["-m", "prune.vgg_import"], ["-m", "prune.commands", "import"]):
         p = _run(*cmd, str(path), "--out", str(tmp_path / "out" / "model.npz"))
         assert p.returncode == 1 and "--allow-pickle" in p.stderr and str(path) in p.stderr, p.stderr
         assert "Traceback" not in p.stderr, p.stderr
