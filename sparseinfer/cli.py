@@ -1,5 +1,5 @@
 """The `sparseinfer` command: run, info, eval, tune, config (and prune, forwarded to python -m prune;
-import, forwarded to python -m prune.vgg_import)."""
+import, to sparseinfer.onnx_import for .onnx files, else forwarded to python -m prune.vgg_import)."""
 from __future__ import annotations
 
 import argparse
@@ -293,9 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # listed for --help only: main() forwards "prune ..." to python -m prune before parsing
     sub.add_parser("prune", help="prune a model file with TensorFlow (= python -m prune; see docs/pruning.md)")
-    # likewise "import ..." goes to python -m prune.vgg_import
-    sub.add_parser("import", help="import pretrained VGG19 weights (.npy, .h5, .weights.h5, .keras) as a "
-                   "model file (= python -m prune.vgg_import; see docs/vgg19.md)")
+    # likewise "import X.onnx ..." goes to sparseinfer.onnx_import, other files to python -m prune.vgg_import
+    sub.add_parser("import", help="import an ONNX model (MODEL.onnx --out MODEL.npz; docs/onnx.md) or pretrained "
+                   "VGG19 weights (.npy, .h5, .weights.h5, .keras; = python -m prune.vgg_import; docs/vgg19.md) "
+                   "as a model file")
 
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")
@@ -332,12 +333,25 @@ def _eval_folder(a: argparse.Namespace) -> int:
     return evaluate_main(argv, prog="sparseinfer eval --folder")
 
 
+def _is_onnx(args: Sequence[str]) -> bool:
+    """Whether ``sparseinfer import ARGS`` names an .onnx file (ONNX has no magic bytes to
+    recognise it by; the VGG19 weight formats are told apart by content in prune.vgg_import)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("model", nargs="?")
+    p.add_argument("--out")
+    known, _ = p.parse_known_args(list(args))
+    return bool(known.model) and known.model.lower().endswith(".onnx")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["prune"]:  # thin forwarder; TensorFlow is only imported by the pruner
         from prune.__main__ import main as prune_main
         return prune_main(argv[1:], prog="sparseinfer prune")
     if argv[:1] == ["import"]:
+        if _is_onnx(argv[1:]):  # the runtime's own importer: no TensorFlow, no prune/
+            from .onnx_import import main as onnx_main
+            return onnx_main(argv[1:], prog="sparseinfer import")
         from prune.vgg_import import main as import_main
         return import_main(argv[1:], prog="sparseinfer import")
     try:
