@@ -705,6 +705,7 @@ def import_onnx(path: str | os.PathLike, out: str | os.PathLike, input_spec: Map
     temporary file renamed over ``out`` at the end: ``out`` appears whole or not at all.
     """
     say = progress or (lambda line: None)
+    _onnx()  # a missing package is the first thing to say
     path, out = os.fspath(path), os.fspath(out)
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
