@@ -363,13 +363,16 @@ def test_branches_refused(tmp_path, op, message):
         import_onnx(src, tmp_path / "skip.npz")
 
 
-def test_truncated_file(tmp_path):
+@pytest.mark.parametrize("keep", [0, 200, 0.5])
+def test_truncated_file(tmp_path, keep):
+    """Cut to nothing, inside the node list, inside the weights: an error naming the file."""
     src = lenet5_onnx(tmp_path / "lenet5.onnx")
-    data = open(src, "rb").read()
+    with open(src, "rb") as f:
+        data = f.read()
     cut = tmp_path / "cut.onnx"
-    cut.write_bytes(data[:len(data) // 2])
+    cut.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
     out = tmp_path / "cut.npz"
-    with pytest.raises(OnnxImportError, match=r"cut\.onnx: not a (readable|valid) ONNX model \(truncated or corrupt\?\)"):
+    with pytest.raises(OnnxImportError, match=r"cut\.onnx: not a (readable|valid) ONNX model \(truncated"):
         import_onnx(str(cut), out)
     p = subprocess.run([sys.executable, "-m", "sparseinfer.cli", "import", str(cut), "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
