@@ -1,6 +1,6 @@
-"""The `sparseinfer` command: run, info, eval, tune, bench, config. It never imports the pruner
-(prune/): the commands that need TensorFlow are `sparseinfer-prune` (prune, import of VGG19
-weights, eval on an image folder), and these point there."""
+"""The `sparseinfer` command: run, info, eval, tune, bench, import (ONNX), config. It never
+imports the pruner (prune/): the commands that need TensorFlow are `sparseinfer-prune`
+(prune, import of VGG19 weights, eval on an image folder), and these point there."""
 from __future__ import annotations
 
 import argparse
@@ -257,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--isa", choices=("auto", "portable", "avx2", "avx512"), default=None,
                         help="cap the kernels' instruction set (default: the best this CPU has, or $SPARSEINFER_ISA)")
 
-    # listed for --help only: main() forwards "prune ..." to python -m prune before parsing
+    # listed for --help only: main() answers "prune" and "import" before parsing
     sub.add_parser("prune", help="moved: sparseinfer-prune (needs TensorFlow; see docs/pruning.md)")
-    sub.add_parser("import", help="moved: sparseinfer-prune import (VGG19 weights through Keras; docs/vgg19.md)")
+    sub.add_parser("import", help="import an ONNX model (MODEL.onnx --out MODEL.npz; docs/onnx.md); VGG19 weights "
+                   "(.npy, .h5, .weights.h5, .keras) are sparseinfer-prune import (docs/vgg19.md)")
 
     b = sub.add_parser("bench", help="latency (median, p90, p99) and throughput per batch size, and with "
                        "--per-layer each layer's time and algorithm")
@@ -309,13 +310,27 @@ def _eval_folder(a: argparse.Namespace) -> int:
 _MOVED = {
     "prune": "the pruner needs TensorFlow: sparseinfer-prune CONFIG_OR_MODEL [...] (or python -m prune), "
              "installed by pip install 'sparseinfer[prune]'",
-    "import": "VGG19 weights (.npy, .h5, .weights.h5, .keras) are read through Keras: sparseinfer-prune import "
-              "WEIGHTS --out MODEL.npz (or python -m prune.vgg_import), installed by pip install 'sparseinfer[prune]'",
+    "import": "this command imports ONNX files (MODEL.onnx --out MODEL.npz); VGG19 weights (.npy, .h5, "
+              ".weights.h5, .keras) are read through Keras: sparseinfer-prune import WEIGHTS --out MODEL.npz "
+              "(or python -m prune.vgg_import), installed by pip install 'sparseinfer[prune]'",
 }
+
+
+def _is_onnx(args: Sequence[str]) -> bool:
+    """Whether ``sparseinfer import ARGS`` names an .onnx file (ONNX has no magic bytes to
+    recognise it by; the VGG19 weight formats are told apart by content in prune.vgg_import)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("model", nargs="?")
+    p.add_argument("--out")
+    known, _ = p.parse_known_args(list(args))
+    return bool(known.model) and known.model.lower().endswith(".onnx")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["import"] and _is_onnx(argv[1:]):  # the runtime's own importer: no TensorFlow
+        from .onnx_import import main as onnx_main
+        return onnx_main(argv[1:], prog="sparseinfer import")
     if argv[:1] and argv[0] in _MOVED:
         print(f"sparseinfer {argv[0]}: {_MOVED[argv[0]]}", file=sys.stderr)
         return 2
