@@ -467,7 +467,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
 
     if not os.path.isfile(config.model):
         raise FileNotFoundError(f"{config.model}: no such model file (make one with `python -m prune.train`, "
-                                "`sparseinfer import WEIGHTS --out MODEL.npz` or sparseinfer.export_keras)")
+                                "`sparseinfer-prune import WEIGHTS --out MODEL.npz` or sparseinfer.export_keras)")
     manifest_in = json.loads(np.load(config.model, allow_pickle=False)["model.json"].tobytes().decode("utf-8"))
     model = keras_from_model_file(config.model)
     names_all = [l.name for l in prunable_layers(model)]

@@ -3,7 +3,7 @@
 One full-size VGG19 (keras.applications.VGG19, seeded He-scaled random weights) is written
 in each supported format: tensorflow-vgg's pickled .npy dict, the legacy Keras HDF5 layout
 of keras.applications' download, Keras 3 .weights.h5 and .keras. Each is converted (by
-`python -m prune.vgg_import` or `sparseinfer import`), the written weights are held bit for
+`python -m prune.vgg_import` or `sparseinfer-prune import`), the written weights are held bit for
 bit against the originals layer by layer, and the runtime's output on a random input and
 on two photographs is held against keras.applications.VGG19 on the same weights.
 
@@ -200,7 +200,7 @@ for src, out in zip(sys.argv[1::2], sys.argv[2::2]):
 @pytest.fixture(scope="module")
 def converted(reference, tmp_path_factory):
     """Each format converted in a child process: tensorflow-vgg's .npy by
-    `python -m prune.vgg_import --allow-pickle`, .keras by `sparseinfer import`, the two HDF5
+    `python -m prune.vgg_import --allow-pickle`, .keras by `sparseinfer-prune import`, the two HDF5
     layouts by prune.vgg_import.convert in one process. Converting takes about 2.5 GB for a
     moment, which this process, holding the reference, need not add to."""
     d = tmp_path_factory.mktemp("vgg19_converted")
@@ -249,7 +249,7 @@ def test_import_matches_keras(reference, converted, fmt):
     assert_close(got, ref, RTOL, ATOL, f"{fmt}: runtime vs keras.applications.VGG19 (sample, class)")
     np.testing.assert_array_equal(got.argmax(1), ref.argmax(1), err_msg=f"{fmt}: argmax differs")
 
-    if fmt == "keras":  # end to end: sparseinfer import, then sparseinfer run on two photographs
+    if fmt == "keras":  # end to end: sparseinfer-prune import, then sparseinfer run on two photographs
         names = imagenet_class_names()
         for i, image in enumerate(reference["images"], start=1):
             p = _run("-m", "sparseinfer.cli", "run", out, image)
