@@ -9,8 +9,11 @@
   npz/     the same files (the ZIP and .npy reader sees the container alone)
   json/    the manifest of each, and strings the manifest parser must take or refuse
 
-Deterministic (make_cases.py's fixed seeds). Regression seeds (inputs that once crashed a
-target) are added by hand as regress_* files and are not touched here.
+Only seeds whose file is not there yet are written: the arrays come from make_cases.py's
+fixed seeds, but ZIP members carry the time they were written, so every generation differs
+in a few bytes and rewriting the committed seeds would only churn them (delete a file to
+have it written again). Regression seeds (inputs that once crashed a target) are added by
+hand as regress_* files.
 """
 from __future__ import annotations
 
@@ -85,11 +88,7 @@ def large_declared(outdir: str) -> list[str]:
          "activation": "relu", "weight": {"format": "csr", "prefix": "conv.W"}, "bias": None}], [256, 256, 16])
     write("large_conv_2048_empty", m)
     # conv 64 x 64 kernel over 2^12 channels, one filter: 2^24 taps per output (the limit)
-    m = _empty_csr("conv.W", 1, 64 * 64 * 4096)
-    m["model.json.npy"] = _manifest([
-        {"name": "conv", "type": "conv2d", "filters": 1, "kernel": [64, 64], "strides": [64, 64], "padding": "valid",
-         "activation": "linear", "weight": {"format": "csr", "prefix": "conv.W"}, "bias": None}], [64, 64, 4096])
-    write("large_conv_16M_taps", m)
+    paths.append(mc.conv_empty_csr(os.path.join(outdir, "large_conv_16M_taps.npz")))
     # conv with a few non-zeros, pool, flatten, dense: small enough that the fuzz target runs it
     m = _empty_csr("c.W", 64, 3 * 3 * 8, nnz=5)
     m.update({f"d.{k}": v for k, v in _empty_csr("W", 10, 8 * 8 * 64, nnz=3).items()})
@@ -123,11 +122,13 @@ JSON_STRINGS = [
 
 def main(corpus: str) -> None:
     for t in ("loader", "npz", "json"):
-        d = os.path.join(corpus, t)
-        os.makedirs(d, exist_ok=True)
-        for f in os.listdir(d):  # keep the hand-added regression seeds
-            if not f.startswith("regress_"):
-                os.unlink(os.path.join(d, f))
+        os.makedirs(os.path.join(corpus, t), exist_ok=True)
+
+    def add(t: str, name: str, raw: bytes) -> None:
+        path = os.path.join(corpus, t, name)
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(raw)
     tmp = tempfile.mkdtemp(prefix="si-seeds.")
     try:
         mc.generate(tmp)
@@ -138,8 +139,10 @@ def main(corpus: str) -> None:
             if not os.path.isfile(path) or os.path.getsize(path) == 0 or os.path.getsize(path) > MAX_SEED:
                 continue
             name = os.path.basename(path)
+            with open(path, "rb") as f:
+                raw = f.read()
             for t in ("loader", "npz"):
-                shutil.copy(path, os.path.join(corpus, t, name))
+                add(t, name, raw)
             try:
                 with zipfile.ZipFile(path) as z:
                     raw = np.lib.format.read_array(io.BytesIO(z.read("model.json.npy")), allow_pickle=False).tobytes()
@@ -150,8 +153,7 @@ def main(corpus: str) -> None:
         for i, s in enumerate(JSON_STRINGS):
             manifests.setdefault(s, f"text_{i:02d}.json")
         for raw, name in manifests.items():
-            with open(os.path.join(corpus, "json", name), "wb") as f:
-                f.write(raw)
+            add("json", name, raw)
     finally:
         shutil.rmtree(tmp)
     for t in ("loader", "npz", "json"):
