@@ -15,6 +15,14 @@
 
 #define MAX_MEMBERS 4096
 
+/* Fuzz builds skip the CRC-32 check, as OSS-Fuzz projects do: otherwise nearly every
+ * mutation dies at the checksum (a 3.6M-execution run stayed at its starting coverage). */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define CHECK_CRC 0
+#else
+#define CHECK_CRC 1
+#endif
+
 static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint32_t rd32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -317,7 +325,7 @@ si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
                          name, (unsigned long long)csize, (unsigned long long)doff, size);
             goto fail;
         }
-        if (crc32_of(buf + doff, csize) != crc) {
+        if (CHECK_CRC && crc32_of(buf + doff, csize) != crc) {
             st = si_fail(SI_ERR_FORMAT, "member %s: CRC-32 mismatch (corrupt file)", name);
             goto fail;
         }

@@ -392,6 +392,23 @@ def wide_empty_csr(path: str, rows: int = 2 ** 20, cols: int = 2 ** 24, bias: bo
     return write_members(path, members)
 
 
+def conv_empty_csr(path: str, filters: int = 1, kernel: int = 64, shape=(64, 64, 4096)) -> str:
+    """A model of one convolution in CSR with no non-zeros whose patch is as wide as the
+    reader allows (64 x 64 over 4096 channels: 2^24 taps), from a file of 1.5 KB: a packed
+    copy of its weights would be 2^24 floats per filter (fuzz seed large_conv_16M_taps)."""
+    cols = kernel * kernel * shape[2]
+    manifest = {"format": "sparseinfer-model", "version": [1, 0], "name": "conv_empty", "input": {"shape": list(shape)},
+                "layers": [{"name": "conv", "type": "conv2d", "filters": filters, "kernel": [kernel, kernel],
+                            "strides": [kernel, kernel], "padding": "valid", "activation": "linear",
+                            "weight": {"format": "csr", "prefix": "conv.W"}, "bias": None}]}
+    members = {"model.json.npy": manifest_bytes(json.dumps(manifest)),
+               "conv.W.data.npy": npy(np.zeros(0, np.float32)),
+               "conv.W.indices.npy": npy(np.zeros(0, np.int32)),
+               "conv.W.indptr.npy": npy(np.zeros(filters + 1, np.int32)),
+               "conv.W.shape.npy": npy(np.array([filters, cols], np.int64))}
+    return write_members(path, members)
+
+
 def _csr_edit(fn: Callable[[np.ndarray, np.ndarray], None]) -> Callable[[str, str], str]:
     """Edits fc1's CSR indices and indptr in place: fn(indices, indptr)."""
     def edit(m: dict[str, bytes]) -> None:
@@ -566,6 +583,12 @@ BAD_CASES: list[Case] = [
     Case("bad_empty_csr_dense_4gb", "SI_ERR_NOMEM",
          "layer wide: out of memory expanding CSR to dense (4096 MB): 4294967296 more bytes would pass the load's "
          "memory limit", lambda outdir, path: wide_empty_csr(path, rows=2 ** 14, cols=2 ** 16)),
+    # the widest input the reader takes (2^31 - 1) under 1024 empty rows, and a convolution of
+    # 2^24 taps per output: fuzz seeds that declare large layers in a few KB
+    Case("bad_empty_csr_2g_cols", "SI_ERR_MODEL", "layer wide: 1024 x 2147483647 weights are too many to expand to dense",
+         lambda outdir, path: wide_empty_csr(path, rows=1024, cols=2 ** 31 - 1)),
+    Case("bad_empty_conv_16m_taps", "SI_ERR_NOMEM", "layer conv: out of memory",
+         lambda outdir, path: conv_empty_csr(path)),
     Case("bad_manifest_too_big", "SI_ERR_FORMAT", "model.json: 1048577 bytes, more than the limit of 1048576",
          _manifest_text(lambda t: t[:-1] + b" " * (2 ** 20 + 1 - len(t)) + b"}")),
     Case("bad_json_long_array", "SI_ERR_FORMAT", "array with more than 65536 items",
