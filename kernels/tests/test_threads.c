@@ -245,6 +245,50 @@ static void test_shared(model_case *cases, int threads_each) {
     }
 }
 
+/* The process's first loads, from N_THREADS threads at once: every one-time initialisation
+ * on the load path (the CRC tables, the library's set-up) is raced here, before anything
+ * else in the process touched it (issue 13 item 5: a lazily filled CRC table was a data
+ * race that ThreadSanitizer reports here, and only here, once it is put back). */
+typedef struct first_load {
+    const char *path;
+    pthread_barrier_t *start;
+    int ok;
+    char err[256];
+} first_load;
+
+static void *first_load_work(void *arg) {
+    first_load *f = arg;
+    pthread_barrier_wait(f->start);
+    si_model *m;
+    si_load_options o = {.struct_size = sizeof o, .plan = SI_PLAN_NO_MEASURE, .cache_path = ""};
+    f->ok = si_model_load_file_ex(f->path, &o, &m) == SI_OK;
+    if (f->ok) si_model_free(m);
+    else snprintf(f->err, sizeof f->err, "%s", si_last_error());
+    return NULL;
+}
+
+static void test_first_loads(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.npz", dir, MODELS[0]);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N_THREADS);
+    first_load f[N_THREADS];
+    pthread_t t[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        memset(&f[i], 0, sizeof f[i]);
+        f[i].path = path;
+        f[i].start = &start;
+        pthread_create(&t[i], NULL, first_load_work, &f[i]);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        char what[96];
+        snprintf(what, sizeof what, "first load of the process, thread %d of %d at once", i, N_THREADS);
+        result(what, f[i].ok, f[i].ok ? "loaded" : f[i].err);
+    }
+    pthread_barrier_destroy(&start);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: test_threads DIR [--no-affinity] [--kernel-threads N]\n"); return 2; }
     int affinity = 1, kernel_threads = 0;
@@ -252,6 +296,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--no-affinity") == 0) affinity = 0;
         else if (strcmp(argv[i], "--kernel-threads") == 0 && i + 1 < argc) kernel_threads = atoi(argv[++i]);
     }
+    if (!affinity) test_first_loads(argv[1]); /* the TSan run: nothing has touched the library yet */
     model_case cases[N_MODELS];
     memset(cases, 0, sizeof cases);
     /* With the affinity test, the library's first call (which fixes its thread slots) happens
