@@ -297,19 +297,24 @@ cdef class Model:
             _raise(st)
         return out
 
+    def _timed_batch(self, x, str what, int repeats, int warmup):
+        """The checks of the timing helpers: one batch of 1..64 samples of the input shape,
+        as a contiguous float32 (samples, features) array."""
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        shape = self.input_shape
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or not 1 <= arr.shape[0] <= 64:
+            raise ValueError(f"{what} needs 1..64 samples of shape {shape}, got {arr.shape}")
+        if repeats < 1 or warmup < 0:
+            raise ValueError("repeats must be >= 1 and warmup >= 0")
+        return arr.reshape(arr.shape[0], -1)
+
     def profile_layers(self, x, int repeats=5, int warmup=1):
         """Per-layer wall-clock seconds of ``repeats`` runs of one batch (at most 64
         samples), after ``warmup`` untimed runs: an array of shape (repeats, layers). A
         layer that ran inside the one before it (a max pool fused into its convolution)
         reads 0. The algorithm each layer ran is in ``layers()`` (algo_batch1 at batch 1,
         algo_batchn above)."""
-        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        shape = self.input_shape
-        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or not 1 <= arr.shape[0] <= 64:
-            raise ValueError(f"profile_layers needs 1..64 samples of shape {shape}, got {arr.shape}")
-        if repeats < 1 or warmup < 0:
-            raise ValueError("repeats must be >= 1 and warmup >= 0")
-        cdef const float[:, ::1] xin = arr.reshape(arr.shape[0], -1)
+        cdef const float[:, ::1] xin = self._timed_batch(x, "profile_layers", repeats, warmup)
         cdef int n = xin.shape[0], nl = si_model_num_layers(self._m)
         out = np.empty((n, self.output_size), np.float32)
         cdef float[:, ::1] yout = out
@@ -336,13 +341,7 @@ cdef class Model:
         """Benchmark helper: run one batch (at most 64 samples) ``warmup`` + ``repeats``
         times back to back in C, timing each si_run call alone (no Python in the loop).
         Returns (seconds per run as an array, the output of the last run)."""
-        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        shape = self.input_shape
-        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or not 1 <= arr.shape[0] <= 64:
-            raise ValueError(f"time_runs needs 1..64 samples of shape {shape}, got {arr.shape}")
-        if repeats < 1 or warmup < 0:
-            raise ValueError("repeats must be >= 1 and warmup >= 0")
-        cdef const float[:, ::1] xin = arr.reshape(arr.shape[0], -1)
+        cdef const float[:, ::1] xin = self._timed_batch(x, "time_runs", repeats, warmup)
         cdef int n = xin.shape[0]
         out = np.empty((n, self.output_size), np.float32)
         cdef float[:, ::1] yout = out

@@ -167,9 +167,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     show = progress_printer() if not a.json else (lambda msg: None)
     r = benchmark(a.model, a.batch, a.time, a.threads, a.per_layer, progress=show)
-    show("")
-    if sys.stderr.isatty() and not a.json:
-        print("\r", end="", file=sys.stderr)
+    show("")  # clears the progress line
     print(json.dumps(r, indent=1) if a.json else format_report(r))
     return 0
 
