@@ -15,6 +15,7 @@
 
 #include "sparseinfer.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -385,6 +386,87 @@ void si_sgemm_packed_ref(const float *A, int64_t lda, int64_t m, const si_packed
 /* fc/si_fc_gemv.c: y = W x at memory bandwidth, threaded. */
 void si_f32_gemv(const si_layer *L, const float *x, float *y);
 void si_f32_gemv_ref(const si_layer *L, const float *x, float *y);
+
+/* ---- int8 (issue 12) ----------------------------------------------------------------
+ * Activations are uint8 with one scale and zero point per tensor (x = scale * (q - zero)),
+ * weights int8 symmetric in [-127, 127] with one scale per output channel, products summed
+ * in int32. The zero point and the bias are folded at load into two floats per output
+ * channel (mul, add), so every kernel's accumulator is sum_k q_x[k] * q_w[r][k] and its
+ * output is one requantization: */
+typedef struct si_requant {
+    const float *mul, *add;  /* per output channel r */
+    int act;                 /* SI_ACT_LINEAR or SI_ACT_RELU */
+    int out_u8;              /* 1: write uint8, 0: write float */
+    float inv_scale;         /* out_u8: 1 / the output's scale */
+    int32_t zero;            /* out_u8: the output's zero point, in [0, 255] */
+} si_requant;
+/* y = fmaf((float)acc, mul[r], add[r]); relu: y = fmaxf(y, 0); float output: y; uint8
+ * output: (uint8)(zero + rint(fminf(fmaxf(y * inv_scale, -zero), 255 - zero))), rint
+ * rounding half to even. Every variant and every reference computes exactly this, so for
+ * finite inputs the int8 kernels agree bit for bit with their references on every ISA. */
+static inline float si_requant_f(const si_requant *rq, int64_t r, int32_t acc) {
+    float y = fmaf((float)acc, rq->mul[r], rq->add[r]);
+    return rq->act == SI_ACT_RELU ? fmaxf(y, 0.0f) : y;
+}
+static inline uint8_t si_requant_u8(const si_requant *rq, float y) {
+    float t = fminf(fmaxf(y * rq->inv_scale, (float)-rq->zero), (float)(255 - rq->zero));
+    return (uint8_t)(rq->zero + (int32_t)rintf(t));
+}
+/* The int32 sums stay exact: an int8 layer has at most SI_I8_MAX_COLS inputs
+ * (255 * 127 * 66000 < 2^31), which the loader enforces. */
+#define SI_I8_MAX_COLS 66000
+
+/* ops/si_igemm.c: u8 x s8 -> s32 GEMM on weights packed at load, requantized on output.
+ * AVX-512 VNNI (vpdpbusd), AVX2 (vpmaddwd on widened operands: exact, see the file), and
+ * portable C; the variant is the one active when the weights were packed. */
+typedef struct si_packed_b8 {
+    void *b;                 /* the packed weights, layout private to ops/si_igemm.c */
+    int64_t n, k;            /* n outputs (rows of W), k inputs */
+    int64_t bytes;           /* held by b */
+    si_isa isa;              /* the variant the layout is for */
+} si_packed_b8;
+/* w: n x k int8, row-major (one row per output) */
+si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out);
+void si_packed_b8_free(si_packed_b8 *b);
+/* C[i * ldc + j] = requant_j(sum_{t < k} A[i * lda + t] * W[j][t]) for i < m, j < n; A is
+ * m rows of k uint8 (lda >= k, nothing past a row's k bytes is read); C is uint8 or float
+ * by rq->out_u8 (ldc in elements). Threaded over si_num_threads(); m == 1 is the GEMV of
+ * batch 1 (threads split the outputs). _rows: the calling thread alone. */
+void si_igemm_packed(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8 *B, const si_requant *rq,
+                     void *C, int64_t ldc);
+void si_igemm_packed_rows(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8 *B, const si_requant *rq,
+                          void *C, int64_t ldc);
+/* The reference: plain loops on the unpacked weights. */
+void si_igemm_ref(const uint8_t *A, int64_t lda, int64_t m, const int8_t *w, int64_t n, int64_t k,
+                  const si_requant *rq, void *C, int64_t ldc);
+
+/* csr/si_csr_i8.c: CSR with int8 values (the column indices and row pointers as for fp32:
+ * col16, uint16, when not NULL, else col). y = requant(W x) for one uint8 x of cols values;
+ * Y[i * ldy + r] = requant_r(sum_k val[k] * X[i * ldx + col[k]]) for n rows of X. Threaded;
+ * ws: si_i8_csrmm_ws_bytes of scratch (64-byte aligned). */
+typedef struct si_csr8_view {
+    const int8_t *val;
+    const int32_t *col;
+    const uint16_t *col16;
+    const int64_t *ptr;
+    int64_t rows, cols;
+} si_csr8_view;
+void si_i8_csrmv(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y);
+int64_t si_i8_csrmm_ws_bytes(const si_csr8_view *A, int64_t n);
+void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
+                 int64_t ldy, void *ws);
+void si_i8_csrmv_ref(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y);
+void si_i8_csrmm_ref(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
+                     int64_t ldy);
+
+/* ops/si_ops_u8.c: the uint8 activations' own operations. */
+void si_quantize_u8(const float *x, int64_t n, float inv_scale, int32_t zero, uint8_t *q); /* the rule above, y = x */
+void si_dequantize_u8(const uint8_t *q, int64_t n, float scale, int32_t zero, float *x);   /* scale * (q - zero) */
+void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out);
+/* rows [p0, p0 + m) of the im2col matrix as uint8, row stride ldc >= L->cols, padding taps
+ * set to zero (the quantized 0.0) */
+void si_im2col_u8(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
+                  uint8_t zero);
 
 /* Per-ISA variants, for si_dispatch.c (defined in the files of their families). */
 #define SI_DECLARE_VARIANTS(ret, name, args) \
