@@ -140,7 +140,7 @@ si_isa si_isa_active(void);
 
 /* ---- ZIP / .npy (io/si_npz.c) -------------------------------------------------------- */
 
-typedef enum si_dtype { SI_F32, SI_I32, SI_U16, SI_I64, SI_U8 } si_dtype;
+typedef enum si_dtype { SI_F32, SI_I32, SI_U16, SI_I64, SI_U8, SI_I8 } si_dtype;
 
 typedef struct si_array {
     char name[128];         /* member name without ".npy" */
@@ -186,7 +186,7 @@ const si_json *si_json_get(const si_json *obj, const char *key);
 
 enum si_act { SI_ACT_LINEAR = 0, SI_ACT_RELU = 1, SI_ACT_SOFTMAX = 2 };
 
-#define SI_MAX_ALGOS 24        /* entries in the registry, at most */
+#define SI_MAX_ALGOS 32        /* entries in the registry, at most */
 #define SI_REGIMES 2           /* 0: batch 1, 1: larger batches */
 
 /* Shared weight forms an entry reads; the planner keeps exactly the union of what the
@@ -210,6 +210,17 @@ typedef struct si_layer {
     int64_t *csr_ptr;        /*   rows + 1 row pointers; csr_ptr != NULL means the form exists */
     int64_t nnz;
     float *bias;             /* rows values, or NULL */
+    /* int8 (issue 12): q = 1 for a quantized layer. Its input is uint8 with (q_in_scale,
+     * q_in_zero); its output uint8 with (q_out_scale, q_out_zero) when q_out_u8, else float.
+     * Its weight forms are w8 (SI_FORM_DENSE) and csr_val8 with csr_col / csr_ptr
+     * (SI_FORM_CSR) instead of w and csr_val; bias is NULL and q_mul / q_add (rows each)
+     * hold the folded scales, zero point and int32 bias (si_requant). */
+    int q;
+    float q_in_scale, q_out_scale;
+    int32_t q_in_zero, q_out_zero;
+    int q_out_u8;
+    int8_t *w8, *csr_val8;
+    float *q_wscale, *q_mul, *q_add;
     /* The max pooling right after this convolution when an entry may compute both in one
      * pass (run_pool): non-overlapping windows, no padding (si_plan.c sets it), else NULL. */
     const struct si_layer *pool;
@@ -252,6 +263,8 @@ typedef struct si_algo {
     unsigned forms;          /* SI_FORM_* the entry reads */
     int reference_only;      /* 1: a reference to compare with (MKL's sparse BLAS); auto never picks it
                               * unless asked for by si_sparse_impl */
+    int int8;                /* 1: an int8 entry, for int8 layers only (L->q): run's input is uint8 and its
+                              * output uint8 (L->q_out_u8) or float, cast from the float pointers */
     int state_only;          /* 1: run and run_ref read only the prepared state (packed weights), so
                               * the forms are needed to prepare it and may be freed afterwards */
     /* Does it apply to this layer in regime (0: batch 1, 1: larger)? */
@@ -411,6 +424,15 @@ static inline float si_requant_f(const si_requant *rq, int64_t r, int32_t acc) {
 static inline uint8_t si_requant_u8(const si_requant *rq, float y) {
     float t = fminf(fmaxf(y * rq->inv_scale, (float)-rq->zero), (float)(255 - rq->zero));
     return (uint8_t)(rq->zero + (int32_t)rintf(t));
+}
+/* The requantization of an int8 layer's output (its rows' mul and add, act, output quantization). */
+static inline void si_layer_requant(const si_layer *L, si_requant *rq) {
+    rq->mul = L->q_mul;
+    rq->add = L->q_add;
+    rq->act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
+    rq->out_u8 = L->q_out_u8;
+    rq->inv_scale = L->q_out_u8 ? 1.0f / L->q_out_scale : 0.0f;
+    rq->zero = L->q_out_u8 ? L->q_out_zero : 0;
 }
 /* The int32 sums stay exact: an int8 layer has at most SI_I8_MAX_COLS inputs
  * (255 * 127 * 66000 < 2^31), which the loader enforces. */

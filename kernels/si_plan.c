@@ -47,7 +47,50 @@
 
 /* ---- shared weight forms ------------------------------------------------------------ */
 
+/* int8 layers (L->q): the same forms with int8 values, w8 and csr_val8. */
+static si_status_t form_dense8(si_layer *L) {
+    if (L->w8) return SI_OK;
+    int64_t n;
+    if (!si_mul_ok(L->rows, L->cols, &n) || n > (INT64_C(1) << 40))
+        return si_fail(SI_ERR_MODEL, "layer %s: %lld x %lld weights are too many to expand to dense", L->name,
+                       (long long)L->rows, (long long)L->cols);
+    L->w8 = si_alloc((size_t)(n ? n : 1));
+    if (!L->w8)
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory expanding CSR to dense int8 (%lld MB)", L->name,
+                       (long long)(n >> 20));
+    memset(L->w8, 0, (size_t)(n ? n : 1));
+    for (int64_t r = 0; r < L->rows; r++)
+        for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) L->w8[r * L->cols + L->csr_col[k]] = L->csr_val8[k];
+    return SI_OK;
+}
+
+static si_status_t form_csr8(si_layer *L) {
+    if (L->csr_ptr) {
+        if (!L->csr_val8) L->csr_val8 = si_alloc(1);
+        if (!L->csr_col) L->csr_col = si_alloc(sizeof(int32_t));
+        if (!L->csr_val8 || !L->csr_col) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for CSR", L->name);
+        return SI_OK;
+    }
+    int64_t nnz = 0, n = L->rows * L->cols;
+    for (int64_t i = 0; i < n; i++) nnz += L->w8[i] != 0;
+    L->csr_val8 = si_alloc((size_t)(nnz ? nnz : 1));
+    L->csr_col = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
+    L->csr_ptr = si_alloc((size_t)(L->rows + 1) * sizeof(int64_t));
+    if (!L->csr_val8 || !L->csr_col || !L->csr_ptr) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for CSR", L->name);
+    int64_t k = 0;
+    L->csr_ptr[0] = 0;
+    for (int64_t r = 0; r < L->rows; r++) {
+        const int8_t *row = L->w8 + r * L->cols;
+        for (int64_t c = 0; c < L->cols; c++)
+            if (row[c]) { L->csr_val8[k] = row[c]; L->csr_col[k] = (int32_t)c; k++; }
+        L->csr_ptr[r + 1] = k;
+    }
+    L->nnz = nnz;
+    return SI_OK;
+}
+
 si_status_t si_form_dense(si_layer *L) {
+    if (L->q) return form_dense8(L);
     if (L->w) return SI_OK;
     int64_t n;
     if (!si_mul_ok(L->rows, L->cols, &n) || n > (INT64_C(1) << 40) / 4)
@@ -64,6 +107,7 @@ si_status_t si_form_dense(si_layer *L) {
 }
 
 si_status_t si_form_csr(si_layer *L) {
+    if (L->q) return form_csr8(L);
     if (L->csr_ptr) {
         /* A layer that pruning emptied may come without value and column arrays. */
         if (!L->csr_val) L->csr_val = si_alloc(sizeof(float));
@@ -91,9 +135,10 @@ si_status_t si_form_csr(si_layer *L) {
 
 static void drop_forms(si_layer *L, unsigned keep) {
     if (!(keep & SI_FORM_DENSE) && L->w) { si_free(L->w); L->w = NULL; }
+    if (!(keep & SI_FORM_DENSE) && L->w8) { si_free(L->w8); L->w8 = NULL; }
     if (!(keep & SI_FORM_CSR) && L->csr_ptr) {
-        si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr);
-        L->csr_val = NULL; L->csr_col = NULL; L->csr_ptr = NULL;
+        si_free(L->csr_val); si_free(L->csr_val8); si_free(L->csr_col); si_free(L->csr_ptr);
+        L->csr_val = NULL; L->csr_val8 = NULL; L->csr_col = NULL; L->csr_ptr = NULL;
     }
 }
 
@@ -284,7 +329,8 @@ static void run_candidate(const si_algo *a, const si_layer *V, const void *st, c
     else if (a->run_pool) a->run_pool(V, st, in, batch, pooled, ws);
     else {
         a->run(V, st, in, batch, out, ws);
-        si_maxpool_forward(V->pool, out, batch, pooled);
+        if (V->q && V->q_out_u8) si_maxpool_u8(V->pool, (const uint8_t *)out, batch, (uint8_t *)pooled);
+        else si_maxpool_forward(V->pool, out, batch, pooled);
     }
 }
 
@@ -292,6 +338,7 @@ static void run_candidate(const si_algo *a, const si_layer *V, const void *st, c
 static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo **cand, int nc, double *seconds) {
     si_layer view = p->view; /* the strip's shape with the forms the layer holds now */
     view.w = L->w; view.csr_val = L->csr_val; view.csr_col = L->csr_col; view.csr_ptr = L->csr_ptr;
+    view.w8 = L->w8; view.csr_val8 = L->csr_val8;
     si_layer pool_view;
     if (L->pool) { /* the pool of the strip */
         pool_view = *L->pool;
@@ -397,7 +444,7 @@ static int candidates(const plan_ctx *c, const si_layer *L, int regime, const si
     int n = 0;
     for (int i = 0; si_algos[i]; i++) {
         const si_algo *a = si_algos[i];
-        if (a->type != L->type || !a->applies(L, regime)) continue;
+        if (a->type != L->type || a->int8 != L->q || !a->applies(L, regime)) continue;
         int sparse = a->family != SI_EXEC_DENSE;
         /* Near-dense layers: the CSR form is at least 1.8x the dense one's size and a sparse
          * kernel does about as many multiply-adds as a dense one, plus an index load each; not

@@ -61,7 +61,9 @@ static int64_t mul_sat(int64_t a, int64_t b) {
 static int64_t layer_memory(const si_layer *L) {
     int64_t mem = L->bias ? 4 * L->rows : 0;
     if (L->w) mem += 4 * L->rows * L->cols; /* allocated, so no overflow */
-    if (L->csr_ptr) mem += 8 * L->nnz + 8 * (L->rows + 1);
+    if (L->w8) mem += L->rows * L->cols;
+    if (L->csr_ptr) mem += (L->q ? 5 : 8) * L->nnz + 8 * (L->rows + 1);
+    if (L->q) mem += 12 * L->rows; /* weight scales, mul, add */
     for (int i = 0; si_algos[i]; i++)
         if (L->state[i] && si_algos[i]->bytes) mem += si_algos[i]->bytes(L, L->state[i]);
     return mem;
@@ -92,8 +94,9 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *out) {
     info->plan_positions1 = L->plan_positions[0];
     info->plan_positionsn = L->plan_positions[1];
     info->why = L->why;
+    info->dtype = "";
     if (L->storage != SI_STORAGE_NONE) {
-        int64_t bias = L->bias ? L->rows : 0;
+        int64_t bias = L->bias || L->q ? L->rows : 0;
         /* rows and cols are below 2^31 each, so rows * cols fits, 4 * rows * cols may not
          * (an empty CSR layer declares any shape) */
         info->params = L->rows * L->cols + bias;
@@ -101,9 +104,18 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *out) {
         /* As the writer stores them (csr_bytes in sparseinfer/format.py): float32 values,
          * uint16 columns when they fit, int32 row pointers (int64 from 2^31 non-zeros) and
          * the int64 shape pair. */
-        int64_t csr = 4 * L->nnz + (L->cols <= SI_FILE_COL16_MAX_COLS ? 2 : 4) * L->nnz +
+        const int vb = L->q ? 1 : 4; /* bytes per value; int8 layers add an int32 bias and a float32 scale per row */
+        int64_t csr = vb * L->nnz + (L->cols <= SI_FILE_COL16_MAX_COLS ? 2 : 4) * L->nnz +
                       (L->nnz < (INT64_C(1) << 31) ? 4 : 8) * (L->rows + 1) + 16;
-        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? mul_sat(4, L->rows * L->cols) : csr) + 4 * bias;
+        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? mul_sat(vb, L->rows * L->cols) : csr) + 4 * bias +
+                             (L->q ? 4 * L->rows : 0);
+        info->dtype = L->q ? "int8" : "float32";
+        if (L->q) {
+            info->in_scale = L->q_in_scale;
+            info->in_zero_point = L->q_in_zero;
+            info->out_scale = L->q_out_u8 ? L->q_out_scale : 0.0;
+            info->out_zero_point = L->q_out_u8 ? L->q_out_zero : 0;
+        }
         info->memory_bytes = layer_memory(L);
     }
     const size_t n = out->struct_size < sizeof full ? out->struct_size : sizeof full;
@@ -121,7 +133,7 @@ int si_model_layer_candidates(const si_model *m, int index, int regime, const ch
     if (!L->algo[regime]) return 0;
     for (int i = 0; si_algos[i]; i++) {
         const si_algo *a = si_algos[i];
-        if (a->type != L->type || !a->applies(L, regime)) continue;
+        if (a->type != L->type || a->int8 != L->q || !a->applies(L, regime)) continue;
         if (n < max) { names[n] = a->name; seconds[n] = L->cand_s[regime][i]; }
         n++;
     }
@@ -137,6 +149,11 @@ struct si_context {
     float *ws;           /* the largest scratch any layer's entry asked for */
     int64_t ws_floats;
     double *prof;        /* si_context_set_profile: per-layer seconds of the last run, or NULL */
+    float *const *trace; /* si_run_trace: where each layer's output goes, during that call */
+    /* int8 models: an activation quantized for an int8 layer (max_batch * max_act bytes),
+     * and a dequantized one (floats); NULL without int8 layers */
+    uint8_t *qin;
+    float *deq;
 };
 
 si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds) {
@@ -176,7 +193,13 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
     c->act[0] = si_alloc((size_t)act * sizeof(float));
     c->act[1] = si_alloc((size_t)act * sizeof(float));
     c->ws = c->ws_floats ? si_alloc((size_t)c->ws_floats * sizeof(float)) : NULL;
-    if (!c->act[0] || !c->act[1] || (c->ws_floats && !c->ws)) {
+    int any_q = 0;
+    for (int l = 0; l < m->n_layers; l++) any_q |= m->layers[l].q;
+    if (any_q) {
+        c->qin = si_alloc((size_t)act);
+        c->deq = si_alloc((size_t)act * sizeof(float));
+    }
+    if (!c->act[0] || !c->act[1] || (c->ws_floats && !c->ws) || (any_q && (!c->qin || !c->deq))) {
         si_context_free(c);
         return si_fail(SI_ERR_NOMEM, "out of memory for a context of batch %d (%lld MB of activations)", max_batch,
                        (long long)(2 * act * 4 >> 20));
@@ -190,6 +213,8 @@ void si_context_free(si_context *c) {
     si_free(c->act[0]);
     si_free(c->act[1]);
     si_free(c->ws);
+    si_free(c->qin);
+    si_free(c->deq);
     free(c);
 }
 
@@ -201,6 +226,11 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
     const float *src = input;
     int cur = 0; /* index of the ping-pong buffer the next layer writes */
     int nb = 0;  /* src's layout: NHWC (0), or blocks of nb samples (si_algo.run_blocked) */
+    int u8 = 0;  /* src holds uint8 (an int8 layer's output) quantized with (qs, qz) */
+    float qs = 0.0f;
+    int32_t qz = 0;
+    const int tracing = ctx->trace != NULL; /* every layer's output separate and NHWC */
+    int64_t n_src = (int64_t)batch * m->in_h * m->in_w * m->in_c;
     for (int l = 0; l < m->n_layers; l++) {
         const si_layer *L = &m->layers[l];
         const int l0 = l;
@@ -212,9 +242,19 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
         case SI_LAYER_DENSE: {
             const si_algo *a = L->algo[batch > 1];
             const void *st = L->state[si_algo_index(a)];
-            const int pool = a->run_pool && L->pool; /* L->pool is layer l + 1 (si_plan.c) */
+            const int pool = a->run_pool && L->pool && !tracing; /* L->pool is layer l + 1 (si_plan.c) */
             int out_nb = 0; /* hand the output over blocked when the consumer's entry takes this NB */
-            if (batch > 1 && L->blocked_next && !si_use_reference) {
+            /* int8 layers read uint8 in their own quantization; float layers read floats */
+            if (u8 && (!L->q || qs != L->q_in_scale || qz != L->q_in_zero)) {
+                si_dequantize_u8((const uint8_t *)src, n_src, qs, qz, ctx->deq);
+                src = ctx->deq;
+                u8 = 0;
+            }
+            if (L->q && !u8) {
+                si_quantize_u8(src, n_src, 1.0f / L->q_in_scale, L->q_in_zero, ctx->qin);
+                src = (const float *)ctx->qin;
+            }
+            if (batch > 1 && L->blocked_next && !si_use_reference && !tracing) {
                 const si_layer *C = L->blocked_next;
                 const int p = a->block_of(L, batch), q = C->algo[1]->block_of(C, batch);
                 if (p > 0 && (q == 0 || q == p)) out_nb = p;
@@ -225,14 +265,26 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
             else a->run(L, st, src, batch, dst, ctx->ws);
             l += !si_use_reference && pool;
             nb = out_nb;
+            u8 = L->q && L->q_out_u8;
+            qs = L->q_out_scale;
+            qz = L->q_out_zero;
             break;
         }
-        case SI_LAYER_MAXPOOL2D: si_maxpool_forward(L, src, batch, dst); break;
+        case SI_LAYER_MAXPOOL2D: /* the max commutes with a quantization (it is monotone) */
+            if (u8) si_maxpool_u8(L, (const uint8_t *)src, batch, (uint8_t *)dst);
+            else si_maxpool_forward(L, src, batch, dst);
+            break;
         case SI_LAYER_FLATTEN:
+            if (src == input) memcpy(dst, src, (size_t)n_out * sizeof(float));
+            else dst = (float *)src;
+            break;
         case SI_LAYER_RELU:
         case SI_LAYER_SOFTMAX:
             /* NHWC flatten is the identity; the others work in place once off the input. */
-            if (src == input) memcpy(dst, src, (size_t)n_out * sizeof(float));
+            if (u8) {
+                si_dequantize_u8((const uint8_t *)src, n_out, qs, qz, dst);
+                u8 = 0;
+            } else if (src == input) memcpy(dst, src, (size_t)n_out * sizeof(float));
             else dst = (float *)src;
             if (L->type == SI_LAYER_RELU) si_relu_inplace(dst, n_out);
             if (L->type == SI_LAYER_SOFTMAX) si_softmax_rows(dst, n_out / L->out_c, L->out_c);
@@ -242,10 +294,28 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
             ctx->prof[l0] = omp_get_wtime() - t0;
             if (l > l0) ctx->prof[l] = 0.0; /* the fused pool ran inside layer l0 */
         }
+        if (tracing && ctx->trace[l]) {
+            if (u8) si_dequantize_u8((const uint8_t *)dst, n_out, qs, qz, ctx->trace[l]);
+            else memcpy(ctx->trace[l], dst, (size_t)n_out * sizeof(float));
+        }
         if (dst == ctx->act[cur]) cur ^= 1;
         src = dst;
+        n_src = (int64_t)batch * m->layers[l].out_h * m->layers[l].out_w * m->layers[l].out_c;
     }
-    const si_layer *last = &m->layers[m->n_layers - 1];
-    memcpy(output, src, (size_t)batch * (size_t)(last->out_h * last->out_w * last->out_c) * sizeof(float));
+    if (u8) si_dequantize_u8((const uint8_t *)src, n_src, qs, qz, output);
+    else memcpy(output, src, (size_t)n_src * sizeof(float));
     return SI_OK;
+}
+
+si_status_t si_run_trace(si_context *ctx, const float *input, int batch, float *const *layer_outputs) {
+    if (!ctx || !layer_outputs) return si_fail(SI_ERR_ARGUMENT, "si_run_trace: NULL argument");
+    const si_model *m = ctx->model;
+    const si_layer *last = &m->layers[m->n_layers - 1];
+    float *out = si_alloc((size_t)batch * (size_t)(last->out_h * last->out_w * last->out_c) * sizeof(float) + 64);
+    if (!out) return si_fail(SI_ERR_NOMEM, "si_run_trace: out of memory");
+    ctx->trace = layer_outputs;
+    si_status_t st = si_run(ctx, input, batch, out);
+    ctx->trace = NULL;
+    si_free(out);
+    return st;
 }

@@ -52,9 +52,9 @@ extern "C" {
 #endif
 
 #define SI_VERSION_MAJOR 0
-#define SI_VERSION_MINOR 3
+#define SI_VERSION_MINOR 4
 /* The newest model file format version this library reads (docs/format.md). */
-#define SI_FORMAT_VERSION_MAJOR 1
+#define SI_FORMAT_VERSION_MAJOR 2
 
 /* Append-only: codes keep their values across releases. (Not named si_status: <signal.h>
  * defines si_status as a macro for a siginfo_t field.) */
@@ -190,6 +190,12 @@ typedef struct si_layer_info {
     const char *algo_batchn; /* at larger batches */
     int plan_batch1, plan_batchn;          /* batch each regime was planned at (0: not timed) */
     int64_t plan_positions1, plan_positionsn; /* conv: output positions timed (a strip when large) */
+    /* Since 0.4: "float32", or "int8" for a quantized layer (int8 weights, uint8 input with
+     * in_scale / in_zero_point, int32 sums); its output is uint8 with out_scale /
+     * out_zero_point when out_scale > 0, else float32. "" for layers without weights. */
+    const char *dtype;
+    double in_scale, out_scale;
+    int in_zero_point, out_zero_point;
 } si_layer_info;
 
 SI_API int si_model_num_layers(const si_model *model);
@@ -219,6 +225,11 @@ SI_API void si_context_free(si_context *ctx);
 /* Run batch samples: input is batch * si_model_input_size floats (NHWC), output receives
  * batch * si_model_output_size floats. 1 <= batch <= max_batch of the context. The buffers
  * belong to the caller and must not overlap. */
+/* si_run that also copies every layer's output (float32, batch x that layer's out_shape,
+ * NHWC; an int8 layer's uint8 output dequantized) to layer_outputs[i] where it is not NULL:
+ * what calibrating an int8 model (sparseinfer.quantize) and debugging read. Slower than
+ * si_run (no layer fusion). Since 0.4. */
+SI_API si_status_t si_run_trace(si_context *ctx, const float *input, int batch, float *const *layer_outputs);
 SI_API si_status_t si_run(si_context *ctx, const float *input, int batch, float *output);
 
 /* Per-layer timing: the si_run calls that follow write each layer's wall-clock seconds into

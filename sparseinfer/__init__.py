@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 
-__all__ = ["load", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
+__all__ = ["load", "quantize", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
 
 # Samples per C call in Model.predict: 64, or 8 for VGG-sized inputs (see _core.pyx). The
 # planner times the "batch > 1" regime at the batch the model will mostly run.
@@ -52,6 +52,15 @@ def _default_plan_batch(path: str) -> int:
     except Exception:  # noqa: BLE001 - any failure is the C loader's to report
         return 0
     return 8 if n >= _LARGE_INPUT else 64
+
+
+def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, calibration: Any, **kwargs: Any) -> dict:
+    """Write an int8 copy of a float model file (post-training quantization): weights int8
+    per output channel, activations uint8 per tensor, calibrated by running the model on
+    ``calibration``, an NHWC float32 batch already preprocessed. No TensorFlow. See
+    sparseinfer.quantization.quantize for the options (method, keep_fp32, storage)."""
+    from .quantization import quantize as _quantize
+    return _quantize(os.fspath(in_path), os.fspath(out_path), calibration, **kwargs)
 
 
 def cpu() -> str:

@@ -7,6 +7,7 @@ import numpy as np
 
 from libc.stdint cimport int64_t
 from libc.string cimport memset
+from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from sparseinfer._csparseinfer cimport *
 
@@ -231,6 +232,10 @@ cdef class Model:
                 "algo_batchn": info.algo_batchn.decode(),
                 "plan_batch": [info.plan_batch1, info.plan_batchn] if info.storage else None,
                 "plan_positions": [info.plan_positions1, info.plan_positionsn] if info.storage else None,
+                "dtype": info.dtype.decode(),     # "float32", "int8" or "" (no weights)
+                "quant": ({"input": (info.in_scale, info.in_zero_point),
+                           "output": (info.out_scale, info.out_zero_point) if info.out_scale > 0 else None}
+                          if info.dtype == b"int8" else None),
                 "candidates_batch1": cands[0],   # entry -> measured seconds (None: not timed)
                 "candidates_batchn": cands[1],
             })
@@ -296,6 +301,51 @@ cdef class Model:
         if st != SI_OK:
             _raise(st)
         return out
+
+    def trace(self, x, layers=None):
+        """Every layer's output for an NHWC batch (at most 64 samples): a list with one float32
+        array of shape (samples, h, w, c) per layer (None for layers not in ``layers``, a
+        collection of indices), int8 layers' outputs dequantized. What calibrating a model for
+        int8 reads (sparseinfer.quantize); the layers run unfused, so slower than predict."""
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        shape = self.input_shape
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != shape or not 1 <= arr.shape[0] <= 64:
+            raise ValueError(f"trace needs 1..64 samples of shape {shape}, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError("input holds NaN or infinite values")
+        cdef const float[:, ::1] xin = arr.reshape(arr.shape[0], -1)
+        cdef int n = xin.shape[0], nl = si_model_num_layers(self._m), i
+        infos = self.layers()
+        outs = []
+        for i in range(nl):
+            if layers is None or i in layers:
+                outs.append(np.empty((n, *infos[i]["output_shape"]), np.float32))
+            else:
+                outs.append(None)
+        cdef float **ptrs = <float **>malloc(sizeof(float *) * nl)
+        if ptrs == NULL:
+            raise MemoryError()
+        cdef float[:, :, :, ::1] view
+        for i in range(nl):
+            if outs[i] is None:
+                ptrs[i] = NULL
+            else:
+                view = outs[i]
+                ptrs[i] = &view[0, 0, 0, 0]
+        cdef si_status_t st = SI_OK
+        cdef int prev
+        try:
+            with self._lock:
+                self._ensure_context(n)
+                with nogil:
+                    prev = si_set_num_threads(self.threads)
+                    st = si_run_trace(self._ctx, &xin[0, 0], n, ptrs)
+                    si_set_num_threads(prev)
+        finally:
+            free(ptrs)
+        if st != SI_OK:
+            _raise(st)
+        return outs
 
     def _timed_batch(self, x, str what, int repeats, int warmup):
         """The checks of the timing helpers: one batch of 1..64 samples of the input shape,

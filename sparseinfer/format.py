@@ -14,6 +14,9 @@ import numpy as np
 
 FORMAT_NAME = "sparseinfer-model"
 FORMAT_VERSION = (1, 0)
+# Files with int8 layers (a "quant" key, issue 12): a reader of 1.x cannot run them, so they
+# carry the next major version; float files stay 1.0 for older runtimes.
+FORMAT_VERSION_INT8 = (2, 0)
 
 LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
 ACTIVATIONS = ("linear", "relu", "softmax")
@@ -50,9 +53,11 @@ def csr_index_dtype(cols: int) -> type:
 
 
 def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canonical CSR of a 2-D array in the file's compact dtypes: data float32, indices
-    uint16 when the column count allows (else int32), indptr int32 (int64 past 2^31 - 1)."""
-    w = np.asarray(w, dtype=np.float32)
+    """Canonical CSR of a 2-D array in the file's compact dtypes: data float32 (int8 for an
+    int8 matrix), indices uint16 when the column count allows (else int32), indptr int32
+    (int64 past 2^31 - 1)."""
+    w = np.asarray(w)
+    w = w if w.dtype == np.int8 else w.astype(np.float32)
     if w.ndim != 2:
         raise ModelFormatError(f"CSR needs a 2-D matrix, got shape {w.shape}")
     rows, cols = np.nonzero(w)  # row-major order: rows sorted, columns increasing
@@ -60,15 +65,27 @@ def dense_to_csr(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=indptr[1:])
     index_dtype = csr_index_dtype(w.shape[1])
     ptr_dtype = np.int32 if indptr[-1] < 2**31 else np.int64
-    return w[rows, cols].astype(np.float32), cols.astype(index_dtype), indptr.astype(ptr_dtype)
+    return w[rows, cols], cols.astype(index_dtype), indptr.astype(ptr_dtype)
 
 
-def csr_bytes(nnz: int, rows: int, cols: int) -> int:
-    """Bytes of a CSR matrix as written: float32 values, uint16 (or int32) column indices,
-    int32 (or int64) row pointers, and the 2 x int64 shape."""
+def csr_bytes(nnz: int, rows: int, cols: int, value_bytes: int = 4) -> int:
+    """Bytes of a CSR matrix as written: float32 (or int8: value_bytes 1) values, uint16 (or
+    int32) column indices, int32 (or int64) row pointers, and the 2 x int64 shape."""
     index = np.dtype(csr_index_dtype(cols)).itemsize
     ptr = 4 if nnz < 2**31 else 8
-    return (4 + index) * nnz + ptr * (rows + 1) + 16
+    return (value_bytes + index) * nnz + ptr * (rows + 1) + 16
+
+
+def _qparams(lname: str, which: str, v: Any) -> dict:
+    """{"scale", "zero_point"} of an activation's uint8 quantization, checked."""
+    try:
+        scale, zero = float(np.float32(v[0])), int(v[1])
+    except (TypeError, ValueError, IndexError) as e:
+        raise ModelFormatError(f"layer {lname!r}: quant {which} must be (scale, zero_point), got {v!r}") from e
+    if not (np.isfinite(scale) and scale > 0) or not 0 <= zero <= 255 or int(v[1]) != v[1]:
+        raise ModelFormatError(f"layer {lname!r}: quant {which} needs a finite scale > 0 and an integer zero point "
+                               f"in [0, 255], got {v!r}")
+    return {"scale": scale, "zero_point": zero}
 
 
 def _check_pair(layer: Mapping[str, Any], key: str) -> list[int]:
@@ -109,10 +126,19 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
             act = layer.get("activation", "linear")
             if act not in ACTIVATIONS:
                 raise ModelFormatError(f"layer {lname!r}: activation {act!r} not in {ACTIVATIONS}")
-            w = np.asarray(layer["W"], dtype=np.float32)
+            quant = layer.get("quant")
+            if quant is not None:  # an int8 layer: W int8 in [-127, 127], b int32 (docs/format.md)
+                w = np.asarray(layer["W"])
+                if w.dtype != np.int8 or w.ndim != 2:
+                    raise ModelFormatError(f"layer {lname!r}: an int8 layer's W must be a 2-D int8 array, got "
+                                           f"{w.dtype} {w.shape}")
+                if w.size and int(w.min()) == -128:
+                    raise ModelFormatError(f"layer {lname!r}: int8 weights are symmetric, in [-127, 127]")
+            else:
+                w = np.asarray(layer["W"], dtype=np.float32)
             if w.ndim != 2:
                 raise ModelFormatError(f"layer {lname!r}: W must be 2-D, got {w.shape}")
-            if not np.isfinite(w).all():
+            if quant is None and not np.isfinite(w).all():
                 raise ModelFormatError(f"layer {lname!r}: W has non-finite values")
             if ltype == "conv2d":
                 entry["filters"] = int(w.shape[0])
@@ -127,7 +153,7 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
             if layer_storage not in STORAGE:
                 raise ModelFormatError(f"layer {lname!r}: storage must be one of {STORAGE}, got {layer_storage!r}")
             use_csr = layer_storage == "csr" or (
-                layer_storage == "auto" and csr_bytes(nnz, w.shape[0], w.shape[1]) < w.nbytes)
+                layer_storage == "auto" and csr_bytes(nnz, w.shape[0], w.shape[1], w.itemsize) < w.nbytes)
             key = f"{lname}.W"
             if use_csr:
                 data, indices, indptr = dense_to_csr(w)
@@ -139,8 +165,25 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
             else:
                 arrays[key] = np.ascontiguousarray(w)
                 entry["weight"] = {"format": "dense", "array": key}
+            if quant is not None:
+                ws = np.asarray(quant["weight_scale"], dtype=np.float32).reshape(-1)
+                if ws.shape[0] != w.shape[0] or not (np.isfinite(ws).all() and (ws > 0).all()):
+                    raise ModelFormatError(f"layer {lname!r}: weight_scale needs {w.shape[0]} finite values > 0")
+                arrays[f"{lname}.W.scale"] = ws
+                out_q = quant.get("output")
+                if out_q is not None and act == "softmax":
+                    raise ModelFormatError(f"layer {lname!r}: a softmax output cannot be quantized")
+                entry["quant"] = {"input": _qparams(lname, "input", quant["input"]),
+                                  "output": None if out_q is None else _qparams(lname, "output", out_q),
+                                  "weight_scale": f"{lname}.W.scale"}
             b = layer.get("b")
-            if b is not None:
+            if b is not None and quant is not None:
+                b = np.asarray(b)
+                if b.dtype != np.int32 or b.reshape(-1).shape[0] != w.shape[0]:
+                    raise ModelFormatError(f"layer {lname!r}: an int8 layer's bias must be {w.shape[0]} int32 values")
+                arrays[f"{lname}.b"] = b.reshape(-1)
+                entry["bias"] = f"{lname}.b"
+            elif b is not None:
                 b = np.asarray(b, dtype=np.float32).reshape(-1)
                 if b.shape[0] != w.shape[0]:
                     raise ModelFormatError(f"layer {lname!r}: bias has {b.shape[0]} values for {w.shape[0]} outputs")
@@ -172,7 +215,8 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
     if any(s == 0 for s in spec["std"]):
         raise ModelFormatError("input std must be non-zero")
     spec.setdefault("invert", False)
-    manifest: dict[str, Any] = {"format": FORMAT_NAME, "version": list(FORMAT_VERSION),
+    version = FORMAT_VERSION_INT8 if any("quant" in e for e in out_layers) else FORMAT_VERSION
+    manifest: dict[str, Any] = {"format": FORMAT_NAME, "version": list(version),
                                 "name": name, "input": spec, "layers": out_layers}
     if classes is not None:
         manifest["classes"] = [str(s) for s in classes]

@@ -114,24 +114,126 @@ static si_status_t copy_floats(const si_array *a, float **dst, const char *where
     return SI_OK;
 }
 
+/* int8 weights: symmetric, so -128 (whose products could pass the int32 bound of
+ * SI_I8_MAX_COLS inputs) is refused. */
+static si_status_t copy_int8(const si_array *a, int8_t **dst, const char *where) {
+    *dst = si_alloc((size_t)(a->count ? a->count : 1));
+    if (!*dst) return si_fail(SI_ERR_NOMEM, "%s: out of memory for '%s'", where, a->name);
+    if (a->count) memcpy(*dst, a->data, (size_t)a->count);
+    for (int64_t i = 0; i < a->count; i++)
+        if ((*dst)[i] == -128)
+            return si_fail(SI_ERR_MODEL, "%s: %s[%lld] = -128 (int8 weights are symmetric, in [-127, 127])", where,
+                           a->name, (long long)i);
+    return SI_OK;
+}
+
+/* A quantization {"scale": s, "zero_point": z}: s a finite float32 > 0, z an integer in [0, 255]. */
+static si_status_t get_qparams(const si_json *q, const char *key, const char *where, float *scale, int32_t *zero) {
+    const si_json *o = si_json_get(q, key);
+    if (!o || o->type != SI_JOBJ) return si_fail(SI_ERR_FORMAT, "%s: quant.%s must be an object {scale, zero_point}", where, key);
+    const si_json *s = si_json_get(o, "scale"), *z = si_json_get(o, "zero_point");
+    if (!s || s->type != SI_JNUM || !isfinite(s->num) || !((float)s->num > 0.0f) || !isfinite((float)s->num))
+        return si_fail(SI_ERR_MODEL, "%s: quant.%s.scale must be a finite float32 > 0", where, key);
+    if (!z || z->type != SI_JNUM || z->num != floor(z->num) || z->num < 0 || z->num > 255)
+        return si_fail(SI_ERR_MODEL, "%s: quant.%s.zero_point must be an integer in [0, 255]", where, key);
+    *scale = (float)s->num;
+    *zero = (int32_t)z->num;
+    return SI_OK;
+}
+
+/* The "quant" object of an int8 layer (docs/format.md): its input's and, optionally, its
+ * output's uint8 quantization. The weight scales and the bias come with the weights. */
+static si_status_t load_quant(const si_json *q, si_layer *L, const char *where) {
+    si_status_t st;
+    if (q->type != SI_JOBJ) return si_fail(SI_ERR_FORMAT, "%s: 'quant' must be an object", where);
+    if (L->cols > SI_I8_MAX_COLS)
+        return si_fail(SI_ERR_MODEL, "%s: %lld inputs per output, more than the %d an int8 layer may have (its "
+                       "int32 sums must not overflow)", where, (long long)L->cols, SI_I8_MAX_COLS);
+    L->q = 1;
+    if ((st = get_qparams(q, "input", where, &L->q_in_scale, &L->q_in_zero))) return st;
+    const si_json *o = si_json_get(q, "output");
+    if (o && o->type != SI_JNULL) {
+        if ((st = get_qparams(q, "output", where, &L->q_out_scale, &L->q_out_zero))) return st;
+        if (L->act == SI_ACT_SOFTMAX)
+            return si_fail(SI_ERR_MODEL, "%s: a softmax output cannot be quantized (quant.output must be null)", where);
+        L->q_out_u8 = 1;
+    }
+    return SI_OK;
+}
+
+/* Per output channel r: mul = in_scale * wscale[r], add = mul * (bias_q[r] - in_zero *
+ * sum_k w8[r][k]) (float32 arithmetic, the int64 difference rounded to float), so that
+ * y = mul * acc + add = in_scale * wscale[r] * sum_k (x_q - in_zero) * w_q + bias. */
+static si_status_t load_quant_bias(const si_npz *npz, const si_json *jl, si_layer *L, const char *where) {
+    si_status_t st = SI_OK;
+    const si_json *q = si_json_get(jl, "quant"), *b = si_json_get(jl, "bias");
+    const char *wsn = get_str(q, "weight_scale");
+    if (!wsn) return si_fail(SI_ERR_FORMAT, "%s: quant.weight_scale must name an array", where);
+    const si_array *wsa = need(npz, wsn, SI_F32, 1, where, &st);
+    if (!wsa) return st;
+    if (wsa->count != L->rows)
+        return si_fail(SI_ERR_MODEL, "%s: weight scales '%s' has %lld values, expected one per output (%lld)", where,
+                       wsn, (long long)wsa->count, (long long)L->rows);
+    if ((st = copy_floats(wsa, &L->q_wscale, where))) return st;
+    for (int64_t r = 0; r < L->rows; r++)
+        if (!(L->q_wscale[r] > 0.0f))
+            return si_fail(SI_ERR_MODEL, "%s: %s[%lld] = %g, a weight scale must be > 0", where, wsn, (long long)r,
+                           (double)L->q_wscale[r]);
+    const si_array *ba = NULL;
+    if (b && b->type == SI_JSTR) {
+        if (!(ba = need(npz, b->str, SI_I32, 1, where, &st))) return st;
+        if (ba->count != L->rows)
+            return si_fail(SI_ERR_MODEL, "%s: bias '%s' has %lld values, expected %lld", where, b->str,
+                           (long long)ba->count, (long long)L->rows);
+    } else if (b && b->type != SI_JNULL) {
+        return si_fail(SI_ERR_FORMAT, "%s: 'bias' must be an array name or null", where);
+    }
+    L->q_mul = si_alloc((size_t)L->rows * sizeof(float));
+    L->q_add = si_alloc((size_t)L->rows * sizeof(float));
+    if (!L->q_mul || !L->q_add) return si_fail(SI_ERR_NOMEM, "%s: out of memory for the scales", where);
+    for (int64_t r = 0; r < L->rows; r++) {
+        int64_t sum = 0;
+        if (L->w8)
+            for (int64_t k = 0; k < L->cols; k++) sum += L->w8[r * L->cols + k];
+        else
+            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) sum += L->csr_val8[k];
+        int32_t bq = 0;
+        if (ba) memcpy(&bq, ba->data + 4 * r, 4);
+        const float mul = L->q_in_scale * L->q_wscale[r];
+        L->q_mul[r] = mul;
+        L->q_add[r] = mul * (float)((int64_t)bq - (int64_t)L->q_in_zero * sum);
+        if (!isfinite(L->q_mul[r]) || !isfinite(L->q_add[r]) || !(mul > 0.0f))
+            return si_fail(SI_ERR_MODEL, "%s: output channel %lld: input scale x weight scale (%g x %g) and the bias "
+                           "give no finite positive float32 rescale", where, (long long)r, (double)L->q_in_scale,
+                           (double)L->q_wscale[r]);
+    }
+    return SI_OK;
+}
+
 static si_status_t load_weights(const si_npz *npz, const si_json *jl, si_layer *L, const char *where) {
-    const si_json *w = si_json_get(jl, "weight");
+    const si_json *w = si_json_get(jl, "weight"), *q = si_json_get(jl, "quant");
     si_status_t st = SI_OK;
     if (!w || w->type != SI_JOBJ) return si_fail(SI_ERR_FORMAT, "%s: missing 'weight' object", where);
+    if (q && q->type != SI_JNULL && (st = load_quant(q, L, where))) return st;
     const char *fmt = get_str(w, "format");
     if (!fmt) return si_fail(SI_ERR_FORMAT, "%s: weight has no 'format'", where);
     if (strcmp(fmt, "dense") == 0) {
         const char *an = get_str(w, "array");
         if (!an) return si_fail(SI_ERR_FORMAT, "%s: dense weight has no 'array'", where);
-        const si_array *a = need(npz, an, SI_F32, 2, where, &st);
+        const si_array *a = need(npz, an, L->q ? SI_I8 : SI_F32, 2, where, &st);
         if (!a) return st;
         if (a->shape[0] != L->rows || a->shape[1] != L->cols)
             return si_fail(SI_ERR_MODEL, "%s: weight '%s' is %lld x %lld, expected %lld x %lld", where, an,
                            (long long)a->shape[0], (long long)a->shape[1], (long long)L->rows, (long long)L->cols);
         L->storage = SI_STORAGE_DENSE;
-        if ((st = copy_floats(a, &L->w, where)) != SI_OK) return st;
         int64_t nnz = 0;
-        for (int64_t i = 0; i < a->count; i++) nnz += L->w[i] != 0.0f;
+        if (L->q) {
+            if ((st = copy_int8(a, &L->w8, where)) != SI_OK) return st;
+            for (int64_t i = 0; i < a->count; i++) nnz += L->w8[i] != 0;
+        } else {
+            if ((st = copy_floats(a, &L->w, where)) != SI_OK) return st;
+            for (int64_t i = 0; i < a->count; i++) nnz += L->w[i] != 0.0f;
+        }
         L->nnz = nnz;
     } else if (strcmp(fmt, "csr") == 0) {
         const char *pre = get_str(w, "prefix");
@@ -150,7 +252,7 @@ static si_status_t load_weights(const si_npz *npz, const si_json *jl, si_layer *
         if (sr != L->rows || sc != L->cols)
             return si_fail(SI_ERR_MODEL, "%s: CSR shape is %lld x %lld, expected %lld x %lld", where, (long long)sr,
                            (long long)sc, (long long)L->rows, (long long)L->cols);
-        const si_array *data = need(npz, nm[0], SI_F32, 1, where, &st);
+        const si_array *data = need(npz, nm[0], L->q ? SI_I8 : SI_F32, 1, where, &st);
         if (!data) return st;
         const si_array *ind = si_npz_find(npz, nm[1]), *ptr = si_npz_find(npz, nm[2]);
         if (!ind || !ptr)
@@ -167,7 +269,8 @@ static si_status_t load_weights(const si_npz *npz, const si_json *jl, si_layer *
                            (long long)ptr->count, (long long)(L->rows + 1));
         L->storage = SI_STORAGE_CSR;
         L->nnz = nnz;
-        if ((st = copy_floats(data, &L->csr_val, where)) != SI_OK) return st;
+        if ((st = L->q ? copy_int8(data, &L->csr_val8, where) : copy_floats(data, &L->csr_val, where)) != SI_OK)
+            return st;
         L->csr_col = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
         L->csr_ptr = si_alloc((size_t)(L->rows + 1) * sizeof(int64_t));
         if (!L->csr_col || !L->csr_ptr) return si_fail(SI_ERR_NOMEM, "%s: out of memory for CSR", where);
@@ -201,6 +304,7 @@ static si_status_t load_weights(const si_npz *npz, const si_json *jl, si_layer *
         return si_fail(SI_ERR_MODEL, "%s: weight format '%s' is not 'dense' or 'csr'", where, fmt);
     }
     const si_json *b = si_json_get(jl, "bias");
+    if (L->q) return load_quant_bias(npz, jl, L, where);
     if (b && b->type == SI_JSTR) {
         const si_array *a = need(npz, b->str, SI_F32, 1, where, &st);
         if (!a) return st;
@@ -360,9 +464,9 @@ static si_status_t build(const si_npz *npz, si_model *m) {
         st = si_fail(SI_ERR_FORMAT, "model.json: 'version' must be [major, minor]");
         goto done;
     }
-    if (ver->items[0].num != SI_FORMAT_VERSION_MAJOR) {
-        st = si_fail(SI_ERR_UNSUPPORTED, "model file format version %g is not supported (this library reads %d.x)",
-                     ver->items[0].num, SI_FORMAT_VERSION_MAJOR);
+    if (ver->items[0].num != 1 && ver->items[0].num != SI_FORMAT_VERSION_MAJOR) {
+        st = si_fail(SI_ERR_UNSUPPORTED, "model file format version %g is not supported (this library reads 1.x "
+                     "and %d.x)", ver->items[0].num, SI_FORMAT_VERSION_MAJOR);
         goto done;
     }
     if (!shape || shape->type != SI_JARR || shape->n != 3) {
@@ -402,6 +506,11 @@ static si_status_t build(const si_npz *npz, si_model *m) {
                 st = si_fail(SI_ERR_MODEL, "layer %s: name used twice", L->name);
                 goto done;
             }
+        if (L->q && ver->items[0].num < 2) {
+            st = si_fail(SI_ERR_MODEL, "layer %s: int8 ('quant') layers need format version 2, the file says %g",
+                         L->name, ver->items[0].num);
+            goto done;
+        }
         int64_t n = h * w * c;
         if (n > m->max_act) m->max_act = n;
     }
@@ -507,6 +616,7 @@ void si_model_free(si_model *m) {
         si_plan_release(L);
         si_free(L->w); si_free(L->csr_val); si_free(L->csr_col); si_free(L->csr_ptr);
         si_free(L->bias);
+        si_free(L->w8); si_free(L->csr_val8); si_free(L->q_wscale); si_free(L->q_mul); si_free(L->q_add);
     }
     free(m->layers);
     free(m->manifest);

@@ -68,6 +68,7 @@ const char *si_dtype_name(si_dtype t) {
     case SI_U16: return "uint16";
     case SI_I64: return "int64";
     case SI_U8: return "uint8";
+    case SI_I8: return "int8";
     }
     return "?";
 }
@@ -77,7 +78,7 @@ static int dtype_size(si_dtype t) {
     case SI_F32: case SI_I32: return 4;
     case SI_U16: return 2;
     case SI_I64: return 8;
-    case SI_U8: return 1;
+    case SI_U8: case SI_I8: return 1;
     }
     return 0;
 }
@@ -171,7 +172,8 @@ static si_status_t parse_npy(const char *member, const unsigned char *d, uint64_
     else if (strcmp(descr, "<u2") == 0) a->dtype = SI_U16;
     else if (strcmp(descr, "<i8") == 0) a->dtype = SI_I64;
     else if (strcmp(descr, "|u1") == 0) a->dtype = SI_U8;
-    else return si_fail(SI_ERR_FORMAT, "member %s: dtype '%s' not supported (float32, int32, uint16, int64, uint8)",
+    else if (strcmp(descr, "|i1") == 0) a->dtype = SI_I8;
+    else return si_fail(SI_ERR_FORMAT, "member %s: dtype '%s' not supported (float32, int32, uint16, int64, uint8, int8)",
                         member, descr);
     int64_t count = 1, bytes;
     for (int i = 0; i < a->ndim; i++)

@@ -1,0 +1,146 @@
+/* int8 convolutions (issue 12): uint8 patches (ops/si_ops_u8.c's im2col, padding taps the
+ * quantized 0.0) times int8 filters, summed in int32 and requantized on output:
+ *  - conv_igemm: the int8 GEMM on filters packed at load (ops/si_igemm.c: vpdpbusd with
+ *    AVX-512 VNNI, vpmaddwd with AVX2);
+ *  - conv_sparse_i8: the int8 CSR filters times the patches (csr/si_csr_i8.c), 1 byte per
+ *    value with the fp32 path's column indices.
+ * Chunks of output positions are unrolled at a time, as for fp32 (conv/si_conv_gemm.c).
+ * References: the same chunks through the reference kernels. */
+#include "si_internal.h"
+
+#include <stdlib.h>
+
+#define PATCH_BYTES (INT64_C(1) << 20) /* uint8 patches per chunk: half of a 2 MB L2 */
+
+static int pointwise(const si_layer *L) {
+    return L->kh == 1 && L->kw == 1 && L->sh == 1 && L->sw == 1 && L->pad_top == 0 && L->pad_left == 0;
+}
+
+static int64_t chunk_rows(const si_layer *L, int batch) {
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w;
+    int64_t rows = PATCH_BYTES / (L->cols > 0 ? L->cols : 1);
+    if (rows < 64) rows = 64;
+    return rows > P ? (P > 0 ? P : 1) : rows;
+}
+
+static int i8_applies(const si_layer *L, int regime) { (void)regime; return L->type == SI_LAYER_CONV2D && L->q; }
+
+static size_t out_elem(const si_layer *L) { return L->q_out_u8 ? 1 : sizeof(float); }
+
+/* ---- conv_igemm ------------------------------------------------------------------------ */
+
+static si_status_t ig_prepare(si_layer *L, void **state) {
+    si_packed_b8 *b = calloc(1, sizeof *b);
+    if (!b) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    si_status_t st = si_pack_b8(L->name, L->w8, L->rows, L->cols, b);
+    if (st) { free(b); return st; }
+    *state = b;
+    return SI_OK;
+}
+
+static void ig_release(void *state) {
+    if (!state) return;
+    si_packed_b8_free(state);
+    free(state);
+}
+
+static int64_t ig_bytes(const si_layer *L, const void *state) { (void)L; return ((const si_packed_b8 *)state)->bytes; }
+
+static int64_t ig_ws(const si_layer *L, const void *st, int batch) {
+    (void)st;
+    return pointwise(L) ? 0 : (chunk_rows(L, batch) * L->cols + 3) / 4 + 16;
+}
+
+static void ig_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
+    const int64_t chunk = pointwise(L) ? P : chunk_rows(L, batch);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+        const int64_t m = P - p0 < chunk ? P - p0 : chunk;
+        const uint8_t *a = x + p0 * K;
+        if (!pointwise(L)) {
+            si_im2col_u8(L, x, p0, m, (uint8_t *)ws, K, (uint8_t)L->q_in_zero);
+            a = (const uint8_t *)ws;
+        }
+        si_igemm_packed(a, K, m, st, &rq, (char *)out + (size_t)(p0 * F) * out_elem(L), F);
+    }
+}
+
+static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    uint8_t *row = malloc((size_t)(K ? K : 1));
+    if (!row) abort(); /* the reference is for tests */
+    for (int64_t p = 0; p < P; p++) {
+        si_im2col_u8(L, x, p, 1, row, K, (uint8_t)L->q_in_zero);
+        si_igemm_ref(row, K, 1, L->w8, F, K, &rq, (char *)out + (size_t)(p * F) * out_elem(L), F);
+    }
+    free(row);
+}
+
+const si_algo si_algo_conv_igemm = {
+    .name = "conv_igemm", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws, .run = ig_run, .run_ref = ig_run_ref,
+    .bytes = ig_bytes, .release = ig_release,
+};
+
+/* ---- conv_sparse_i8 -------------------------------------------------------------------- */
+
+static si_csr8_view view_of(const si_layer *L) {
+    si_csr8_view v = {L->csr_val8, L->csr_col, NULL, L->csr_ptr, L->rows, L->cols};
+    return v;
+}
+
+static int sp_applies(const si_layer *L, int regime) { (void)regime; return L->type == SI_LAYER_CONV2D && L->q; }
+
+static int64_t sp_ws(const si_layer *L, const void *st, int batch) {
+    (void)st;
+    const si_csr8_view v = view_of(L);
+    const int64_t chunk = chunk_rows(L, batch), patches = pointwise(L) ? 0 : (chunk * L->cols + 63) / 64 * 64;
+    return (patches + si_i8_csrmm_ws_bytes(&v, chunk) + 3) / 4 + 16;
+}
+
+static void sp_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    (void)st;
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
+    const int64_t chunk = chunk_rows(L, batch), patches = pointwise(L) ? 0 : (chunk * K + 63) / 64 * 64;
+    const si_csr8_view v = view_of(L);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+        const int64_t m = P - p0 < chunk ? P - p0 : chunk;
+        const uint8_t *a = x + p0 * K;
+        if (!pointwise(L)) {
+            si_im2col_u8(L, x, p0, m, (uint8_t *)ws, K, (uint8_t)L->q_in_zero);
+            a = (const uint8_t *)ws;
+        }
+        si_i8_csrmm(&v, a, K, m, &rq, (char *)out + (size_t)(p0 * F) * out_elem(L), F, (char *)ws + patches);
+    }
+}
+
+static void sp_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
+    const si_csr8_view v = view_of(L);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    uint8_t *row = malloc((size_t)(K ? K : 1));
+    if (!row) abort();
+    for (int64_t p = 0; p < P; p++) {
+        si_im2col_u8(L, x, p, 1, row, K, (uint8_t)L->q_in_zero);
+        si_i8_csrmm_ref(&v, row, K, 1, &rq, (char *)out + (size_t)(p * F) * out_elem(L), F);
+    }
+    free(row);
+}
+
+const si_algo si_algo_conv_sparse_i8 = {
+    .name = "conv_sparse_i8", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
+    .int8 = 1, .applies = sp_applies, .ws_floats = sp_ws, .run = sp_run, .run_ref = sp_run_ref,
+};

@@ -1,0 +1,141 @@
+/* int8 fully connected layers (issue 12): uint8 input, int8 weights, int32 sums,
+ * requantized on output (a softmax, which the requantization does not do, after it):
+ *  - fc_igemm: the int8 GEMM on weights packed at load (ops/si_igemm.c); at batch 1 its
+ *    matrix-vector path, which streams 1 byte per weight instead of 4;
+ *  - fc_csrmv_i8 (batch 1) and fc_csrmm_i8 (larger): the int8 CSR kernels (csr/si_csr_i8.c),
+ *    1 byte per value plus the column index (uint16 up to 65,536 inputs).
+ * References: the reference kernels on the same forms. */
+#include "si_internal.h"
+
+#include <stdlib.h>
+
+static size_t out_elem(const si_layer *L) { return L->q_out_u8 ? 1 : sizeof(float); }
+
+static void finish(const si_layer *L, float *out, int batch) {
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, batch, L->rows); /* float output (the loader's rule) */
+}
+
+/* ---- fc_igemm -------------------------------------------------------------------------- */
+
+static int ig_applies(const si_layer *L, int regime) { (void)regime; return L->type == SI_LAYER_DENSE && L->q; }
+
+static si_status_t ig_prepare(si_layer *L, void **state) {
+    si_packed_b8 *b = calloc(1, sizeof *b);
+    if (!b) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    si_status_t st = si_pack_b8(L->name, L->w8, L->rows, L->cols, b);
+    if (st) { free(b); return st; }
+    *state = b;
+    return SI_OK;
+}
+
+static void ig_release(void *state) {
+    if (!state) return;
+    si_packed_b8_free(state);
+    free(state);
+}
+
+static int64_t ig_bytes(const si_layer *L, const void *state) { (void)L; return ((const si_packed_b8 *)state)->bytes; }
+static int64_t no_ws(const si_layer *L, const void *st, int batch) { (void)L; (void)st; (void)batch; return 0; }
+
+static void ig_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    (void)ws;
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    si_igemm_packed((const uint8_t *)in, L->cols, batch, st, &rq, out, L->rows);
+    finish(L, out, batch);
+}
+
+static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    si_igemm_ref((const uint8_t *)in, L->cols, batch, L->w8, L->rows, L->cols, &rq, out, L->rows);
+    finish(L, out, batch);
+}
+
+const si_algo si_algo_fc_igemm = {
+    .name = "fc_igemm", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .applies = ig_applies, .prepare = ig_prepare, .ws_floats = no_ws, .run = ig_run, .run_ref = ig_run_ref,
+    .bytes = ig_bytes, .release = ig_release,
+};
+
+/* ---- fc_csrmv_i8 / fc_csrmm_i8 --------------------------------------------------------- */
+
+/* The state: uint16 column indices when the inputs fit (2 bytes per non-zero instead of 4). */
+typedef struct csr_state {
+    uint16_t *col16;
+} csr_state;
+
+static si_csr8_view view_of(const si_layer *L, const void *st) {
+    const csr_state *s = st;
+    si_csr8_view v = {L->csr_val8, L->csr_col, s ? s->col16 : NULL, L->csr_ptr, L->rows, L->cols};
+    return v;
+}
+
+static si_status_t csr_prepare(si_layer *L, void **state) {
+    if (L->cols > 65536) return SI_OK;
+    csr_state *s = calloc(1, sizeof *s);
+    if (s) s->col16 = si_alloc((size_t)(L->nnz ? L->nnz : 1) * sizeof(uint16_t));
+    if (!s || !s->col16) {
+        free(s);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for uint16 columns", L->name);
+    }
+    for (int64_t k = 0; k < L->nnz; k++) s->col16[k] = (uint16_t)L->csr_col[k];
+    *state = s;
+    return SI_OK;
+}
+
+static void csr_release(void *state) {
+    csr_state *s = state;
+    if (!s) return;
+    si_free(s->col16);
+    free(s);
+}
+
+static int64_t csr_bytes(const si_layer *L, const void *st) { return st ? 2 * L->nnz : 0; }
+
+static int mv_applies(const si_layer *L, int regime) { return L->type == SI_LAYER_DENSE && L->q && regime == 0; }
+static int mm_applies(const si_layer *L, int regime) { return L->type == SI_LAYER_DENSE && L->q && regime == 1; }
+
+static void mv_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    (void)ws;
+    const si_csr8_view v = view_of(L, st);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    for (int i = 0; i < batch; i++)
+        si_i8_csrmv(&v, (const uint8_t *)in + (size_t)i * L->cols, &rq, (char *)out + (size_t)i * L->rows * out_elem(L));
+    finish(L, out, batch);
+}
+
+static int64_t mm_ws(const si_layer *L, const void *st, int batch) {
+    const si_csr8_view v = view_of(L, st);
+    return (si_i8_csrmm_ws_bytes(&v, batch) + 3) / 4 + 16;
+}
+
+static void mm_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const si_csr8_view v = view_of(L, st);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    si_i8_csrmm(&v, (const uint8_t *)in, L->cols, batch, &rq, out, L->rows, ws);
+    finish(L, out, batch);
+}
+
+static void csr_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    const si_csr8_view v = view_of(L, st);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    si_i8_csrmm_ref(&v, (const uint8_t *)in, L->cols, batch, &rq, out, L->rows);
+    finish(L, out, batch);
+}
+
+const si_algo si_algo_fc_csrmv_i8 = {
+    .name = "fc_csrmv_i8", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR, .int8 = 1,
+    .applies = mv_applies, .prepare = csr_prepare, .ws_floats = no_ws, .run = mv_run, .run_ref = csr_run_ref,
+    .bytes = csr_bytes, .release = csr_release,
+};
+
+const si_algo si_algo_fc_csrmm_i8 = {
+    .name = "fc_csrmm_i8", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR, .int8 = 1,
+    .applies = mm_applies, .prepare = csr_prepare, .ws_floats = mm_ws, .run = mm_run, .run_ref = csr_run_ref,
+    .bytes = csr_bytes, .release = csr_release,
+};
