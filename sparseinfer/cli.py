@@ -93,7 +93,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     print(f"{info['model']}: {info['name']}  input {tuple(info['input_shape'])} -> {info['output_size']}")
     hdr = (f"{'layer':<14}{'type':<10}{'output':>14}{'weights':>13}{'params':>12}{'nnz':>12}{'density':>9}"
-           f"  {'storage':<7}{'dtype':<8}{'bytes':>12}  {'run b=1':<20}{'run b>1':<20}")
+           f"  {'storage':<8}{'dtype':<8}{'bytes':>12}  {'run b=1':<20}{'run b>1':<20}")
     print(hdr)
     print("-" * len(hdr))
     for l in info["layers"]:
@@ -102,11 +102,11 @@ def cmd_info(a: argparse.Namespace) -> int:
         run1 = l["algo_batch1"] if l["weight_shape"] else ""
         runn = l["algo_batchn"] if l["weight_shape"] else ""
         print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>14}{ws:>13}"
-              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<7}{l['dtype'] or '-':<8}{l['bytes']:>12,}  "
+              f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<8}{l['dtype'] or '-':<8}{l['bytes']:>12,}  "
               f"{run1:<20}{runn:<20}")
     t = info["total"]
     print("-" * len(hdr))
-    print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<15}{t['bytes']:>12,}")
+    print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<16}{t['bytes']:>12,}")
     print(f"weights: {t['bytes']:,} B as stored (dense would be {t['dense_bytes']:,} B), "
           f"{t['memory_bytes']:,} B loaded; file {info['file_bytes']:,} B")
     print("why:")

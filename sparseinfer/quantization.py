@@ -256,7 +256,7 @@ def calibration_images(source: str, spec: dict, shape: Sequence[int], count: int
         raise QuantizeError(f"calibration source {source!r}: not 'mnist', a folder or an image file")
     if len(files) > count:
         files = [files[i] for i in np.sort(np.random.default_rng(seed).choice(len(files), count, replace=False))]
-    return np.concatenate([load_image(f, spec) for f in files])
+    return np.concatenate([np.asarray(load_image(f, spec), np.float32).reshape(-1, *shape) for f in files])
 
 
 def main_quantize(a: Any) -> int:

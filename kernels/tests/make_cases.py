@@ -128,6 +128,140 @@ def reference_forward(layers: list[dict[str, Any]], x: np.ndarray) -> np.ndarray
     return y.reshape(y.shape[0], -1)
 
 
+# ---- NumPy reference of int8 layers (issue 12; docs/format.md "int8 layers") -----------
+# Integer sums in int64, the requantization as the runtime defines it: y = fma((float)acc,
+# mul, add) (emulated in float64: the product of two float32 is exact there), relu, then
+# uint8 = zero + rint(clip(y * (1 / scale), -zero, 255 - zero)) in float32.
+
+
+def ref_quantize(x: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    inv = np.float32(1) / np.float32(scale)
+    return (np.rint(np.clip(np.asarray(x, np.float32) * inv, -zero, 255 - zero)) + zero).astype(np.int64)
+
+
+def ref_dequantize(q: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    return np.float32(scale) * (np.asarray(q, np.int64) - zero).astype(np.float32)
+
+
+def _int8_layer(L: dict, y, yq) -> tuple[np.ndarray, tuple | None]:
+    """One int8 conv2d / dense on float y or uint8 yq = (values, scale, zero); returns its
+    output, float (None) or uint8 with its (scale, zero)."""
+    qi = L["quant"]
+    s_in, z_in = qi["input"]
+    if yq is not None and (yq[1], yq[2]) == (np.float32(s_in), z_in):
+        xq = yq[0]
+    else:
+        xf = y if yq is None else ref_dequantize(*yq)
+        xq = ref_quantize(xf, s_in, z_in)
+    W = np.asarray(L["W"], np.int64)
+    if L["type"] == "conv2d":
+        n, h, wd, c = xq.shape
+        kh, kw = L["kernel"]
+        sh, sw = L.get("strides", [1, 1])
+        oh, pt, pb = _window(h, kh, sh, L.get("padding", "valid"))
+        ow, pl, pr = _window(wd, kw, sw, L.get("padding", "valid"))
+        xp = np.pad(xq, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=z_in)
+        k = W.reshape(W.shape[0], kh, kw, c)
+        acc = np.zeros((n, oh, ow, W.shape[0]), np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+                acc += np.einsum("nhwc,fc->nhwf", patch, k[:, i, j, :])
+    else:
+        acc = (xq.reshape(xq.shape[0], -1) @ W.T).reshape(xq.shape[0], 1, 1, -1)
+    ws = np.asarray(qi["weight_scale"], np.float32)
+    mul = np.float32(s_in) * ws
+    b = np.zeros(W.shape[0], np.int64) if L.get("b") is None else np.asarray(L["b"], np.int64)
+    add = mul * (b - z_in * W.sum(axis=1)).astype(np.float32)
+    yf = (acc.astype(np.float32).astype(np.float64) * mul.astype(np.float64) + add.astype(np.float64)).astype(np.float32)
+    act = L.get("activation", "linear")
+    if act == "relu":
+        yf = np.maximum(yf, np.float32(0))
+    if qi.get("output") is not None:
+        s_o, z_o = qi["output"]
+        return ref_quantize(yf, s_o, z_o), (np.float32(s_o), z_o)
+    if act == "softmax":
+        yf = ref_softmax(yf.astype(np.float64)).astype(np.float32)
+    return yf, None
+
+
+def reference_forward_int8(layers: list[dict[str, Any]], x: np.ndarray) -> np.ndarray:
+    """reference_forward for models with int8 layers (a "quant" key): float layers in float64
+    on dequantized inputs, int8 layers exactly as the runtime computes them."""
+    y, yq = np.asarray(x, np.float64), None  # yq: (uint8 values, scale, zero) when int8
+    for L in layers:
+        t = L["type"]
+        if t in ("conv2d", "dense") and L.get("quant"):
+            out, qp = _int8_layer(L, y, yq)
+            if qp is None:
+                y, yq = out.astype(np.float64), None
+            else:
+                y, yq = None, (out, qp[0], qp[1])
+            continue
+        if yq is not None and t in ("maxpool2d", "flatten"):
+            v = yq[0]
+            if t == "maxpool2d":
+                v = ref_maxpool(v.astype(np.float64), L["pool"], L.get("strides", L["pool"]),
+                                L.get("padding", "valid")).astype(np.int64)
+            else:
+                v = v.reshape(v.shape[0], 1, 1, -1)
+            yq = (v, yq[1], yq[2])
+            continue
+        if yq is not None:
+            y, yq = ref_dequantize(*yq).astype(np.float64), None
+        y = reference_forward([L], y).reshape((y.shape[0],) + _out_shape(L, y))
+    if yq is not None:
+        y = ref_dequantize(*yq).astype(np.float64)
+    return y.reshape(y.shape[0], -1)
+
+
+def _out_shape(L: dict, y: np.ndarray) -> tuple:
+    """The NHWC sample shape of one float layer's output (reference_forward flattens)."""
+    n, h, w, c = y.shape
+    t = L["type"]
+    if t == "conv2d":
+        oh = _window(h, L["kernel"][0], L.get("strides", [1, 1])[0], L.get("padding", "valid"))[0]
+        ow = _window(w, L["kernel"][1], L.get("strides", [1, 1])[1], L.get("padding", "valid"))[0]
+        return (oh, ow, np.asarray(L["W"]).shape[0])
+    if t == "maxpool2d":
+        st = L.get("strides", L["pool"])
+        return (_window(h, L["pool"][0], st[0], L.get("padding", "valid"))[0],
+                _window(w, L["pool"][1], st[1], L.get("padding", "valid"))[0], c)
+    if t in ("flatten", "dense"):
+        return (1, 1, -1)
+    return (h, w, c)
+
+
+def quantize_layers(layers: list[dict], x: np.ndarray, keep: tuple[str, ...] = (), out_last: bool = False) -> list[dict]:
+    """int8 copies of float layer dicts, activation ranges from the float reference on x
+    (min/max), weights by sparseinfer.quantization's rule; layers named in keep stay float.
+    out_last: the last int8 layer writes uint8 (dequantized by the runtime at the end)."""
+    from sparseinfer.quantization import qparams, quantize_weights
+
+    y = np.asarray(x, np.float64)
+    ranges = {}
+    for i, L in enumerate(layers):
+        if L["type"] in ("conv2d", "dense"):
+            ranges[i] = qparams(float(y.min()), float(y.max()))
+        y = reference_forward([L], y).reshape((y.shape[0],) + _out_shape(L, y))
+    out = []
+    wl = [i for i, L in enumerate(layers) if L["type"] in ("conv2d", "dense") and L["name"] not in keep]
+    for i, L in enumerate(layers):
+        L = dict(L)
+        if i in wl:
+            s, z = ranges[i]
+            q, ws, bq = quantize_weights(np.asarray(L["W"], np.float32), L.get("b"), s)
+            j = i + 1
+            while j < len(layers) and layers[j]["type"] in ("maxpool2d", "flatten"):
+                j += 1
+            o = ranges[j] if (j in wl and L.get("activation") != "softmax") else None
+            if o is None and out_last and i == wl[-1] and L.get("activation") != "softmax":
+                o = qparams(-4.0, 4.0)
+            L.update(W=q, b=bq, quant={"input": (s, z), "output": o, "weight_scale": ws})
+        out.append(L)
+    return out
+
+
 # ---- good models ----------------------------------------------------------------------
 
 
@@ -198,6 +332,15 @@ def good_models() -> dict[str, tuple[list[dict], list[int], str]]:
          "b": _bias(rng, 100)},
         {"name": "out", "type": "dense", "W": _he(rng, 5, 100, 0.5), "b": _bias(rng, 5)},
     ], [50, 50, 2], "csr")
+    # int8 (issue 12): good_lenet quantized, its last layer kept float (softmax); uint8 flows
+    # conv1 -> pool1 -> conv2 -> pool2 -> flatten -> fc1, fc1 writes float for fc2.
+    xr = np.random.default_rng(7).uniform(-1.0, 1.0, size=(16, 16, 16, 2))
+    models["good_int8"] = (quantize_layers(models["good_lenet"][0], xr, keep=("fc2",)), [16, 16, 2], "auto")
+    # int8 everywhere, CSR convolutions, an int8 layer after a float one, a separate relu
+    # layer on uint8, and a last int8 layer writing uint8 (dequantized at the end).
+    xs = np.random.default_rng(8).uniform(-1.0, 1.0, size=(16, 9, 11, 3))
+    models["good_int8_csr"] = (quantize_layers(models["good_strided_csr"][0], xs, keep=("c1",), out_last=True),
+                               [9, 11, 3], "csr")
     return models
 
 
@@ -500,6 +643,83 @@ class Case:
         return self.name + ".npz"
 
 
+INT8_BASE = "good_int8.npz"  # the model the int8 cases damage
+
+
+def _int8(edit_manifest: Callable[[dict], None] | None = None,
+          edit_members: Callable[[dict[str, bytes]], None] | None = None) -> Callable[[str, str], str]:
+    def build(outdir: str, path: str) -> str:
+        m = read_members(os.path.join(outdir, INT8_BASE))
+        if edit_manifest:
+            man = get_manifest(m)
+            edit_manifest(man)
+            m["model.json.npy"] = manifest_bytes(json.dumps(man))
+        if edit_members:
+            edit_members(m)
+        return write_members(path, m)
+    return build
+
+
+def _quant_of(name: str) -> Callable[[dict], dict]:
+    return lambda man: next(L for L in man["layers"] if L["name"] == name)["quant"]
+
+
+def _set_int8_array(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict[str, bytes]], None]:
+    def edit(m: dict[str, bytes]) -> None:
+        m[name + ".npy"] = npy(fn(get_array(m, name).copy()))
+    return edit
+
+
+def _put(d: dict, key: str, value: Any) -> None:
+    d[key] = value
+
+
+BAD_INT8_CASES: list[Case] = [
+    Case("bad_int8_scale_zero", "SI_ERR_MODEL", "quant.input.scale must be a finite float32 > 0",
+         _int8(lambda man: _put(_quant_of("conv1")(man)["input"], "scale", 0.0))),
+    Case("bad_int8_scale_tiny", "SI_ERR_MODEL", "quant.output.scale must be a finite float32 > 0",
+         _int8(lambda man: _put(_quant_of("conv2")(man)["output"], "scale", 1e-50))),
+    Case("bad_int8_scale_string", "SI_ERR_MODEL", "quant.input.scale must be a finite float32 > 0",
+         _int8(lambda man: _put(_quant_of("fc1")(man)["input"], "scale", "1"))),
+    Case("bad_int8_zero_256", "SI_ERR_MODEL", "zero_point must be an integer in [0, 255]",
+         _int8(lambda man: _put(_quant_of("conv2")(man)["input"], "zero_point", 256))),
+    Case("bad_int8_zero_fraction", "SI_ERR_MODEL", "zero_point must be an integer in [0, 255]",
+         _int8(lambda man: _put(_quant_of("conv1")(man)["input"], "zero_point", 3.5))),
+    Case("bad_int8_no_input", "SI_ERR_FORMAT", "quant.input must be an object",
+         _int8(lambda man: _quant_of("conv1")(man).pop("input"))),
+    Case("bad_int8_quant_list", "SI_ERR_FORMAT", "'quant' must be an object",
+         _int8(lambda man: _put(next(L for L in man["layers"] if L["name"] == "conv1"), "quant", [1, 2]))),
+    Case("bad_int8_weight_minus128", "SI_ERR_MODEL", "= -128 (int8 weights are symmetric",
+         _int8(edit_members=_set_int8_array("conv1.W", lambda a: np.where(a == a.min(), np.int8(-128), a)))),
+    Case("bad_int8_csr_minus128", "SI_ERR_MODEL", "= -128 (int8 weights are symmetric",
+         _int8(edit_members=_set_int8_array("fc1.W.data", lambda a: np.full_like(a, -128)))),
+    Case("bad_int8_weights_float", "SI_ERR_FORMAT", "expected 2D int8",
+         _int8(edit_members=_set_int8_array("conv1.W", lambda a: a.astype(np.float32)))),
+    Case("bad_int8_without_quant", "SI_ERR_FORMAT", "expected 2D float32",
+         _int8(lambda man: next(L for L in man["layers"] if L["name"] == "conv1").pop("quant"))),
+    Case("bad_int8_bias_float", "SI_ERR_FORMAT", "expected 1D int32",
+         _int8(edit_members=_set_int8_array("conv2.b", lambda a: a.astype(np.float32)))),
+    Case("bad_int8_wscale_short", "SI_ERR_MODEL", "weight scales 'conv2.W.scale' has 7 values, expected one per output (8)",
+         _int8(edit_members=_set_int8_array("conv2.W.scale", lambda a: a[:-1]))),
+    Case("bad_int8_wscale_negative", "SI_ERR_MODEL", "a weight scale must be > 0",
+         _int8(edit_members=_set_int8_array("fc1.W.scale", lambda a: -a))),
+    Case("bad_int8_wscale_nan", "SI_ERR_MODEL", "is not finite",
+         _int8(edit_members=_set_int8_array("fc1.W.scale", lambda a: np.where(np.arange(a.size) == 3, np.nan, a).astype(np.float32)))),
+    Case("bad_int8_wscale_missing", "SI_ERR_FORMAT", "quant.weight_scale must name an array",
+         _int8(lambda man: _quant_of("conv1")(man).pop("weight_scale"))),
+    Case("bad_int8_version1", "SI_ERR_MODEL", "int8 ('quant') layers need format version 2",
+         _int8(lambda man: _put(man, "version", [1, 0]))),
+    Case("bad_int8_version3", "SI_ERR_UNSUPPORTED", "model file format version 3 is not supported",
+         _int8(lambda man: _put(man, "version", [3, 0]))),
+    Case("bad_int8_softmax_u8", "SI_ERR_MODEL", "a softmax output cannot be quantized",
+         _int8(lambda man: next(L for L in man["layers"] if L["name"] == "fc2").update(
+             quant={"input": {"scale": 0.1, "zero_point": 0}, "output": {"scale": 0.1, "zero_point": 0},
+                    "weight_scale": "fc1.W.scale"}))),
+    Case("bad_int8_scale_huge", "SI_ERR_MODEL", "give no finite positive float32 rescale",
+         _int8(lambda man: _put(_quant_of("conv1")(man)["input"], "scale", 3e38),
+               _set_int8_array("conv1.W.scale", lambda a: np.full_like(a, 1e30)))),
+]
+
 BAD_CASES: list[Case] = [
     # container
     Case("bad_truncated_10", "SI_ERR_FORMAT", "too short for a ZIP archive", _bytes_of_base(lambda d: d[:10])),
@@ -548,8 +768,8 @@ BAD_CASES: list[Case] = [
     Case("bad_json_leading_zero", "SI_ERR_FORMAT", "model.json: bad number",
          _manifest_text(lambda t: t.replace(b'"shape": [16, 16, 2]', b'"shape": [016, 16, 2]'))),
     Case("bad_json_deep", "SI_ERR_FORMAT", "nesting deeper than 32", _raw_manifest("[" * 1000 + "]" * 1000)),
-    Case("bad_version", "SI_ERR_UNSUPPORTED", "format version 2 is not supported",
-         _edit_manifest(lambda m: m.__setitem__("version", [2, 0]))),
+    Case("bad_version", "SI_ERR_UNSUPPORTED", "format version 3 is not supported",
+         _edit_manifest(lambda m: m.__setitem__("version", [3, 0]))),
     Case("bad_not_a_model", "SI_ERR_FORMAT", "'format' is not \"sparseinfer-model\"",
          _edit_manifest(lambda m: m.__setitem__("format", "keras"))),
     Case("bad_negative_dim", "SI_ERR_MODEL", "input.shape[0] must be an integer in [1, 2^31)",
@@ -608,7 +828,7 @@ BAD_CASES: list[Case] = [
     Case("bad_csr_indptr_last", "SI_ERR_MODEL", "expected nnz =", _csr_edit(_csr_last)),
     Case("bad_csr_duplicate", "SI_ERR_MODEL", "CSR must be sorted, no duplicates", _csr_edit(_csr_duplicate)),
     Case("bad_csr_unsorted", "SI_ERR_MODEL", "CSR must be sorted, no duplicates", _csr_edit(_csr_unsorted)),
-]
+] + BAD_INT8_CASES
 
 
 FUZZ_ITERATIONS = 1000
@@ -627,7 +847,8 @@ def write_good(outdir: str) -> list[str]:
             m["h1.W.indptr.npy"] = npy(get_array(m, "h1.W.indptr").astype(np.int32))
             write_members(path, m)
         x = np.random.default_rng(100 + i).uniform(-1.0, 1.0, size=(3, *shape)).astype(np.float32)
-        y = reference_forward(layers, x.astype(np.float64)).astype(np.float32)
+        fwd = reference_forward_int8 if any(L.get("quant") for L in layers) else reference_forward
+        y = fwd(layers, x.astype(np.float64)).astype(np.float32)
         x.astype("<f4").tofile(os.path.join(outdir, name + ".in.f32"))
         y.astype("<f4").tofile(os.path.join(outdir, name + ".out.f32"))
         names.append(name + ".npz")
