@@ -11,6 +11,9 @@
  *   AVX-512 VNNI  G 4, MR 8 x NR 32 (16 zmm sums): one vpdpbusd (u8 x s8, four products into
  *                 each int32 lane, no intermediate saturation) per 16 columns. The u8 operand
  *                 is A's broadcast 4 bytes, the s8 one the weights.
+ *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
+ *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
+ *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
  *   AVX2          G 2, MR 6 x NR 16 (12 ymm sums): vpmaddubsw would saturate its int16 pair sums
  *                 (255 * 127 * 2 > 32767), so both operands are widened to int16 and multiplied
  *                 by vpmaddwd (exact pairs into int32), then vpaddd. The weights stay int8 in
@@ -18,7 +21,10 @@
  *                 vpmovsxbw once per group, shared by the MR rows; the kernel widens its MR rows
  *                 of A into a stack buffer of int16 pairs once per call, so that each broadcast
  *                 is a plain 32-bit load. Per 16 products: one vpmaddwd and one vpaddd.
- *                 AVX-512 CPUs without VNNI run this path too.
+ *                 AVX-512 CPUs without VNNI run this path too. It is bound by the vector
+ *                 ALU ports: two uops per 16 products against one FMA per 8, so at best 1.5x
+ *                 the fp32 GEMM on Intel cores (vpmaddwd on 2 of their 3 vector ports, vpaddd
+ *                 on any), 2x on Zen 3 / 4 (vpmaddwd on 2 of 4 pipes, vpaddd on all 4).
  *   portable      G 4, MR 4 x NR 16: the reference's loop on the packed layout.
  *
  * Blocking, as ops/si_sgemm.c: KC inputs of a panel (KC x NR bytes, 16 KB for VNNI) stay in
@@ -46,6 +52,7 @@
 #if SI_X86
 #include <immintrin.h>
 #define SI_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#define SI_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 #endif
 
 #define KC 512      /* inputs (bytes of a row of A) per K block; a multiple of every G */
@@ -54,8 +61,9 @@
 #define MAX_NR 32
 #define GV_CHUNK 2048 /* inputs of x widened at a time by the AVX2 GEMV (4 KB of int16) */
 
-/* 1: use AVX-512 VNNI when the CPU has it. The tests and the benchmark set it to 0 to run the
- * AVX2 path on a VNNI CPU under the avx512 cap (read when weights are packed). */
+/* 1: use VNNI when the CPU has it (AVX-512 VNNI under the avx512 cap, AVX-VNNI under avx2).
+ * The tests and the benchmark set it to 0 to run the vpmaddwd path on a VNNI CPU (read when
+ * weights are packed). */
 int si_igemm_vnni = 1;
 
 /* Microkernel: rows r < rows of a (pointers to A at the block's first input), kc inputs of
@@ -70,7 +78,7 @@ typedef void (*gv8_fn)(const uint8_t *x, const int8_t *b, int64_t k, const si_re
                        void *c);
 
 typedef struct b8_pack {
-    const char *kernel; /* "vnni512", "avx2_maddwd", "portable" */
+    const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddwd", "portable" */
     int mr, nr, g;
     int64_t n_pad, kg;  /* kg: groups of g inputs (k rounded up) */
     int64_t wbytes;     /* of w */
@@ -248,6 +256,86 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
     if (cols > 8) rq_store8_avx2(_mm256_add_epi32(t[0][1], t[1][1]), rq, j0 + 8, cols - 8, (char *)c + 8 * esz);
 }
 
+/* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
+
+#define UK_AVXVNNI_BODY(R)                                                                    \
+    do {                                                                                      \
+        __m256i t[R][2];                                                                      \
+        for (int r = 0; r < R; r++) {                                                         \
+            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
+            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
+        }                                                                                     \
+        const int64_t full = kc >> 2;                                                         \
+        for (int64_t g = 0; g < full; g++) {                                                  \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m256i av = _mm256_set1_epi32(load4(a[r] + 4 * g));                    \
+                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
+                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
+            }                                                                                 \
+        }                                                                                     \
+        if (kc & 3) {                                                                         \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m256i av = _mm256_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
+                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
+                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            if (!c) {                                                                         \
+                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
+                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
+                continue;                                                                     \
+            }                                                                                 \
+            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
+            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
+            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
+        }                                                                                     \
+    } while (0)
+
+SI_TARGET_AVXVNNI static void uk_avxvnni(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc,
+                                         int first, int rows, const int8_t *pf, const si_requant *rq, int64_t j0,
+                                         int cols, void *c, int64_t ldc) {
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    switch (rows) {
+    case 1: UK_AVXVNNI_BODY(1); break;
+    case 2: UK_AVXVNNI_BODY(2); break;
+    case 3: UK_AVXVNNI_BODY(3); break;
+    case 4: UK_AVXVNNI_BODY(4); break;
+    case 5: UK_AVXVNNI_BODY(5); break;
+    default: UK_AVXVNNI_BODY(6); break;
+    }
+}
+
+SI_TARGET_AVXVNNI static void gv_avxvnni(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq,
+                                         int64_t j0, int cols, void *c) {
+    __m256i t[4][2];
+    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
+    const int64_t full = k >> 2, q = full / 4;
+    for (int64_t g = 0; g < q; g++)
+        for (int u = 0; u < 4; u++) {
+            const int64_t s = u * q + g;
+            const __m256i av = _mm256_set1_epi32(load4(x + 4 * s));
+            t[u][0] = _mm256_dpbusd_avx_epi32(t[u][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));
+            t[u][1] = _mm256_dpbusd_avx_epi32(t[u][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32)));
+        }
+    for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++) {
+        const __m256i av = _mm256_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3)));
+        t[0][0] = _mm256_dpbusd_avx_epi32(t[0][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));
+        t[0][1] = _mm256_dpbusd_avx_epi32(t[0][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32)));
+    }
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
+                   cols, c);
+    if (cols > 8)
+        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
+                       j0 + 8, cols - 8, (char *)c + 8 * esz);
+}
+
 /* ---- AVX-512 VNNI: vpdpbusd ---------------------------------------------------------------- */
 
 /* 16 sums of columns j0 + [0, 16), lanes in m written */
@@ -350,10 +438,11 @@ SI_TARGET_VNNI static void gv_vnni512(const uint8_t *x, const int8_t *b, int64_t
 
 /* ---- packing ---------------------------------------------------------------------------- */
 
-static int cpu_has_vnni(void) {
+/* 2: AVX-512 VNNI, 1: AVX-VNNI only, 0: neither */
+static int cpu_vnni(void) {
 #if SI_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni");
+    return __builtin_cpu_supports("avx512vnni") ? 2 : __builtin_cpu_supports("avxvnni") ? 1 : 0;
 #else
     return 0;
 #endif
@@ -364,9 +453,13 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
     b8_pack h = {"portable", 4, 16, 4, 0, 0, 0, uk_portable, gv_portable, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
-    if (isa >= SI_ISA_AVX512 && si_igemm_vnni && cpu_has_vnni()) {
+    const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
+    if (isa >= SI_ISA_AVX512 && vnni == 2) {
         h = (b8_pack){"vnni512", 8, 32, 4, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
+    } else if (isa >= SI_ISA_AVX2 && vnni) {
+        h = (b8_pack){"avx2_vnni", 6, 16, 4, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
+        isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
         h = (b8_pack){"avx2_maddwd", 6, 16, 2, 0, 0, 0, uk_avx2, gv_avx2, NULL};
         isa = SI_ISA_AVX2;
@@ -406,6 +499,11 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
     return SI_OK;
 }
 
+/* The microkernel packed weights run ("vnni512", "avx2_vnni", "avx2_maddwd", "portable"), for
+ * the tests and the benchmark (not in si_internal.h: nothing else needs it). */
+const char *si_igemm_kernel_name(const si_packed_b8 *b);
+const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const b8_pack *)b->b)->kernel : "none"; }
+
 void si_packed_b8_free(si_packed_b8 *b) {
     si_free(b->b);
     b->b = NULL;
@@ -420,6 +518,9 @@ static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, i
     const b8_pack *h = B->b;
     const int mr = h->mr, nr = h->nr;
     const int64_t k = B->k, nkb = k > 0 ? (k + KC - 1) / KC : 1, gbytes = (int64_t)nr * h->g;
+    /* K blocks of equal size (a multiple of 4, so of every G), rather than full ones and a
+     * short one: block1_conv2's k = 576 runs as 288 + 288, not 512 + 64 */
+    const int64_t kcb = ((k + nkb - 1) / nkb + 3) / 4 * 4;
     const size_t esz = rq->out_u8 ? 1 : sizeof(float);
     int32_t acc[MC * MAX_NR]; /* the chunk's sums between K blocks */
     const uint8_t *arow[MAX_MR];
@@ -430,7 +531,7 @@ static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, i
             const int cols = (int)(B->n - p * nr < nr ? B->n - p * nr : nr);
             const int8_t *panel = h->w + p * h->kg * gbytes;
             for (int64_t kbi = 0; kbi < nkb; kbi++) {
-                const int64_t kb = kbi * KC, kc = k - kb < KC ? k - kb : KC;
+                const int64_t kb = kbi * kcb, kc = k - kb < kcb ? k - kb : kcb;
                 const int8_t *bp = panel + kb / h->g * gbytes;
                 const int64_t steps = (kc + h->g - 1) / h->g;
                 /* the next blocks of B follow this one: the row blocks prefetch them in turn */

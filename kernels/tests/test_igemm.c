@@ -3,8 +3,9 @@
  *  - si_igemm_ref against an independent int64 sum per element (the sums must also fit in
  *    int32), requantized by the rule of si_internal.h;
  *  - si_igemm_packed (threaded) and si_igemm_packed_rows (the calling thread) of every variant
- *    this CPU has (si_dispatch_select from portable up to si_isa_detected(), then packing; on
- *    a VNNI CPU the avx512 cap runs once with VNNI and once without, si_igemm_vnni = 0)
+ *    this CPU has (si_dispatch_select from portable up to si_isa_detected(), then packing;
+ *    the avx2 cap with and without AVX-VNNI, the avx512 cap with and without AVX-512 VNNI,
+ *    by si_igemm_vnni; si_igemm_kernel_name must name the expected microkernel)
  *    against si_igemm_ref, BIT FOR BIT (memcmp of the whole output, the gaps between rows
  *    included: ldc > n must leave them untouched).
  *
@@ -29,6 +30,7 @@
 #include <string.h>
 
 extern int si_igemm_vnni; /* ops/si_igemm.c */
+const char *si_igemm_kernel_name(const si_packed_b8 *b);
 
 static int passed, failed;
 static uint64_t rng = 88172645463325252ull;
@@ -53,10 +55,10 @@ typedef struct variant {
     si_isa isa;       /* the cap selected before packing */
     int vnni;         /* si_igemm_vnni */
     si_isa packed;    /* the variant si_pack_b8 must report */
-    const char *name;
+    const char *name; /* the microkernel it must run (si_igemm_kernel_name) */
 } variant;
 
-static variant variants[4];
+static variant variants[5];
 static int n_variants;
 
 enum { A_RANDOM, A_ALL255, A_SMALL };
@@ -166,10 +168,11 @@ static void run_case(const gcase *c) {
             failed++;
             continue;
         }
-        if (B.isa != var->packed || B.n != n || B.k != k || B.bytes < n * k) {
-            printf("FAIL si_pack_b8 [%s] %s: packed isa %s (expected %s), n %lld, k %lld, bytes %lld\n", var->name,
-                   desc, si_isa_str(B.isa), si_isa_str(var->packed), (long long)B.n, (long long)B.k,
-                   (long long)B.bytes);
+        if (B.isa != var->packed || strcmp(si_igemm_kernel_name(&B), var->name) != 0 || B.n != n || B.k != k ||
+            B.bytes < n * k) {
+            printf("FAIL si_pack_b8 [%s] %s: packed isa %s (expected %s), kernel %s, n %lld, k %lld, bytes %lld\n",
+                   var->name, desc, si_isa_str(B.isa), si_isa_str(var->packed), si_igemm_kernel_name(&B),
+                   (long long)B.n, (long long)B.k, (long long)B.bytes);
             failed++;
         }
         si_dispatch_select(si_isa_detected()); /* the packed weights keep their variant */
@@ -193,12 +196,17 @@ int main(int argc, char **argv) {
     si_init();
     const si_isa best = si_isa_detected();
     __builtin_cpu_init();
-    const int vnni = SI_X86 && __builtin_cpu_supports("avx512vnni");
+    const int vnni512 = SI_X86 && __builtin_cpu_supports("avx512vnni");
+    const int avxvnni = SI_X86 && __builtin_cpu_supports("avxvnni");
     variants[n_variants++] = (variant){SI_ISA_PORTABLE, 1, SI_ISA_PORTABLE, "portable"};
-    if (best >= SI_ISA_AVX2) variants[n_variants++] = (variant){SI_ISA_AVX2, 1, SI_ISA_AVX2, "avx2 (vpmaddwd)"};
+    if (best >= SI_ISA_AVX2) {
+        variants[n_variants++] = (variant){SI_ISA_AVX2, 0, SI_ISA_AVX2, "avx2_maddwd"};
+        if (avxvnni) variants[n_variants++] = (variant){SI_ISA_AVX2, 1, SI_ISA_AVX2, "avx2_vnni"};
+    }
     if (best >= SI_ISA_AVX512) {
-        if (vnni) variants[n_variants++] = (variant){SI_ISA_AVX512, 1, SI_ISA_AVX512, "avx512 (vnni)"};
-        variants[n_variants++] = (variant){SI_ISA_AVX512, 0, SI_ISA_AVX2, "avx512 without vnni (avx2 path)"};
+        if (vnni512) variants[n_variants++] = (variant){SI_ISA_AVX512, 1, SI_ISA_AVX512, "vnni512"};
+        /* an AVX-512 CPU without VNNI: the vpmaddwd path */
+        variants[n_variants++] = (variant){SI_ISA_AVX512, 0, SI_ISA_AVX2, "avx2_maddwd"};
     }
     printf("variants:");
     for (int v = 0; v < n_variants; v++) printf(" [%s]", variants[v].name);
