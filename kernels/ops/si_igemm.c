@@ -223,21 +223,21 @@ SI_TARGET_AVX2 static void uk_avx2(const uint8_t *const *a, const int8_t *b, int
     }
 }
 
-/* k in chunks of GV_CHUNK inputs, widened to int16 pairs; each chunk's steps go as two
- * halves read side by side, each with its own sums */
+/* k in chunks of GV_CHUNK inputs, widened to int16 pairs; each chunk's steps go as four
+ * quarters read side by side, each with its own sums */
 SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
                                    int cols, void *c) {
     int16_t wx[GV_CHUNK > KC ? GV_CHUNK : KC];
-    __m256i t[2][2];
-    for (int u = 0; u < 2; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
+    __m256i t[4][2];
+    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
     for (int64_t k0 = 0; k0 < k; k0 += GV_CHUNK) {
         const int64_t kc = k - k0 < GV_CHUNK ? k - k0 : GV_CHUNK;
         const uint8_t *xr = x + k0;
         widen_rows_avx2(&xr, 1, kc, wx);
-        const int64_t steps = (kc + 1) / 2, h = steps / 2;
+        const int64_t steps = (kc + 1) / 2, h = steps / 4;
         const int8_t *bb = b + (k0 / 2) * 32;
         for (int64_t g = 0; g < h; g++)
-            for (int u = 0; u < 2; u++) {
+            for (int u = 0; u < 4; u++) {
                 const int64_t s = u * h + g;
                 const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wx + 2 * s)));
                 const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32)));
@@ -245,15 +245,18 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
                 t[u][0] = _mm256_add_epi32(t[u][0], _mm256_madd_epi16(av, b0));
                 t[u][1] = _mm256_add_epi32(t[u][1], _mm256_madd_epi16(av, b1));
             }
-        for (int64_t s = 2 * h; s < steps; s++) {
+        for (int64_t s = 4 * h; s < steps; s++) {
             const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wx + 2 * s)));
             t[0][0] = _mm256_add_epi32(t[0][0], _mm256_madd_epi16(av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32)))));
             t[0][1] = _mm256_add_epi32(t[0][1], _mm256_madd_epi16(av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32 + 16)))));
         }
     }
     const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    rq_store8_avx2(_mm256_add_epi32(t[0][0], t[1][0]), rq, j0, cols, c);
-    if (cols > 8) rq_store8_avx2(_mm256_add_epi32(t[0][1], t[1][1]), rq, j0 + 8, cols - 8, (char *)c + 8 * esz);
+    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
+                   cols, c);
+    if (cols > 8)
+        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
+                       j0 + 8, cols - 8, (char *)c + 8 * esz);
 }
 
 /* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
