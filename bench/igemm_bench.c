@@ -1,0 +1,121 @@
+/* The int8 GEMM on packed weights (ops/si_igemm.c) against the fp32 one (ops/si_sgemm.c) on
+ * VGG19's convolution shapes (m output positions x n filters x k = 3 * 3 * channels) and
+ * batch-1 fully connected layers (m = 1: GEMV, GB/s of weights streamed), at the active ISA
+ * (SPARSEINFER_ISA caps it) and si_num_threads() threads. Both are timed interleaved in the
+ * same loop; medians over the repeats, and the ratio of the medians.
+ *
+ *   PATH=/work/venvs/D/bin:$PATH; source kernels/tests/mkl_env.sh
+ *   cc -std=c11 -O3 -fopenmp -Ikernels -I"$MKL_INC" $(find kernels -path kernels/tests -prune -o -name 'si_*.c' -print) \
+ *      bench/igemm_bench.c -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o /tmp/igemm_bench
+ *   OMP_NUM_THREADS=2 /tmp/igemm_bench [repeats]
+ *
+ * SPARSEINFER_ISA=avx2 caps the ISA (the int8 side then runs AVX-VNNI on ymm if the CPU has
+ * it); SI_IGEMM_NO_VNNI=1 keeps the int8 side off VNNI (the vpmaddwd path).
+ *
+ * The int8 side writes uint8 outputs with relu (the requantization a quantized conv layer
+ * does); the fp32 side writes the plain float products (its bias and relu are a separate
+ * pass in the runtime), so the ratio slightly favours fp32. */
+#include "si_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern int si_igemm_vnni; /* ops/si_igemm.c */
+const char *si_igemm_kernel_name(const si_packed_b8 *b);
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t next_u32(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+static int cmp_d(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void *xalloc(size_t bytes) {
+    void *p = si_alloc(bytes ? bytes : 1);
+    if (!p) { fprintf(stderr, "out of memory (%zu bytes)\n", bytes); exit(2); }
+    return p;
+}
+
+static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats) {
+    uint8_t *A8 = xalloc((size_t)(m * k));
+    float *A32 = xalloc(sizeof(float) * (size_t)(m * k));
+    for (int64_t t = 0; t < m * k; t++) { A8[t] = (uint8_t)(next_u32() & 255); A32[t] = A8[t] * (1.0f / 255); }
+    int8_t *W8 = xalloc((size_t)(n * k));
+    float *W32 = xalloc(sizeof(float) * (size_t)(n * k));
+    for (int64_t t = 0; t < n * k; t++) { W8[t] = (int8_t)((int)(next_u32() % 255) - 127); W32[t] = W8[t] * (1.0f / 127); }
+    float *mul = xalloc(sizeof(float) * (size_t)n), *add = xalloc(sizeof(float) * (size_t)n);
+    for (int64_t j = 0; j < n; j++) { mul[j] = 1e-4f; add[j] = 0.1f; }
+    si_requant rq = {mul, add, SI_ACT_RELU, 1, 20.0f, 0};
+    si_packed_b B32;
+    si_packed_b8 B8;
+    if (si_pack_b(name, W32, n, k, &B32) || si_pack_b8(name, W8, n, k, &B8)) {
+        fprintf(stderr, "%s: packing failed: %s\n", name, si_last_error());
+        exit(2);
+    }
+    si_free(W32);
+    si_free(W8);
+    float *C32 = xalloc(sizeof(float) * (size_t)(m * n));
+    uint8_t *C8 = xalloc((size_t)(m * n));
+    double *t32 = malloc(sizeof(double) * (size_t)repeats), *t8 = malloc(sizeof(double) * (size_t)repeats);
+    /* warm-up, then interleaved, alternating which goes first */
+    si_sgemm_packed(A32, k, m, &B32, C32, n);
+    si_igemm_packed(A8, k, m, &B8, &rq, C8, n);
+    for (int r = 0; r < repeats; r++) {
+        for (int s = 0; s < 2; s++) {
+            const double t0 = si_now();
+            if ((s ^ r) & 1) si_igemm_packed(A8, k, m, &B8, &rq, C8, n);
+            else si_sgemm_packed(A32, k, m, &B32, C32, n);
+            const double dt = si_now() - t0;
+            if ((s ^ r) & 1) t8[r] = dt; else t32[r] = dt;
+        }
+    }
+    const double m32 = median(t32, repeats), m8 = median(t8, repeats);
+    const double macs = (double)m * (double)n * (double)k;
+    if (m == 1)
+        printf("%-24s %6lld %6lld %6lld  %9.3f %9.3f  %6.2fx   fp32 %6.1f GB/s, int8 %6.1f GB/s\n", name, (long long)m,
+               (long long)n, (long long)k, m32 * 1e3, m8 * 1e3, m32 / m8, 4.0 * n * k / m32 * 1e-9,
+               (double)n * k / m8 * 1e-9);
+    else
+        printf("%-24s %6lld %6lld %6lld  %9.3f %9.3f  %6.2fx   fp32 %6.1f GFLOP/s, int8 %6.1f GOP/s\n", name,
+               (long long)m, (long long)n, (long long)k, m32 * 1e3, m8 * 1e3, m32 / m8, 2 * macs / m32 * 1e-9,
+               2 * macs / m8 * 1e-9);
+    fflush(stdout);
+    si_packed_b_free(&B32);
+    si_packed_b8_free(&B8);
+    si_free(A8); si_free(A32); si_free(mul); si_free(add); si_free(C32); si_free(C8);
+    free(t32); free(t8);
+}
+
+int main(int argc, char **argv) {
+    si_init();
+    const int repeats = argc > 1 ? atoi(argv[1]) : 15;
+    if (getenv("SI_IGEMM_NO_VNNI")) si_igemm_vnni = 0;
+    /* the variant the int8 weights get at this cap */
+    si_packed_b8 probe;
+    const int8_t w1 = 1;
+    si_pack_b8("probe", &w1, 1, 1, &probe);
+    printf("# %s; kernels' ISA %s, int8 GEMM variant %s (%s); %d threads; medians of %d\n", si_cpu_name(),
+           si_isa_str(si_isa_active()), si_isa_str(probe.isa), si_igemm_kernel_name(&probe), si_num_threads(),
+           repeats);
+    si_packed_b8_free(&probe);
+    printf("%-24s %6s %6s %6s  %9s %9s  %7s\n", "shape", "m", "n", "k", "fp32 ms", "int8 ms", "ratio");
+    bench("block1_conv2 (strip)", 4096, 64, 576, repeats);
+    bench("block2_conv2", 3136, 128, 1152, repeats);
+    bench("block3_conv2", 784, 256, 2304, repeats);
+    bench("block4_conv2", 196, 512, 4608, repeats);
+    bench("block5_conv2", 49, 512, 4608, repeats);
+    bench("fc6 gemv", 1, 4096, 25088, repeats);
+    bench("fc7 gemv", 1, 4096, 4096, repeats);
+    return 0;
+}

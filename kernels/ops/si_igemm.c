@@ -1,0 +1,617 @@
+/* The runtime's own int8 GEMM on weights packed at load (issue 12): C[m x n] =
+ * requant(A[m x k] W^T), A uint8 (im2col rows or a batch of inputs), W int8 n x k in
+ * [-127, 127], the products summed exactly in int32 (k <= SI_I8_MAX_COLS), each output
+ * requantized by the rule of si_internal.h (si_requant_f, si_requant_u8) to uint8 or float.
+ *
+ * Layout: W is packed once into panels of NR output columns, k in groups of G consecutive
+ * inputs, each group's NR x G bytes contiguous ([panel][k / G][NR][G] int8), zero-padded past
+ * n and past k. A microkernel holds an MR x NR block of int32 sums in registers and, per group,
+ * broadcasts G bytes of each of its MR rows of A against the panel's group:
+ *
+ *   AVX-512 VNNI  G 4, MR 8 x NR 32 (16 zmm sums): one vpdpbusd (u8 x s8, four products into
+ *                 each int32 lane, no intermediate saturation) per 16 columns. The u8 operand
+ *                 is A's broadcast 4 bytes, the s8 one the weights.
+ *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
+ *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
+ *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
+ *   AVX2          G 2, MR 6 x NR 16 (12 ymm sums): vpmaddubsw would saturate its int16 pair sums
+ *                 (255 * 127 * 2 > 32767), so both operands are widened to int16 and multiplied
+ *                 by vpmaddwd (exact pairs into int32), then vpaddd. The weights stay int8 in
+ *                 memory (a GEMV of batch 1 streams one byte per weight) and are widened by
+ *                 vpmovsxbw once per group, shared by the MR rows; the kernel widens its MR rows
+ *                 of A into a stack buffer of int16 pairs once per call, so that each broadcast
+ *                 is a plain 32-bit load. Per 16 products: one vpmaddwd and one vpaddd.
+ *                 AVX-512 CPUs without VNNI run this path too. It is bound by the vector
+ *                 ALU ports: two uops per 16 products against one FMA per 8, so at best 1.5x
+ *                 the fp32 GEMM on Intel cores (vpmaddwd on 2 of their 3 vector ports, vpaddd
+ *                 on any), 2x on Zen 3 / 4 (vpmaddwd on 2 of 4 pipes, vpaddd on all 4).
+ *   portable      G 4, MR 4 x NR 16: the reference's loop on the packed layout.
+ *
+ * Blocking, as ops/si_sgemm.c: KC inputs of a panel (KC x NR bytes, 16 KB for VNNI) stay in
+ * L1 while every MR-row block of an MC-row chunk of A passes over them. The int32 sums of a
+ * chunk are kept across the K blocks in a per-thread stack buffer (MC x NR int32, 32 KB);
+ * the last K block requantizes straight from the registers into C. A is never read past a
+ * row's k bytes: the last group of a row whose k is not a multiple of G is copied byte by
+ * byte into a zeroed word (the weights past k are zero too).
+ *
+ * The requantization is vectorized: cvtdq2ps, vfmadd (one rounding, as fmaf), vmaxps with 0,
+ * vmulps by inv_scale, vmaxps / vminps clamp, cvtps2dq under the default rounding mode
+ * (round half to even, as rintf), + zero, truncated to bytes. For finite values every step
+ * rounds as its scalar counterpart does, so all variants agree bit for bit with si_igemm_ref.
+ *
+ * One row of A (batch 1) is a matrix-vector product at memory bandwidth: a streaming kernel
+ * per panel (four k-quarters read side by side, as ops/si_sgemm.c's), the threads splitting
+ * the panels. The variant is fixed when W is packed (si_packed_b8.isa, and the private
+ * header's kernels), whatever the ISA cap later. */
+#include "si_internal.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if SI_X86
+#include <immintrin.h>
+#define SI_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#define SI_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
+#endif
+
+#define KC 512      /* inputs (bytes of a row of A) per K block; a multiple of every G */
+#define MC 256      /* rows of A per chunk */
+#define MAX_MR 8
+#define MAX_NR 32
+#define GV_CHUNK 2048 /* inputs of x widened at a time by the AVX2 GEMV (4 KB of int16) */
+
+/* 1: use VNNI when the CPU has it (AVX-512 VNNI under the avx512 cap, AVX-VNNI under avx2).
+ * The tests and the benchmark set it to 0 to run the vpmaddwd path on a VNNI CPU (read when
+ * weights are packed). */
+int si_igemm_vnni = 1;
+
+/* Microkernel: rows r < rows of a (pointers to A at the block's first input), kc inputs of
+ * the panel block b. Starts from zero (first) or from acc[r * NR + j]; c == NULL: writes the
+ * sums back to acc, else requantizes columns j0 + [0, cols) into row r of c (c: the output
+ * at row 0, column j0; uint8 or float by rq->out_u8). pf: one cache line per group to
+ * prefetch. */
+typedef void (*uk8_fn)(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, int rows,
+                       const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c, int64_t ldc);
+/* One row x (k inputs) against one whole panel: columns j0 + [0, cols) of c. */
+typedef void (*gv8_fn)(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0, int cols,
+                       void *c);
+
+typedef struct b8_pack {
+    const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddwd", "portable" */
+    int mr, nr, g;
+    int64_t n_pad, kg;  /* kg: groups of g inputs (k rounded up) */
+    int64_t wbytes;     /* of w */
+    uk8_fn uk;
+    gv8_fn gv;
+    int8_t *w;          /* n_pad / nr panels of kg x nr x g bytes */
+} b8_pack;
+
+static inline int32_t load4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+/* n < G bytes of a row's last group, zero-extended: never reads past the row */
+static inline int32_t load_tail(const uint8_t *p, int n) {
+    int32_t v = 0;
+    memcpy(&v, p, (size_t)n);
+    return v;
+}
+
+/* ---- portable ------------------------------------------------------------------------ */
+
+static void store_row_scalar(const int32_t *t, const si_requant *rq, int64_t j0, int cols, void *c) {
+    if (rq->out_u8)
+        for (int j = 0; j < cols; j++) ((uint8_t *)c)[j] = si_requant_u8(rq, si_requant_f(rq, j0 + j, t[j]));
+    else
+        for (int j = 0; j < cols; j++) ((float *)c)[j] = si_requant_f(rq, j0 + j, t[j]);
+}
+
+static void uk_portable(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, int rows,
+                        const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c, int64_t ldc) {
+    (void)pf;
+    int32_t t[4][16];
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < 16; j++) t[r][j] = first ? 0 : acc[r * 16 + j];
+    for (int64_t kk = 0; kk < kc; kk++) {
+        const int8_t *bk = b + (kk >> 2) * 64 + (kk & 3);
+        for (int r = 0; r < rows; r++) {
+            const int32_t av = a[r][kk];
+            for (int j = 0; j < 16; j++) t[r][j] += av * bk[j * 4];
+        }
+    }
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    for (int r = 0; r < rows; r++) {
+        if (!c) memcpy(acc + r * 16, t[r], sizeof t[r]);
+        else store_row_scalar(t[r], rq, j0, cols, (char *)c + (size_t)(r * ldc) * esz);
+    }
+}
+
+static void gv_portable(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0, int cols,
+                        void *c) {
+    int32_t t[16] = {0};
+    for (int64_t kk = 0; kk < k; kk++) {
+        const int8_t *bk = b + (kk >> 2) * 64 + (kk & 3);
+        for (int j = 0; j < 16; j++) t[j] += (int32_t)x[kk] * bk[j * 4];
+    }
+    store_row_scalar(t, rq, j0, cols, c);
+}
+
+#if SI_X86
+/* ---- AVX2: vpmaddwd on widened operands ------------------------------------------------- */
+
+/* 8 sums of columns j0 + [0, 8) -> c (cols <= 8 of them written) */
+SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, int64_t j0, int cols, void *c) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
+    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_maskload_ps(rq->mul + j0, m),
+                               _mm256_maskload_ps(rq->add + j0, m));
+    if (rq->act == SI_ACT_RELU) y = _mm256_max_ps(y, _mm256_setzero_ps());
+    if (!rq->out_u8) { _mm256_maskstore_ps((float *)c, m, y); return; }
+    __m256 t = _mm256_mul_ps(y, _mm256_set1_ps(rq->inv_scale));
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps((float)-rq->zero)), _mm256_set1_ps((float)(255 - rq->zero)));
+    __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(t), _mm256_set1_epi32(rq->zero));
+    /* byte 0 of each int32 lane (values in [0, 255]) */
+    q = _mm256_shuffle_epi8(q, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8,
+                                                12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m128i v = _mm_unpacklo_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    if (cols >= 8) _mm_storel_epi64((__m128i *)c, v);
+    else {
+        uint8_t o[16];
+        _mm_storeu_si128((__m128i *)o, v);
+        memcpy(c, o, (size_t)cols);
+    }
+}
+
+/* rows r < R of a, kc inputs, widened to int16: w[r * KC + t] = a[r][t], zero-padded to an
+ * even count (a pair of them is one 32-bit broadcast) */
+SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, int64_t kc, int16_t *w) {
+    for (int r = 0; r < R; r++) {
+        int16_t *d = w + r * KC;
+        int64_t kk = 0;
+        for (; kk + 16 <= kc; kk += 16)
+            _mm256_storeu_si256((__m256i *)(d + kk), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(a[r] + kk))));
+        for (; kk < kc; kk++) d[kk] = a[r][kk];
+        if (kc & 1) d[kc] = 0;
+    }
+}
+
+#define UK_AVX2_BODY(R)                                                                       \
+    do {                                                                                      \
+        __m256i t[R][2];                                                                      \
+        for (int r = 0; r < R; r++) {                                                         \
+            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
+            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
+        }                                                                                     \
+        widen_rows_avx2(a, R, kc, wa);                                                        \
+        const int64_t steps = (kc + 1) / 2;                                                   \
+        for (int64_t g = 0; g < steps; g++) {                                                 \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32))); \
+            const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32 + 16))); \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wa + r * KC + 2 * g)));                   \
+                t[r][0] = _mm256_add_epi32(t[r][0], _mm256_madd_epi16(av, b0));               \
+                t[r][1] = _mm256_add_epi32(t[r][1], _mm256_madd_epi16(av, b1));               \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            if (!c) {                                                                         \
+                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
+                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
+                continue;                                                                     \
+            }                                                                                 \
+            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
+            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
+            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
+        }                                                                                     \
+    } while (0)
+
+SI_TARGET_AVX2 static void uk_avx2(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
+                                   int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
+                                   int64_t ldc) {
+    int16_t wa[6 * KC];
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    switch (rows) {
+    case 1: UK_AVX2_BODY(1); break;
+    case 2: UK_AVX2_BODY(2); break;
+    case 3: UK_AVX2_BODY(3); break;
+    case 4: UK_AVX2_BODY(4); break;
+    case 5: UK_AVX2_BODY(5); break;
+    default: UK_AVX2_BODY(6); break;
+    }
+}
+
+/* k in chunks of GV_CHUNK inputs, widened to int16 pairs; each chunk's steps go as four
+ * quarters read side by side, each with its own sums */
+SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
+                                   int cols, void *c) {
+    int16_t wx[GV_CHUNK > KC ? GV_CHUNK : KC];
+    __m256i t[4][2];
+    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
+    for (int64_t k0 = 0; k0 < k; k0 += GV_CHUNK) {
+        const int64_t kc = k - k0 < GV_CHUNK ? k - k0 : GV_CHUNK;
+        const uint8_t *xr = x + k0;
+        widen_rows_avx2(&xr, 1, kc, wx);
+        const int64_t steps = (kc + 1) / 2, h = steps / 4;
+        const int8_t *bb = b + (k0 / 2) * 32;
+        for (int64_t g = 0; g < h; g++)
+            for (int u = 0; u < 4; u++) {
+                const int64_t s = u * h + g;
+                const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wx + 2 * s)));
+                const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32)));
+                const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32 + 16)));
+                t[u][0] = _mm256_add_epi32(t[u][0], _mm256_madd_epi16(av, b0));
+                t[u][1] = _mm256_add_epi32(t[u][1], _mm256_madd_epi16(av, b1));
+            }
+        for (int64_t s = 4 * h; s < steps; s++) {
+            const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wx + 2 * s)));
+            t[0][0] = _mm256_add_epi32(t[0][0], _mm256_madd_epi16(av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32)))));
+            t[0][1] = _mm256_add_epi32(t[0][1], _mm256_madd_epi16(av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32 + 16)))));
+        }
+    }
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
+                   cols, c);
+    if (cols > 8)
+        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
+                       j0 + 8, cols - 8, (char *)c + 8 * esz);
+}
+
+/* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
+
+#define UK_AVXVNNI_BODY(R)                                                                    \
+    do {                                                                                      \
+        __m256i t[R][2];                                                                      \
+        for (int r = 0; r < R; r++) {                                                         \
+            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
+            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
+        }                                                                                     \
+        const int64_t full = kc >> 2;                                                         \
+        for (int64_t g = 0; g < full; g++) {                                                  \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m256i av = _mm256_set1_epi32(load4(a[r] + 4 * g));                    \
+                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
+                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
+            }                                                                                 \
+        }                                                                                     \
+        if (kc & 3) {                                                                         \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m256i av = _mm256_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
+                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
+                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            if (!c) {                                                                         \
+                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
+                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
+                continue;                                                                     \
+            }                                                                                 \
+            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
+            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
+            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
+        }                                                                                     \
+    } while (0)
+
+SI_TARGET_AVXVNNI static void uk_avxvnni(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc,
+                                         int first, int rows, const int8_t *pf, const si_requant *rq, int64_t j0,
+                                         int cols, void *c, int64_t ldc) {
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    switch (rows) {
+    case 1: UK_AVXVNNI_BODY(1); break;
+    case 2: UK_AVXVNNI_BODY(2); break;
+    case 3: UK_AVXVNNI_BODY(3); break;
+    case 4: UK_AVXVNNI_BODY(4); break;
+    case 5: UK_AVXVNNI_BODY(5); break;
+    default: UK_AVXVNNI_BODY(6); break;
+    }
+}
+
+SI_TARGET_AVXVNNI static void gv_avxvnni(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq,
+                                         int64_t j0, int cols, void *c) {
+    __m256i t[4][2];
+    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
+    const int64_t full = k >> 2, q = full / 4;
+    for (int64_t g = 0; g < q; g++)
+        for (int u = 0; u < 4; u++) {
+            const int64_t s = u * q + g;
+            const __m256i av = _mm256_set1_epi32(load4(x + 4 * s));
+            t[u][0] = _mm256_dpbusd_avx_epi32(t[u][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));
+            t[u][1] = _mm256_dpbusd_avx_epi32(t[u][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32)));
+        }
+    for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++) {
+        const __m256i av = _mm256_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3)));
+        t[0][0] = _mm256_dpbusd_avx_epi32(t[0][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));
+        t[0][1] = _mm256_dpbusd_avx_epi32(t[0][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32)));
+    }
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
+                   cols, c);
+    if (cols > 8)
+        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
+                       j0 + 8, cols - 8, (char *)c + 8 * esz);
+}
+
+/* ---- AVX-512 VNNI: vpdpbusd ---------------------------------------------------------------- */
+
+/* 16 sums of columns j0 + [0, 16), lanes in m written */
+SI_TARGET_VNNI SI_INLINE void rq_store16_avx512(__m512i s, const si_requant *rq, int64_t j0, __mmask16 m, void *c) {
+    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_maskz_loadu_ps(m, rq->mul + j0),
+                               _mm512_maskz_loadu_ps(m, rq->add + j0));
+    if (rq->act == SI_ACT_RELU) y = _mm512_max_ps(y, _mm512_setzero_ps());
+    if (!rq->out_u8) { _mm512_mask_storeu_ps(c, m, y); return; }
+    __m512 t = _mm512_mul_ps(y, _mm512_set1_ps(rq->inv_scale));
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps((float)-rq->zero)), _mm512_set1_ps((float)(255 - rq->zero)));
+    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(t), _mm512_set1_epi32(rq->zero));
+    _mm512_mask_cvtepi32_storeu_epi8(c, m, q);
+}
+
+static inline __mmask16 cols_mask(int cols) {
+    return cols >= 16 ? (__mmask16)0xFFFF : cols <= 0 ? 0 : (__mmask16)((1u << cols) - 1u);
+}
+
+#define UK_VNNI_BODY(R)                                                                       \
+    do {                                                                                      \
+        __m512i t[R][2];                                                                      \
+        for (int r = 0; r < R; r++) {                                                         \
+            t[r][0] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + r * 32);      \
+            t[r][1] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + r * 32 + 16); \
+        }                                                                                     \
+        const int64_t full = kc >> 2;                                                         \
+        for (int64_t g = 0; g < full; g++) {                                                  \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m512i av = _mm512_set1_epi32(load4(a[r] + 4 * g));                    \
+                t[r][0] = _mm512_dpbusd_epi32(t[r][0], av, b0);                               \
+                t[r][1] = _mm512_dpbusd_epi32(t[r][1], av, b1);                               \
+            }                                                                                 \
+        }                                                                                     \
+        if (kc & 3) {                                                                         \
+            const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64); \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m512i av = _mm512_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
+                t[r][0] = _mm512_dpbusd_epi32(t[r][0], av, b0);                               \
+                t[r][1] = _mm512_dpbusd_epi32(t[r][1], av, b1);                               \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            if (!c) {                                                                         \
+                _mm512_storeu_si512(acc + r * 32, t[r][0]);                                   \
+                _mm512_storeu_si512(acc + r * 32 + 16, t[r][1]);                              \
+                continue;                                                                     \
+            }                                                                                 \
+            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
+            rq_store16_avx512(t[r][0], rq, j0, m0, cr);                                       \
+            if (m1) rq_store16_avx512(t[r][1], rq, j0 + 16, m1, cr + 16 * esz);               \
+        }                                                                                     \
+    } while (0)
+
+SI_TARGET_VNNI static void uk_vnni512(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
+                                      int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
+                                      int64_t ldc) {
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);
+    switch (rows) {
+    case 1: UK_VNNI_BODY(1); break;
+    case 2: UK_VNNI_BODY(2); break;
+    case 3: UK_VNNI_BODY(3); break;
+    case 4: UK_VNNI_BODY(4); break;
+    case 5: UK_VNNI_BODY(5); break;
+    case 6: UK_VNNI_BODY(6); break;
+    case 7: UK_VNNI_BODY(7); break;
+    default: UK_VNNI_BODY(8); break;
+    }
+}
+
+/* the panel's groups as four contiguous quarters read side by side (four streams) */
+SI_TARGET_VNNI static void gv_vnni512(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
+                                      int cols, void *c) {
+    __m512i t[4][2];
+    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm512_setzero_si512();
+    const int64_t full = k >> 2, q = full / 4;
+    for (int64_t g = 0; g < q; g++)
+        for (int u = 0; u < 4; u++) {
+            const int64_t s = u * q + g;
+            const __m512i av = _mm512_set1_epi32(load4(x + 4 * s));
+            t[u][0] = _mm512_dpbusd_epi32(t[u][0], av, _mm512_loadu_si512(b + s * 128));
+            t[u][1] = _mm512_dpbusd_epi32(t[u][1], av, _mm512_loadu_si512(b + s * 128 + 64));
+        }
+    for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++) {
+        const __m512i av = _mm512_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3)));
+        t[0][0] = _mm512_dpbusd_epi32(t[0][0], av, _mm512_loadu_si512(b + s * 128));
+        t[0][1] = _mm512_dpbusd_epi32(t[0][1], av, _mm512_loadu_si512(b + s * 128 + 64));
+    }
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    const __mmask16 m1 = cols_mask(cols - 16);
+    rq_store16_avx512(_mm512_add_epi32(_mm512_add_epi32(t[0][0], t[1][0]), _mm512_add_epi32(t[2][0], t[3][0])), rq, j0,
+                      cols_mask(cols), c);
+    if (m1)
+        rq_store16_avx512(_mm512_add_epi32(_mm512_add_epi32(t[0][1], t[1][1]), _mm512_add_epi32(t[2][1], t[3][1])), rq,
+                          j0 + 16, m1, (char *)c + 16 * esz);
+}
+#endif
+
+/* ---- packing ---------------------------------------------------------------------------- */
+
+/* 2: AVX-512 VNNI, 1: AVX-VNNI only, 0: neither */
+static int cpu_vnni(void) {
+#if SI_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") ? 2 : __builtin_cpu_supports("avxvnni") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out) {
+    memset(out, 0, sizeof *out);
+    b8_pack h = {"portable", 4, 16, 4, 0, 0, 0, uk_portable, gv_portable, NULL};
+    si_isa isa = si_isa_active();
+#if SI_X86
+    const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
+    if (isa >= SI_ISA_AVX512 && vnni == 2) {
+        h = (b8_pack){"vnni512", 8, 32, 4, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
+        isa = SI_ISA_AVX512;
+    } else if (isa >= SI_ISA_AVX2 && vnni) {
+        h = (b8_pack){"avx2_vnni", 6, 16, 4, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
+        isa = SI_ISA_AVX2;
+    } else if (isa >= SI_ISA_AVX2) {
+        h = (b8_pack){"avx2_maddwd", 6, 16, 2, 0, 0, 0, uk_avx2, gv_avx2, NULL};
+        isa = SI_ISA_AVX2;
+    } else
+#endif
+        isa = SI_ISA_PORTABLE;
+    if (n < 0 || k < 0 || k > SI_I8_MAX_COLS)
+        return si_fail(SI_ERR_MODEL, "layer %s: int8 weights of %lld x %lld: inputs must be in [0, %d]", layer,
+                       (long long)n, (long long)k, SI_I8_MAX_COLS);
+    h.n_pad = (n + h.nr - 1) / h.nr * h.nr;
+    h.kg = (k + h.g - 1) / h.g;
+    if (!si_mul_ok(h.n_pad, h.kg * h.g, &h.wbytes) || h.wbytes > (INT64_C(1) << 40))
+        return si_fail(SI_ERR_MODEL, "layer %s: %lld x %lld weights are too many to pack", layer, (long long)n,
+                       (long long)k);
+    const size_t head = (sizeof(b8_pack) + 63) / 64 * 64;
+    unsigned char *mem = si_alloc(head + (size_t)h.wbytes);
+    if (!mem)
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory packing its int8 weights (%lld MB)", layer,
+                       (long long)(h.wbytes >> 20));
+    h.w = (int8_t *)(mem + head);
+    const int nr = h.nr, g = h.g;
+    for (int64_t p = 0; p < h.n_pad / nr; p++)
+        for (int64_t gi = 0; gi < h.kg; gi++) {
+            int8_t *d = h.w + ((p * h.kg + gi) * nr) * g;
+            for (int j = 0; j < nr; j++)
+                for (int q = 0; q < g; q++) {
+                    const int64_t col = p * nr + j, kk = gi * g + q;
+                    d[j * g + q] = col < n && kk < k ? w[col * k + kk] : 0;
+                }
+        }
+    memcpy(mem, &h, sizeof h);
+    out->b = mem;
+    out->n = n;
+    out->k = k;
+    out->bytes = (int64_t)head + h.wbytes;
+    out->isa = isa;
+    return SI_OK;
+}
+
+/* The microkernel packed weights run ("vnni512", "avx2_vnni", "avx2_maddwd", "portable"), for
+ * the tests and the benchmark (not in si_internal.h: nothing else needs it). */
+const char *si_igemm_kernel_name(const si_packed_b8 *b);
+const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const b8_pack *)b->b)->kernel : "none"; }
+
+void si_packed_b8_free(si_packed_b8 *b) {
+    si_free(b->b);
+    b->b = NULL;
+    b->bytes = 0;
+}
+
+/* ---- the driver ------------------------------------------------------------------------- */
+
+/* Rows [m0, m1) and panels [p0, p1) of C. */
+static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, int64_t p0, int64_t p1,
+                        const si_packed_b8 *B, const si_requant *rq, void *C, int64_t ldc) {
+    const b8_pack *h = B->b;
+    const int mr = h->mr, nr = h->nr;
+    const int64_t k = B->k, nkb = k > 0 ? (k + KC - 1) / KC : 1, gbytes = (int64_t)nr * h->g;
+    /* K blocks of equal size (a multiple of 4, so of every G), rather than full ones and a
+     * short one: block1_conv2's k = 576 runs as 288 + 288, not 512 + 64 */
+    const int64_t kcb = ((k + nkb - 1) / nkb + 3) / 4 * 4;
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    int32_t acc[MC * MAX_NR]; /* the chunk's sums between K blocks */
+    const uint8_t *arow[MAX_MR];
+    for (int64_t mc = m0; mc < m1; mc += MC) {
+        const int64_t me = mc + MC < m1 ? mc + MC : m1;
+        const int64_t nblk = (me - mc + mr - 1) / mr;
+        for (int64_t p = p0; p < p1; p++) {
+            const int cols = (int)(B->n - p * nr < nr ? B->n - p * nr : nr);
+            const int8_t *panel = h->w + p * h->kg * gbytes;
+            for (int64_t kbi = 0; kbi < nkb; kbi++) {
+                const int64_t kb = kbi * kcb, kc = k - kb < kcb ? k - kb : kcb;
+                const int8_t *bp = panel + kb / h->g * gbytes;
+                const int64_t steps = (kc + h->g - 1) / h->g;
+                /* the next blocks of B follow this one: the row blocks prefetch them in turn */
+                const int8_t *pf = bp + steps * gbytes;
+                const int last = kbi == nkb - 1;
+                for (int64_t bi = 0; bi < nblk; bi++) {
+                    /* blocks of equal height (at most MR) rather than full blocks and a short one */
+                    const int64_t r = mc + (me - mc) * bi / nblk;
+                    const int rows = (int)(mc + (me - mc) * (bi + 1) / nblk - r);
+                    /* the portable kernel reads MR pointers: those past the block repeat row r */
+                    for (int i = 0; i < mr; i++) arow[i] = A + (r + (i < rows ? i : 0)) * lda + kb;
+                    if (pf + steps * 64 > h->w + h->wbytes) pf = bp; /* past the end: this block again */
+                    void *c = last ? (char *)C + (size_t)(r * ldc + p * nr) * esz : NULL;
+                    h->uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pf, rq, p * nr, cols, c, ldc);
+                    pf += steps * 64;
+                }
+            }
+        }
+    }
+}
+
+/* One row, panels [p0, p1). */
+static void igemv_panels(const uint8_t *x, const si_packed_b8 *B, const si_requant *rq, void *y, int64_t p0,
+                         int64_t p1) {
+    const b8_pack *h = B->b;
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    for (int64_t p = p0; p < p1; p++) {
+        const int cols = (int)(B->n - p * h->nr < h->nr ? B->n - p * h->nr : h->nr);
+        h->gv(x, h->w + p * h->kg * h->nr * h->g, B->k, rq, p * h->nr, cols, (char *)y + (size_t)(p * h->nr) * esz);
+    }
+}
+
+void si_igemm_packed_rows(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8 *B, const si_requant *rq,
+                          void *C, int64_t ldc) {
+    if (m <= 0 || B->n <= 0) return;
+    const b8_pack *h = B->b;
+    if (m == 1) igemv_panels(A, B, rq, C, 0, h->n_pad / h->nr);
+    else igemm_block(A, lda, 0, m, 0, h->n_pad / h->nr, B, rq, C, ldc);
+}
+
+void si_igemm_packed(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8 *B, const si_requant *rq, void *C,
+                     int64_t ldc) {
+    if (m <= 0 || B->n <= 0) return;
+    const b8_pack *h = B->b;
+    const int64_t panels = h->n_pad / h->nr, blocks = (m + h->mr - 1) / h->mr;
+    /* int8 products are a quarter of an FMA's work, about */
+    const int64_t work = m * h->n_pad * (B->k > 0 ? B->k : 1) / 4;
+    const int nt = si_threads_for(work, blocks > panels ? blocks : panels);
+    if (nt <= 1) { si_igemm_packed_rows(A, lda, m, B, rq, C, ldc); return; }
+    /* Rows split evenly in multiples of MR when there are enough of them; else (batch 1, a
+     * small batch) the panels: each thread streams its share of the weights once. */
+    const int by_rows = m > 1 && blocks >= 2 * nt;
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        if (by_rows) {
+            int64_t r0 = blocks * t / n * h->mr, r1 = blocks * (t + 1) / n * h->mr;
+            if (r1 > m) r1 = m;
+            if (r0 < r1) igemm_block(A, lda, r0, r1, 0, panels, B, rq, C, ldc);
+        } else {
+            const int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
+            if (p0 < p1) {
+                if (m == 1) igemv_panels(A, B, rq, C, p0, p1);
+                else igemm_block(A, lda, 0, m, p0, p1, B, rq, C, ldc);
+            }
+        }
+    }
+}
+
+void si_igemm_ref(const uint8_t *A, int64_t lda, int64_t m, const int8_t *w, int64_t n, int64_t k,
+                  const si_requant *rq, void *C, int64_t ldc) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            int32_t acc = 0;
+            for (int64_t t = 0; t < k; t++) acc += (int32_t)A[i * lda + t] * (int32_t)w[j * k + t];
+            const float y = si_requant_f(rq, j, acc);
+            if (rq->out_u8) ((uint8_t *)C)[i * ldc + j] = si_requant_u8(rq, y);
+            else ((float *)C)[i * ldc + j] = y;
+        }
+}
