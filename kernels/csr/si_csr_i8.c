@@ -3,7 +3,7 @@
  *
  * csrmv (batch 1, bound by the bytes of the non-zeros: 1 + 2 per non-zero with uint16
  * columns, against 4 + 2 for fp32):
- *  - AVX-512: 16 non-zeros a step. The columns (uint16 widened, or int32) index x as bytes:
+ *  - AVX-512: 16 non-zeros a step (four accumulators). The columns (uint16 widened, or int32) index x as bytes:
  *    vpgatherdd at scale 1 reads the 4 bytes from x + col, vpandd keeps the low one, the
  *    values are sign-extended to int32 (vpmovsxbd) and vpmaddwd multiplies them exactly
  *    (both fit int16, the high halves are 0 * sign). x is never widened, so nothing is
@@ -96,8 +96,9 @@ static inline int32_t mv_fix(const si_csr8_view *A, int64_t k, unsigned m, const
 }
 
 #if SI_X86
-SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
-                                            const si_requant *rq, void *y) {
+/* is16: a constant where inlined, so each column type gets its own loop */
+SI_TARGET_AVX512 SI_INLINE void mv_avx512_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                            const si_requant *rq, void *y, const int is16) {
     const int8_t *val = A->val;
     const int32_t *c32 = A->col;
     const uint16_t *c16 = A->col16;
@@ -106,9 +107,9 @@ SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, i
     for (int64_t r = r0; r < r1; r++) {
         int64_t k = A->ptr[r];
         const int64_t k1 = A->ptr[r + 1];
-        __m512i a0 = z, a1 = z;
+        __m512i a0 = z, a1 = z, a2 = z, a3 = z;
         int32_t s = 0;
-#define COLS(K) (c16 ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c16 + (K))))                    \
+#define COLS(K) (is16 ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c16 + (K))))                    \
                      : _mm512_loadu_si512((const void *)(c32 + (K))))
 #define STEP(K, ACC)                                                                                                \
     do {                                                                                                            \
@@ -119,19 +120,20 @@ SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, i
         ACC = _mm512_add_epi32(ACC, _mm512_madd_epi16(xv, v));                                                      \
         if (ok != 0xFFFF) s += mv_fix(A, K, (unsigned)(uint16_t)~ok, x);                                            \
     } while (0)
-        for (; k + 32 <= k1; k += 32) {
+        for (; k + 64 <= k1; k += 64) {
             STEP(k, a0);
             STEP(k + 16, a1);
+            STEP(k + 32, a2);
+            STEP(k + 48, a3);
         }
-        if (k + 16 <= k1) {
-            STEP(k, a0);
-            k += 16;
-        }
+        for (; k + 16 <= k1; k += 16) STEP(k, a0);
 #undef STEP
 #undef COLS
+        a0 = _mm512_add_epi32(a0, a2);
+        a1 = _mm512_add_epi32(a1, a3);
         if (k < k1) {
             const __mmask16 m = (__mmask16)((1u << (k1 - k)) - 1u);
-            const __m512i c = c16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, c16 + k))
+            const __m512i c = is16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, c16 + k))
                                   : _mm512_maskz_loadu_epi32(m, c32 + k);
             const __mmask16 ok = _mm512_mask_cmplt_epi32_mask(m, c, lim);
             const __m512i xv = _mm512_and_si512(_mm512_mask_i32gather_epi32(z, ok, c, (const void *)x, 1), lo8);
@@ -143,8 +145,15 @@ SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, i
     }
 }
 
-SI_TARGET_AVX2 static void mv_rows_avx2(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
-                                        const si_requant *rq, void *y) {
+SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                    const si_requant *rq, void *y) {
+    if (A->col16) mv_avx512_body(A, r0, r1, x, rq, y, 1);
+    else mv_avx512_body(A, r0, r1, x, rq, y, 0);
+}
+
+/* is16: a constant where inlined, so each column type gets its own loop */
+SI_TARGET_AVX2 SI_INLINE void mv_avx2_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                        const si_requant *rq, void *y, const int is16) {
     const int8_t *val = A->val;
     const int32_t *c32 = A->col;
     const uint16_t *c16 = A->col16;
@@ -155,7 +164,7 @@ SI_TARGET_AVX2 static void mv_rows_avx2(const si_csr8_view *A, int64_t r0, int64
         const int64_t k1 = A->ptr[r + 1];
         __m256i a0 = z, a1 = z;
         int32_t s = 0;
-#define COLS(K) (c16 ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(c16 + (K))))                        \
+#define COLS(K) (is16 ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(c16 + (K))))                        \
                      : _mm256_loadu_si256((const __m256i *)(c32 + (K))))
 #define STEP(K, ACC)                                                                                                \
     do {                                                                                                            \
@@ -183,9 +192,15 @@ SI_TARGET_AVX2 static void mv_rows_avx2(const si_csr8_view *A, int64_t r0, int64
         h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
         h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
         s += _mm_cvtsi128_si32(h);
-        for (; k < k1; k++) s += val[k] * (int32_t)x[c16 ? c16[k] : c32[k]];
+        for (; k < k1; k++) s += val[k] * (int32_t)x[is16 ? c16[k] : c32[k]];
         store_out(rq, r, s, y, r);
     }
+}
+
+SI_TARGET_AVX2 static void mv_rows_avx2(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                    const si_requant *rq, void *y) {
+    if (A->col16) mv_avx2_body(A, r0, r1, x, rq, y, 1);
+    else mv_avx2_body(A, r0, r1, x, rq, y, 0);
 }
 #endif
 
