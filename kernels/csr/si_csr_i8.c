@@ -1,0 +1,577 @@
+/* int8 CSR kernels (issue 12): int8 weights, uint8 activations, exact int32 sums, one
+ * requantization per output (si_requant_f / si_requant_u8 of si_internal.h, bit for bit).
+ *
+ * csrmv (batch 1, bound by the bytes of the non-zeros: 1 + 2 per non-zero with uint16
+ * columns, against 4 + 2 for fp32):
+ *  - AVX-512: 16 non-zeros a step (four accumulators). The columns (uint16 widened, or int32) index x as bytes:
+ *    vpgatherdd at scale 1 reads the 4 bytes from x + col, vpandd keeps the low one, the
+ *    values are sign-extended to int32 (vpmovsxbd) and vpmaddwd multiplies them exactly
+ *    (both fit int16, the high halves are 0 * sign). x is never widened, so nothing is
+ *    allocated and x (25 KB for VGG fc6) stays in L1. A gather must not read past x's end:
+ *    lanes with col > cols - 4 are masked out of it and added by scalar code (columns near
+ *    the end are rare; layers under 4 inputs go all scalar that way).
+ *  - AVX2: the same with 8 lanes (vpgatherdd ymm, its vector mask).
+ *  - portable: four scalar int32 sums.
+ *  Rows are split among threads by non-zeros (si_part_rows); the requantization of one row
+ *  is the scalar rule.
+ *
+ * csrmm (batch > 1, and the sparse convolution on im2col rows): the samples are the vector
+ * dimension. A panel of up to 64 rows of X is transposed into int32 (zero-extended uint8,
+ * stride wp = w rounded up to 16, the pad lanes 0) in ws: P[c * wp + j]. Each non-zero is a
+ * broadcast of its value (int32, sign-extended) and wp / 16 (AVX2: wp / 8) vpmaddwd + vpaddd
+ * with panel row col[k]: exact, since the panel's high halves are 0. Two non-zeros per step
+ * go into two accumulator sets. Row sums go to a per-thread int32 block acc[(r - r0) * wp +
+ * j]; when a panel outgrows MM_BLOCK_BYTES (VGG fc6 at 64 samples: 6.4 MB) the columns go in
+ * blocks that stay in L2, each row keeping a cursor to its next non-zero, and acc adds up the
+ * blocks. The requantization then runs over 16 (8) consecutive rows at a time for each
+ * sample: mul / add are contiguous loads, the sums a strided gather from acc, and the output
+ * row Y[j * ldy + r0 ..] is a contiguous store.
+ *  Threads: with at least as many panels as threads, each thread takes whole panels (its own
+ *  slot of ws); otherwise the threads transpose the panels together and split the rows.
+ *
+ * The variant is the active ISA's (si_isa_active()); plain references sit at the end.
+ */
+#include "si_internal.h"
+
+#include <string.h>
+
+#include <omp.h>
+
+#if SI_X86
+#include <immintrin.h>
+#endif
+
+#define MM_PANEL 64                                /* samples per panel */
+#define MM_BLOCK_BYTES (INT64_C(512) * 1024)       /* of panel per column block: stays in L2 */
+
+static inline int64_t align64(int64_t b) { return (b + 63) / 64 * 64; }
+
+static inline void store_out(const si_requant *rq, int64_t r, int32_t acc, void *y, int64_t idx) {
+    float v = si_requant_f(rq, r, acc);
+    if (rq->out_u8) ((uint8_t *)y)[idx] = si_requant_u8(rq, v);
+    else ((float *)y)[idx] = v;
+}
+
+/* ---- csrmv rows ----------------------------------------------------------------------- */
+
+typedef void (*mv_rows_fn)(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x, const si_requant *rq,
+                           void *y);
+
+#define MV_ROW_SCALAR(COL)                                                                     \
+    do {                                                                                       \
+        for (; k + 4 <= k1; k += 4) {                                                          \
+            a0 += val[k] * (int32_t)x[COL[k]];                                                 \
+            a1 += val[k + 1] * (int32_t)x[COL[k + 1]];                                         \
+            a2 += val[k + 2] * (int32_t)x[COL[k + 2]];                                         \
+            a3 += val[k + 3] * (int32_t)x[COL[k + 3]];                                         \
+        }                                                                                      \
+        for (; k < k1; k++) a0 += val[k] * (int32_t)x[COL[k]];                                 \
+    } while (0)
+
+SI_INLINE void mv_rows_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x, const si_requant *rq,
+                            void *y) {
+    const int8_t *val = A->val;
+    const int32_t *c32 = A->col;
+    const uint16_t *c16 = A->col16;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = A->ptr[r], k1 = A->ptr[r + 1];
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        if (c16) MV_ROW_SCALAR(c16);
+        else MV_ROW_SCALAR(c32);
+        store_out(rq, r, (a0 + a1) + (a2 + a3), y, r);
+    }
+}
+static void mv_rows_portable(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x, const si_requant *rq,
+                             void *y) {
+    mv_rows_body(A, r0, r1, x, rq, y);
+}
+
+/* The lanes of mask m (non-zeros k + i) that the gather left out: their columns are within
+ * 3 of x's end. */
+static inline int32_t mv_fix(const si_csr8_view *A, int64_t k, unsigned m, const uint8_t *x) {
+    int32_t s = 0;
+    for (int i = 0; m; i++, m >>= 1)
+        if (m & 1u) s += A->val[k + i] * (int32_t)x[A->col16 ? A->col16[k + i] : A->col[k + i]];
+    return s;
+}
+
+#if SI_X86
+/* is16: a constant where inlined, so each column type gets its own loop */
+SI_TARGET_AVX512 SI_INLINE void mv_avx512_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                            const si_requant *rq, void *y, const int is16) {
+    const int8_t *val = A->val;
+    const int32_t *c32 = A->col;
+    const uint16_t *c16 = A->col16;
+    const __m512i lim = _mm512_set1_epi32((int32_t)(A->cols - 3)), lo8 = _mm512_set1_epi32(0xFF);
+    const __m512i z = _mm512_setzero_si512();
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = A->ptr[r];
+        const int64_t k1 = A->ptr[r + 1];
+        __m512i a0 = z, a1 = z, a2 = z, a3 = z;
+        int32_t s = 0;
+#define COLS(K) (is16 ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c16 + (K))))                    \
+                     : _mm512_loadu_si512((const void *)(c32 + (K))))
+#define STEP(K, ACC)                                                                                                \
+    do {                                                                                                            \
+        const __m512i c = COLS(K);                                                                                  \
+        const __mmask16 ok = _mm512_cmplt_epi32_mask(c, lim);                                                       \
+        const __m512i xv = _mm512_and_si512(_mm512_mask_i32gather_epi32(z, ok, c, (const void *)x, 1), lo8);       \
+        const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(val + (K))));                    \
+        ACC = _mm512_add_epi32(ACC, _mm512_madd_epi16(xv, v));                                                      \
+        if (ok != 0xFFFF) s += mv_fix(A, K, (unsigned)(uint16_t)~ok, x);                                            \
+    } while (0)
+        for (; k + 64 <= k1; k += 64) {
+            STEP(k, a0);
+            STEP(k + 16, a1);
+            STEP(k + 32, a2);
+            STEP(k + 48, a3);
+        }
+        for (; k + 16 <= k1; k += 16) STEP(k, a0);
+#undef STEP
+#undef COLS
+        a0 = _mm512_add_epi32(a0, a2);
+        a1 = _mm512_add_epi32(a1, a3);
+        if (k < k1) {
+            const __mmask16 m = (__mmask16)((1u << (k1 - k)) - 1u);
+            const __m512i c = is16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, c16 + k))
+                                  : _mm512_maskz_loadu_epi32(m, c32 + k);
+            const __mmask16 ok = _mm512_mask_cmplt_epi32_mask(m, c, lim);
+            const __m512i xv = _mm512_and_si512(_mm512_mask_i32gather_epi32(z, ok, c, (const void *)x, 1), lo8);
+            const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, val + k));
+            a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(xv, v));
+            if (ok != m) s += mv_fix(A, k, (unsigned)(m & (uint16_t)~ok), x);
+        }
+        store_out(rq, r, _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)) + s, y, r);
+    }
+}
+
+SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                    const si_requant *rq, void *y) {
+    if (A->col16) mv_avx512_body(A, r0, r1, x, rq, y, 1);
+    else mv_avx512_body(A, r0, r1, x, rq, y, 0);
+}
+
+/* is16: a constant where inlined, so each column type gets its own loop */
+SI_TARGET_AVX2 SI_INLINE void mv_avx2_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                        const si_requant *rq, void *y, const int is16) {
+    const int8_t *val = A->val;
+    const int32_t *c32 = A->col;
+    const uint16_t *c16 = A->col16;
+    const __m256i lim = _mm256_set1_epi32((int32_t)(A->cols - 3)), lo8 = _mm256_set1_epi32(0xFF);
+    const __m256i z = _mm256_setzero_si256();
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = A->ptr[r];
+        const int64_t k1 = A->ptr[r + 1];
+        __m256i a0 = z, a1 = z;
+        int32_t s = 0;
+#define COLS(K) (is16 ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(c16 + (K))))                        \
+                     : _mm256_loadu_si256((const __m256i *)(c32 + (K))))
+#define STEP(K, ACC)                                                                                                \
+    do {                                                                                                            \
+        const __m256i c = COLS(K);                                                                                  \
+        const __m256i ok = _mm256_cmpgt_epi32(lim, c);                                                              \
+        const __m256i xv = _mm256_and_si256(_mm256_mask_i32gather_epi32(z, (const int *)(const void *)x, c, ok, 1), \
+                                            lo8);                                                                   \
+        const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + (K))));                    \
+        ACC = _mm256_add_epi32(ACC, _mm256_madd_epi16(xv, v));                                                      \
+        const unsigned okm = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(ok));                                \
+        if (okm != 0xFFu) s += mv_fix(A, K, ~okm & 0xFFu, x);                                                       \
+    } while (0)
+        for (; k + 16 <= k1; k += 16) {
+            STEP(k, a0);
+            STEP(k + 8, a1);
+        }
+        if (k + 8 <= k1) {
+            STEP(k, a0);
+            k += 8;
+        }
+#undef STEP
+#undef COLS
+        __m256i t = _mm256_add_epi32(a0, a1);
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        s += _mm_cvtsi128_si32(h);
+        for (; k < k1; k++) s += val[k] * (int32_t)x[is16 ? c16[k] : c32[k]];
+        store_out(rq, r, s, y, r);
+    }
+}
+
+SI_TARGET_AVX2 static void mv_rows_avx2(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                    const si_requant *rq, void *y) {
+    if (A->col16) mv_avx2_body(A, r0, r1, x, rq, y, 1);
+    else mv_avx2_body(A, r0, r1, x, rq, y, 0);
+}
+#endif
+
+static mv_rows_fn mv_rows_for(si_isa isa) {
+#if SI_X86
+    if (isa >= SI_ISA_AVX512) return mv_rows_avx512;
+    if (isa == SI_ISA_AVX2) return mv_rows_avx2;
+#endif
+    (void)isa;
+    return mv_rows_portable;
+}
+
+void si_i8_csrmv(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y) {
+    if (A->rows <= 0) return;
+    if (si_use_reference) { si_i8_csrmv_ref(A, x, rq, y); return; }
+    const mv_rows_fn fn = mv_rows_for(si_isa_active());
+    const int64_t nnz = A->ptr[A->rows] - A->ptr[0];
+    const int nt = si_threads_for(nnz + A->rows, A->rows);
+    if (nt <= 1) { fn(A, 0, A->rows, x, rq, y); return; }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        si_part_rows(A->ptr, 0, A->rows, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        fn(A, r0, r1, x, rq, y);
+    }
+}
+
+/* ---- csrmm ------------------------------------------------------------------------------
+ * block: acc[(r - r0) * wp + j] (first: =, else +=) sum over row r's non-zeros in this
+ * column block of val[k] * P[col[k] * wp + j], j < wp, for rows [r0, r1). Non-zeros: all of
+ * the row (cur NULL) or from cur[r] to the first column >= cend (cur[r] advanced). */
+typedef void (*mm_block_fn)(const si_csr8_view *A, int64_t r0, int64_t r1, const int32_t *P, int wp, int64_t *cur,
+                            int64_t cend, int first, int32_t *acc);
+/* Y[j * ldy + r] = requant_r(acc[(r - r0) * wp + j]) for r in [r0, r1), j < w */
+typedef void (*mm_requant_fn)(const si_requant *rq, int64_t r0, int64_t r1, const int32_t *acc, int wp, int w,
+                              void *Y, int64_t ldy);
+
+SI_INLINE int64_t col_at(const si_csr8_view *A, int64_t k) { return A->col16 ? A->col16[k] : A->col[k]; }
+SI_INLINE int64_t seg_begin(const si_csr8_view *A, const int64_t *cur, int64_t r) { return cur ? cur[r] : A->ptr[r]; }
+SI_INLINE int64_t seg_end(const si_csr8_view *A, int64_t *cur, int64_t r, int64_t cend) {
+    if (!cur) return A->ptr[r + 1];
+    int64_t k = cur[r], k1 = A->ptr[r + 1];
+    if (A->col16) while (k < k1 && A->col16[k] < cend) k++;
+    else while (k < k1 && A->col[k] < cend) k++;
+    cur[r] = k;
+    return k;
+}
+
+static void mm_block_portable(const si_csr8_view *A, int64_t r0, int64_t r1, const int32_t *P, int wp, int64_t *cur,
+                              int64_t cend, int first, int32_t *acc) {
+    int32_t a[MM_PANEL];
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = seg_begin(A, cur, r), k1 = seg_end(A, cur, r, cend);
+        int32_t *o = acc + (r - r0) * wp;
+        for (int j = 0; j < wp; j++) a[j] = first ? 0 : o[j];
+        for (; k < k1; k++) {
+            const int32_t v = A->val[k];
+            const int32_t *p = P + col_at(A, k) * wp;
+            for (int j = 0; j < wp; j++) a[j] += v * p[j];
+        }
+        for (int j = 0; j < wp; j++) o[j] = a[j];
+    }
+}
+
+static void mm_requant_portable(const si_requant *rq, int64_t r0, int64_t r1, const int32_t *acc, int wp, int w,
+                                void *Y, int64_t ldy) {
+    for (int j = 0; j < w; j++)
+        for (int64_t r = r0; r < r1; r++) store_out(rq, r, acc[(r - r0) * wp + j], Y, j * ldy + r);
+}
+
+#if SI_X86
+/* NV vectors of 16 int32 per row (wp = 16 NV), two non-zeros per step in two sets. */
+#define MM_BLOCK_AVX512(NV)                                                                                       \
+    SI_TARGET_AVX512 static void mm_block_avx512_##NV(const si_csr8_view *A, int64_t r0, int64_t r1,             \
+                                                      const int32_t *P, int wp, int64_t *cur, int64_t cend,       \
+                                                      int first, int32_t *acc) {                                  \
+        (void)wp;                                                                                                 \
+        const int8_t *val = A->val;                                                                               \
+        for (int64_t r = r0; r < r1; r++) {                                                                       \
+            int64_t k = seg_begin(A, cur, r);                                                                     \
+            const int64_t k1 = seg_end(A, cur, r, cend);                                                          \
+            __m512i a[NV], b[NV];                                                                                 \
+            for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm512_setzero_si512();                                  \
+            for (; k + 2 <= k1; k += 2) {                                                                         \
+                const __m512i s0 = _mm512_set1_epi32(val[k]), s1 = _mm512_set1_epi32(val[k + 1]);                 \
+                const int32_t *p0 = P + col_at(A, k) * (16 * (NV)), *p1 = P + col_at(A, k + 1) * (16 * (NV));     \
+                for (int v = 0; v < (NV); v++) {                                                                  \
+                    a[v] = _mm512_add_epi32(a[v], _mm512_madd_epi16(_mm512_loadu_si512(p0 + 16 * v), s0));        \
+                    b[v] = _mm512_add_epi32(b[v], _mm512_madd_epi16(_mm512_loadu_si512(p1 + 16 * v), s1));        \
+                }                                                                                                 \
+            }                                                                                                     \
+            if (k < k1) {                                                                                         \
+                const __m512i s0 = _mm512_set1_epi32(val[k]);                                                     \
+                const int32_t *p0 = P + col_at(A, k) * (16 * (NV));                                               \
+                for (int v = 0; v < (NV); v++)                                                                    \
+                    a[v] = _mm512_add_epi32(a[v], _mm512_madd_epi16(_mm512_loadu_si512(p0 + 16 * v), s0));        \
+            }                                                                                                     \
+            int32_t *o = acc + (r - r0) * (16 * (NV));                                                            \
+            for (int v = 0; v < (NV); v++) {                                                                      \
+                __m512i t = _mm512_add_epi32(a[v], b[v]);                                                         \
+                if (!first) t = _mm512_add_epi32(t, _mm512_loadu_si512(o + 16 * v));                              \
+                _mm512_storeu_si512(o + 16 * v, t);                                                               \
+            }                                                                                                     \
+        }                                                                                                         \
+    }
+MM_BLOCK_AVX512(1)
+MM_BLOCK_AVX512(2)
+MM_BLOCK_AVX512(3)
+MM_BLOCK_AVX512(4)
+
+static void mm_block_avx512(const si_csr8_view *A, int64_t r0, int64_t r1, const int32_t *P, int wp, int64_t *cur,
+                            int64_t cend, int first, int32_t *acc) {
+    switch (wp / 16) {
+    case 1: mm_block_avx512_1(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    case 2: mm_block_avx512_2(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    case 3: mm_block_avx512_3(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    default: mm_block_avx512_4(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    }
+}
+
+/* AVX2: NV vectors of 8 (wp = 8 NV, a multiple of 16); two sets up to NV = 4 (16 registers). */
+#define MM_BLOCK_AVX2(NV, TWO)                                                                                    \
+    SI_TARGET_AVX2 static void mm_block_avx2_##NV(const si_csr8_view *A, int64_t r0, int64_t r1,                 \
+                                                  const int32_t *P, int wp, int64_t *cur, int64_t cend,           \
+                                                  int first, int32_t *acc) {                                      \
+        (void)wp;                                                                                                 \
+        const int8_t *val = A->val;                                                                               \
+        for (int64_t r = r0; r < r1; r++) {                                                                       \
+            int64_t k = seg_begin(A, cur, r);                                                                     \
+            const int64_t k1 = seg_end(A, cur, r, cend);                                                          \
+            __m256i a[NV], b[NV];                                                                                 \
+            for (int v = 0; v < (NV); v++) a[v] = b[v] = _mm256_setzero_si256();                                  \
+            if (TWO)                                                                                              \
+                for (; k + 2 <= k1; k += 2) {                                                                     \
+                    const __m256i s0 = _mm256_set1_epi32(val[k]), s1 = _mm256_set1_epi32(val[k + 1]);             \
+                    const int32_t *p0 = P + col_at(A, k) * (8 * (NV)), *p1 = P + col_at(A, k + 1) * (8 * (NV));   \
+                    for (int v = 0; v < (NV); v++) {                                                              \
+                        a[v] = _mm256_add_epi32(a[v],                                                             \
+                                                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(p0 + 8 * v)), s0)); \
+                        b[v] = _mm256_add_epi32(b[v],                                                             \
+                                                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(p1 + 8 * v)), s1)); \
+                    }                                                                                             \
+                }                                                                                                 \
+            for (; k < k1; k++) {                                                                                 \
+                const __m256i s0 = _mm256_set1_epi32(val[k]);                                                     \
+                const int32_t *p0 = P + col_at(A, k) * (8 * (NV));                                                \
+                for (int v = 0; v < (NV); v++)                                                                    \
+                    a[v] = _mm256_add_epi32(a[v], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(p0 + 8 * v)), s0)); \
+            }                                                                                                     \
+            int32_t *o = acc + (r - r0) * (8 * (NV));                                                             \
+            for (int v = 0; v < (NV); v++) {                                                                      \
+                __m256i t = TWO ? _mm256_add_epi32(a[v], b[v]) : a[v];                                            \
+                if (!first) t = _mm256_add_epi32(t, _mm256_loadu_si256((const __m256i *)(o + 8 * v)));           \
+                _mm256_storeu_si256((__m256i *)(o + 8 * v), t);                                                   \
+            }                                                                                                     \
+        }                                                                                                         \
+    }
+MM_BLOCK_AVX2(2, 1)
+MM_BLOCK_AVX2(4, 1)
+MM_BLOCK_AVX2(6, 0)
+MM_BLOCK_AVX2(8, 0)
+
+static void mm_block_avx2(const si_csr8_view *A, int64_t r0, int64_t r1, const int32_t *P, int wp, int64_t *cur,
+                          int64_t cend, int first, int32_t *acc) {
+    switch (wp / 16) {
+    case 1: mm_block_avx2_2(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    case 2: mm_block_avx2_4(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    case 3: mm_block_avx2_6(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    default: mm_block_avx2_8(A, r0, r1, P, wp, cur, cend, first, acc); return;
+    }
+}
+
+/* The rule of si_requant_f / si_requant_u8 on 16 lanes: vfmadd for fmaf, vmaxps(y, 0) for the
+ * relu (a NaN gives 0 as fmaxf does), vmaxps / vminps with the bound second (NaN gives the
+ * bound, as fmaxf), vcvtps2dq under the default rounding for rintf. */
+SI_TARGET_AVX512 static void mm_requant_avx512(const si_requant *rq, int64_t r0, int64_t r1, const int32_t *acc,
+                                               int wp, int w, void *Y, int64_t ldy) {
+    const int relu = rq->act == SI_ACT_RELU, u8 = rq->out_u8;
+    const __m512 zf = _mm512_setzero_ps(), inv = _mm512_set1_ps(rq->inv_scale);
+    const __m512 lo = _mm512_set1_ps((float)-rq->zero), hi = _mm512_set1_ps((float)(255 - rq->zero));
+    const __m512i zero = _mm512_set1_epi32(rq->zero);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(wp));
+    for (int64_t rb = r0; rb < r1; rb += 16) {
+        const __mmask16 m = r1 - rb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (r1 - rb)) - 1u);
+        const __m512 mul = _mm512_maskz_loadu_ps(m, rq->mul + rb), add = _mm512_maskz_loadu_ps(m, rq->add + rb);
+        const int32_t *a = acc + (rb - r0) * wp;
+        for (int j = 0; j < w; j++) {
+            const __m512i s = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, (const void *)(a + j), 4);
+            __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), mul, add);
+            if (relu) y = _mm512_max_ps(y, zf);
+            if (u8) {
+                __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y, inv), lo), hi);
+                __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(t), zero);
+                _mm_mask_storeu_epi8((uint8_t *)Y + j * ldy + rb, m, _mm512_cvtepi32_epi8(q));
+            } else {
+                _mm512_mask_storeu_ps((float *)Y + j * ldy + rb, m, y);
+            }
+        }
+    }
+}
+
+SI_TARGET_AVX2 static void mm_requant_avx2(const si_requant *rq, int64_t r0, int64_t r1, const int32_t *acc, int wp,
+                                           int w, void *Y, int64_t ldy) {
+    const int relu = rq->act == SI_ACT_RELU, u8 = rq->out_u8;
+    const __m256 zf = _mm256_setzero_ps(), inv = _mm256_set1_ps(rq->inv_scale);
+    const __m256 lo = _mm256_set1_ps((float)-rq->zero), hi = _mm256_set1_ps((float)(255 - rq->zero));
+    const __m256i zero = _mm256_set1_epi32(rq->zero);
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(wp));
+    int64_t rb = r0;
+    for (; rb + 8 <= r1; rb += 8) {
+        const __m256 mul = _mm256_loadu_ps(rq->mul + rb), add = _mm256_loadu_ps(rq->add + rb);
+        const int32_t *a = acc + (rb - r0) * wp;
+        for (int j = 0; j < w; j++) {
+            const __m256i s = _mm256_i32gather_epi32((const int *)(a + j), idx, 4);
+            __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), mul, add);
+            if (relu) y = _mm256_max_ps(y, zf);
+            if (u8) {
+                __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, inv), lo), hi);
+                __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(t), zero);
+                /* the 8 int32 (each in [0, 255]) to 8 bytes */
+                __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+                _mm_storel_epi64((__m128i *)((uint8_t *)Y + j * ldy + rb), _mm_packus_epi16(q16, q16));
+            } else {
+                _mm256_storeu_ps((float *)Y + j * ldy + rb, y);
+            }
+        }
+    }
+    if (rb < r1) mm_requant_portable(rq, rb, r1, acc + (rb - r0) * wp, wp, w, Y, ldy);
+}
+#endif
+
+typedef struct mm_fns {
+    mm_block_fn block;
+    mm_requant_fn requant;
+} mm_fns;
+
+static mm_fns mm_fns_for(si_isa isa) {
+    mm_fns f = {mm_block_portable, mm_requant_portable};
+#if SI_X86
+    if (isa >= SI_ISA_AVX512) { f.block = mm_block_avx512; f.requant = mm_requant_avx512; }
+    else if (isa == SI_ISA_AVX2) { f.block = mm_block_avx2; f.requant = mm_requant_avx2; }
+#endif
+    (void)isa;
+    return f;
+}
+
+/* ws: np panels (cols x wpmax int32), then per thread an acc block (rows x wpmax int32) and
+ * row cursors (rows int64). */
+typedef struct mm_layout {
+    int wpmax;
+    int64_t panels, np, panel_bytes, slot_bytes;
+} mm_layout;
+
+static mm_layout mm_layout_of(const si_csr8_view *A, int64_t n) {
+    mm_layout l;
+    const int64_t w = n < MM_PANEL ? (n > 0 ? n : 1) : MM_PANEL;
+    l.wpmax = (int)((w + 15) / 16 * 16);
+    l.panels = (n + MM_PANEL - 1) / MM_PANEL;
+    l.np = l.panels < si_max_threads() ? l.panels : si_max_threads();
+    if (l.np < 1) l.np = 1;
+    l.panel_bytes = align64(A->cols * l.wpmax * 4);
+    l.slot_bytes = align64(A->rows * l.wpmax * 4) + align64(A->rows * 8);
+    return l;
+}
+
+int64_t si_i8_csrmm_ws_bytes(const si_csr8_view *A, int64_t n) {
+    const mm_layout l = mm_layout_of(A, n);
+    return l.np * l.panel_bytes + (int64_t)si_max_threads() * l.slot_bytes;
+}
+
+/* Columns [c0, c1) of panel P (cols x wp int32) from X's rows [s0, s0 + w); lanes past w are 0.
+ * In blocks of 64 columns, so the w source rows' stretches and the panel rows stay in L1. */
+static void mm_transpose(const uint8_t *X, int64_t ldx, int64_t s0, int w, int wp, int64_t c0, int64_t c1,
+                         int32_t *P) {
+    for (int64_t cb = c0; cb < c1; cb += 64) {
+        const int64_t ce = cb + 64 < c1 ? cb + 64 : c1;
+        for (int j = 0; j < w; j++) {
+            const uint8_t *x = X + (s0 + j) * ldx;
+            for (int64_t c = cb; c < ce; c++) P[c * wp + j] = x[c];
+        }
+        if (w < wp)
+            for (int64_t c = cb; c < ce; c++) memset(P + c * wp + w, 0, sizeof(int32_t) * (size_t)(wp - w));
+    }
+}
+
+/* Rows [r0, r1) of one panel (w samples from s0) into Y, in column blocks when the panel
+ * outgrows MM_BLOCK_BYTES. */
+static void mm_rows(const mm_fns *f, const si_csr8_view *A, int64_t r0, int64_t r1, const int32_t *P, int w, int wp,
+                    int32_t *acc, int64_t *cur, const si_requant *rq, uint8_t *Ys, int64_t ldy) {
+    if (r0 >= r1) return;
+    const int64_t cb = MM_BLOCK_BYTES / (4 * wp);
+    if (A->cols <= cb) {
+        f->block(A, r0, r1, P, wp, NULL, 0, 1, acc);
+    } else {
+        for (int64_t r = r0; r < r1; r++) cur[r] = A->ptr[r];
+        for (int64_t ce = cb; ce - cb < A->cols; ce += cb) f->block(A, r0, r1, P, wp, cur, ce, ce == cb, acc);
+    }
+    f->requant(rq, r0, r1, acc, wp, w, Ys, ldy);
+}
+
+void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
+                 int64_t ldy, void *ws) {
+    if (n <= 0 || A->rows <= 0) return;
+    if (si_use_reference) { si_i8_csrmm_ref(A, X, ldx, n, rq, Y, ldy); return; }
+    const mm_fns f = mm_fns_for(si_isa_active());
+    const mm_layout l = mm_layout_of(A, n);
+    const int64_t rows = A->rows, cols = A->cols, nnz = A->ptr[rows] - A->ptr[0];
+    const int64_t esz = rq->out_u8 ? 1 : 4;
+    uint8_t *const base = ws, *const slots = base + l.np * l.panel_bytes;
+    const int64_t acc_bytes = align64(rows * l.wpmax * 4);
+    int nt = si_threads_for((nnz + rows) * n + cols * n, l.panels > rows ? l.panels : rows);
+    if (nt > si_max_threads()) nt = si_max_threads();
+    if (l.panels >= nt) {
+        /* whole panels per thread, each in its own slot */
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            const int t = omp_get_thread_num();
+            int32_t *P = (int32_t *)(void *)(base + t * l.panel_bytes);
+            int32_t *acc = (int32_t *)(void *)(slots + t * l.slot_bytes);
+            int64_t *cur = (int64_t *)(void *)(slots + t * l.slot_bytes + acc_bytes);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t p = 0; p < l.panels; p++) {
+                const int64_t s0 = p * MM_PANEL;
+                const int w = (int)(n - s0 < MM_PANEL ? n - s0 : MM_PANEL), wp = (w + 15) / 16 * 16;
+                mm_transpose(X, ldx, s0, w, wp, 0, cols, P);
+                mm_rows(&f, A, 0, rows, P, w, wp, acc, cur, rq, (uint8_t *)Y + s0 * ldy * esz, ldy);
+            }
+        }
+        return;
+    }
+    /* fewer panels than threads: every panel in its own slot, built by all, rows split */
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        const int64_t c0 = cols * t / nth, c1 = cols * (t + 1) / nth;
+        int32_t *acc = (int32_t *)(void *)(slots + t * l.slot_bytes);
+        int64_t *cur = (int64_t *)(void *)(slots + t * l.slot_bytes + acc_bytes);
+        for (int64_t p = 0; p < l.panels; p++) {
+            const int64_t s0 = p * MM_PANEL;
+            const int w = (int)(n - s0 < MM_PANEL ? n - s0 : MM_PANEL), wp = (w + 15) / 16 * 16;
+            mm_transpose(X, ldx, s0, w, wp, c0, c1, (int32_t *)(void *)(base + p * l.panel_bytes));
+        }
+#pragma omp barrier
+        int64_t r0, r1;
+        si_part_rows(A->ptr, 0, rows, t, nth, &r0, &r1);
+        for (int64_t p = 0; p < l.panels; p++) {
+            const int64_t s0 = p * MM_PANEL;
+            const int w = (int)(n - s0 < MM_PANEL ? n - s0 : MM_PANEL), wp = (w + 15) / 16 * 16;
+            mm_rows(&f, A, r0, r1, (const int32_t *)(void *)(base + p * l.panel_bytes), w, wp, acc, cur, rq,
+                    (uint8_t *)Y + s0 * ldy * esz, ldy);
+        }
+    }
+}
+
+/* ---- references: plain loops, the scalar rule ---------------------------------------- */
+
+void si_i8_csrmv_ref(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y) {
+    for (int64_t r = 0; r < A->rows; r++) {
+        int32_t acc = 0;
+        for (int64_t k = A->ptr[r]; k < A->ptr[r + 1]; k++) acc += A->val[k] * (int32_t)x[col_at(A, k)];
+        store_out(rq, r, acc, y, r);
+    }
+}
+
+void si_i8_csrmm_ref(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
+                     int64_t ldy) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < A->rows; r++) {
+            int32_t acc = 0;
+            for (int64_t k = A->ptr[r]; k < A->ptr[r + 1]; k++) acc += A->val[k] * (int32_t)X[i * ldx + col_at(A, k)];
+            store_out(rq, r, acc, Y, i * ldy + r);
+        }
+}
