@@ -183,7 +183,7 @@ def one_layer_file(tmp: str, layer: dict, in_shape, keep: float) -> tuple[str, i
 
 
 def layer_record(model: str, profile: str, layer: dict, in_shape, keep: float, batch: int, timer: Timer,
-                 tmp: str, bw: float, with_mkl: bool) -> dict:
+                 tmp: str, bw: float, with_mkl: bool, int8: bool = False) -> dict:
     path, nnz = one_layer_file(tmp, layer, in_shape, keep)
     rows, cols = layer["W"].shape
     rng = np.random.default_rng(batch)
@@ -225,12 +225,65 @@ def layer_record(model: str, profile: str, layer: dict, in_shape, keep: float, b
         assert winfo[0]["algo_batch1" if batch == 1 else "algo_batchn"] == "conv_winograd", winfo[0]
         rec.update(wino_ms=wino_ms, err_wino=out_err(wino_out, dense_out), wino_vs_dense=dense_ms / wino_ms,
                    sparse_vs_wino=wino_ms / sparse_ms)
+    if int8:
+        rec["int8"] = int8_part(layer, path, x, timer, heavy, tmp)
     if with_mkl:
         mkl_ms, mkl_out, _ = timer.run(path, x, "sparse", "mkl", heavy=heavy)
         rec["mkl_sparse_ms"] = mkl_ms
         rec["err_mkl"] = out_err(mkl_out, dense_out)
     os.unlink(path)
     return rec
+
+
+#: The five ways --int8 compares, per layer, density and batch: (label, int8 file?, exec, pin).
+VARIANTS = (("fp32 dense", False, "dense", "conv_gemm,conv_gemm_packed,fc_gemv,fc_sgemm,fc_gemm_packed"),
+            ("fp32 winograd", False, "dense", "conv_winograd"),
+            ("fp32 sparse", False, "sparse", None),
+            ("int8 dense", True, "dense", None),
+            ("int8 sparse", True, "sparse", None))
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum((got.astype(np.float64) - ref) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
+
+
+def int8_part(layer: dict, path: str, x: np.ndarray, timer: Timer, heavy: bool, tmp: str) -> dict:
+    """The layer in each of VARIANTS, timed by Model.profile_layers (the layer's own time: an
+    int8 layer's float input is quantized outside it, as in an int8 network where the layer
+    before writes uint8), the int8 file quantized on this very input (sparseinfer.quantize,
+    min/max of what it sees is what a calibration on it gives). Returns per variant the median
+    ms, the fastest, and the int8 outputs' SQNR against fp32 dense."""
+    qpath = path[:-4] + "_int8.npz"
+    sparseinfer.quantize(path, qpath, calibration=x, keep_fp32=None, progress=None)
+    wino_ok = layer["type"] == "conv2d" and tuple(layer.get("kernel", ())) == (3, 3) and \
+        tuple(layer.get("strides", (1, 1))) == (1, 1)
+    reps = timer.repeats_heavy if heavy else timer.repeats
+    res: dict[str, Any] = {"ms": {}, "algo": {}}
+    outs = {}
+    for label, q, exec_, pin in VARIANTS:
+        if label == "fp32 winograd" and not wino_ok:
+            continue
+        old = os.environ.pop("SPARSEINFER_ALGO", None)
+        if pin:
+            os.environ["SPARSEINFER_ALGO"] = pin
+        try:
+            m = sparseinfer.load(qpath if q else path, exec=exec_, sparse="own")
+        finally:
+            os.environ.pop("SPARSEINFER_ALGO", None)
+            if old is not None:
+                os.environ["SPARSEINFER_ALGO"] = old
+        prof = m.profile_layers(x, repeats=reps, warmup=1)
+        res["ms"][label] = float(np.median(prof[:, 0])) * 1e3
+        res["algo"][label] = m.layers()[0]["algo_batch1" if len(x) == 1 else "algo_batchn"]
+        outs[label] = m.predict(x)
+        del m
+    ref = outs["fp32 dense"]
+    res["sqnr_db"] = {k: sqnr_db(ref, outs[k]) for k in ("int8 dense", "int8 sparse")}
+    res["fastest"] = min(res["ms"], key=res["ms"].get)
+    res["int8_file_bytes"], res["fp32_file_bytes"] = os.path.getsize(qpath), os.path.getsize(path)
+    os.unlink(qpath)
+    return res
 
 
 CHILD = r"""
@@ -350,6 +403,47 @@ def plot(records: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+WINNER_COLORS = {"fp32 dense": "tab:blue", "fp32 winograd": "tab:green", "fp32 sparse": "tab:orange",
+                 "int8 dense": "tab:purple", "int8 sparse": "tab:red"}
+
+
+def plot_int8(records: list[dict], path: str) -> None:
+    """Per model and batch: which of the five variants is fastest for each layer (rows) and
+    density (columns), the marker's size its lead over the runner-up."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rs = [r for r in records if r["profile"] == "sweep" and "int8" in r]
+    keys = sorted({(r["model"], r["batch"]) for r in rs}, key=lambda k: (k[0] != "lenet5", k[0], k[1]))
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 5.0), squeeze=False)
+    for ax, (model, b) in zip(axes[0], keys):
+        sel = [r for r in rs if r["model"] == model and r["batch"] == b]
+        layers = list(dict.fromkeys(r["layer"] for r in sel))
+        for r in sel:
+            ms = sorted(r["int8"]["ms"].values())
+            lead = ms[1] / ms[0] if len(ms) > 1 else 1.0
+            ax.scatter(100 * r["density"], layers.index(r["layer"]), s=40 + 120 * min(lead - 1, 2),
+                       color=WINNER_COLORS[r["int8"]["fastest"]], edgecolors="black", linewidths=0.4)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_yticks(range(len(layers)))
+        ax.set_yticklabels(layers, fontsize=8)
+        ax.set_xlabel("density (% of weights kept)")
+        ax.set_title(f"{model}, batch {b}: fastest per layer", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black", label=k)
+               for k, c in WINNER_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9)
+    fig.suptitle(f"fastest of fp32 dense / Winograd / sparse and int8 dense / sparse; marker size: lead over the "
+                 f"runner-up\n{sparseinfer.cpu()}, kernels {sparseinfer.isa()}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path, dpi=110)
+
+
 def machine() -> dict:
     cpu = ""
     try:
@@ -383,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-han", action="store_true", help="skip the Han-profile part (per layer and end to end)")
     p.add_argument("--no-mkl", action="store_true", help="skip MKL's sparse BLAS reference timings")
     p.add_argument("--isa", default=None, help="cap the kernels' ISA (portable, avx2, avx512) for every timing")
+    p.add_argument("--int8", action="store_true",
+                   help="also time each layer quantized to int8 (dense and sparse) beside fp32 dense, Winograd and "
+                        "sparse, and plot which is fastest per layer and density (--int8-plot)")
+    p.add_argument("--int8-plot", default=os.path.join(ROOT, "bench", "results", "compare_int8.png"))
     a = p.parse_args(argv)
     if a.isa:
         sparseinfer.set_isa(a.isa)
@@ -415,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 for l, s in weighted:
                     log(f"{model} han {l['name']} batch {b}")
                     records.append(layer_record(model, "han", l, s, profile[l["name"]], b, timer, tmp, bw0,
-                                                with_mkl=not a.no_mkl))
+                                                with_mkl=not a.no_mkl, int8=a.int8))
             pruned = [dict(l, W=prune_magnitude(l["W"], profile[l["name"]])) if "W" in l else l for l in layers]
             path = os.path.join(tmp, f"{model}_han.npz")
             write_model(path, pruned, spec, name=f"{model}_han")
@@ -439,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                     for keep in sweep_pts:
                         log(f"{model} sweep {l['name']} batch {b} density {keep:.0%}")
                         records.append(layer_record(model, "sweep", l, s, keep, b, timer, tmp, bw0,
-                                                    with_mkl=not a.no_mkl and b == 1))
+                                                    with_mkl=not a.no_mkl and b == 1, int8=a.int8))
     bw1 = _core.read_bandwidth(1 << 30, 7)
 
     # break-even density per layer and per kind
@@ -461,6 +559,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{title}\n{HEADER}\n" + "-" * len(HEADER))
         for r in rs:
             print(fmt_row(r))
+    i8 = [r for r in records if "int8" in r]
+    if i8:
+        labels = [v[0] for v in VARIANTS]
+        print(f"\nint8 against fp32, per layer (ms by Model.profile_layers; SQNR of int8 against fp32 dense)\n"
+              f"{'model':<7}{'profile':<7}{'layer':<15}{'b':>4}{'dens':>7}" + "".join(f"{l:>15}" for l in labels)
+              + f"  {'fastest':<14}{'SQNR dB d/s':>12}")
+        for r in i8:
+            t = r["int8"]["ms"]
+            print(f"{r['model']:<7}{r['profile']:<7}{r['layer']:<15}{r['batch']:>4}{100 * r['density']:>6.1f}%"
+                  + "".join(f"{t[l]:>15.3f}" if l in t else f"{'-':>15}" for l in labels)
+                  + f"  {r['int8']['fastest']:<14}{r['int8']['sqnr_db']['int8 dense']:>6.1f}/"
+                  f"{r['int8']['sqnr_db']['int8 sparse']:.1f}")
+        wins: dict[str, int] = {}
+        for r in i8:
+            if r["profile"] == "sweep":
+                k = f"{r['model']} {r['kind']} batch {r['batch']}: {r['int8']['fastest']}"
+                wins[k] = wins.get(k, 0) + 1
+        print("\nfastest, counted over the sweep's layers and densities:")
+        for k in sorted(wins):
+            print(f"  {k:<48} {wins[k]}")
     e2e = [r for r in records if r["kind"] == "model"]
     if e2e:
         print("\nend to end (Han profile): peak RSS MB dense / sparse / auto; weights loaded MB")
@@ -489,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(r["profile"] == "sweep" for r in records):
         plot(records, a.plot)
         print(f"wrote {a.plot}")
+    if a.int8 and any(r["profile"] == "sweep" and "int8" in r for r in records):
+        plot_int8(records, a.int8_plot)
+        print(f"wrote {a.int8_plot}")
     return 1 if bad else 0
 
 

@@ -235,7 +235,9 @@ SI_API si_status_t si_run(si_context *ctx, const float *input, int batch, float 
 /* Per-layer timing: the si_run calls that follow write each layer's wall-clock seconds into
  * layer_seconds (si_model_num_layers doubles, owned by the caller, who keeps it alive until
  * profiling stops). A layer that ran inside the one before it (a max pool fused into its
- * convolution) gets 0. NULL stops profiling. Timing costs two clock reads per layer. */
+ * convolution) gets 0; an int8 layer's time leaves out quantizing a float input (at an
+ * int8 model's float boundary), which only si_run's whole time includes. NULL stops
+ * profiling. Timing costs two clock reads per layer. */
 SI_API si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds);
 
 /* Threads used by the kernels of the calling thread's loads and runs (0: the library
