@@ -68,6 +68,15 @@ def lenet(tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture(scope="module")
+def lenet_int8(lenet, tmp_path_factory) -> str:
+    """The same model quantized (issue 12): the C API's input and output stay float32."""
+    path = str(tmp_path_factory.mktemp("model8") / "lenet_int8.npz")
+    x = np.random.default_rng(99).uniform(-1.0, 2.0, size=(64, 28, 28, 1)).astype(np.float32)
+    sparseinfer.quantize(lenet, path, calibration=x, progress=None)
+    return path
+
+
 def test_model_storage(lenet):
     storage = {l["name"]: l["storage"] for l in sparseinfer.load(lenet).layers()}
     assert storage["fc1"] == "csr", storage
@@ -86,9 +95,11 @@ def _parse(stdout: str, batch: int, n_out: int) -> tuple[np.ndarray, np.ndarray]
     return np.array(idx), np.array(probs, dtype=np.float64)
 
 
+@pytest.mark.parametrize("model", ["lenet", "lenet_int8"])
 @pytest.mark.parametrize("from_memory", [False, True], ids=["file", "memory"])
 @pytest.mark.parametrize("batch", [1, 8])
-def test_classify_matches_python(classify, lenet, tmp_path, batch, from_memory):
+def test_classify_matches_python(classify, request, model, tmp_path, batch, from_memory):
+    lenet = request.getfixturevalue(model)
     rng = np.random.default_rng(batch)
     x = rng.uniform(-1.0, 2.0, size=(batch, 28, 28, 1)).astype(np.float32)
     inp = tmp_path / "x.f32"
