@@ -1,6 +1,8 @@
 """The main job on the defaults: the shipped LeNet-5 (trained here if missing) and its pruned
 version, each on the 10,000 MNIST test images by the C runtime and by TensorFlow on the same
-weights, with their sizes and the runtime's speed side by side.
+weights, with their sizes and the runtime's speed side by side; then both quantized to int8
+(sparseinfer.quantize on 1,000 MNIST training images; no TensorFlow runs int8 files, so the
+runtime alone evaluates them).
 
     python -m prune.demo [--model models/lenet5.npz] [--pruned models/lenet5_pruned.npz]
                          [--retrain] [--mnist-dir DIR]
@@ -57,6 +59,30 @@ def evaluate(path: str, mnist_dir: str | None, batch: int) -> dict:
             "images_per_second": r["images_per_second"], "tf_images_per_second": len(y_test) / tf_s}
 
 
+def evaluate_int8(path: str, out: str, mnist_dir: str | None, batch: int) -> dict:
+    """The model quantized to int8 (1,000 random MNIST training images calibrate it), its
+    accuracy by the runtime, size and speed."""
+    import sparseinfer
+    from sparseinfer.datasets import load_mnist
+    from sparseinfer.evaluation import evaluate_mnist
+    from sparseinfer.info import model_info
+    from sparseinfer.preprocess import normalize
+
+    x_train, _, x_test, _ = load_mnist(mnist_dir)
+    spec = sparseinfer.load(path).input_spec
+    idx = np.sort(np.random.default_rng(0).choice(len(x_train), 1000, replace=False))
+    sparseinfer.quantize(path, out, calibration=normalize(x_train[idx][..., None], spec), progress=None)
+    m = sparseinfer.load(out)
+    r = evaluate_mnist(m, mnist_dir, batch)
+    x = normalize(x_test[:64][..., None], spec)
+    info = model_info(out)
+    return {"path": out, "accuracy": r["accuracy"], "tf_accuracy": None, "images": 10000,
+            "nnz": info["total"]["nnz"], "weights": info["total"]["weights"], "file_bytes": info["file_bytes"],
+            "loaded_bytes": info["total"]["memory_bytes"], "latency_ms": _latency_ms(m, x[:1]),
+            "batch64_ms": _latency_ms(m, x[:64], 50), "images_per_second": r["images_per_second"],
+            "tf_images_per_second": None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m prune.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=os.path.join("models", "lenet5.npz"))
@@ -71,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
     models = [("dense", a.model)] + ([("pruned", a.pruned)] if os.path.exists(a.pruned) else [])
-    steps = len(models) + 1
+    steps = len(models) + 2
     if a.retrain or not os.path.exists(a.model):
         from .train import train
         print(f"[1/{steps}] training LeNet-5 -> {a.model}", flush=True)
@@ -86,24 +112,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{i}/{steps}] {label} {path}: 10,000 MNIST test images by the C runtime and by TensorFlow",
               flush=True)
         results.append((label, evaluate(path, a.mnist_dir, a.batch)))
+    import tempfile
+    print(f"[{steps}/{steps}] int8: " + " and ".join(l for l, _ in models) + " quantized (1,000 MNIST training "
+          "images calibrate them), evaluated by the C runtime", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sparseinfer-demo-") as tmp:
+        for label, path in list(models):
+            results.append((label + " int8", evaluate_int8(path, os.path.join(tmp, label + "_int8.npz"),
+                                                           a.mnist_dir, a.batch)))
 
     print()
     w = max(len(l) for l, _ in results) + 2
     print(f"{'':<{w}}{'non-zero weights':>18}{'file':>10}{'loaded':>10}{'runtime acc':>13}{'TF acc':>9}"
           f"{'batch 1':>11}{'batch 64':>11}{'images/s':>11}{'TF img/s':>10}")
     for label, r in results:
+        tf_acc = f"{r['tf_accuracy']:>9.2%}" if r["tf_accuracy"] is not None else f"{'-':>9}"
+        tf_ips = f"{r['tf_images_per_second']:>10,.0f}" if r["tf_images_per_second"] is not None else f"{'-':>10}"
         print(f"{label:<{w}}{r['nnz']:>18,}{r['file_bytes'] / 1e6:>8.2f}MB{r['loaded_bytes'] / 1e6:>8.2f}MB"
-              f"{r['accuracy']:>13.2%}{r['tf_accuracy']:>9.2%}{r['latency_ms']:>9.3f}ms{r['batch64_ms']:>9.3f}ms"
-              f"{r['images_per_second']:>11,.0f}{r['tf_images_per_second']:>10,.0f}")
-    if len(results) == 2:
-        d, s = results[0][1], results[1][1]
+              f"{r['accuracy']:>13.2%}{tf_acc}{r['latency_ms']:>9.3f}ms{r['batch64_ms']:>9.3f}ms"
+              f"{r['images_per_second']:>11,.0f}{tf_ips}")
+    by = dict(results)
+    if "pruned" in by:
+        d, s = by["dense"], by["pruned"]
         print(f"\npruned vs dense: {d['nnz'] / s['nnz']:.1f}x fewer non-zero weights, file {d['file_bytes'] / s['file_bytes']:.1f}x "
               f"smaller, batch 1 {d['latency_ms'] / s['latency_ms']:.2f}x and batch 64 {d['batch64_ms'] / s['batch64_ms']:.2f}x "
               f"the speed (medians of the C run call, same process), test error {1 - d['accuracy']:.2%} -> "
               f"{1 - s['accuracy']:.2%}")
+    for label in ("dense", "pruned"):
+        if label + " int8" in by:
+            f, q = by[label], by[label + " int8"]
+            print(f"{label} int8 vs {label}: file {f['file_bytes'] / q['file_bytes']:.2f}x smaller, batch 1 "
+                  f"{f['latency_ms'] / q['latency_ms']:.2f}x and batch 64 {f['batch64_ms'] / q['batch64_ms']:.2f}x the "
+                  f"speed, test error {1 - f['accuracy']:.2%} -> {1 - q['accuracy']:.2%}")
     ok = True
     for label, r in results:
-        if abs(r["accuracy"] - r["tf_accuracy"]) > 1e-12:
+        if r["tf_accuracy"] is not None and abs(r["accuracy"] - r["tf_accuracy"]) > 1e-12:
             ok = False
             print(f"MISMATCH: {label}: the runtime's accuracy differs from TensorFlow's on the same weights",
                   file=sys.stderr)
