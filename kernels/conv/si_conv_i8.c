@@ -8,6 +8,7 @@
  * References: the same chunks through the reference kernels. */
 #include "si_internal.h"
 
+#include <omp.h>
 #include <stdlib.h>
 
 #define PATCH_BYTES (INT64_C(1) << 20) /* uint8 patches per chunk: half of a 2 MB L2 */
@@ -68,6 +69,87 @@ static void ig_run(const si_layer *L, const void *st, const float *in, int batch
     }
 }
 
+/* ---- conv_igemm with its max pool ------------------------------------------------------
+ * The pool's windows tile the output (si_plan.c's fusable_pool), and the requantization is
+ * monotone (mul > 0, ReLU, rounding), so pooling the requantized values equals requantizing
+ * the pooled sums. R pooled rows at a time per thread: their patches, one GEMM on the calling
+ * thread, the max over each window; one parallel region per layer (LeNet-5 at batch 1 is
+ * microseconds of work per layer, where each fork and join counts). */
+
+#define POOL_TILE(T)                                                                                    \
+    static void pool_tile_##T(const T *c, int64_t OW, int64_t F, int kh, int kw, int64_t POW, T *o) {   \
+        for (int64_t pw = 0; pw < POW; pw++) {                                                          \
+            T *d = o + pw * F;                                                                          \
+            const T *s0 = c + pw * kw * F;                                                              \
+            for (int64_t f = 0; f < F; f++) d[f] = s0[f];                                               \
+            for (int i = 0; i < kh; i++)                                                                \
+                for (int j = 0; j < kw; j++) {                                                          \
+                    const T *s = c + ((int64_t)i * OW + pw * kw + j) * F;                               \
+                    for (int64_t f = 0; f < F; f++) d[f] = s[f] > d[f] ? s[f] : d[f];                   \
+                }                                                                                       \
+        }                                                                                               \
+    }
+POOL_TILE(uint8_t)
+POOL_TILE(float)
+
+/* pooled rows per item: about a chunk's positions split over the threads */
+static int64_t pool_rows(const si_layer *L, int batch) {
+    int64_t r = chunk_rows(L, batch) / si_max_threads() / ((int64_t)L->pool->kh * L->out_w);
+    return r < 1 ? 1 : r;
+}
+
+static int64_t pool_thread_bytes(const si_layer *L, int batch) {
+    const int64_t pos = pool_rows(L, batch) * L->pool->kh * L->out_w;
+    return (pos * (pointwise(L) ? 0 : L->cols) + 63) / 64 * 64 + pos * L->rows * (int64_t)out_elem(L) + 64;
+}
+
+static int64_t ig_ws_pool(const si_layer *L, const void *st, int batch) {
+    int64_t w = ig_ws(L, st, batch);
+    if (L->pool) {
+        int64_t p = (si_max_threads() * pool_thread_bytes(L, batch) + 3) / 4 + 16;
+        if (p > w) w = p;
+    }
+    return w;
+}
+
+static void ig_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const si_layer *P = L->pool;
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t OH = L->out_h, OW = L->out_w, K = L->cols, F = L->rows, POH = P->out_h, POW = P->out_w;
+    const int64_t R = pool_rows(L, batch), prow = (int64_t)batch * POH, tb = pool_thread_bytes(L, batch);
+    const size_t e = out_elem(L);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    const int nt = si_threads_for((int64_t)batch * OH * OW * K * F / 4, prow);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        uint8_t *col = (uint8_t *)ws + (int64_t)t * tb;
+        char *c = (char *)col + (pointwise(L) ? 0 : (R * P->kh * OW * K + 63) / 64 * 64);
+        const int64_t mine0 = prow * t / nth, mine1 = prow * (t + 1) / nth;
+        for (int64_t pr = mine0; pr < mine1;) {
+            /* pooled rows of one sample are consecutive conv rows (those past POH * kh unused) */
+            const int64_t n = pr / POH, ph = pr % POH;
+            int64_t run = mine1 - pr < POH - ph ? mine1 - pr : POH - ph;
+            if (run > R) run = R;
+            const int64_t p0 = (n * OH + ph * P->kh) * OW, np = run * P->kh * OW;
+            const uint8_t *a = x + p0 * K;
+            if (!pointwise(L)) {
+                si_im2col_u8(L, x, p0, np, col, K, (uint8_t)L->q_in_zero);
+                a = col;
+            }
+            si_igemm_packed_rows(a, K, np, st, &rq, c, F);
+            for (int64_t q = 0; q < run; q++) {
+                const char *cq = c + (size_t)(q * P->kh * OW * F) * e;
+                char *o = (char *)out + (size_t)((pr + q) * POW * F) * e;
+                if (rq.out_u8) pool_tile_uint8_t((const uint8_t *)cq, OW, F, P->kh, P->kw, POW, (uint8_t *)o);
+                else pool_tile_float((const float *)cq, OW, F, P->kh, P->kw, POW, (float *)o);
+            }
+            pr += run;
+        }
+    }
+}
+
 static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
     (void)st;
     const uint8_t *x = (const uint8_t *)in;
@@ -85,8 +167,8 @@ static void ig_run_ref(const si_layer *L, const void *st, const float *in, int b
 
 const si_algo si_algo_conv_igemm = {
     .name = "conv_igemm", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
-    .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws, .run = ig_run, .run_ref = ig_run_ref,
-    .bytes = ig_bytes, .release = ig_release,
+    .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
+    .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
 };
 
 /* ---- conv_sparse_i8 -------------------------------------------------------------------- */

@@ -223,7 +223,7 @@ void si_im2col_u8(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, u
     int nt = si_num_threads();
     if (nt > m / IM2COL_ROWS_PER_THREAD) nt = (int)(m / IM2COL_ROWS_PER_THREAD);
     if (nt > 1 && m * L->cols < MIN_BYTES_PER_THREAD) nt = 1;
-    if (nt <= 1) { fn(L, in, p0, m, col, ldc, zero); return; }
+    if (nt <= 1 || omp_in_parallel()) { fn(L, in, p0, m, col, ldc, zero); return; } /* a caller's thread */
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), k = omp_get_num_threads();
