@@ -187,8 +187,21 @@ void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out
 typedef void (*im2col_fn)(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
                           uint8_t zero);
 
-SI_INLINE void im2col_body(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
-                           uint8_t zero) {
+/* Short runs (LeNet-5's conv1: 5 bytes per kernel row, 184,320 of them at batch 64) as one
+ * masked vector move rather than a call to memcpy; masked-out bytes are neither read nor
+ * written, so nothing past the input or the row is touched. */
+typedef void (*copy8_fn)(uint8_t *d, const uint8_t *s, int64_t n);
+SI_INLINE void copy_call(uint8_t *d, const uint8_t *s, int64_t n) { memcpy(d, s, (size_t)n); }
+#if SI_X86
+SI_TARGET_AVX512 SI_INLINE void copy_avx512(uint8_t *d, const uint8_t *s, int64_t n) {
+    if (n > 64) { memcpy(d, s, (size_t)n); return; }
+    const __mmask64 k = n == 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+    _mm512_mask_storeu_epi8(d, k, _mm512_maskz_loadu_epi8(k, s));
+}
+#endif
+
+SI_INLINE void im2col_body_c(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
+                             uint8_t zero, copy8_fn copy) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
     const int64_t run = L->kw * C;
     int64_t n = p0 / (OH * OW), oh = p0 % (OH * OW) / OW, ow = p0 % OW - 1;
@@ -201,25 +214,39 @@ SI_INLINE void im2col_body(const si_layer *L, const uint8_t *in, int64_t p0, int
             uint8_t *d = dst + i * run;
             if (y < 0 || y >= H) { memset(d, zero, (size_t)run); continue; }
             const uint8_t *src = in + ((n * H + y) * W) * C;
-            if (x0 >= 0 && x0 + L->kw <= W) { memcpy(d, src + x0 * C, (size_t)run); continue; }
+            if (x0 >= 0 && x0 + L->kw <= W) { copy(d, src + x0 * C, run); continue; }
             for (int j = 0; j < L->kw; j++) {
                 const int64_t x = x0 + j;
                 if (x < 0 || x >= W) memset(d + j * C, zero, (size_t)C);
-                else memcpy(d + j * C, src + x * C, (size_t)C);
+                else copy(d + j * C, src + x * C, C);
             }
         }
     }
+}
+SI_INLINE void im2col_body(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
+                           uint8_t zero) {
+    im2col_body_c(L, in, p0, m, col, ldc, zero, copy_call);
 }
 static void im2col_portable(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
                             uint8_t zero) {
     im2col_body(L, in, p0, m, col, ldc, zero);
 }
 
+#if SI_X86
+SI_TARGET_AVX512 static void im2col_avx512(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col,
+                                           int64_t ldc, uint8_t zero) {
+    im2col_body_c(L, in, p0, m, col, ldc, zero, copy_avx512);
+}
+#endif
+
 void si_im2col_u8(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
                   uint8_t zero) {
     if (m <= 0) return;
-    /* memcpy and memset are the work: one variant serves every ISA */
-    const im2col_fn fn = im2col_portable;
+    /* memcpy and memset are the work; AVX-512 moves short runs with masked byte moves */
+    im2col_fn fn = im2col_portable;
+#if SI_X86
+    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX512) fn = im2col_avx512;
+#endif
     int nt = si_num_threads();
     if (nt > m / IM2COL_ROWS_PER_THREAD) nt = (int)(m / IM2COL_ROWS_PER_THREAD);
     if (nt > 1 && m * L->cols < MIN_BYTES_PER_THREAD) nt = 1;
