@@ -69,7 +69,9 @@ void si_igemm_amx_rows(const uint8_t *A, int64_t lda, int64_t m, const si_packed
 /* ------------------------------------------------------------------------------------------ */
 
 #define MB 32       /* rows of C per block: two tiles */
-#define MCB 4       /* row blocks per chunk (128 rows) */
+#ifndef MCB
+#define MCB 4 /* row blocks per chunk (128 rows) */
+#endif
 #define TILE_B 1024 /* bytes of one B tile: 16 rows of 64 */
 
 typedef struct amx_pack {
@@ -197,8 +199,19 @@ SI_TARGET_AMX static void tiles_config(int r0, int r1) {
 
 /* One 32 x 32 block of sums (TWO_R: both row tiles, TWO_C: both column tiles) into c32
  * (32 rows of 32 int32). a0 / a1: the row tiles' first rows at input 0 (stride lda), kfull
- * whole 64-input blocks read from them; tail (if not NULL): the last block, 32 rows of 64
+ * whole 64-input blocks read from them; tail (if nk > kfull): the last block, 32 rows of 64
  * bytes, row tile 1 at tail + 16 * 64. b0 / b1: the panels' tiles. */
+#define AMX_STEP(TWO_R, TWO_C, P0, P1, S, KB)                                        \
+    do {                                                                             \
+        _tile_loadd(4, P0, S);                                                       \
+        _tile_loadd(6, b0 + (KB) * TILE_B, 64);                                      \
+        if (TWO_C) _tile_loadd(7, b1 + (KB) * TILE_B, 64);                           \
+        if (TWO_R) _tile_loadd(5, P1, S);                                            \
+        _tile_dpbusd(0, 4, 6);                                                       \
+        if (TWO_C) _tile_dpbusd(1, 4, 7);                                            \
+        if (TWO_R) _tile_dpbusd(2, 5, 6);                                            \
+        if (TWO_R && TWO_C) _tile_dpbusd(3, 5, 7);                                   \
+    } while (0)
 #define AMX_BLOCK(TWO_R, TWO_C)                                                      \
     do {                                                                             \
         SI_AMX_BARRIER();                                                            \
@@ -206,22 +219,9 @@ SI_TARGET_AMX static void tiles_config(int r0, int r1) {
         if (TWO_C) _tile_zero(1);                                                    \
         if (TWO_R) _tile_zero(2);                                                    \
         if (TWO_R && TWO_C) _tile_zero(3);                                           \
-        for (int64_t kb = 0; kb < nk; kb++) {                                        \
-            const int t = kb == kfull;                                               \
-            const uint8_t *p0 = t ? tail : a0 + kb * 64;                             \
-            const uint8_t *p1 = t ? tail + 16 * 64 : a1 + kb * 64;                   \
-            const int64_t s = t ? 64 : lda;                                          \
-            _tile_loadd(4, p0, s);                                                   \
-            _tile_loadd(6, b0 + kb * TILE_B, 64);                                    \
-            if (TWO_C) _tile_loadd(7, b1 + kb * TILE_B, 64);                         \
-            _tile_dpbusd(0, 4, 6);                                                   \
-            if (TWO_C) _tile_dpbusd(1, 4, 7);                                        \
-            if (TWO_R) {                                                             \
-                _tile_loadd(5, p1, s);                                               \
-                _tile_dpbusd(2, 5, 6);                                               \
-                if (TWO_C) _tile_dpbusd(3, 5, 7);                                    \
-            }                                                                        \
-        }                                                                            \
+        for (int64_t kb = 0; kb < kfull; kb++)                                       \
+            AMX_STEP(TWO_R, TWO_C, a0 + kb * 64, a1 + kb * 64, lda, kb);             \
+        if (nk > kfull) AMX_STEP(TWO_R, TWO_C, tail, tail + 16 * 64, 64, kfull);     \
         _tile_stored(0, c32, 128);                                                   \
         if (TWO_C) _tile_stored(1, c32 + 16, 128);                                   \
         if (TWO_R) _tile_stored(2, c32 + 16 * 32, 128);                              \
