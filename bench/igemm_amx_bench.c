@@ -20,16 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ops/si_igemm_amx.c (for si_internal.h) */
-int si_amx_available(void);
-typedef struct si_packed_b8_amx {
-    void *b;
-    int64_t n, k, bytes;
-} si_packed_b8_amx;
-si_status_t si_pack_b8_amx(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8_amx *out);
-void si_packed_b8_amx_free(si_packed_b8_amx *b);
-void si_igemm_amx(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,
-                  void *C, int64_t ldc);
 const char *si_igemm_kernel_name(const si_packed_b8 *b); /* ops/si_igemm.c */
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;

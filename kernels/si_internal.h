@@ -462,6 +462,23 @@ void si_igemm_packed_rows(const uint8_t *A, int64_t lda, int64_t m, const si_pac
 void si_igemm_ref(const uint8_t *A, int64_t lda, int64_t m, const int8_t *w, int64_t n, int64_t k,
                   const si_requant *rq, void *C, int64_t ldc);
 
+/* ops/si_igemm_amx.c: the same GEMM on AMX tiles (Sapphire Rapids and later). */
+int si_amx_available(void); /* the CPU has AMX-INT8 and AVX-512, the OS granted the tile state, the ISA cap is avx512 */
+typedef struct si_packed_b8_amx {
+    void *b;                 /* the packed weights, layout private to ops/si_igemm_amx.c */
+    int64_t n, k;            /* n outputs (rows of W), k inputs */
+    int64_t bytes;           /* held by b */
+} si_packed_b8_amx;
+/* w: n x k int8, row-major. SI_ERR_UNSUPPORTED when !si_amx_available() (out zeroed). */
+si_status_t si_pack_b8_amx(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8_amx *out);
+void si_packed_b8_amx_free(si_packed_b8_amx *b);
+/* si_igemm_packed's contract on weights from si_pack_b8_amx: threaded over si_num_threads();
+ * _rows: the calling thread alone. */
+void si_igemm_amx(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,
+                  void *C, int64_t ldc);
+void si_igemm_amx_rows(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,
+                       void *C, int64_t ldc);
+
 /* csr/si_csr_i8.c: CSR with int8 values (the column indices and row pointers as for fp32:
  * col16, uint16, when not NULL, else col). y = requant(W x) for one uint8 x of cols values;
  * Y[i * ldy + r] = requant_r(sum_k val[k] * X[i * ldx + col[k]]) for n rows of X. Threaded;

@@ -28,24 +28,60 @@ static int i8_applies(const si_layer *L, int regime) { (void)regime; return L->t
 
 static size_t out_elem(const si_layer *L) { return L->q_out_u8 ? 1 : sizeof(float); }
 
-/* ---- conv_igemm ------------------------------------------------------------------------ */
+/* ---- conv_igemm, conv_igemm_amx ---------------------------------------------------------
+ * The same convolution on the int8 GEMM of ops/si_igemm.c (VNNI / AVX2) or on AMX tiles
+ * (ops/si_igemm_amx.c, where the CPU and the OS have them): one entry each, so the planner
+ * times both. */
 
-static si_status_t ig_prepare(si_layer *L, void **state) {
-    si_packed_b8 *b = calloc(1, sizeof *b);
-    if (!b) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
-    si_status_t st = si_pack_b8(L->name, L->w8, L->rows, L->cols, b);
-    if (st) { free(b); return st; }
-    *state = b;
+typedef struct ig_state {
+    int amx;
+    si_packed_b8 v;
+    si_packed_b8_amx a;
+} ig_state;
+
+static void gemm(const ig_state *s, const uint8_t *A, int64_t lda, int64_t m, const si_requant *rq, void *C,
+                 int64_t ldc) {
+    if (s->amx) si_igemm_amx(A, lda, m, &s->a, rq, C, ldc);
+    else si_igemm_packed(A, lda, m, &s->v, rq, C, ldc);
+}
+
+static void gemm_rows(const ig_state *s, const uint8_t *A, int64_t lda, int64_t m, const si_requant *rq, void *C,
+                      int64_t ldc) {
+    if (s->amx) si_igemm_amx_rows(A, lda, m, &s->a, rq, C, ldc);
+    else si_igemm_packed_rows(A, lda, m, &s->v, rq, C, ldc);
+}
+
+static si_status_t prepare_kind(si_layer *L, void **state, int amx) {
+    ig_state *s = calloc(1, sizeof *s);
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    s->amx = amx;
+    si_status_t st = amx ? si_pack_b8_amx(L->name, L->w8, L->rows, L->cols, &s->a)
+                         : si_pack_b8(L->name, L->w8, L->rows, L->cols, &s->v);
+    if (st) { free(s); return st; }
+    *state = s;
     return SI_OK;
 }
+static si_status_t ig_prepare(si_layer *L, void **state) { return prepare_kind(L, state, 0); }
+static si_status_t ig_prepare_amx(si_layer *L, void **state) { return prepare_kind(L, state, 1); }
 
 static void ig_release(void *state) {
-    if (!state) return;
-    si_packed_b8_free(state);
-    free(state);
+    ig_state *s = state;
+    if (!s) return;
+    if (s->amx) si_packed_b8_amx_free(&s->a);
+    else si_packed_b8_free(&s->v);
+    free(s);
 }
 
-static int64_t ig_bytes(const si_layer *L, const void *state) { (void)L; return ((const si_packed_b8 *)state)->bytes; }
+static int64_t ig_bytes(const si_layer *L, const void *state) {
+    const ig_state *s = state;
+    (void)L;
+    return s->amx ? s->a.bytes : s->v.bytes;
+}
+
+static int amx_applies(const si_layer *L, int regime) {
+    (void)regime;
+    return L->type == SI_LAYER_CONV2D && L->q && si_amx_available();
+}
 
 static int64_t ig_ws(const si_layer *L, const void *st, int batch) {
     (void)st;
@@ -65,7 +101,7 @@ static void ig_run(const si_layer *L, const void *st, const float *in, int batch
             si_im2col_u8(L, x, p0, m, (uint8_t *)ws, K, (uint8_t)L->q_in_zero);
             a = (const uint8_t *)ws;
         }
-        si_igemm_packed(a, K, m, st, &rq, (char *)out + (size_t)(p0 * F) * out_elem(L), F);
+        gemm(st, a, K, m, &rq, (char *)out + (size_t)(p0 * F) * out_elem(L), F);
     }
 }
 
@@ -138,7 +174,7 @@ static void ig_run_pool(const si_layer *L, const void *st, const float *in, int 
                 si_im2col_u8(L, x, p0, np, col, K, (uint8_t)L->q_in_zero);
                 a = col;
             }
-            si_igemm_packed_rows(a, K, np, st, &rq, c, F);
+            gemm_rows(st, a, K, np, &rq, c, F);
             for (int64_t q = 0; q < run; q++) {
                 const char *cq = c + (size_t)(q * P->kh * OW * F) * e;
                 char *o = (char *)out + (size_t)((pr + q) * POW * F) * e;
@@ -168,6 +204,12 @@ static void ig_run_ref(const si_layer *L, const void *st, const float *in, int b
 const si_algo si_algo_conv_igemm = {
     .name = "conv_igemm", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
     .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
+    .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
+};
+
+const si_algo si_algo_conv_igemm_amx = {
+    .name = "conv_igemm_amx", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .applies = amx_applies, .prepare = ig_prepare_amx, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
     .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
 };
 

@@ -49,24 +49,6 @@
 #define SI_AMX_BUILD 0
 #endif
 
-/* ---- to be declared in si_internal.h (int8 section, after si_igemm_ref) ---------------- */
-/* ops/si_igemm_amx.c: the same GEMM on AMX tiles (Sapphire Rapids and later). */
-int si_amx_available(void); /* the CPU has AMX-INT8 and AVX-512, the OS granted the tile state, the ISA cap is avx512 */
-typedef struct si_packed_b8_amx {
-    void *b;                 /* the packed weights, layout private to ops/si_igemm_amx.c */
-    int64_t n, k;            /* n outputs (rows of W), k inputs */
-    int64_t bytes;           /* held by b */
-} si_packed_b8_amx;
-/* w: n x k int8, row-major. SI_ERR_UNSUPPORTED when !si_amx_available() (out zeroed). */
-si_status_t si_pack_b8_amx(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8_amx *out);
-void si_packed_b8_amx_free(si_packed_b8_amx *b);
-/* si_igemm_packed's contract on weights from si_pack_b8_amx: threaded over si_num_threads();
- * _rows: the calling thread alone. */
-void si_igemm_amx(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,
-                  void *C, int64_t ldc);
-void si_igemm_amx_rows(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,
-                       void *C, int64_t ldc);
-/* ------------------------------------------------------------------------------------------ */
 
 #define MB 32       /* rows of C per block: two tiles */
 #ifndef MCB
