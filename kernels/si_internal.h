@@ -44,6 +44,8 @@ int si_num_threads(void);
  * use more slots than its context holds. */
 int si_max_threads(void);
 int64_t si_l2_bytes(void);   /* one core's L2 cache (sysfs), else 1 MB */
+/* Is name ("amx", "vnni") in $SPARSEINFER_DISABLE, the CPU features the kernels must not use? */
+int si_feature_disabled(const char *name);
 double si_now(void);          /* monotonic seconds */
 
 void *si_alloc(size_t bytes);   /* 64-byte aligned; NULL on failure, 0 bytes or over the load's limit */

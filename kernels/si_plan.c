@@ -544,8 +544,12 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
      * checkout's, are timed afresh (times cached from an older build of the same version
      * kept picks its changed kernels had overturned; a new entry already misses, as the
      * line lacks its time). */
-    snprintf(key, sizeof key, "%s|lib=%s build %s %s|%s|isa=%s|threads=%d|%s", CACHE_FORMAT, si_version(), __DATE__,
-             __TIME__, cpu, si_isa_str(si_isa_active()), si_num_threads(), sig);
+    /* the features $SPARSEINFER_DISABLE keeps the kernels off (AMX, VNNI) change their speed too */
+    char off[64];
+    snprintf(off, sizeof off, "%s", getenv("SPARSEINFER_DISABLE") ? getenv("SPARSEINFER_DISABLE") : "");
+    for (char *q = off; *q; q++) if (*q == '|' || *q == '\t' || *q == '\n') *q = ' ';
+    snprintf(key, sizeof key, "%s|lib=%s build %s %s|%s|isa=%s%s%s|threads=%d|%s", CACHE_FORMAT, si_version(), __DATE__,
+             __TIME__, cpu, si_isa_str(si_isa_active()), *off ? " without " : "", off, si_num_threads(), sig);
     /* The same timed problem as the other regime (a strip serves both): reuse its times. */
     if (other && other->nc == r->nc && other->prob.batch == r->prob.batch &&
         other->prob.positions == r->prob.positions && other->sec[0] >= 0 &&

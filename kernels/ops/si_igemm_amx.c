@@ -74,6 +74,7 @@ static int amx_ok;
 
 static void amx_probe(void) {
     unsigned a, b, c, d;
+    if (si_feature_disabled("amx")) return;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
     const int tile = (d >> 24) & 1, int8 = (d >> 25) & 1;
     if (!tile || !int8) return;

@@ -106,7 +106,20 @@ double si_now(void) {
  * SPARSEINFER_ISA caps the kernels' ISA (portable, avx2, avx512; default: the best the CPU
  * has) so one machine can run every variant it supports. */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* $SPARSEINFER_DISABLE: a comma-separated list of CPU features the kernels must not use
+ * ("amx", "vnni"), to measure on one machine what CPUs without them get. */
+int si_feature_disabled(const char *name) {
+    const char *list = getenv("SPARSEINFER_DISABLE");
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
+
+extern int si_igemm_vnni; /* ops/si_igemm.c */
+
 static void init_library(void) {
+    if (si_feature_disabled("vnni")) si_igemm_vnni = 0;
     const char *v = getenv("SPARSEINFER_MKL_THREADING"); /* "intel": MKL's own OpenMP, for comparison */
     mkl_set_threading_layer(v && strcmp(v, "intel") == 0 ? MKL_THREADING_INTEL : MKL_THREADING_GNU);
     int p = omp_get_num_procs();
