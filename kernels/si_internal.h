@@ -474,6 +474,9 @@ typedef struct si_packed_b8_amx {
 /* w: n x k int8, row-major. SI_ERR_UNSUPPORTED when !si_amx_available() (out zeroed). */
 si_status_t si_pack_b8_amx(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8_amx *out);
 void si_packed_b8_amx_free(si_packed_b8_amx *b);
+/* w (n x k) back from the packed weights: what the reference kernels of entries that keep
+ * only the packed copy read (si_unpack_b8 likewise) */
+void si_unpack_b8_amx(const si_packed_b8_amx *B, int8_t *w);
 /* si_igemm_packed's contract on weights from si_pack_b8_amx: threaded over si_num_threads();
  * _rows: the calling thread alone. */
 void si_igemm_amx(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,

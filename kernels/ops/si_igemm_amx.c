@@ -145,6 +145,15 @@ si_status_t si_pack_b8_amx(const char *layer, const int8_t *w, int64_t n, int64_
     return SI_OK;
 }
 
+void si_unpack_b8_amx(const si_packed_b8_amx *B, int8_t *w) {
+    const amx_pack *h = B->b;
+    for (int64_t col = 0; col < B->n; col++)
+        for (int64_t kk = 0; kk < B->k; kk++) {
+            const int64_t p = col / 16, j = col % 16, kb = kk / 64, r = kk % 64 / 4, q = kk % 4;
+            w[col * B->k + kk] = h->w[(p * h->kb + kb) * TILE_B + r * 64 + j * 4 + q];
+        }
+}
+
 void si_packed_b8_amx_free(si_packed_b8_amx *b) {
     si_free(b->b);
     b->b = NULL;
