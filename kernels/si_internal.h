@@ -452,6 +452,7 @@ typedef struct si_packed_b8 {
 /* w: n x k int8, row-major (one row per output) */
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out);
 void si_packed_b8_free(si_packed_b8 *b);
+void si_unpack_b8(const si_packed_b8 *B, int8_t *w); /* w (n x k) back from the packed weights */
 /* C[i * ldc + j] = requant_j(sum_{t < k} A[i * lda + t] * W[j][t]) for i < m, j < n; A is
  * m rows of k uint8 (lda >= k, nothing past a row's k bytes is read); C is uint8 or float
  * by rq->out_u8 (ldc in elements). Threaded over si_num_threads(); m == 1 is the GEMV of

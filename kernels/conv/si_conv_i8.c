@@ -186,8 +186,17 @@ static void ig_run_pool(const si_layer *L, const void *st, const float *in, int 
     }
 }
 
+/* The weights back from the packed copy, which is all the entry keeps (state_only). */
+static int8_t *unpacked(const si_layer *L, const ig_state *s) {
+    int8_t *w = malloc((size_t)(L->rows * L->cols > 0 ? L->rows * L->cols : 1));
+    if (!w) abort(); /* the reference is for tests */
+    if (s->amx) si_unpack_b8_amx(&s->a, w);
+    else si_unpack_b8(&s->v, w);
+    return w;
+}
+
 static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    (void)st;
+    int8_t *w = unpacked(L, st);
     const uint8_t *x = (const uint8_t *)in;
     const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
     si_requant rq;
@@ -196,19 +205,22 @@ static void ig_run_ref(const si_layer *L, const void *st, const float *in, int b
     if (!row) abort(); /* the reference is for tests */
     for (int64_t p = 0; p < P; p++) {
         si_im2col_u8(L, x, p, 1, row, K, (uint8_t)L->q_in_zero);
-        si_igemm_ref(row, K, 1, L->w8, F, K, &rq, (char *)out + (size_t)(p * F) * out_elem(L), F);
+        si_igemm_ref(row, K, 1, w, F, K, &rq, (char *)out + (size_t)(p * F) * out_elem(L), F);
     }
     free(row);
+    free(w);
 }
 
 const si_algo si_algo_conv_igemm = {
     .name = "conv_igemm", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .state_only = 1,
     .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
     .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
 };
 
 const si_algo si_algo_conv_igemm_amx = {
     .name = "conv_igemm_amx", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .state_only = 1,
     .applies = amx_applies, .prepare = ig_prepare_amx, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
     .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
 };

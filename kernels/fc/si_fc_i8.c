@@ -66,22 +66,34 @@ static void ig_run(const si_layer *L, const void *st, const float *in, int batch
     finish(L, out, batch);
 }
 
+/* The weights back from the packed copy, which is all the entry keeps (state_only). */
+static int8_t *unpacked(const si_layer *L, const ig_state *s) {
+    int8_t *w = malloc((size_t)(L->rows * L->cols > 0 ? L->rows * L->cols : 1));
+    if (!w) abort(); /* the reference is for tests */
+    if (s->amx) si_unpack_b8_amx(&s->a, w);
+    else si_unpack_b8(&s->v, w);
+    return w;
+}
+
 static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    (void)st;
+    int8_t *w = unpacked(L, st);
     si_requant rq;
     si_layer_requant(L, &rq);
-    si_igemm_ref((const uint8_t *)in, L->cols, batch, L->w8, L->rows, L->cols, &rq, out, L->rows);
+    si_igemm_ref((const uint8_t *)in, L->cols, batch, w, L->rows, L->cols, &rq, out, L->rows);
+    free(w);
     finish(L, out, batch);
 }
 
 const si_algo si_algo_fc_igemm = {
     .name = "fc_igemm", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .state_only = 1,
     .applies = ig_applies, .prepare = ig_prepare, .ws_floats = no_ws, .run = ig_run, .run_ref = ig_run_ref,
     .bytes = ig_bytes, .release = ig_release,
 };
 
 const si_algo si_algo_fc_igemm_amx = {
     .name = "fc_igemm_amx", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .state_only = 1,
     .applies = amx_applies, .prepare = ig_prepare_amx, .ws_floats = no_ws, .run = ig_run, .run_ref = ig_run_ref,
     .bytes = ig_bytes, .release = ig_release,
 };

@@ -50,6 +50,7 @@
 #include <string.h>
 
 #if SI_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #define SI_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #define SI_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -444,8 +445,14 @@ SI_TARGET_VNNI static void gv_vnni512(const uint8_t *x, const int8_t *b, int64_t
 /* 2: AVX-512 VNNI, 1: AVX-VNNI only, 0: neither */
 static int cpu_vnni(void) {
 #if SI_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni") ? 2 : __builtin_cpu_supports("avxvnni") ? 1 : 0;
+    /* CPUID leaf 7: subleaf 0 ECX bit 11 AVX512_VNNI, subleaf 1 EAX bit 4 AVX-VNNI (read
+     * directly: clang-14's __builtin_cpu_supports has no "avxvnni"); the OS's saving of the
+     * registers is what the ISA check (si_isa_active) already established */
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int v512 = (c >> 11) & 1;
+    const int v256 = __get_cpuid_count(7, 1, &a, &b, &c, &d) ? (a >> 4) & 1 : 0;
+    return v512 ? 2 : v256 ? 1 : 0;
 #else
     return 0;
 #endif
@@ -506,6 +513,14 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
  * the tests and the benchmark (not in si_internal.h: nothing else needs it). */
 const char *si_igemm_kernel_name(const si_packed_b8 *b);
 const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const b8_pack *)b->b)->kernel : "none"; }
+
+void si_unpack_b8(const si_packed_b8 *B, int8_t *w) {
+    const b8_pack *h = B->b;
+    const int nr = h->nr, g = h->g;
+    for (int64_t col = 0; col < B->n; col++)
+        for (int64_t kk = 0; kk < B->k; kk++)
+            w[col * B->k + kk] = h->w[((col / nr * h->kg + kk / g) * nr + col % nr) * g + kk % g];
+}
 
 void si_packed_b8_free(si_packed_b8 *b) {
     si_free(b->b);

@@ -102,7 +102,10 @@ def ref_activation(x: np.ndarray, act: str) -> np.ndarray:
 
 
 def reference_forward(layers: list[dict[str, Any]], x: np.ndarray) -> np.ndarray:
-    """Runs the layer dicts given to write_model on an NHWC batch; returns (N, outputs)."""
+    """Runs the layer dicts given to write_model on an NHWC batch; returns (N, outputs). Models
+    with int8 layers go to reference_forward_int8."""
+    if any(L.get("quant") for L in layers):
+        return reference_forward_int8(layers, x)
     y = np.asarray(x, np.float64)
     for L in layers:
         t = L["type"]

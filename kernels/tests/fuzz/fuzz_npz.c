@@ -15,7 +15,7 @@ static int dtype_bytes(si_dtype t) {
     case SI_F32: case SI_I32: return 4;
     case SI_U16: return 2;
     case SI_I64: return 8;
-    case SI_U8: return 1;
+    case SI_U8: case SI_I8: return 1;
     }
     abort();
 }
