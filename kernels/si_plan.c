@@ -507,10 +507,13 @@ typedef struct regime_plan {
 
 /* What an entry keeps in memory once chosen: the shared forms its run reads, or its own
  * packed copy (a form of its own, for the one-form rule). */
-#define HELD_PACKED 4u
-static unsigned held(const si_algo *a) { return a->state_only ? HELD_PACKED : a->forms; }
+/* One bit per entry that keeps its own copy: two such entries hold two copies (LeNet-5's int8
+ * fc1 kept the VNNI and the AMX packing, 2 x 400 KB, when they counted as one form). */
+static uint64_t held(const si_algo *a) {
+    return a->state_only ? UINT64_C(4) << si_algo_index(a) : (uint64_t)a->forms;
+}
 
-static int fastest(const regime_plan *r, unsigned held_mask) {
+static int fastest(const regime_plan *r, uint64_t held_mask) {
     int best = -1;
     for (int i = 0; i < r->nc; i++)
         if ((held(r->cand[i]) & ~held_mask) == 0 && (best < 0 || r->sec[i] < r->sec[best])) best = i;
@@ -590,7 +593,7 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
         r->source = "measured";
         c->m->plan_measured++;
     }
-    r->best = fastest(r, ~0u);
+    r->best = fastest(r, ~UINT64_C(0));
     return SI_OK;
 }
 
@@ -620,7 +623,7 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
     if ((st = plan_regime(c, L, 1, &r[1], &r[0]))) return st;
     char w[SI_REGIMES][120], note[64] = "";
     /* One form in memory, when the times say it costs little. */
-    unsigned f0 = held(r[0].cand[r[0].best]), f1 = held(r[1].cand[r[1].best]);
+    uint64_t f0 = held(r[0].cand[r[0].best]), f1 = held(r[1].cand[r[1].best]);
     if (f0 != f1 && r[0].sec[r[0].best] > 0 && r[1].sec[r[1].best] > 0) {
         int alt0 = fastest(&r[0], f1), alt1 = fastest(&r[1], f0);
         double loss0 = alt0 >= 0 ? r[0].sec[alt0] / r[0].sec[r[0].best] : 1e300;
@@ -654,7 +657,7 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
         if ((st = prepare(L, L->algo[g]))) return st;
     for (int i = 0; si_algos[i]; i++)
         if (si_algos[i] != L->algo[0] && si_algos[i] != L->algo[1]) release(L, i);
-    drop_forms(L, (held(L->algo[0]) | held(L->algo[1])) & (SI_FORM_DENSE | SI_FORM_CSR));
+    drop_forms(L, (unsigned)((held(L->algo[0]) | held(L->algo[1])) & (SI_FORM_DENSE | SI_FORM_CSR)));
     return SI_OK;
 }
 
