@@ -57,7 +57,7 @@
 
 #define KC 512      /* inputs (bytes of a row of A) per K block; a multiple of every G */
 #define MC 256      /* rows of A per chunk */
-#define MAX_MR 8
+#define MAX_MR 16
 #define MAX_NR 32
 #define GV_CHUNK 2048 /* inputs of x widened at a time by the AVX2 GEMV (4 KB of int16) */
 
@@ -357,58 +357,58 @@ static inline __mmask16 cols_mask(int cols) {
     return cols >= 16 ? (__mmask16)0xFFFF : cols <= 0 ? 0 : (__mmask16)((1u << cols) - 1u);
 }
 
-#define UK_VNNI_BODY(R)                                                                       \
-    do {                                                                                      \
-        __m512i t[R][2];                                                                      \
-        for (int r = 0; r < R; r++) {                                                         \
-            t[r][0] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + r * 32);      \
-            t[r][1] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + r * 32 + 16); \
+/* The full-height kernel: VNNI_MR rows, each row's two sums named variables (an array of
+ * vectors indexed in the loop makes GCC copy every sum once per group). Blocks of fewer rows
+ * repeat row 0's pointer for the missing rows and store only theirs. */
+#define VNNI_MR 8
+#define VNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[(i) < rows ? (i) : 0];
+#define VN_INIT(i)                                                                            \
+    s##i##_0 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32);          \
+    s##i##_1 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32 + 16);
+#define VN_STEP(i)                                                                            \
+    {                                                                                         \
+        const __m512i av = _mm512_set1_epi32(load4(a##i + 4 * g));                            \
+        s##i##_0 = _mm512_dpbusd_epi32(s##i##_0, av, b0);                                     \
+        s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
+    }
+#define VN_TAIL(i)                                                                            \
+    {                                                                                         \
+        const __m512i av = _mm512_set1_epi32(load_tail(a##i + 4 * full, (int)(kc & 3)));      \
+        s##i##_0 = _mm512_dpbusd_epi32(s##i##_0, av, b0);                                     \
+        s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
+    }
+#define VN_OUT(i)                                                                             \
+    if ((i) < rows) {                                                                         \
+        if (!c) {                                                                             \
+            _mm512_storeu_si512(acc + (i) * 32, s##i##_0);                                    \
+            _mm512_storeu_si512(acc + (i) * 32 + 16, s##i##_1);                               \
+        } else {                                                                              \
+            char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                 \
+            rq_store16_avx512(s##i##_0, rq, j0, m0, cr);                                      \
+            if (m1) rq_store16_avx512(s##i##_1, rq, j0 + 16, m1, cr + 16 * esz);              \
         }                                                                                     \
-        const int64_t full = kc >> 2;                                                         \
-        for (int64_t g = 0; g < full; g++) {                                                  \
-            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
-            const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m512i av = _mm512_set1_epi32(load4(a[r] + 4 * g));                    \
-                t[r][0] = _mm512_dpbusd_epi32(t[r][0], av, b0);                               \
-                t[r][1] = _mm512_dpbusd_epi32(t[r][1], av, b1);                               \
-            }                                                                                 \
-        }                                                                                     \
-        if (kc & 3) {                                                                         \
-            const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64); \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m512i av = _mm512_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
-                t[r][0] = _mm512_dpbusd_epi32(t[r][0], av, b0);                               \
-                t[r][1] = _mm512_dpbusd_epi32(t[r][1], av, b1);                               \
-            }                                                                                 \
-        }                                                                                     \
-        for (int r = 0; r < R; r++) {                                                         \
-            if (!c) {                                                                         \
-                _mm512_storeu_si512(acc + r * 32, t[r][0]);                                   \
-                _mm512_storeu_si512(acc + r * 32 + 16, t[r][1]);                              \
-                continue;                                                                     \
-            }                                                                                 \
-            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
-            rq_store16_avx512(t[r][0], rq, j0, m0, cr);                                       \
-            if (m1) rq_store16_avx512(t[r][1], rq, j0 + 16, m1, cr + 16 * esz);               \
-        }                                                                                     \
-    } while (0)
+    }
 
 SI_TARGET_VNNI static void uk_vnni512(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
                                       int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
                                       int64_t ldc) {
     const size_t esz = rq->out_u8 ? 1 : sizeof(float);
     const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);
-    switch (rows) {
-    case 1: UK_VNNI_BODY(1); break;
-    case 2: UK_VNNI_BODY(2); break;
-    case 3: UK_VNNI_BODY(3); break;
-    case 4: UK_VNNI_BODY(4); break;
-    case 5: UK_VNNI_BODY(5); break;
-    case 6: UK_VNNI_BODY(6); break;
-    case 7: UK_VNNI_BODY(7); break;
-    default: UK_VNNI_BODY(8); break;
+    VNNI_ROWS(VN_DECL)
+    VNNI_ROWS(VN_INIT)
+    const int64_t full = kc >> 2;
+    for (int64_t g = 0; g < full; g++) {
+        _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
+        const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64);
+        VNNI_ROWS(VN_STEP)
     }
+    if (kc & 3) {
+        const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64);
+        VNNI_ROWS(VN_TAIL)
+    }
+    VNNI_ROWS(VN_OUT)
 }
 
 /* the panel's groups as four contiguous quarters read side by side (four streams) */
@@ -458,7 +458,7 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
 #if SI_X86
     const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
     if (isa >= SI_ISA_AVX512 && vnni == 2) {
-        h = (b8_pack){"vnni512", 8, 32, 4, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
+        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
     } else if (isa >= SI_ISA_AVX2 && vnni) {
         h = (b8_pack){"avx2_vnni", 6, 16, 4, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
