@@ -8,9 +8,11 @@
  * n and past k. A microkernel holds an MR x NR block of int32 sums in registers and, per group,
  * broadcasts G bytes of each of its MR rows of A against the panel's group:
  *
- *   AVX-512 VNNI  G 4, MR 8 x NR 32 (16 zmm sums): one vpdpbusd (u8 x s8, four products into
+ *   AVX-512 VNNI  G 4, MR 14 x NR 32 (28 zmm sums): one vpdpbusd (u8 x s8, four products into
  *                 each int32 lane, no intermediate saturation) per 16 columns. The u8 operand
- *                 is A's broadcast 4 bytes, the s8 one the weights.
+ *                 is A's broadcast 4 bytes (vpbroadcastd from memory: a load, no shuffle
+ *                 port), the s8 one the weights. 14 rows: VGG19's rows per thread at batch 1
+ *                 (98 * 4^j) are a multiple of it.
  *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
  *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
  *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
@@ -27,10 +29,13 @@
  *                 on any), 2x on Zen 3 / 4 (vpmaddwd on 2 of 4 pipes, vpaddd on all 4).
  *   portable      G 4, MR 4 x NR 16: the reference's loop on the packed layout.
  *
- * Blocking, as ops/si_sgemm.c: KC inputs of a panel (KC x NR bytes, 16 KB for VNNI) stay in
- * L1 while every MR-row block of an MC-row chunk of A passes over them. The int32 sums of a
- * chunk are kept across the K blocks in a per-thread stack buffer (MC x NR int32, 32 KB);
- * the last K block requantizes straight from the registers into C. A is never read past a
+ * Blocking, as ops/si_sgemm.c: KC inputs of a panel (KC x NR bytes) stay in L1 while every
+ * MR-row block of an MC-row chunk of A passes over them. The int32 sums of a chunk are kept
+ * across the K blocks in a per-thread stack buffer (MC x NR int32, 32 KB); the last K block
+ * requantizes straight from the registers into C. vnni512 blocks K only past KC_VNNI: a
+ * panel of VGG's k <= 4608 is 147 KB, which stays in L2 with the chunk of A (MC x k, 1.2 MB
+ * at most) while each block reads it in order, so the sums never leave the registers (on
+ * Sapphire Rapids, K blocks of 512 cost 8-10% in the round trips through the buffer). A is never read past a
  * row's k bytes: the last group of a row whose k is not a multiple of G is copied byte by
  * byte into a zeroed word (the weights past k are zero too).
  *
@@ -55,9 +60,10 @@
 #define SI_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 #endif
 
-#define KC 512      /* inputs (bytes of a row of A) per K block; a multiple of every G */
-#define MC 256      /* rows of A per chunk */
-#define MAX_MR 16
+#define KC 512       /* inputs (bytes of a row of A) per K block; a multiple of every G */
+#define KC_VNNI 8192 /* the same for vnni512: the whole k of every VGG layer (see above) */
+#define MC 252       /* rows of A per chunk: a multiple of every MR (4, 6, 14) */
+#define MAX_MR 14
 #define MAX_NR 32
 #define GV_CHUNK 2048 /* inputs of x widened at a time by the AVX2 GEMV (4 KB of int16) */
 
@@ -80,6 +86,7 @@ typedef void (*gv8_fn)(const uint8_t *x, const int8_t *b, int64_t k, const si_re
 typedef struct b8_pack {
     const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddwd", "portable" */
     int mr, nr, g;
+    int64_t kc;         /* inputs per K block (a multiple of every G) */
     int64_t n_pad, kg;  /* kg: groups of g inputs (k rounded up) */
     int64_t wbytes;     /* of w */
     uk8_fn uk;
@@ -360,8 +367,8 @@ static inline __mmask16 cols_mask(int cols) {
 /* The full-height kernel: VNNI_MR rows, each row's two sums named variables (an array of
  * vectors indexed in the loop makes GCC copy every sum once per group). Blocks of fewer rows
  * repeat row 0's pointer for the missing rows and store only theirs. */
-#define VNNI_MR 8
-#define VNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define VNNI_MR 14
+#define VNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 
 #define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[(i) < rows ? (i) : 0];
 #define VN_INIT(i)                                                                            \
@@ -369,7 +376,7 @@ static inline __mmask16 cols_mask(int cols) {
     s##i##_1 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32 + 16);
 #define VN_STEP(i)                                                                            \
     {                                                                                         \
-        const __m512i av = _mm512_set1_epi32(load4(a##i + 4 * g));                            \
+        const __m512i av = _mm512_set1_epi32(load4(a##i + 4 * g));                           \
         s##i##_0 = _mm512_dpbusd_epi32(s##i##_0, av, b0);                                     \
         s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
     }
@@ -399,8 +406,10 @@ SI_TARGET_VNNI static void uk_vnni512(const uint8_t *const *a, const int8_t *b, 
     VNNI_ROWS(VN_DECL)
     VNNI_ROWS(VN_INIT)
     const int64_t full = kc >> 2;
+    (void)pf; /* the panel is read whole from L2, in order: the hardware prefetcher keeps up */
+    /* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */
+#pragma GCC unroll 4
     for (int64_t g = 0; g < full; g++) {
-        _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
         const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64);
         VNNI_ROWS(VN_STEP)
     }
@@ -453,18 +462,18 @@ static int cpu_vnni(void) {
 
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out) {
     memset(out, 0, sizeof *out);
-    b8_pack h = {"portable", 4, 16, 4, 0, 0, 0, uk_portable, gv_portable, NULL};
+    b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, uk_portable, gv_portable, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
     const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
     if (isa >= SI_ISA_AVX512 && vnni == 2) {
-        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
+        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
     } else if (isa >= SI_ISA_AVX2 && vnni) {
-        h = (b8_pack){"avx2_vnni", 6, 16, 4, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
+        h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
-        h = (b8_pack){"avx2_maddwd", 6, 16, 2, 0, 0, 0, uk_avx2, gv_avx2, NULL};
+        h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, uk_avx2, gv_avx2, NULL};
         isa = SI_ISA_AVX2;
     } else
 #endif
@@ -520,7 +529,7 @@ static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, i
                         const si_packed_b8 *B, const si_requant *rq, void *C, int64_t ldc) {
     const b8_pack *h = B->b;
     const int mr = h->mr, nr = h->nr;
-    const int64_t k = B->k, nkb = k > 0 ? (k + KC - 1) / KC : 1, gbytes = (int64_t)nr * h->g;
+    const int64_t k = B->k, nkb = k > 0 ? (k + h->kc - 1) / h->kc : 1, gbytes = (int64_t)nr * h->g;
     /* K blocks of equal size (a multiple of 4, so of every G), rather than full ones and a
      * short one: block1_conv2's k = 576 runs as 288 + 288, not 512 + 64 */
     const int64_t kcb = ((k + nkb - 1) / nkb + 3) / 4 * 4;
