@@ -172,6 +172,33 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
     }
 }
 
+/* The AVX2 kernels' six rows, each row's two sums named variables (an array of sums made
+ * GCC copy all of them every step); shorter blocks repeat row 0 and store only their rows. */
+#define AV_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define AV_DECL(i) __m256i s##i##_0, s##i##_1; const uint8_t *a##i = a[(i) < rows ? (i) : 0];
+#define AV_INIT(i)                                                                            \
+    s##i##_0 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16)); \
+    s##i##_1 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16 + 8));
+#define AV_STEP(i, AV)                                                                        \
+    {                                                                                         \
+        const __m256i av = _mm256_set1_epi32(AV);                                             \
+        s##i##_0 = _mm256_dpbusd_avx_epi32(s##i##_0, av, b0);                                 \
+        s##i##_1 = _mm256_dpbusd_avx_epi32(s##i##_1, av, b1);                                 \
+    }
+#define AV_FULL(i) AV_STEP(i, load4(a##i + 4 * g))
+#define AV_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)))
+#define AV_OUT(i)                                                                             \
+    if ((i) < rows) {                                                                         \
+        if (!c) {                                                                             \
+            _mm256_storeu_si256((__m256i *)(acc + (i) * 16), s##i##_0);                       \
+            _mm256_storeu_si256((__m256i *)(acc + (i) * 16 + 8), s##i##_1);                   \
+        } else {                                                                              \
+            char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                 \
+            rq_store8_avx2(s##i##_0, rq, j0, cols, cr);                                       \
+            if (cols > 8) rq_store8_avx2(s##i##_1, rq, j0 + 8, cols - 8, cr + 8 * esz);       \
+        }                                                                                     \
+    }
+
 /* rows r < R of a, kc inputs, widened to int16: w[r * KC + t] = a[r][t], zero-padded to an
  * even count (a pair of them is one 32-bit broadcast) */
 SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, int64_t kc, int16_t *w) {
@@ -185,50 +212,31 @@ SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, in
     }
 }
 
-#define UK_AVX2_BODY(R)                                                                       \
-    do {                                                                                      \
-        __m256i t[R][2];                                                                      \
-        for (int r = 0; r < R; r++) {                                                         \
-            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
-            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
-        }                                                                                     \
-        widen_rows_avx2(a, R, kc, wa);                                                        \
-        const int64_t steps = (kc + 1) / 2;                                                   \
-        for (int64_t g = 0; g < steps; g++) {                                                 \
-            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
-            const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32))); \
-            const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32 + 16))); \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wa + r * KC + 2 * g)));                   \
-                t[r][0] = _mm256_add_epi32(t[r][0], _mm256_madd_epi16(av, b0));               \
-                t[r][1] = _mm256_add_epi32(t[r][1], _mm256_madd_epi16(av, b1));               \
-            }                                                                                 \
-        }                                                                                     \
-        for (int r = 0; r < R; r++) {                                                         \
-            if (!c) {                                                                         \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
-                continue;                                                                     \
-            }                                                                                 \
-            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
-            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
-            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
-        }                                                                                     \
-    } while (0)
+/* widened rows: w##i at row i's int16 pairs */
+#define AW_DECL(i) __m256i s##i##_0, s##i##_1; const int16_t *w##i = wa + ((i) < rows ? (i) : 0) * KC;
+#define AW_STEP(i)                                                                            \
+    {                                                                                         \
+        const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(w##i + 2 * g)));        \
+        s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(av, b0));                     \
+        s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
+    }
 
 SI_TARGET_AVX2 static void uk_avx2(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
                                    int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
                                    int64_t ldc) {
     int16_t wa[6 * KC];
     const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    switch (rows) {
-    case 1: UK_AVX2_BODY(1); break;
-    case 2: UK_AVX2_BODY(2); break;
-    case 3: UK_AVX2_BODY(3); break;
-    case 4: UK_AVX2_BODY(4); break;
-    case 5: UK_AVX2_BODY(5); break;
-    default: UK_AVX2_BODY(6); break;
+    widen_rows_avx2(a, rows, kc, wa);
+    AV_ROWS(AW_DECL)
+    AV_ROWS(AV_INIT)
+    const int64_t steps = (kc + 1) / 2;
+    for (int64_t g = 0; g < steps; g++) {
+        _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
+        const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32)));
+        const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32 + 16)));
+        AV_ROWS(AW_STEP)
     }
+    AV_ROWS(AV_OUT)
 }
 
 /* k in chunks of GV_CHUNK inputs, widened to int16 pairs; each chunk's steps go as four
@@ -269,57 +277,25 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
 
 /* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
 
-#define UK_AVXVNNI_BODY(R)                                                                    \
-    do {                                                                                      \
-        __m256i t[R][2];                                                                      \
-        for (int r = 0; r < R; r++) {                                                         \
-            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
-            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
-        }                                                                                     \
-        const int64_t full = kc >> 2;                                                         \
-        for (int64_t g = 0; g < full; g++) {                                                  \
-            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
-            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
-            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m256i av = _mm256_set1_epi32(load4(a[r] + 4 * g));                    \
-                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
-                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
-            }                                                                                 \
-        }                                                                                     \
-        if (kc & 3) {                                                                         \
-            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
-            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m256i av = _mm256_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
-                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
-                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
-            }                                                                                 \
-        }                                                                                     \
-        for (int r = 0; r < R; r++) {                                                         \
-            if (!c) {                                                                         \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
-                continue;                                                                     \
-            }                                                                                 \
-            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
-            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
-            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
-        }                                                                                     \
-    } while (0)
-
 SI_TARGET_AVXVNNI static void uk_avxvnni(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc,
                                          int first, int rows, const int8_t *pf, const si_requant *rq, int64_t j0,
                                          int cols, void *c, int64_t ldc) {
     const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    switch (rows) {
-    case 1: UK_AVXVNNI_BODY(1); break;
-    case 2: UK_AVXVNNI_BODY(2); break;
-    case 3: UK_AVXVNNI_BODY(3); break;
-    case 4: UK_AVXVNNI_BODY(4); break;
-    case 5: UK_AVXVNNI_BODY(5); break;
-    default: UK_AVXVNNI_BODY(6); break;
+    AV_ROWS(AV_DECL)
+    AV_ROWS(AV_INIT)
+    const int64_t full = kc >> 2;
+    for (int64_t g = 0; g < full; g++) {
+        _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));
+        AV_ROWS(AV_FULL)
     }
+    if (kc & 3) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));
+        AV_ROWS(AV_TAIL)
+    }
+    AV_ROWS(AV_OUT)
 }
 
 SI_TARGET_AVXVNNI static void gv_avxvnni(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq,
