@@ -7,10 +7,13 @@
  *   PATH=/work/venvs/D/bin:$PATH; source kernels/tests/mkl_env.sh
  *   cc -std=c11 -O3 -fopenmp -Ikernels -I"$MKL_INC" $(find kernels -path kernels/tests -prune -o -name 'si_*.c' -print) \
  *      bench/igemm_bench.c -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o /tmp/igemm_bench
- *   OMP_NUM_THREADS=2 /tmp/igemm_bench [repeats] [int8] [name-substring]
+ *   OMP_NUM_THREADS=2 /tmp/igemm_bench [repeats] [int8] [chunked] [name-substring]
  *
- * "int8": time the int8 side alone (the fp32 columns read "-"); a name substring runs only
- * the shapes whose name contains it. GMAC/s counts m * n * k multiply-adds.
+ * "int8": time the int8 side alone (the fp32 columns read "-"); "chunked": the int8 GEMM
+ * called on chunks of rows as conv/si_conv_i8.c calls it (1 MB of uint8 patches each,
+ * 2^20 / k rows: block4's 784 rows as 227 + 227 + 227 + 103), not on the whole m at once; a
+ * name substring runs only the shapes whose name contains it. GMAC/s counts m * n * k
+ * multiply-adds.
  *
  * SPARSEINFER_ISA=avx2 caps the ISA (the int8 side then runs AVX-VNNI on ymm if the CPU has
  * it); SI_IGEMM_NO_VNNI=1 keeps the int8 side off VNNI (the vpmaddwd path).
@@ -50,7 +53,16 @@ static void *xalloc(size_t bytes) {
     return p;
 }
 
-static int int8_only;
+static int int8_only, chunked;
+
+/* the int8 GEMM of m rows, whole or in conv/si_conv_i8.c's chunks of patches */
+static void igemm_run(const uint8_t *A, int64_t m, int64_t k, const si_packed_b8 *B, const si_requant *rq, uint8_t *C,
+                      int64_t n) {
+    int64_t chunk = chunked ? (INT64_C(1) << 20) / (k > 0 ? k : 1) : m;
+    if (chunk < 64) chunk = 64;
+    for (int64_t p0 = 0; p0 < m; p0 += chunk)
+        si_igemm_packed(A + p0 * k, k, m - p0 < chunk ? m - p0 : chunk, B, rq, C + p0 * n, n);
+}
 
 static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats) {
     uint8_t *A8 = xalloc((size_t)(m * k));
@@ -75,13 +87,13 @@ static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats
     double *t32 = malloc(sizeof(double) * (size_t)repeats), *t8 = malloc(sizeof(double) * (size_t)repeats);
     /* warm-up, then interleaved, alternating which goes first */
     if (!int8_only) si_sgemm_packed(A32, k, m, &B32, C32, n);
-    si_igemm_packed(A8, k, m, &B8, &rq, C8, n);
+    igemm_run(A8, m, k, &B8, &rq, C8, n);
     for (int r = 0; r < repeats; r++) {
         t32[r] = 0;
         for (int s = 0; s < 2; s++) {
             if (int8_only && !((s ^ r) & 1)) continue;
             const double t0 = si_now();
-            if ((s ^ r) & 1) si_igemm_packed(A8, k, m, &B8, &rq, C8, n);
+            if ((s ^ r) & 1) igemm_run(A8, m, k, &B8, &rq, C8, n);
             else si_sgemm_packed(A32, k, m, &B32, C32, n);
             const double dt = si_now() - t0;
             if ((s ^ r) & 1) t8[r] = dt; else t32[r] = dt;
@@ -108,6 +120,7 @@ int main(int argc, char **argv) {
     const char *only = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "int8") == 0) int8_only = 1;
+        else if (strcmp(argv[i], "chunked") == 0) chunked = 1;
         else only = argv[i];
     }
     if (getenv("SI_IGEMM_NO_VNNI")) si_igemm_vnni = 0;
@@ -115,9 +128,9 @@ int main(int argc, char **argv) {
     si_packed_b8 probe;
     const int8_t w1 = 1;
     si_pack_b8("probe", &w1, 1, 1, &probe);
-    printf("# %s; kernels' ISA %s, int8 GEMM variant %s (%s); %d threads; medians of %d\n", si_cpu_name(),
+    printf("# %s; kernels' ISA %s, int8 GEMM variant %s (%s); %d threads; medians of %d%s\n", si_cpu_name(),
            si_isa_str(si_isa_active()), si_isa_str(probe.isa), si_igemm_kernel_name(&probe), si_num_threads(),
-           repeats);
+           repeats, chunked ? "; int8 in 1 MB chunks of rows" : "");
     si_packed_b8_free(&probe);
     printf("%-16s %6s %5s %5s  %9s %8s  %9s %7s %7s\n", "shape", "m", "n", "k", "int8 ms", "GMAC/s", "fp32 ms",
            "ratio", "GMAC/s");

@@ -93,6 +93,7 @@ typedef struct b8_pack {
     uk8_fn uk;
     gv8_fn gv;
     int8_t *w;          /* n_pad / nr panels of kg x nr x g bytes */
+    uk8_fn uk_half;     /* NULL, or uk for blocks of at most mr / 2 rows at half its cost */
 } b8_pack;
 
 static inline int32_t load4(const uint8_t *p) {
@@ -382,7 +383,8 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
  * vectors indexed in the loop makes GCC copy every sum once per group). Blocks of fewer rows
  * repeat row 0's pointer for the missing rows and store only theirs. */
 #define VNNI_MR 14
-#define VNNI_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#define VNNI_ROWS_HALF(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6)
+#define VNNI_ROWS(X) VNNI_ROWS_HALF(X) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 
 #define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[(i) < rows ? (i) : 0];
 #define VN_INIT(i)                                                                            \
@@ -412,37 +414,39 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
         }                                                                                     \
     }
 
-SI_TARGET_VNNI static void uk_vnni512(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
-                                      int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
-                                      int64_t ldc) {
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);
-    VNNI_ROWS(VN_DECL)
-    VNNI_ROWS(VN_INIT)
-    const int64_t full = kc >> 2;
-    /* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */
-    if (pf) {
-#pragma GCC unroll 4
-        for (int64_t g = 0; g < full; g++) {
-            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
-            const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64);
-            VNNI_ROWS(VN_STEP)
-        }
-    } else {
-#pragma GCC unroll 4
-        for (int64_t g = 0; g < full; g++) {
-            const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64);
-            VNNI_ROWS(VN_STEP)
-        }
+/* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */
+#define VN_KERNEL(NAME, ROWS)                                                                 \
+    SI_TARGET_VNNI static void NAME(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, \
+                                    int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c, \
+                                    int64_t ldc) {                                            \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
+        const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);                      \
+        ROWS(VN_DECL)                                                                         \
+        ROWS(VN_INIT)                                                                         \
+        const int64_t full = kc >> 2;                                                         \
+        if (pf) {                                                                             \
+            _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
+                _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                       \
+                const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
+                ROWS(VN_STEP)                                                                 \
+            }                                                                                 \
+        } else {                                                                              \
+            _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
+                const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
+                ROWS(VN_STEP)                                                                 \
+            }                                                                                 \
+        }                                                                                     \
+        if (kc & 3) {                                                                         \
+            const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64); \
+            ROWS(VN_TAIL)                                                                     \
+        }                                                                                     \
+        rq32 q;                                                                               \
+        if (c) rq32_init(&q, rq, j0, m0, m1);                                                 \
+        ROWS(VN_OUT)                                                                          \
     }
-    if (kc & 3) {
-        const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64);
-        VNNI_ROWS(VN_TAIL)
-    }
-    rq32 q;
-    if (c) rq32_init(&q, rq, j0, m0, m1);
-    VNNI_ROWS(VN_OUT)
-}
+
+VN_KERNEL(uk_vnni512, VNNI_ROWS)
+VN_KERNEL(uk_vnni512_half, VNNI_ROWS_HALF)
 
 /* the panel's groups as four contiguous quarters read side by side (four streams) */
 SI_TARGET_VNNI static void gv_vnni512(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
@@ -486,18 +490,18 @@ static int cpu_vnni(void) {
 
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out) {
     memset(out, 0, sizeof *out);
-    b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL};
+    b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
     const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
     if (isa >= SI_ISA_AVX512 && vnni == 2) {
-        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
+        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL, uk_vnni512_half};
         isa = SI_ISA_AVX512;
     } else if (isa >= SI_ISA_AVX2 && vnni) {
-        h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
+        h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
-        h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL};
+        h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL, NULL};
         isa = SI_ISA_AVX2;
     } else
 #endif
@@ -585,16 +589,18 @@ static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, i
                 const int8_t *pf = bp + steps * gbytes;
                 const int last = kbi == nkb - 1;
                 for (int64_t bi = 0; bi < nblk; bi++) {
-                    /* blocks of equal height (at most MR) rather than full blocks and a short one */
-                    const int64_t r = mc + (me - mc) * bi / nblk;
-                    const int rows = (int)(mc + (me - mc) * (bi + 1) / nblk - r);
+                    /* full blocks and a short one (chunks are whole blocks but for the
+                     * last); a kernel costs its MR rows whatever the block's */
+                    const int64_t r = mc + bi * mr;
+                    const int rows = (int)(me - r < mr ? me - r : mr);
+                    const uk8_fn uk = rows <= mr / 2 && h->uk_half ? h->uk_half : h->uk;
                     /* the portable kernel reads MR pointers: those past the block repeat row r */
                     for (int i = 0; i < mr; i++) arow[i] = A + (r + (i < rows ? i : 0)) * lda + kb;
                     if (pf + steps * 64 > h->w + h->wbytes) pf = bp; /* past the end: this block again */
                     void *c = last ? (char *)C + (size_t)(r * ldc + p * nr) * esz : NULL;
                     const int8_t *pfu = pf;
                     if (h->pf_a) pfu = nkb == 1 && p == p0 ? next_rows(h, A, lda, r + rows, m1, k) : NULL;
-                    h->uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pfu, rq, p * nr, cols, c, ldc);
+                    uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pfu, rq, p * nr, cols, c, ldc);
                     pf += steps * 64;
                 }
             }
@@ -625,7 +631,11 @@ void si_igemm_packed(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b
                      int64_t ldc) {
     if (m <= 0 || B->n <= 0) return;
     const b8_pack *h = B->b;
-    const int64_t panels = h->n_pad / h->nr, blocks = (m + h->mr - 1) / h->mr;
+    /* rows go to threads in half blocks when the kernel has a half-height variant: the
+     * runtime's chunks of patches (block4's 227 rows) then split 112 + 115 (8 blocks and
+     * 8.5), not 112 + 115 as 8 and 9 blocks */
+    const int unit = h->uk_half ? h->mr / 2 : h->mr;
+    const int64_t panels = h->n_pad / h->nr, blocks = (m + unit - 1) / unit;
     /* int8 products are a quarter of an FMA's work, about */
     const int64_t work = m * h->n_pad * (B->k > 0 ? B->k : 1) / 4;
     const int nt = si_threads_for(work, blocks > panels ? blocks : panels);
@@ -637,7 +647,7 @@ void si_igemm_packed(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         if (by_rows) {
-            int64_t r0 = blocks * t / n * h->mr, r1 = blocks * (t + 1) / n * h->mr;
+            int64_t r0 = blocks * t / n * unit, r1 = blocks * (t + 1) / n * unit;
             if (r1 > m) r1 = m;
             if (r0 < r1) igemm_block(A, lda, r0, r1, 0, panels, B, rq, C, ldc);
         } else {
