@@ -89,13 +89,13 @@ typedef struct b8_pack {
     const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddwd", "portable" */
     int mr, nr, g;
     int64_t kc;         /* inputs per K block (a multiple of every G) */
-    int pf_a;           /* 1: uk's pf is the next rows of A, or NULL (vnni512); 0: the next block of B */
+    int pf_a;           /* 1: uk's pf is the next rows of A, or NULL, when K is one block (vnni512);
+                         * 0, or K in blocks: the next block of B */
     int64_t n_pad, kg;  /* kg: groups of g inputs (k rounded up) */
     int64_t wbytes;     /* of w */
     uk8_fn uk;
     gv8_fn gv;
     int8_t *w;          /* n_pad / nr panels of kg x nr x g bytes */
-    uk8_fn uk_half;     /* NULL, or uk for blocks of at most mr / 2 rows at half its cost */
 } b8_pack;
 
 static inline int32_t load4(const uint8_t *p) {
@@ -178,10 +178,35 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
     }
 }
 
-/* The AVX2 kernels' six rows, each row's two sums named variables (an array of sums made
- * GCC copy all of them every step); shorter blocks repeat row 0 and store only their rows. */
-#define AV_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#define AV_DECL(i) __m256i s##i##_0, s##i##_1; const uint8_t *a##i = a[(i) < rows ? (i) : 0];
+/* The SIMD kernels keep each row's sums in named variables (an array of vectors indexed in
+ * the loop made GCC copy every sum once per step: 32 extra moves per 16 vpdpbusd), one body
+ * per block height R, generated from the list ROWS_R of its rows and called from a switch,
+ * so that a short block costs its rows only. */
+#define ROWS_1(X) X(0)
+#define ROWS_2(X) ROWS_1(X) X(1)
+#define ROWS_3(X) ROWS_2(X) X(2)
+#define ROWS_4(X) ROWS_3(X) X(3)
+#define ROWS_5(X) ROWS_4(X) X(4)
+#define ROWS_6(X) ROWS_5(X) X(5)
+#define ROWS_7(X) ROWS_6(X) X(6)
+#define ROWS_8(X) ROWS_7(X) X(7)
+#define ROWS_9(X) ROWS_8(X) X(8)
+#define ROWS_10(X) ROWS_9(X) X(9)
+#define ROWS_11(X) ROWS_10(X) X(10)
+#define ROWS_12(X) ROWS_11(X) X(11)
+#define ROWS_13(X) ROWS_12(X) X(12)
+#define ROWS_14(X) ROWS_13(X) X(13)
+/* the kernel's arguments, passed on to a body */
+#define UK_PARAMS                                                                             \
+    const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, const int8_t *pf, \
+        const si_requant *rq, int64_t j0, int cols, void *c, int64_t ldc
+#define UK_ARGS a, b, kc, acc, first, pf, rq, j0, cols, c, ldc
+/* each body a function of its own: inlined into one switch, the fourteen of vnni512 shared
+ * GCC's register allocation and spilled their row pointers */
+#define SI_NOINLINE __attribute__((noinline))
+#define UK_CASE(PREFIX, R) case R: PREFIX##R(UK_ARGS); break;
+
+#define AV_DECL(i) __m256i s##i##_0, s##i##_1; const uint8_t *a##i = a[i];
 #define AV_INIT(i)                                                                            \
     s##i##_0 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16)); \
     s##i##_1 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16 + 8));
@@ -194,15 +219,13 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
 #define AV_FULL(i) AV_STEP(i, load4(a##i + 4 * g))
 #define AV_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)))
 #define AV_OUT(i)                                                                             \
-    if ((i) < rows) {                                                                         \
-        if (!c) {                                                                             \
-            _mm256_storeu_si256((__m256i *)(acc + (i) * 16), s##i##_0);                       \
-            _mm256_storeu_si256((__m256i *)(acc + (i) * 16 + 8), s##i##_1);                   \
-        } else {                                                                              \
-            char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                 \
-            rq_store8_avx2(s##i##_0, rq, j0, cols, cr);                                       \
-            if (cols > 8) rq_store8_avx2(s##i##_1, rq, j0 + 8, cols - 8, cr + 8 * esz);       \
-        }                                                                                     \
+    if (!c) {                                                                                 \
+        _mm256_storeu_si256((__m256i *)(acc + (i) * 16), s##i##_0);                           \
+        _mm256_storeu_si256((__m256i *)(acc + (i) * 16 + 8), s##i##_1);                       \
+    } else {                                                                                  \
+        char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                     \
+        rq_store8_avx2(s##i##_0, rq, j0, cols, cr);                                           \
+        if (cols > 8) rq_store8_avx2(s##i##_1, rq, j0 + 8, cols - 8, cr + 8 * esz);           \
     }
 
 /* rows r < R of a, kc inputs, widened to int16: w[r * KC + t] = a[r][t], zero-padded to an
@@ -219,30 +242,43 @@ SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, in
 }
 
 /* widened rows: w##i at row i's int16 pairs */
-#define AW_DECL(i) __m256i s##i##_0, s##i##_1; const int16_t *w##i = wa + ((i) < rows ? (i) : 0) * KC;
+#define AW_DECL(i) __m256i s##i##_0, s##i##_1; const int16_t *w##i = wa + (i) * KC;
 #define AW_STEP(i)                                                                            \
     {                                                                                         \
         const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(w##i + 2 * g)));        \
         s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(av, b0));                     \
         s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
     }
+#define AW_BODY(NAME, R)                                                                      \
+    SI_TARGET_AVX2 static SI_NOINLINE void NAME(UK_PARAMS) {                                           \
+        int16_t wa[R * KC];                                                                   \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
+        widen_rows_avx2(a, R, kc, wa);                                                        \
+        ROWS_##R(AW_DECL)                                                                     \
+        ROWS_##R(AV_INIT)                                                                     \
+        const int64_t steps = (kc + 1) / 2;                                                   \
+        for (int64_t g = 0; g < steps; g++) {                                                 \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32))); \
+            const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32 + 16))); \
+            ROWS_##R(AW_STEP)                                                                 \
+        }                                                                                     \
+        ROWS_##R(AV_OUT)                                                                      \
+    }
+AW_BODY(aw_1, 1)
+AW_BODY(aw_2, 2)
+AW_BODY(aw_3, 3)
+AW_BODY(aw_4, 4)
+AW_BODY(aw_5, 5)
+AW_BODY(aw_6, 6)
 
 SI_TARGET_AVX2 static void uk_avx2(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
                                    int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
                                    int64_t ldc) {
-    int16_t wa[6 * KC];
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    widen_rows_avx2(a, rows, kc, wa);
-    AV_ROWS(AW_DECL)
-    AV_ROWS(AV_INIT)
-    const int64_t steps = (kc + 1) / 2;
-    for (int64_t g = 0; g < steps; g++) {
-        _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
-        const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32)));
-        const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32 + 16)));
-        AV_ROWS(AW_STEP)
+    switch (rows) {
+        UK_CASE(aw_, 1) UK_CASE(aw_, 2) UK_CASE(aw_, 3) UK_CASE(aw_, 4) UK_CASE(aw_, 5)
+    default: aw_6(UK_ARGS);
     }
-    AV_ROWS(AV_OUT)
 }
 
 /* k in chunks of GV_CHUNK inputs, widened to int16 pairs; each chunk's steps go as four
@@ -283,25 +319,39 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
 
 /* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
 
+#define AV_BODY(NAME, R)                                                                      \
+    SI_TARGET_AVXVNNI static SI_NOINLINE void NAME(UK_PARAMS) {                                        \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                   \
+        ROWS_##R(AV_DECL)                                                                     \
+        ROWS_##R(AV_INIT)                                                                     \
+        const int64_t full = kc >> 2;                                                         \
+        for (int64_t g = 0; g < full; g++) {                                                  \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
+            ROWS_##R(AV_FULL)                                                                 \
+        }                                                                                     \
+        if (kc & 3) {                                                                         \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
+            ROWS_##R(AV_TAIL)                                                                 \
+        }                                                                                     \
+        ROWS_##R(AV_OUT)                                                                      \
+    }
+AV_BODY(av_1, 1)
+AV_BODY(av_2, 2)
+AV_BODY(av_3, 3)
+AV_BODY(av_4, 4)
+AV_BODY(av_5, 5)
+AV_BODY(av_6, 6)
+
 SI_TARGET_AVXVNNI static void uk_avxvnni(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc,
                                          int first, int rows, const int8_t *pf, const si_requant *rq, int64_t j0,
                                          int cols, void *c, int64_t ldc) {
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    AV_ROWS(AV_DECL)
-    AV_ROWS(AV_INIT)
-    const int64_t full = kc >> 2;
-    for (int64_t g = 0; g < full; g++) {
-        _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));
-        AV_ROWS(AV_FULL)
+    switch (rows) {
+        UK_CASE(av_, 1) UK_CASE(av_, 2) UK_CASE(av_, 3) UK_CASE(av_, 4) UK_CASE(av_, 5)
+    default: av_6(UK_ARGS);
     }
-    if (kc & 3) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));
-        AV_ROWS(AV_TAIL)
-    }
-    AV_ROWS(AV_OUT)
 }
 
 SI_TARGET_AVXVNNI static void gv_avxvnni(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq,
@@ -381,14 +431,10 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
     _mm512_mask_cvtepi32_storeu_epi8(c, q->m[h], _mm512_add_epi32(_mm512_cvtps_epi32(t), q->zero));
 }
 
-/* The full-height kernel: VNNI_MR rows, each row's two sums named variables (an array of
- * vectors indexed in the loop makes GCC copy every sum once per group). Blocks of fewer rows
- * repeat row 0's pointer for the missing rows and store only theirs. */
+/* vnni512's bodies, one per block height (the rows' lists and the switch: as AVX2's) */
 #define VNNI_MR 14
-#define VNNI_ROWS_HALF(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6)
-#define VNNI_ROWS(X) VNNI_ROWS_HALF(X) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 
-#define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[(i) < rows ? (i) : 0];
+#define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[i];
 #define VN_INIT(i)                                                                            \
     s##i##_0 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32);          \
     s##i##_1 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32 + 16);
@@ -405,50 +451,69 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
         s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
     }
 #define VN_OUT(i)                                                                             \
-    if ((i) < rows) {                                                                         \
-        if (!c) {                                                                             \
-            _mm512_storeu_si512(acc + (i) * 32, s##i##_0);                                    \
-            _mm512_storeu_si512(acc + (i) * 32 + 16, s##i##_1);                               \
-        } else {                                                                              \
-            char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                 \
-            rq32_store(&q, 0, s##i##_0, cr);                                                  \
-            if (m1) rq32_store(&q, 1, s##i##_1, cr + 16 * esz);                               \
-        }                                                                                     \
+    if (!c) {                                                                                 \
+        _mm512_storeu_si512(acc + (i) * 32, s##i##_0);                                        \
+        _mm512_storeu_si512(acc + (i) * 32 + 16, s##i##_1);                                   \
+    } else {                                                                                  \
+        char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                     \
+        rq32_store(&q, 0, s##i##_0, cr);                                                      \
+        if (m1) rq32_store(&q, 1, s##i##_1, cr + 16 * esz);                                   \
     }
 
 /* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */
-#define VN_KERNEL(NAME, ROWS)                                                                 \
-    SI_TARGET_VNNI static void NAME(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, \
-                                    int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c, \
-                                    int64_t ldc) {                                            \
+#define VN_BODY(NAME, R)                                                                 \
+    SI_TARGET_VNNI static SI_NOINLINE void NAME(UK_PARAMS) {                                           \
         const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
         const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);                      \
-        ROWS(VN_DECL)                                                                         \
-        ROWS(VN_INIT)                                                                         \
+        ROWS_##R(VN_DECL)                                                                         \
+        ROWS_##R(VN_INIT)                                                                         \
         const int64_t full = kc >> 2;                                                         \
         if (pf) {                                                                             \
             _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
                 _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                       \
                 const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
-                ROWS(VN_STEP)                                                                 \
+                ROWS_##R(VN_STEP)                                                                 \
             }                                                                                 \
         } else {                                                                              \
             _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
                 const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
-                ROWS(VN_STEP)                                                                 \
+                ROWS_##R(VN_STEP)                                                                 \
             }                                                                                 \
         }                                                                                     \
         if (kc & 3) {                                                                         \
             const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64); \
-            ROWS(VN_TAIL)                                                                     \
+            ROWS_##R(VN_TAIL)                                                                     \
         }                                                                                     \
         rq32 q;                                                                               \
         if (c) rq32_init(&q, rq, j0, m0, m1);                                                 \
-        ROWS(VN_OUT)                                                                          \
+        ROWS_##R(VN_OUT)                                                                          \
     }
 
-VN_KERNEL(uk_vnni512, VNNI_ROWS)
-VN_KERNEL(uk_vnni512_half, VNNI_ROWS_HALF)
+VN_BODY(vn_1, 1)
+VN_BODY(vn_2, 2)
+VN_BODY(vn_3, 3)
+VN_BODY(vn_4, 4)
+VN_BODY(vn_5, 5)
+VN_BODY(vn_6, 6)
+VN_BODY(vn_7, 7)
+VN_BODY(vn_8, 8)
+VN_BODY(vn_9, 9)
+VN_BODY(vn_10, 10)
+VN_BODY(vn_11, 11)
+VN_BODY(vn_12, 12)
+VN_BODY(vn_13, 13)
+VN_BODY(vn_14, 14)
+
+SI_TARGET_VNNI static void uk_vnni512(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
+                                      int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
+                                      int64_t ldc) {
+    switch (rows) {
+        UK_CASE(vn_, 1) UK_CASE(vn_, 2) UK_CASE(vn_, 3) UK_CASE(vn_, 4) UK_CASE(vn_, 5) UK_CASE(vn_, 6)
+        UK_CASE(vn_, 7) UK_CASE(vn_, 8) UK_CASE(vn_, 9) UK_CASE(vn_, 10) UK_CASE(vn_, 11) UK_CASE(vn_, 12)
+        UK_CASE(vn_, 13)
+    default: vn_14(UK_ARGS);
+    }
+}
 
 /* the panel's groups as four contiguous quarters read side by side (four streams) */
 SI_TARGET_VNNI static void gv_vnni512(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
@@ -492,18 +557,18 @@ static int cpu_vnni(void) {
 
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out) {
     memset(out, 0, sizeof *out);
-    b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL, NULL};
+    b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
     const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
     if (isa >= SI_ISA_AVX512 && vnni == 2) {
-        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL, uk_vnni512_half};
+        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
     } else if (isa >= SI_ISA_AVX2 && vnni) {
-        h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL, NULL};
+        h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
-        h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL, NULL};
+        h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL};
         isa = SI_ISA_AVX2;
     } else
 #endif
@@ -591,18 +656,21 @@ static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, i
                 const int8_t *pf = bp + steps * gbytes;
                 const int last = kbi == nkb - 1;
                 for (int64_t bi = 0; bi < nblk; bi++) {
-                    /* full blocks and a short one (chunks are whole blocks but for the
-                     * last); a kernel costs its MR rows whatever the block's */
-                    const int64_t r = mc + bi * mr;
-                    const int rows = (int)(me - r < mr ? me - r : mr);
-                    const uk8_fn uk = rows <= mr / 2 && h->uk_half ? h->uk_half : h->uk;
+                    /* blocks of equal height (at most MR) rather than full blocks and a
+                     * short one: a thread's 113 rows of block4's 227-row chunks run as 9
+                     * blocks of 12-13 rather than 8 x 14 + 1 (a 1-row block is bound by its
+                     * loads of B) */
+                    const int64_t r = mc + (me - mc) * bi / nblk;
+                    const int rows = (int)(mc + (me - mc) * (bi + 1) / nblk - r);
                     /* the portable kernel reads MR pointers: those past the block repeat row r */
                     for (int i = 0; i < mr; i++) arow[i] = A + (r + (i < rows ? i : 0)) * lda + kb;
                     if (pf + steps * 64 > h->w + h->wbytes) pf = bp; /* past the end: this block again */
                     void *c = last ? (char *)C + (size_t)(r * ldc + p * nr) * esz : NULL;
                     const int8_t *pfu = pf;
-                    if (h->pf_a) pfu = nkb == 1 && p == p0 ? next_rows(h, A, lda, r + rows, m1, k) : NULL;
-                    uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pfu, rq, p * nr, cols, c, ldc);
+                    /* pf_a: A's next rows under the first panel; with K blocks (fc6 at batch
+                     * 16: 100 MB of weights for 16 rows) the next block of B, as the others */
+                    if (h->pf_a && nkb == 1) pfu = p == p0 ? next_rows(h, A, lda, r + rows, m1, k) : NULL;
+                    h->uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pfu, rq, p * nr, cols, c, ldc);
                     pf += steps * 64;
                 }
             }
@@ -633,24 +701,21 @@ void si_igemm_packed(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b
                      int64_t ldc) {
     if (m <= 0 || B->n <= 0) return;
     const b8_pack *h = B->b;
-    /* rows go to threads in half blocks when the kernel has a half-height variant: the
-     * runtime's chunks of patches (block4's 227 rows) then split 112 + 115 (8 blocks and
-     * 8.5), not 112 + 115 as 8 and 9 blocks */
-    const int unit = h->uk_half ? h->mr / 2 : h->mr;
-    const int64_t panels = h->n_pad / h->nr, blocks = (m + unit - 1) / unit;
+    const int64_t panels = h->n_pad / h->nr, blocks = (m + h->mr - 1) / h->mr;
     /* int8 products are a quarter of an FMA's work, about */
     const int64_t work = m * h->n_pad * (B->k > 0 ? B->k : 1) / 4;
     const int nt = si_threads_for(work, blocks > panels ? blocks : panels);
     if (nt <= 1) { si_igemm_packed_rows(A, lda, m, B, rq, C, ldc); return; }
-    /* Rows split evenly in multiples of MR when there are enough of them; else (batch 1, a
-     * small batch) the panels: each thread streams its share of the weights once. */
+    /* Rows split evenly when there are at least two blocks a thread; else (batch 1, a small
+     * batch) the panels: each thread streams its share of the weights once. */
     const int by_rows = m > 1 && blocks >= 2 * nt;
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         if (by_rows) {
-            int64_t r0 = blocks * t / n * unit, r1 = blocks * (t + 1) / n * unit;
-            if (r1 > m) r1 = m;
+            /* a block costs its rows (a kernel body per height): even shares of rows, the
+             * runtime's 227-row chunks as 113 + 114, not 112 + 115 */
+            const int64_t r0 = m * t / n, r1 = m * (t + 1) / n;
             if (r0 < r1) igemm_block(A, lda, r0, r1, 0, panels, B, rq, C, ldc);
         } else {
             const int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
