@@ -12,9 +12,9 @@
  *                 each int32 lane, no intermediate saturation) per 16 columns. The u8 operand
  *                 is A's broadcast 4 bytes (vpbroadcastd from memory: a load, no shuffle
  *                 port), the s8 one the weights. 14 rows: VGG19's rows per thread at batch 1
- *                 (98 * 4^j) are a multiple of it; a 7-row variant takes short blocks at half
- *                 the cost. About 90% of vpdpbusd's peak on Sapphire Rapids with A and B in
- *                 cache (8 x 32, GCC copying the sums as an array: 55%).
+ *                 (98 * 4^j) are a multiple of it, and a body per height (1 to 14 rows) lets a
+ *                 short block cost its rows. About 90% of vpdpbusd's peak on Sapphire Rapids
+ *                 with A and B in cache (8 x 32 with GCC copying the sums as an array: 55%).
  *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
  *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
  *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
@@ -201,9 +201,8 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
     const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, const int8_t *pf, \
         const si_requant *rq, int64_t j0, int cols, void *c, int64_t ldc
 #define UK_ARGS a, b, kc, acc, first, pf, rq, j0, cols, c, ldc
-/* each body a function of its own: inlined into one switch, the fourteen of vnni512 shared
- * GCC's register allocation and spilled their row pointers */
-#define SI_NOINLINE __attribute__((noinline))
+/* each body a function of its own (noinline): inlined into one switch, the fourteen of
+ * vnni512 would share GCC's register allocation */
 #define UK_CASE(PREFIX, R) case R: PREFIX##R(UK_ARGS); break;
 
 #define AV_DECL(i) __m256i s##i##_0, s##i##_1; const uint8_t *a##i = a[i];
@@ -245,12 +244,12 @@ SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, in
 #define AW_DECL(i) __m256i s##i##_0, s##i##_1; const int16_t *w##i = wa + (i) * KC;
 #define AW_STEP(i)                                                                            \
     {                                                                                         \
-        const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(w##i + 2 * g)));        \
+        const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(w##i + 2 * g)));         \
         s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(av, b0));                     \
         s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
     }
 #define AW_BODY(NAME, R)                                                                      \
-    SI_TARGET_AVX2 static SI_NOINLINE void NAME(UK_PARAMS) {                                           \
+    SI_TARGET_AVX2 static __attribute__((noinline)) void NAME(UK_PARAMS) {                    \
         int16_t wa[R * KC];                                                                   \
         const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
         widen_rows_avx2(a, R, kc, wa);                                                        \
@@ -320,8 +319,8 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
 /* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
 
 #define AV_BODY(NAME, R)                                                                      \
-    SI_TARGET_AVXVNNI static SI_NOINLINE void NAME(UK_PARAMS) {                                        \
-        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                   \
+    SI_TARGET_AVXVNNI static __attribute__((noinline)) void NAME(UK_PARAMS) {                 \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
         ROWS_##R(AV_DECL)                                                                     \
         ROWS_##R(AV_INIT)                                                                     \
         const int64_t full = kc >> 2;                                                         \
@@ -436,11 +435,11 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
 
 #define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[i];
 #define VN_INIT(i)                                                                            \
-    s##i##_0 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32);          \
+    s##i##_0 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32);           \
     s##i##_1 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32 + 16);
 #define VN_STEP(i)                                                                            \
     {                                                                                         \
-        const __m512i av = _mm512_set1_epi32(load4(a##i + 4 * g));                           \
+        const __m512i av = _mm512_set1_epi32(load4(a##i + 4 * g));                            \
         s##i##_0 = _mm512_dpbusd_epi32(s##i##_0, av, b0);                                     \
         s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
     }
@@ -461,32 +460,32 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
     }
 
 /* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */
-#define VN_BODY(NAME, R)                                                                 \
-    SI_TARGET_VNNI static SI_NOINLINE void NAME(UK_PARAMS) {                                           \
+#define VN_BODY(NAME, R)                                                                      \
+    SI_TARGET_VNNI static __attribute__((noinline)) void NAME(UK_PARAMS) {                    \
         const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
         const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);                      \
-        ROWS_##R(VN_DECL)                                                                         \
-        ROWS_##R(VN_INIT)                                                                         \
+        ROWS_##R(VN_DECL)                                                                     \
+        ROWS_##R(VN_INIT)                                                                     \
         const int64_t full = kc >> 2;                                                         \
         if (pf) {                                                                             \
             _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
                 _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                       \
                 const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
-                ROWS_##R(VN_STEP)                                                                 \
+                ROWS_##R(VN_STEP)                                                             \
             }                                                                                 \
         } else {                                                                              \
             _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
                 const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
-                ROWS_##R(VN_STEP)                                                                 \
+                ROWS_##R(VN_STEP)                                                             \
             }                                                                                 \
         }                                                                                     \
         if (kc & 3) {                                                                         \
             const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64); \
-            ROWS_##R(VN_TAIL)                                                                     \
+            ROWS_##R(VN_TAIL)                                                                 \
         }                                                                                     \
         rq32 q;                                                                               \
         if (c) rq32_init(&q, rq, j0, m0, m1);                                                 \
-        ROWS_##R(VN_OUT)                                                                          \
+        ROWS_##R(VN_OUT)                                                                      \
     }
 
 VN_BODY(vn_1, 1)
