@@ -7,7 +7,13 @@
  *   PATH=/work/venvs/D/bin:$PATH; source kernels/tests/mkl_env.sh
  *   cc -std=c11 -O3 -fopenmp -Ikernels -I"$MKL_INC" $(find kernels -path kernels/tests -prune -o -name 'si_*.c' -print) \
  *      bench/igemm_bench.c -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o /tmp/igemm_bench
- *   OMP_NUM_THREADS=2 /tmp/igemm_bench [repeats]
+ *   OMP_NUM_THREADS=2 /tmp/igemm_bench [repeats] [int8] [chunked] [name-substring]
+ *
+ * "int8": time the int8 side alone (the fp32 columns read "-"); "chunked": the int8 GEMM
+ * called on chunks of rows as conv/si_conv_i8.c calls it (1 MB of uint8 patches each,
+ * 2^20 / k rows: block4's 784 rows as 227 + 227 + 227 + 103), not on the whole m at once; a
+ * name substring runs only the shapes whose name contains it. GMAC/s counts m * n * k
+ * multiply-adds.
  *
  * SPARSEINFER_ISA=avx2 caps the ISA (the int8 side then runs AVX-VNNI on ymm if the CPU has
  * it); SI_IGEMM_NO_VNNI=1 keeps the int8 side off VNNI (the vpmaddwd path).
@@ -47,6 +53,17 @@ static void *xalloc(size_t bytes) {
     return p;
 }
 
+static int int8_only, chunked;
+
+/* the int8 GEMM of m rows, whole or in conv/si_conv_i8.c's chunks of patches */
+static void igemm_run(const uint8_t *A, int64_t m, int64_t k, const si_packed_b8 *B, const si_requant *rq, uint8_t *C,
+                      int64_t n) {
+    int64_t chunk = chunked ? (INT64_C(1) << 20) / (k > 0 ? k : 1) : m;
+    if (chunk < 64) chunk = 64;
+    for (int64_t p0 = 0; p0 < m; p0 += chunk)
+        si_igemm_packed(A + p0 * k, k, m - p0 < chunk ? m - p0 : chunk, B, rq, C + p0 * n, n);
+}
+
 static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats) {
     uint8_t *A8 = xalloc((size_t)(m * k));
     float *A32 = xalloc(sizeof(float) * (size_t)(m * k));
@@ -57,9 +74,9 @@ static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats
     float *mul = xalloc(sizeof(float) * (size_t)n), *add = xalloc(sizeof(float) * (size_t)n);
     for (int64_t j = 0; j < n; j++) { mul[j] = 1e-4f; add[j] = 0.1f; }
     si_requant rq = {mul, add, SI_ACT_RELU, 1, 20.0f, 0};
-    si_packed_b B32;
+    si_packed_b B32 = {0};
     si_packed_b8 B8;
-    if (si_pack_b(name, W32, n, k, &B32) || si_pack_b8(name, W8, n, k, &B8)) {
+    if ((!int8_only && si_pack_b(name, W32, n, k, &B32)) || si_pack_b8(name, W8, n, k, &B8)) {
         fprintf(stderr, "%s: packing failed: %s\n", name, si_last_error());
         exit(2);
     }
@@ -69,12 +86,14 @@ static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats
     uint8_t *C8 = xalloc((size_t)(m * n));
     double *t32 = malloc(sizeof(double) * (size_t)repeats), *t8 = malloc(sizeof(double) * (size_t)repeats);
     /* warm-up, then interleaved, alternating which goes first */
-    si_sgemm_packed(A32, k, m, &B32, C32, n);
-    si_igemm_packed(A8, k, m, &B8, &rq, C8, n);
+    if (!int8_only) si_sgemm_packed(A32, k, m, &B32, C32, n);
+    igemm_run(A8, m, k, &B8, &rq, C8, n);
     for (int r = 0; r < repeats; r++) {
+        t32[r] = 0;
         for (int s = 0; s < 2; s++) {
+            if (int8_only && !((s ^ r) & 1)) continue;
             const double t0 = si_now();
-            if ((s ^ r) & 1) si_igemm_packed(A8, k, m, &B8, &rq, C8, n);
+            if ((s ^ r) & 1) igemm_run(A8, m, k, &B8, &rq, C8, n);
             else si_sgemm_packed(A32, k, m, &B32, C32, n);
             const double dt = si_now() - t0;
             if ((s ^ r) & 1) t8[r] = dt; else t32[r] = dt;
@@ -82,14 +101,12 @@ static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats
     }
     const double m32 = median(t32, repeats), m8 = median(t8, repeats);
     const double macs = (double)m * (double)n * (double)k;
-    if (m == 1)
-        printf("%-24s %6lld %6lld %6lld  %9.3f %9.3f  %6.2fx   fp32 %6.1f GB/s, int8 %6.1f GB/s\n", name, (long long)m,
-               (long long)n, (long long)k, m32 * 1e3, m8 * 1e3, m32 / m8, 4.0 * n * k / m32 * 1e-9,
-               (double)n * k / m8 * 1e-9);
-    else
-        printf("%-24s %6lld %6lld %6lld  %9.3f %9.3f  %6.2fx   fp32 %6.1f GFLOP/s, int8 %6.1f GOP/s\n", name,
-               (long long)m, (long long)n, (long long)k, m32 * 1e3, m8 * 1e3, m32 / m8, 2 * macs / m32 * 1e-9,
-               2 * macs / m8 * 1e-9);
+    char f32[64] = "        -         -        -";
+    if (!int8_only && m == 1) snprintf(f32, sizeof f32, "%9.3f %6.2fx %7.1f", m32 * 1e3, m32 / m8, 4.0 * n * k / m32 * 1e-9);
+    else if (!int8_only) snprintf(f32, sizeof f32, "%9.3f %6.2fx %7.1f", m32 * 1e3, m32 / m8, macs / m32 * 1e-9);
+    /* m == 1: GB/s of weights streamed (fp32: 4 bytes each); else G multiply-adds/s */
+    printf("%-16s %6lld %5lld %5lld  %9.3f %8.1f  %s\n", name, (long long)m, (long long)n, (long long)k, m8 * 1e3,
+           m == 1 ? (double)n * k / m8 * 1e-9 : macs / m8 * 1e-9, f32);
     fflush(stdout);
     si_packed_b_free(&B32);
     si_packed_b8_free(&B8);
@@ -100,22 +117,31 @@ static void bench(const char *name, int64_t m, int64_t n, int64_t k, int repeats
 int main(int argc, char **argv) {
     si_init();
     const int repeats = argc > 1 ? atoi(argv[1]) : 15;
+    const char *only = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "int8") == 0) int8_only = 1;
+        else if (strcmp(argv[i], "chunked") == 0) chunked = 1;
+        else only = argv[i];
+    }
     if (getenv("SI_IGEMM_NO_VNNI")) si_igemm_vnni = 0;
     /* the variant the int8 weights get at this cap */
     si_packed_b8 probe;
     const int8_t w1 = 1;
     si_pack_b8("probe", &w1, 1, 1, &probe);
-    printf("# %s; kernels' ISA %s, int8 GEMM variant %s (%s); %d threads; medians of %d\n", si_cpu_name(),
+    printf("# %s; kernels' ISA %s, int8 GEMM variant %s (%s); %d threads; medians of %d%s\n", si_cpu_name(),
            si_isa_str(si_isa_active()), si_isa_str(probe.isa), si_igemm_kernel_name(&probe), si_num_threads(),
-           repeats);
+           repeats, chunked ? "; int8 in 1 MB chunks of rows" : "");
     si_packed_b8_free(&probe);
-    printf("%-24s %6s %6s %6s  %9s %9s  %7s\n", "shape", "m", "n", "k", "fp32 ms", "int8 ms", "ratio");
-    bench("block1_conv2 (strip)", 4096, 64, 576, repeats);
-    bench("block2_conv2", 3136, 128, 1152, repeats);
-    bench("block3_conv2", 784, 256, 2304, repeats);
-    bench("block4_conv2", 196, 512, 4608, repeats);
-    bench("block5_conv2", 49, 512, 4608, repeats);
-    bench("fc6 gemv", 1, 4096, 25088, repeats);
-    bench("fc7 gemv", 1, 4096, 4096, repeats);
+    printf("%-16s %6s %5s %5s  %9s %8s  %9s %7s %7s\n", "shape", "m", "n", "k", "int8 ms", "GMAC/s", "fp32 ms",
+           "ratio", "GMAC/s");
+    /* VGG19 at 224 x 224, batch 1: m = output positions, n = filters, k = 3 * 3 * channels */
+    static const struct { const char *name; int64_t m, n, k; } shapes[] = {
+        {"block1_conv1", 50176, 64, 27},   {"block1_conv2", 50176, 64, 576},  {"block2_conv1", 12544, 128, 576},
+        {"block2_conv2", 12544, 128, 1152}, {"block3_conv1", 3136, 256, 1152}, {"block3_conv2", 3136, 256, 2304},
+        {"block4_conv1", 784, 512, 2304},   {"block4_conv2", 784, 512, 4608},  {"block5_conv", 196, 512, 4608},
+        {"fc6 gemv", 1, 4096, 25088},       {"fc7 gemv", 1, 4096, 4096},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (!only || strstr(shapes[i].name, only)) bench(shapes[i].name, shapes[i].m, shapes[i].n, shapes[i].k, repeats);
     return 0;
 }

@@ -8,9 +8,13 @@
  * n and past k. A microkernel holds an MR x NR block of int32 sums in registers and, per group,
  * broadcasts G bytes of each of its MR rows of A against the panel's group:
  *
- *   AVX-512 VNNI  G 4, MR 8 x NR 32 (16 zmm sums): one vpdpbusd (u8 x s8, four products into
+ *   AVX-512 VNNI  G 4, MR 14 x NR 32 (28 zmm sums): one vpdpbusd (u8 x s8, four products into
  *                 each int32 lane, no intermediate saturation) per 16 columns. The u8 operand
- *                 is A's broadcast 4 bytes, the s8 one the weights.
+ *                 is A's broadcast 4 bytes (vpbroadcastd from memory: a load, no shuffle
+ *                 port), the s8 one the weights. 14 rows: VGG19's rows per thread at batch 1
+ *                 (98 * 4^j) are a multiple of it, and a body per height (1 to 14 rows) lets a
+ *                 short block cost its rows. About 90% of vpdpbusd's peak on Sapphire Rapids
+ *                 with A and B in cache (8 x 32 with GCC copying the sums as an array: 55%).
  *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
  *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
  *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
@@ -27,12 +31,15 @@
  *                 on any), 2x on Zen 3 / 4 (vpmaddwd on 2 of 4 pipes, vpaddd on all 4).
  *   portable      G 4, MR 4 x NR 16: the reference's loop on the packed layout.
  *
- * Blocking, as ops/si_sgemm.c: KC inputs of a panel (KC x NR bytes, 16 KB for VNNI) stay in
- * L1 while every MR-row block of an MC-row chunk of A passes over them. The int32 sums of a
- * chunk are kept across the K blocks in a per-thread stack buffer (MC x NR int32, 32 KB);
- * the last K block requantizes straight from the registers into C. A is never read past a
- * row's k bytes: the last group of a row whose k is not a multiple of G is copied byte by
- * byte into a zeroed word (the weights past k are zero too).
+ * Blocking, as ops/si_sgemm.c: KC inputs of a panel (KC x NR bytes) stay in L1 while every
+ * MR-row block of an MC-row chunk of A passes over them. The int32 sums of a chunk are kept
+ * across the K blocks in a per-thread stack buffer (MC x NR int32, 32 KB); the last K block
+ * requantizes straight from the registers into C. vnni512 blocks K only past KC_VNNI: a
+ * panel of VGG's k <= 4608 is 147 KB, which stays in L2 with the chunk of A (MC x k, 1.2 MB
+ * at most) while each block reads it in order, so the sums never leave the registers (on
+ * Sapphire Rapids, K blocks of 512 cost 8-10% in the round trips through the buffer). A is
+ * never read past a row's k bytes: the last group of a row whose k is not a multiple of G
+ * is read zero-extended (load_tail; the weights past k are zero too).
  *
  * The requantization is vectorized: cvtdq2ps, vfmadd (one rounding, as fmaf), vmaxps with 0,
  * vmulps by inv_scale, vmaxps / vminps clamp, cvtps2dq under the default rounding mode
@@ -56,9 +63,10 @@
 #define SI_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 #endif
 
-#define KC 512      /* inputs (bytes of a row of A) per K block; a multiple of every G */
-#define MC 256      /* rows of A per chunk */
-#define MAX_MR 8
+#define KC 512       /* inputs (bytes of a row of A) per K block; a multiple of every G */
+#define KC_VNNI 8192 /* the same for vnni512: the whole k of every VGG layer (see above) */
+#define MC 252       /* rows of A per chunk: a multiple of every MR (4, 6, 14) */
+#define MAX_MR 14
 #define MAX_NR 32
 #define GV_CHUNK 2048 /* inputs of x widened at a time by the AVX2 GEMV (4 KB of int16) */
 
@@ -71,7 +79,7 @@ int si_igemm_vnni = 1;
  * the panel block b. Starts from zero (first) or from acc[r * NR + j]; c == NULL: writes the
  * sums back to acc, else requantizes columns j0 + [0, cols) into row r of c (c: the output
  * at row 0, column j0; uint8 or float by rq->out_u8). pf: one cache line per group to
- * prefetch. */
+ * prefetch (vnni512: or NULL, none). */
 typedef void (*uk8_fn)(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, int rows,
                        const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c, int64_t ldc);
 /* One row x (k inputs) against one whole panel: columns j0 + [0, cols) of c. */
@@ -81,6 +89,9 @@ typedef void (*gv8_fn)(const uint8_t *x, const int8_t *b, int64_t k, const si_re
 typedef struct b8_pack {
     const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddwd", "portable" */
     int mr, nr, g;
+    int64_t kc;         /* inputs per K block (a multiple of every G) */
+    int pf_a;           /* 1: uk's pf is the next rows of A, or NULL, when K is one block (vnni512);
+                         * 0, or K in blocks: the next block of B */
     int64_t n_pad, kg;  /* kg: groups of g inputs (k rounded up) */
     int64_t wbytes;     /* of w */
     uk8_fn uk;
@@ -93,11 +104,14 @@ static inline int32_t load4(const uint8_t *p) {
     memcpy(&v, p, 4);
     return v;
 }
-/* n < G bytes of a row's last group, zero-extended: never reads past the row */
+/* n < 4 bytes of a row's last group, zero-extended: never reads past the row. Fixed-size
+ * loads: memcpy of n bytes went through a byte loop into the stack and a 4-byte reload
+ * (a failed store forwarding per row), 500 cycles a block at k = 27. */
 static inline int32_t load_tail(const uint8_t *p, int n) {
-    int32_t v = 0;
-    memcpy(&v, p, (size_t)n);
-    return v;
+    uint16_t lo;
+    if (n == 1) return p[0];
+    memcpy(&lo, p, 2);
+    return n == 2 ? (int32_t)lo : (int32_t)lo | (int32_t)p[2] << 16;
 }
 
 /* ---- portable ------------------------------------------------------------------------ */
@@ -165,6 +179,55 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
     }
 }
 
+/* The SIMD kernels keep each row's sums in named variables (an array of vectors indexed in
+ * the loop made GCC copy every sum once per step: 32 extra moves per 16 vpdpbusd), one body
+ * per block height R, generated from the list ROWS_R of its rows and called from a switch,
+ * so that a short block costs its rows only. */
+#define ROWS_1(X) X(0)
+#define ROWS_2(X) ROWS_1(X) X(1)
+#define ROWS_3(X) ROWS_2(X) X(2)
+#define ROWS_4(X) ROWS_3(X) X(3)
+#define ROWS_5(X) ROWS_4(X) X(4)
+#define ROWS_6(X) ROWS_5(X) X(5)
+#define ROWS_7(X) ROWS_6(X) X(6)
+#define ROWS_8(X) ROWS_7(X) X(7)
+#define ROWS_9(X) ROWS_8(X) X(8)
+#define ROWS_10(X) ROWS_9(X) X(9)
+#define ROWS_11(X) ROWS_10(X) X(10)
+#define ROWS_12(X) ROWS_11(X) X(11)
+#define ROWS_13(X) ROWS_12(X) X(12)
+#define ROWS_14(X) ROWS_13(X) X(13)
+/* the kernel's arguments, passed on to a body */
+#define UK_PARAMS                                                                             \
+    const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first, const int8_t *pf, \
+        const si_requant *rq, int64_t j0, int cols, void *c, int64_t ldc
+#define UK_ARGS a, b, kc, acc, first, pf, rq, j0, cols, c, ldc
+/* each body a function of its own (noinline): inlined into one switch, the fourteen of
+ * vnni512 would share GCC's register allocation */
+#define UK_CASE(PREFIX, R) case R: PREFIX##R(UK_ARGS); break;
+
+#define AV_DECL(i) __m256i s##i##_0, s##i##_1; const uint8_t *a##i = a[i];
+#define AV_INIT(i)                                                                            \
+    s##i##_0 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16)); \
+    s##i##_1 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16 + 8));
+#define AV_STEP(i, AV)                                                                        \
+    {                                                                                         \
+        const __m256i av = _mm256_set1_epi32(AV);                                             \
+        s##i##_0 = _mm256_dpbusd_avx_epi32(s##i##_0, av, b0);                                 \
+        s##i##_1 = _mm256_dpbusd_avx_epi32(s##i##_1, av, b1);                                 \
+    }
+#define AV_FULL(i) AV_STEP(i, load4(a##i + 4 * g))
+#define AV_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)))
+#define AV_OUT(i)                                                                             \
+    if (!c) {                                                                                 \
+        _mm256_storeu_si256((__m256i *)(acc + (i) * 16), s##i##_0);                           \
+        _mm256_storeu_si256((__m256i *)(acc + (i) * 16 + 8), s##i##_1);                       \
+    } else {                                                                                  \
+        char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                     \
+        rq_store8_avx2(s##i##_0, rq, j0, cols, cr);                                           \
+        if (cols > 8) rq_store8_avx2(s##i##_1, rq, j0 + 8, cols - 8, cr + 8 * esz);           \
+    }
+
 /* rows r < R of a, kc inputs, widened to int16: w[r * KC + t] = a[r][t], zero-padded to an
  * even count (a pair of them is one 32-bit broadcast) */
 SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, int64_t kc, int16_t *w) {
@@ -178,49 +241,43 @@ SI_TARGET_AVX2 SI_INLINE void widen_rows_avx2(const uint8_t *const *a, int R, in
     }
 }
 
-#define UK_AVX2_BODY(R)                                                                       \
-    do {                                                                                      \
-        __m256i t[R][2];                                                                      \
-        for (int r = 0; r < R; r++) {                                                         \
-            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
-            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
-        }                                                                                     \
+/* widened rows: w##i at row i's int16 pairs */
+#define AW_DECL(i) __m256i s##i##_0, s##i##_1; const int16_t *w##i = wa + (i) * KC;
+#define AW_STEP(i)                                                                            \
+    {                                                                                         \
+        const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(w##i + 2 * g)));         \
+        s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(av, b0));                     \
+        s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
+    }
+#define AW_BODY(NAME, R)                                                                      \
+    SI_TARGET_AVX2 static __attribute__((noinline)) void NAME(UK_PARAMS) {                    \
+        int16_t wa[R * KC];                                                                   \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
         widen_rows_avx2(a, R, kc, wa);                                                        \
+        ROWS_##R(AW_DECL)                                                                     \
+        ROWS_##R(AV_INIT)                                                                     \
         const int64_t steps = (kc + 1) / 2;                                                   \
         for (int64_t g = 0; g < steps; g++) {                                                 \
             _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
             const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32))); \
             const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 32 + 16))); \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m256i av = _mm256_set1_epi32(load4((const uint8_t *)(wa + r * KC + 2 * g)));                   \
-                t[r][0] = _mm256_add_epi32(t[r][0], _mm256_madd_epi16(av, b0));               \
-                t[r][1] = _mm256_add_epi32(t[r][1], _mm256_madd_epi16(av, b1));               \
-            }                                                                                 \
+            ROWS_##R(AW_STEP)                                                                 \
         }                                                                                     \
-        for (int r = 0; r < R; r++) {                                                         \
-            if (!c) {                                                                         \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
-                continue;                                                                     \
-            }                                                                                 \
-            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
-            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
-            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
-        }                                                                                     \
-    } while (0)
+        ROWS_##R(AV_OUT)                                                                      \
+    }
+AW_BODY(aw_1, 1)
+AW_BODY(aw_2, 2)
+AW_BODY(aw_3, 3)
+AW_BODY(aw_4, 4)
+AW_BODY(aw_5, 5)
+AW_BODY(aw_6, 6)
 
 SI_TARGET_AVX2 static void uk_avx2(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
                                    int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
                                    int64_t ldc) {
-    int16_t wa[6 * KC];
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
     switch (rows) {
-    case 1: UK_AVX2_BODY(1); break;
-    case 2: UK_AVX2_BODY(2); break;
-    case 3: UK_AVX2_BODY(3); break;
-    case 4: UK_AVX2_BODY(4); break;
-    case 5: UK_AVX2_BODY(5); break;
-    default: UK_AVX2_BODY(6); break;
+        UK_CASE(aw_, 1) UK_CASE(aw_, 2) UK_CASE(aw_, 3) UK_CASE(aw_, 4) UK_CASE(aw_, 5)
+    default: aw_6(UK_ARGS);
     }
 }
 
@@ -262,56 +319,38 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
 
 /* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
 
-#define UK_AVXVNNI_BODY(R)                                                                    \
-    do {                                                                                      \
-        __m256i t[R][2];                                                                      \
-        for (int r = 0; r < R; r++) {                                                         \
-            t[r][0] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16)); \
-            t[r][1] = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + r * 16 + 8)); \
-        }                                                                                     \
+#define AV_BODY(NAME, R)                                                                      \
+    SI_TARGET_AVXVNNI static __attribute__((noinline)) void NAME(UK_PARAMS) {                 \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
+        ROWS_##R(AV_DECL)                                                                     \
+        ROWS_##R(AV_INIT)                                                                     \
         const int64_t full = kc >> 2;                                                         \
         for (int64_t g = 0; g < full; g++) {                                                  \
             _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m256i av = _mm256_set1_epi32(load4(a[r] + 4 * g));                    \
-                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
-                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
-            }                                                                                 \
+            ROWS_##R(AV_FULL)                                                                 \
         }                                                                                     \
         if (kc & 3) {                                                                         \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m256i av = _mm256_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
-                t[r][0] = _mm256_dpbusd_avx_epi32(t[r][0], av, b0);                           \
-                t[r][1] = _mm256_dpbusd_avx_epi32(t[r][1], av, b1);                           \
-            }                                                                                 \
+            ROWS_##R(AV_TAIL)                                                                 \
         }                                                                                     \
-        for (int r = 0; r < R; r++) {                                                         \
-            if (!c) {                                                                         \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16), t[r][0]);                      \
-                _mm256_storeu_si256((__m256i *)(acc + r * 16 + 8), t[r][1]);                  \
-                continue;                                                                     \
-            }                                                                                 \
-            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
-            rq_store8_avx2(t[r][0], rq, j0, cols, cr);                                        \
-            if (cols > 8) rq_store8_avx2(t[r][1], rq, j0 + 8, cols - 8, cr + 8 * esz);        \
-        }                                                                                     \
-    } while (0)
+        ROWS_##R(AV_OUT)                                                                      \
+    }
+AV_BODY(av_1, 1)
+AV_BODY(av_2, 2)
+AV_BODY(av_3, 3)
+AV_BODY(av_4, 4)
+AV_BODY(av_5, 5)
+AV_BODY(av_6, 6)
 
 SI_TARGET_AVXVNNI static void uk_avxvnni(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc,
                                          int first, int rows, const int8_t *pf, const si_requant *rq, int64_t j0,
                                          int cols, void *c, int64_t ldc) {
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
     switch (rows) {
-    case 1: UK_AVXVNNI_BODY(1); break;
-    case 2: UK_AVXVNNI_BODY(2); break;
-    case 3: UK_AVXVNNI_BODY(3); break;
-    case 4: UK_AVXVNNI_BODY(4); break;
-    case 5: UK_AVXVNNI_BODY(5); break;
-    default: UK_AVXVNNI_BODY(6); break;
+        UK_CASE(av_, 1) UK_CASE(av_, 2) UK_CASE(av_, 3) UK_CASE(av_, 4) UK_CASE(av_, 5)
+    default: av_6(UK_ARGS);
     }
 }
 
@@ -358,57 +397,121 @@ static inline __mmask16 cols_mask(int cols) {
     return cols >= 16 ? (__mmask16)0xFFFF : cols <= 0 ? 0 : (__mmask16)((1u << cols) - 1u);
 }
 
-#define UK_VNNI_BODY(R)                                                                       \
-    do {                                                                                      \
-        __m512i t[R][2];                                                                      \
-        for (int r = 0; r < R; r++) {                                                         \
-            t[r][0] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + r * 32);      \
-            t[r][1] = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + r * 32 + 16); \
-        }                                                                                     \
+/* The requantization of a block's 32 columns, loaded once for all its rows: through
+ * rq_store16_avx512 every row reloaded mul, add and rq's fields and rebuilt the constants
+ * (the byte stores may alias them), about 30 instructions per 16 outputs against 12. */
+typedef struct rq32 {
+    __m512 mul[2], add[2], inv, lo, hi;
+    __m512i zero;
+    __mmask16 m[2];
+    int relu, u8;
+} rq32;
+
+SI_TARGET_VNNI SI_INLINE void rq32_init(rq32 *q, const si_requant *rq, int64_t j0, __mmask16 m0, __mmask16 m1) {
+    q->m[0] = m0;
+    q->m[1] = m1;
+    q->mul[0] = _mm512_maskz_loadu_ps(m0, rq->mul + j0);
+    q->add[0] = _mm512_maskz_loadu_ps(m0, rq->add + j0);
+    q->mul[1] = _mm512_maskz_loadu_ps(m1, rq->mul + j0 + 16);
+    q->add[1] = _mm512_maskz_loadu_ps(m1, rq->add + j0 + 16);
+    q->inv = _mm512_set1_ps(rq->inv_scale);
+    q->lo = _mm512_set1_ps((float)-rq->zero);
+    q->hi = _mm512_set1_ps((float)(255 - rq->zero));
+    q->zero = _mm512_set1_epi32(rq->zero);
+    q->relu = rq->act == SI_ACT_RELU;
+    q->u8 = rq->out_u8;
+}
+
+/* the same steps as rq_store16_avx512: half h (columns 16 h + [0, 16)) of a row */
+SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *c) {
+    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), q->mul[h], q->add[h]);
+    if (q->relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
+    if (!q->u8) { _mm512_mask_storeu_ps(c, q->m[h], y); return; }
+    const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y, q->inv), q->lo), q->hi);
+    _mm512_mask_cvtepi32_storeu_epi8(c, q->m[h], _mm512_add_epi32(_mm512_cvtps_epi32(t), q->zero));
+}
+
+/* vnni512's bodies, one per block height (the rows' lists and the switch: as AVX2's) */
+#define VNNI_MR 14
+
+#define VN_DECL(i) __m512i s##i##_0, s##i##_1; const uint8_t *a##i = a[i];
+#define VN_INIT(i)                                                                            \
+    s##i##_0 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32);           \
+    s##i##_1 = first ? _mm512_setzero_si512() : _mm512_loadu_si512(acc + (i) * 32 + 16);
+#define VN_STEP(i)                                                                            \
+    {                                                                                         \
+        const __m512i av = _mm512_set1_epi32(load4(a##i + 4 * g));                            \
+        s##i##_0 = _mm512_dpbusd_epi32(s##i##_0, av, b0);                                     \
+        s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
+    }
+#define VN_TAIL(i)                                                                            \
+    {                                                                                         \
+        const __m512i av = _mm512_set1_epi32(load_tail(a##i + 4 * full, (int)(kc & 3)));      \
+        s##i##_0 = _mm512_dpbusd_epi32(s##i##_0, av, b0);                                     \
+        s##i##_1 = _mm512_dpbusd_epi32(s##i##_1, av, b1);                                     \
+    }
+#define VN_OUT(i)                                                                             \
+    if (!c) {                                                                                 \
+        _mm512_storeu_si512(acc + (i) * 32, s##i##_0);                                        \
+        _mm512_storeu_si512(acc + (i) * 32 + 16, s##i##_1);                                   \
+    } else {                                                                                  \
+        char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                     \
+        rq32_store(&q, 0, s##i##_0, cr);                                                      \
+        if (m1) rq32_store(&q, 1, s##i##_1, cr + 16 * esz);                                   \
+    }
+
+/* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */
+#define VN_BODY(NAME, R)                                                                      \
+    SI_TARGET_VNNI static __attribute__((noinline)) void NAME(UK_PARAMS) {                    \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
+        const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);                      \
+        ROWS_##R(VN_DECL)                                                                     \
+        ROWS_##R(VN_INIT)                                                                     \
         const int64_t full = kc >> 2;                                                         \
-        for (int64_t g = 0; g < full; g++) {                                                  \
-            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
-            const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m512i av = _mm512_set1_epi32(load4(a[r] + 4 * g));                    \
-                t[r][0] = _mm512_dpbusd_epi32(t[r][0], av, b0);                               \
-                t[r][1] = _mm512_dpbusd_epi32(t[r][1], av, b1);                               \
+        if (pf) {                                                                             \
+            _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
+                _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                       \
+                const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
+                ROWS_##R(VN_STEP)                                                             \
+            }                                                                                 \
+        } else {                                                                              \
+            _Pragma("GCC unroll 4") for (int64_t g = 0; g < full; g++) {                      \
+                const __m512i b0 = _mm512_loadu_si512(b + g * 128), b1 = _mm512_loadu_si512(b + g * 128 + 64); \
+                ROWS_##R(VN_STEP)                                                             \
             }                                                                                 \
         }                                                                                     \
         if (kc & 3) {                                                                         \
             const __m512i b0 = _mm512_loadu_si512(b + full * 128), b1 = _mm512_loadu_si512(b + full * 128 + 64); \
-            for (int r = 0; r < R; r++) {                                                     \
-                const __m512i av = _mm512_set1_epi32(load_tail(a[r] + 4 * full, (int)(kc & 3))); \
-                t[r][0] = _mm512_dpbusd_epi32(t[r][0], av, b0);                               \
-                t[r][1] = _mm512_dpbusd_epi32(t[r][1], av, b1);                               \
-            }                                                                                 \
+            ROWS_##R(VN_TAIL)                                                                 \
         }                                                                                     \
-        for (int r = 0; r < R; r++) {                                                         \
-            if (!c) {                                                                         \
-                _mm512_storeu_si512(acc + r * 32, t[r][0]);                                   \
-                _mm512_storeu_si512(acc + r * 32 + 16, t[r][1]);                              \
-                continue;                                                                     \
-            }                                                                                 \
-            char *cr = (char *)c + (size_t)(r * ldc) * esz;                                   \
-            rq_store16_avx512(t[r][0], rq, j0, m0, cr);                                       \
-            if (m1) rq_store16_avx512(t[r][1], rq, j0 + 16, m1, cr + 16 * esz);               \
-        }                                                                                     \
-    } while (0)
+        rq32 q;                                                                               \
+        if (c) rq32_init(&q, rq, j0, m0, m1);                                                 \
+        ROWS_##R(VN_OUT)                                                                      \
+    }
+
+VN_BODY(vn_1, 1)
+VN_BODY(vn_2, 2)
+VN_BODY(vn_3, 3)
+VN_BODY(vn_4, 4)
+VN_BODY(vn_5, 5)
+VN_BODY(vn_6, 6)
+VN_BODY(vn_7, 7)
+VN_BODY(vn_8, 8)
+VN_BODY(vn_9, 9)
+VN_BODY(vn_10, 10)
+VN_BODY(vn_11, 11)
+VN_BODY(vn_12, 12)
+VN_BODY(vn_13, 13)
+VN_BODY(vn_14, 14)
 
 SI_TARGET_VNNI static void uk_vnni512(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
                                       int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
                                       int64_t ldc) {
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    const __mmask16 m0 = cols_mask(cols), m1 = cols_mask(cols - 16);
     switch (rows) {
-    case 1: UK_VNNI_BODY(1); break;
-    case 2: UK_VNNI_BODY(2); break;
-    case 3: UK_VNNI_BODY(3); break;
-    case 4: UK_VNNI_BODY(4); break;
-    case 5: UK_VNNI_BODY(5); break;
-    case 6: UK_VNNI_BODY(6); break;
-    case 7: UK_VNNI_BODY(7); break;
-    default: UK_VNNI_BODY(8); break;
+        UK_CASE(vn_, 1) UK_CASE(vn_, 2) UK_CASE(vn_, 3) UK_CASE(vn_, 4) UK_CASE(vn_, 5) UK_CASE(vn_, 6)
+        UK_CASE(vn_, 7) UK_CASE(vn_, 8) UK_CASE(vn_, 9) UK_CASE(vn_, 10) UK_CASE(vn_, 11) UK_CASE(vn_, 12)
+        UK_CASE(vn_, 13)
+    default: vn_14(UK_ARGS);
     }
 }
 
@@ -460,18 +563,18 @@ static int cpu_vnni(void) {
 
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out) {
     memset(out, 0, sizeof *out);
-    b8_pack h = {"portable", 4, 16, 4, 0, 0, 0, uk_portable, gv_portable, NULL};
+    b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
     const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
     if (isa >= SI_ISA_AVX512 && vnni == 2) {
-        h = (b8_pack){"vnni512", 8, 32, 4, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
+        h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
     } else if (isa >= SI_ISA_AVX2 && vnni) {
-        h = (b8_pack){"avx2_vnni", 6, 16, 4, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
+        h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
-        h = (b8_pack){"avx2_maddwd", 6, 16, 2, 0, 0, 0, uk_avx2, gv_avx2, NULL};
+        h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL};
         isa = SI_ISA_AVX2;
     } else
 #endif
@@ -530,12 +633,23 @@ void si_packed_b8_free(si_packed_b8 *b) {
 
 /* ---- the driver ------------------------------------------------------------------------- */
 
+/* For a kernel that prefetches A (pf_a): the rows from r on, which the next row block reads,
+ * while the current one runs its first panel. A comes from memory once (the chunk's rows
+ * then stay in L2 for the other panels), and at batch 1 it is large (block1_conv2's im2col
+ * is 29 MB), so the next rows are fetched under the vpdpbusd of these: 1.25x on that layer
+ * on one core. The kernel touches one line per group of 4 inputs, 16 k bytes from there:
+ * NULL when that would pass row m1. */
+static const int8_t *next_rows(const b8_pack *h, const uint8_t *A, int64_t lda, int64_t r, int64_t m1, int64_t k) {
+    const int64_t span = (k + h->g - 1) / h->g * 64;
+    return r < m1 && (m1 - 1 - r) * lda + k >= span ? (const int8_t *)(A + r * lda) : NULL;
+}
+
 /* Rows [m0, m1) and panels [p0, p1) of C. */
 static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, int64_t p0, int64_t p1,
                         const si_packed_b8 *B, const si_requant *rq, void *C, int64_t ldc) {
     const b8_pack *h = B->b;
     const int mr = h->mr, nr = h->nr;
-    const int64_t k = B->k, nkb = k > 0 ? (k + KC - 1) / KC : 1, gbytes = (int64_t)nr * h->g;
+    const int64_t k = B->k, nkb = k > 0 ? (k + h->kc - 1) / h->kc : 1, gbytes = (int64_t)nr * h->g;
     /* K blocks of equal size (a multiple of 4, so of every G), rather than full ones and a
      * short one: block1_conv2's k = 576 runs as 288 + 288, not 512 + 64 */
     const int64_t kcb = ((k + nkb - 1) / nkb + 3) / 4 * 4;
@@ -556,14 +670,21 @@ static void igemm_block(const uint8_t *A, int64_t lda, int64_t m0, int64_t m1, i
                 const int8_t *pf = bp + steps * gbytes;
                 const int last = kbi == nkb - 1;
                 for (int64_t bi = 0; bi < nblk; bi++) {
-                    /* blocks of equal height (at most MR) rather than full blocks and a short one */
+                    /* blocks of equal height (at most MR) rather than full blocks and a
+                     * short one: a thread's 113 rows of block4's 227-row chunks run as 9
+                     * blocks of 12-13 rather than 8 x 14 + 1 (a 1-row block is bound by its
+                     * loads of B) */
                     const int64_t r = mc + (me - mc) * bi / nblk;
                     const int rows = (int)(mc + (me - mc) * (bi + 1) / nblk - r);
                     /* the portable kernel reads MR pointers: those past the block repeat row r */
                     for (int i = 0; i < mr; i++) arow[i] = A + (r + (i < rows ? i : 0)) * lda + kb;
                     if (pf + steps * 64 > h->w + h->wbytes) pf = bp; /* past the end: this block again */
                     void *c = last ? (char *)C + (size_t)(r * ldc + p * nr) * esz : NULL;
-                    h->uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pf, rq, p * nr, cols, c, ldc);
+                    const int8_t *pfu = pf;
+                    /* pf_a: A's next rows under the first panel; with K blocks (fc6 at batch
+                     * 16: 100 MB of weights for 16 rows) the next block of B, as the others */
+                    if (h->pf_a && nkb == 1) pfu = p == p0 ? next_rows(h, A, lda, r + rows, m1, k) : NULL;
+                    h->uk(arow, bp, kc, acc + (r - mc) * nr, kbi == 0, rows, pfu, rq, p * nr, cols, c, ldc);
                     pf += steps * 64;
                 }
             }
@@ -599,15 +720,16 @@ void si_igemm_packed(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b
     const int64_t work = m * h->n_pad * (B->k > 0 ? B->k : 1) / 4;
     const int nt = si_threads_for(work, blocks > panels ? blocks : panels);
     if (nt <= 1) { si_igemm_packed_rows(A, lda, m, B, rq, C, ldc); return; }
-    /* Rows split evenly in multiples of MR when there are enough of them; else (batch 1, a
-     * small batch) the panels: each thread streams its share of the weights once. */
+    /* Rows split evenly when there are at least two blocks a thread; else (batch 1, a small
+     * batch) the panels: each thread streams its share of the weights once. */
     const int by_rows = m > 1 && blocks >= 2 * nt;
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         if (by_rows) {
-            int64_t r0 = blocks * t / n * h->mr, r1 = blocks * (t + 1) / n * h->mr;
-            if (r1 > m) r1 = m;
+            /* a block costs its rows (a kernel body per height): even shares of rows, the
+             * runtime's 227-row chunks as 113 + 114, not 112 + 115 */
+            const int64_t r0 = m * t / n, r1 = m * (t + 1) / n;
             if (r0 < r1) igemm_block(A, lda, r0, r1, 0, panels, B, rq, C, ldc);
         } else {
             const int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;

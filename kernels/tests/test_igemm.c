@@ -9,12 +9,12 @@
  *    against si_igemm_ref, BIT FOR BIT (memcmp of the whole output, the gaps between rows
  *    included: ldc > n must leave them untouched).
  *
- * Cases: m = 1 (the GEMV) up to past the 256-row chunk, m not a multiple of any row block, n
+ * Cases: m = 1 (the GEMV) up to past the 252-row chunk, m not a multiple of any row block, n
  * not a multiple of the panels (1, 5, 17, 33, 70, ...), k = 1, 2, 3, 5, 25, 27, 500, 512,
- * 513, 4608 and the largest, SI_I8_MAX_COLS (all activations 255 against all weights 127 or
- * -127: the int32 sums' limit), lda > k and odd, the last row of A ending exactly at the end
- * of its malloc'd block (AddressSanitizer catches a read past it), outputs in exact-size
- * blocks, uint8 and float outputs, relu and linear, zero points 0, 128 and 255, weights
+ * 513, 4608, 9000 and 16387 (past vnni512's K block) and the largest, SI_I8_MAX_COLS (all
+ * activations 255 against all weights 127 or -127: the int32 sums' limit), lda > k and odd,
+ * the last row of A ending exactly at the end of its malloc'd block (AddressSanitizer
+ * catches a read past it), outputs in exact-size blocks, uint8 and float outputs, relu and linear, zero points 0, 128 and 255, weights
  * including +-127, activations including all 255, and exact ties (mul 0.5) for round half
  * to even.
  *
@@ -236,6 +236,10 @@ int main(int argc, char **argv) {
         {"kc_edge_k513_m17_n31", 17, 31, 513, 1, 0, A_RANDOM, W_RANDOM, 1, SI_ACT_RELU, 128, 0},
         {"kc_edge_k1027_m23_n65", 23, 65, 1027, 0, 5, A_RANDOM, W_RANDOM, 0, SI_ACT_RELU, 0, 0},
         {"vgg_k4608_m49_n40", 49, 40, 4608, 0, 0, A_RANDOM, W_RANDOM, 1, SI_ACT_RELU, 0, 0},
+        {"vgg_k2304_m98_n64", 98, 64, 2304, 0, 0, A_RANDOM, W_RANDOM, 1, SI_ACT_RELU, 0, 0},
+        /* past vnni512's K block (8192): full-height blocks keep their sums between K blocks */
+        {"kblocks_k9000_m45_n40", 45, 40, 9000, 3, 0, A_RANDOM, W_RANDOM, 0, SI_ACT_LINEAR, 0, 0},
+        {"kblocks_k16387_m29_n33", 29, 33, 16387, 0, 2, A_RANDOM, W_RANDOM, 1, SI_ACT_RELU, 128, 0},
         {"ties_k9_m10_n17", 10, 17, 9, 0, 0, A_SMALL, W_RANDOM, 1, SI_ACT_LINEAR, 128, 1},
         {"ties_k9_m10_n17_relu", 10, 17, 9, 0, 0, A_SMALL, W_RANDOM, 1, SI_ACT_RELU, 0, 1},
         {"chunks_k64_m300_n33", 300, 33, 64, 7, 0, A_RANDOM, W_RANDOM, 1, SI_ACT_RELU, 128, 0},
