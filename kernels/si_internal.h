@@ -267,6 +267,9 @@ typedef struct si_algo {
                               * unless asked for by si_sparse_impl */
     int int8;                /* 1: an int8 entry, for int8 layers only (L->q): run's input is uint8 and its
                               * output uint8 (L->q_out_u8) or float, cast from the float pointers */
+    int approx;              /* 1: an int8 entry that computes in float (the same values to within float
+                              * rounding, not the exact int32 sums): the planner needs it APPROX_MARGIN
+                              * faster than the exact entries */
     int state_only;          /* 1: run and run_ref read only the prepared state (packed weights), so
                               * the forms are needed to prepare it and may be freed afterwards */
     /* Does it apply to this layer in regime (0: batch 1, 1: larger)? */
@@ -453,6 +456,9 @@ typedef struct si_packed_b8 {
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out);
 void si_packed_b8_free(si_packed_b8 *b);
 void si_unpack_b8(const si_packed_b8 *B, int8_t *w); /* w (n x k) back from the packed weights */
+/* Does si_pack_b8 pack for a VNNI kernel now (AVX-512 VNNI or AVX-VNNI, under the ISA cap and
+ * $SPARSEINFER_DISABLE)? */
+int si_igemm_has_vnni(void);
 /* C[i * ldc + j] = requant_j(sum_{t < k} A[i * lda + t] * W[j][t]) for i < m, j < n; A is
  * m rows of k uint8 (lda >= k, nothing past a row's k bytes is read); C is uint8 or float
  * by rq->out_u8 (ldc in elements). Threaded over si_num_threads(); m == 1 is the GEMV of

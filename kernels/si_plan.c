@@ -42,6 +42,7 @@
 #define DEFAULT_SPARSE_BELOW 0.10   /* unmeasured: sparse only below 10% density */
 #define SPARSE_BELOW 0.9            /* sparse candidates are timed only below 90% density */
 #define ONE_FORM_SLACK 1.10
+#define APPROX_MARGIN 1.3           /* an approximate int8 entry must be this much faster than the exact ones */
 #define CACHE_MAX_BYTES (16 << 20)
 #define CACHE_FORMAT "sparseinfer-plan-1"
 
@@ -594,6 +595,13 @@ static si_status_t plan_regime(plan_ctx *c, si_layer *L, int regime, regime_plan
         c->m->plan_measured++;
     }
     r->best = fastest(r, ~UINT64_C(0));
+    /* an approximate entry (si_algo.approx) only when it clearly beats every exact one */
+    if (r->cand[r->best]->approx) {
+        int exact = -1;
+        for (int i = 0; i < r->nc; i++)
+            if (!r->cand[i]->approx && (exact < 0 || r->sec[i] < r->sec[exact])) exact = i;
+        if (exact >= 0 && r->sec[exact] <= APPROX_MARGIN * r->sec[r->best]) r->best = exact;
+    }
     return SI_OK;
 }
 

@@ -280,3 +280,118 @@ const si_algo si_algo_conv_sparse_i8 = {
     .name = "conv_sparse_i8", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
     .int8 = 1, .applies = sp_applies, .ws_floats = sp_ws, .run = sp_run, .run_ref = sp_run_ref,
 };
+
+/* ---- conv_winograd_dq --------------------------------------------------------------------
+ * An int8 3x3 convolution computed in float32 by Winograd F(4x4, 3x3) (conv/si_conv_winograd.c)
+ * on the dequantized weights and input, then quantized like the int8 output: the same values
+ * to within float rounding (a uint8 output may land one step off at a rounding tie), not the
+ * int8 entries' exact sums. It is for CPUs whose int8 GEMM has no VNNI (plain AVX2:
+ * vpmaddwd does 2x fp32's multiply-adds per instruction, Winograd saves 4x of them): only
+ * there does it apply, and the planner takes it only where it beats the exact entries by
+ * APPROX_MARGIN (si_plan.c). */
+
+extern const si_algo si_algo_conv_winograd;
+
+typedef struct dq_state {
+    float *w, *bias; /* the layer dequantized: w = wscale[r] * q, bias such that y matches */
+    void *inner;     /* conv_winograd's state on them */
+    int64_t bytes;
+} dq_state;
+
+/* The float layer conv_winograd sees: L's shape (a planner's strip too) on the state's weights. */
+static si_layer float_view(const si_layer *L, const dq_state *s) {
+    si_layer f = *L;
+    f.q = 0;
+    f.w = s->w;
+    f.bias = s->bias;
+    f.w8 = NULL;
+    f.csr_val = NULL; f.csr_val8 = NULL; f.csr_col = NULL; f.csr_ptr = NULL;
+    return f;
+}
+
+static int dq_applies(const si_layer *L, int regime) {
+    return L->q && !si_igemm_has_vnni() && si_algo_conv_winograd.applies(L, regime);
+}
+
+static void dq_release(void *state) {
+    dq_state *s = state;
+    if (!s) return;
+    if (s->inner) si_algo_conv_winograd.release(s->inner);
+    si_free(s->w);
+    si_free(s->bias);
+    free(s);
+}
+
+static si_status_t dq_prepare(si_layer *L, void **state) {
+    dq_state *s = calloc(1, sizeof *s);
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    s->w = si_alloc((size_t)(L->rows * L->cols) * sizeof(float));
+    s->bias = si_alloc((size_t)L->rows * sizeof(float));
+    if (!s->w || !s->bias) { dq_release(s); return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name); }
+    for (int64_t r = 0; r < L->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = 0; k < L->cols; k++) {
+            sum += L->w8[r * L->cols + k];
+            s->w[r * L->cols + k] = L->q_wscale[r] * (float)L->w8[r * L->cols + k];
+        }
+        /* y = mul (acc - z sum) + mul b_q = sum_k x_k w_k + (add + mul z sum) */
+        s->bias[r] = L->q_add[r] + L->q_mul[r] * (float)((int64_t)L->q_in_zero * sum);
+    }
+    si_layer f = float_view(L, s);
+    si_status_t st = si_algo_conv_winograd.prepare(&f, &s->inner);
+    if (st) { dq_release(s); return st; }
+    s->bytes = 4 * (L->rows * L->cols + L->rows) + si_algo_conv_winograd.bytes(&f, s->inner);
+    *state = s;
+    return SI_OK;
+}
+
+static int64_t dq_bytes(const si_layer *L, const void *state) { (void)L; return ((const dq_state *)state)->bytes; }
+
+static int64_t dq_in_floats(const si_layer *L, int batch) { return (int64_t)batch * L->in_h * L->in_w * L->in_c; }
+static int64_t dq_out_floats(const si_layer *L, int batch) { return (int64_t)batch * L->out_h * L->out_w * L->rows; }
+
+static int64_t dq_ws(const si_layer *L, const void *st, int batch) {
+    si_layer f = float_view(L, st);
+    return dq_in_floats(L, batch) + (L->q_out_u8 ? dq_out_floats(L, batch) : 0) + 16 +
+           si_algo_conv_winograd.ws_floats(&f, ((const dq_state *)st)->inner, batch);
+}
+
+static void dq_go(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws, int pool) {
+    const dq_state *s = st;
+    si_layer f = float_view(L, s);
+    float *x = ws, *y = L->q_out_u8 ? ws + dq_in_floats(L, batch) : out;
+    float *inner_ws = ws + dq_in_floats(L, batch) + (L->q_out_u8 ? dq_out_floats(L, batch) : 0);
+    si_dequantize_u8((const uint8_t *)in, dq_in_floats(L, batch), L->q_in_scale, L->q_in_zero, x);
+    if (pool) si_algo_conv_winograd.run_pool(&f, s->inner, x, batch, y, inner_ws);
+    else si_algo_conv_winograd.run(&f, s->inner, x, batch, y, inner_ws);
+    if (L->q_out_u8) {
+        const int64_t n = pool ? (int64_t)batch * L->pool->out_h * L->pool->out_w * L->rows : dq_out_floats(L, batch);
+        si_quantize_u8(y, n, 1.0f / L->q_out_scale, L->q_out_zero, (uint8_t *)out);
+    }
+}
+
+static void dq_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    dq_go(L, st, in, batch, out, ws, 0);
+}
+
+static void dq_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    dq_go(L, st, in, batch, out, ws, 1);
+}
+
+static void dq_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    si_layer f = float_view(L, st);
+    const int64_t ni = dq_in_floats(L, batch), no = dq_out_floats(L, batch);
+    float *x = malloc((size_t)(ni + no + 1) * sizeof(float));
+    if (!x) abort(); /* the reference is for tests */
+    si_dequantize_u8((const uint8_t *)in, ni, L->q_in_scale, L->q_in_zero, x);
+    float *y = L->q_out_u8 ? x + ni : out;
+    si_f32_conv_ref(&f, x, batch, y);
+    if (L->q_out_u8) si_quantize_u8(y, no, 1.0f / L->q_out_scale, L->q_out_zero, (uint8_t *)out);
+    free(x);
+}
+
+const si_algo si_algo_conv_winograd_dq = {
+    .name = "conv_winograd_dq", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .approx = 1, .state_only = 1, .applies = dq_applies, .prepare = dq_prepare, .ws_floats = dq_ws, .run = dq_run,
+    .run_pool = dq_run_pool, .run_ref = dq_run_ref, .bytes = dq_bytes, .release = dq_release,
+};

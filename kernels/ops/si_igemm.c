@@ -617,6 +617,16 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
 const char *si_igemm_kernel_name(const si_packed_b8 *b);
 const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const b8_pack *)b->b)->kernel : "none"; }
 
+int si_igemm_has_vnni(void) {
+#if SI_X86
+    const si_isa isa = si_isa_active();
+    const int v = si_igemm_vnni ? cpu_vnni() : 0;
+    return (isa >= SI_ISA_AVX512 && v == 2) || (isa >= SI_ISA_AVX2 && v >= 1);
+#else
+    return 0;
+#endif
+}
+
 void si_unpack_b8(const si_packed_b8 *B, int8_t *w) {
     const b8_pack *h = B->b;
     const int nr = h->nr, g = h->g;
