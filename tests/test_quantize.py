@@ -274,3 +274,29 @@ def test_calibration_images_from_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(QuantizeError, match="no images"):
         calibration_images(str(empty), spec, spec["shape"], 2)
+
+
+def test_winograd_dq_on_cpus_without_vnni(tmp_path):
+    """conv_winograd_dq (float Winograd on the dequantized layer) applies where the int8 GEMM has
+    no VNNI (here: the AVX2 cap with VNNI disabled, in a child process) and gives the int8
+    layer's values to within float rounding: good_int8's outputs against the NumPy integer
+    reference."""
+    layers, shape, storage = make_cases.good_models()["good_int8"]
+    path = tmp_path / "g8.npz"
+    write_model(path, layers, {"shape": shape}, storage=storage)
+    x = np.random.default_rng(3).uniform(-1, 1, (6, *shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    child = ("import sys, json, numpy as np, sparseinfer\n"
+             "m = sparseinfer.load(sys.argv[1], cache='')\n"
+             "np.save(sys.argv[3], m.predict(np.load(sys.argv[2])))\n"
+             "print(json.dumps([l['algo_batch1'] for l in m.layers() if l['weight_shape']]))\n")
+    env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO="conv_winograd_dq")
+    r = subprocess.run([sys.executable, "-c", child, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0] == "conv_winograd_dq", r.stdout
+    got = np.load(tmp_path / "y.npy")
+    want = make_cases.reference_forward(layers, x.astype(np.float64))
+    err = np.abs(got - want)
+    assert err.max() <= 2e-3 * np.abs(want).max(), f"max error {err.max()} at {np.unravel_index(err.argmax(), err.shape)}"
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
