@@ -267,3 +267,22 @@ def test_blocked_chain_matches_reference(chain, isa, monkeypatch):
             assert_close(m.predict(x), want, 1e-4, 1e-6, f"isa {isa} blocked chain, batch {batch}")
     finally:
         sparseinfer.set_isa("auto")
+
+
+def test_candidate_over_the_memory_limit_drops_out(tmp_path):
+    """A 0.5%-dense 2048 x 25088 layer in a 1.5 MB file: its dense form (205 MB) fits the
+    load's default memory limit (256 MB + 64 x the file), a second packed copy does not. The
+    planner drops the candidate the limit refuses and loads (it used to fail the load)."""
+    rng = np.random.default_rng(0)
+    W = np.zeros((2048, 25088), np.float32)
+    keep = rng.random(W.shape) < 0.005
+    W[keep] = rng.standard_normal(int(keep.sum())).astype(np.float32)
+    path = tmp_path / "wide.npz"
+    write_model(path, [{"name": "flat", "type": "flatten"}, {"name": "fc", "type": "dense", "W": W, "b": None}],
+                {"shape": [1, 1, 25088]})
+    assert os.path.getsize(path) < 2_000_000
+    m = sparseinfer.load(path, cache="", plan="remeasure")
+    info = [l for l in m.layers() if l["weight_shape"]][0]
+    assert info["algo_batch1"].startswith("fc_csrmv") and info["algo_batchn"] == "fc_csrmm", info["why"]
+    x = rng.standard_normal((3, 1, 1, 25088)).astype(np.float32)
+    np.testing.assert_allclose(m.predict(x), x.reshape(3, -1) @ W.T, rtol=1e-4, atol=1e-4)
