@@ -226,7 +226,7 @@ def layer_record(model: str, profile: str, layer: dict, in_shape, keep: float, b
         rec.update(wino_ms=wino_ms, err_wino=out_err(wino_out, dense_out), wino_vs_dense=dense_ms / wino_ms,
                    sparse_vs_wino=wino_ms / sparse_ms)
     if int8:
-        rec["int8"] = int8_part(layer, path, x, timer, heavy, tmp)
+        rec["int8"] = int8_part(layer, keep, path, x, timer, heavy, tmp)
     if with_mkl:
         mkl_ms, mkl_out, _ = timer.run(path, x, "sparse", "mkl", heavy=heavy)
         rec["mkl_sparse_ms"] = mkl_ms
@@ -235,15 +235,21 @@ def layer_record(model: str, profile: str, layer: dict, in_shape, keep: float, b
     return rec
 
 
-#: The five ways --int8 compares, per layer, density and batch: (label, int8 file?, exec, pin).
-VARIANTS = (("fp32 dense", False, "dense", "conv_gemm,conv_gemm_packed,fc_gemv,fc_sgemm,fc_gemm_packed"),
-            ("fp32 winograd", False, "dense", "conv_winograd"),
-            ("fp32 sparse", False, "sparse", None),
-            ("int8 dense", True, "dense", None),
-            ("int8 sparse", True, "sparse", None),
+#: The five ways --int8 compares, per layer, density and batch: (label, int8 file?, pins). Each
+#: loads with the planner measuring among the pinned entries (SPARSEINFER_ALGO), so a label
+#: stands for the fastest of its kind on this CPU; a sparse kind at 90% density and above (where
+#: the planner times no sparse entry) is forced with exec="sparse" instead.
+FP32_DENSE = "conv_gemm,conv_gemm_packed,fc_gemv,fc_sgemm,fc_gemm_packed"
+FP32_SPARSE = ("conv_sparse_direct,conv_sparse_direct32,conv_sparse_tiled,conv_sparse_planar,conv_sparse_batch,"
+               "fc_csrmv,fc_csrmv_gather,fc_csrmm")
+VARIANTS = (("fp32 dense", False, FP32_DENSE),
+            ("fp32 winograd", False, "conv_winograd"),
+            ("fp32 sparse", False, FP32_SPARSE),
+            ("int8 dense", True, "conv_igemm,conv_igemm_amx,conv_winograd_dq,fc_igemm,fc_igemm_amx"),
+            ("int8 sparse", True, "conv_sparse_i8,fc_csrmv_i8,fc_csrmm_i8"),
             # the int8 GEMM without AMX (AVX-512 VNNI, or what the ISA cap leaves), where
             # "int8 dense" may run on AMX tiles: not a candidate for "fastest"
-            ("int8 gemm no-amx", True, "dense", "conv_igemm,fc_igemm"))
+            ("int8 gemm no-amx", True, "conv_igemm,fc_igemm"))
 NOT_RANKED = ("int8 gemm no-amx",)
 
 
@@ -252,7 +258,7 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
 
 
-def int8_part(layer: dict, path: str, x: np.ndarray, timer: Timer, heavy: bool, tmp: str) -> dict:
+def int8_part(layer: dict, keep: float, path: str, x: np.ndarray, timer: Timer, heavy: bool, tmp: str) -> dict:
     """The layer in each of VARIANTS, timed by Model.profile_layers (the layer's own time: an
     int8 layer's float input is quantized outside it, as in an int8 network where the layer
     before writes uint8), the int8 file quantized on this very input (sparseinfer.quantize,
@@ -265,9 +271,11 @@ def int8_part(layer: dict, path: str, x: np.ndarray, timer: Timer, heavy: bool, 
     reps = timer.repeats_heavy if heavy else timer.repeats
     res: dict[str, Any] = {"ms": {}, "algo": {}}
     outs = {}
-    for label, q, exec_, pin in VARIANTS:
+    dense_layer = np.count_nonzero(prune_magnitude(layer["W"], keep)) >= 0.9 * layer["W"].size
+    for label, q, pin in VARIANTS:
         if label == "fp32 winograd" and not wino_ok:
             continue
+        exec_ = "sparse" if "sparse" in label and dense_layer else "auto"
         old = os.environ.pop("SPARSEINFER_ALGO", None)
         if pin:
             os.environ["SPARSEINFER_ALGO"] = pin
