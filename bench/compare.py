@@ -431,7 +431,8 @@ def plot_int8(records: list[dict], path: str) -> None:
     keys = sorted({(r["model"], r["batch"]) for r in rs}, key=lambda k: (k[0] != "lenet5", k[0], k[1]))
     if not keys:
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 5.0), squeeze=False)
+    from matplotlib.ticker import FuncFormatter
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(10.0, 5.2 * len(keys)), 5.0), squeeze=False)
     for ax, (model, b) in zip(axes[0], keys):
         sel = [r for r in rs if r["model"] == model and r["batch"] == b]
         layers = list(dict.fromkeys(r["layer"] for r in sel))
@@ -441,6 +442,7 @@ def plot_int8(records: list[dict], path: str) -> None:
             ax.scatter(100 * r["density"], layers.index(r["layer"]), s=40 + 120 * min(lead - 1, 2),
                        color=WINNER_COLORS[r["int8"]["fastest"]], edgecolors="black", linewidths=0.4)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
         ax.invert_xaxis()
         ax.set_yticks(range(len(layers)))
         ax.set_yticklabels(layers, fontsize=8)
