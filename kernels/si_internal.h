@@ -491,6 +491,21 @@ void si_igemm_amx(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_a
 void si_igemm_amx_rows(const uint8_t *A, int64_t lda, int64_t m, const si_packed_b8_amx *B, const si_requant *rq,
                        void *C, int64_t ldc);
 
+/* ops/si_i8_packed.c: the int8 GEMM entries' state, the weights packed for either GEMM. */
+typedef struct si_i8_packed {
+    int amx;                 /* 1: a (ops/si_igemm_amx.c), 0: v (ops/si_igemm.c) */
+    si_packed_b8 v;
+    si_packed_b8_amx a;
+} si_i8_packed;
+si_status_t si_i8_packed_prepare(si_layer *L, int amx, void **state); /* packs L->w8 */
+void si_i8_packed_release(void *state);
+int64_t si_i8_packed_bytes(const si_layer *L, const void *state);
+void si_i8_gemm(const si_i8_packed *s, const uint8_t *A, int64_t lda, int64_t m, const si_requant *rq, void *C,
+                int64_t ldc);
+void si_i8_gemm_rows(const si_i8_packed *s, const uint8_t *A, int64_t lda, int64_t m, const si_requant *rq, void *C,
+                     int64_t ldc);
+int8_t *si_i8_packed_weights(const si_layer *L, const si_i8_packed *s); /* malloc'd w8 back, for references */
+
 /* csr/si_csr_i8.c: CSR with int8 values (the column indices and row pointers as for fp32:
  * col16, uint16, when not NULL, else col). y = requant(W x) for one uint8 x of cols values;
  * Y[i * ldy + r] = requant_r(sum_k val[k] * X[i * ldx + col[k]]) for n rows of X. Threaded;

@@ -33,50 +33,8 @@ static size_t out_elem(const si_layer *L) { return L->q_out_u8 ? 1 : sizeof(floa
  * (ops/si_igemm_amx.c, where the CPU and the OS have them): one entry each, so the planner
  * times both. */
 
-typedef struct ig_state {
-    int amx;
-    si_packed_b8 v;
-    si_packed_b8_amx a;
-} ig_state;
-
-static void gemm(const ig_state *s, const uint8_t *A, int64_t lda, int64_t m, const si_requant *rq, void *C,
-                 int64_t ldc) {
-    if (s->amx) si_igemm_amx(A, lda, m, &s->a, rq, C, ldc);
-    else si_igemm_packed(A, lda, m, &s->v, rq, C, ldc);
-}
-
-static void gemm_rows(const ig_state *s, const uint8_t *A, int64_t lda, int64_t m, const si_requant *rq, void *C,
-                      int64_t ldc) {
-    if (s->amx) si_igemm_amx_rows(A, lda, m, &s->a, rq, C, ldc);
-    else si_igemm_packed_rows(A, lda, m, &s->v, rq, C, ldc);
-}
-
-static si_status_t prepare_kind(si_layer *L, void **state, int amx) {
-    ig_state *s = calloc(1, sizeof *s);
-    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
-    s->amx = amx;
-    si_status_t st = amx ? si_pack_b8_amx(L->name, L->w8, L->rows, L->cols, &s->a)
-                         : si_pack_b8(L->name, L->w8, L->rows, L->cols, &s->v);
-    if (st) { free(s); return st; }
-    *state = s;
-    return SI_OK;
-}
-static si_status_t ig_prepare(si_layer *L, void **state) { return prepare_kind(L, state, 0); }
-static si_status_t ig_prepare_amx(si_layer *L, void **state) { return prepare_kind(L, state, 1); }
-
-static void ig_release(void *state) {
-    ig_state *s = state;
-    if (!s) return;
-    if (s->amx) si_packed_b8_amx_free(&s->a);
-    else si_packed_b8_free(&s->v);
-    free(s);
-}
-
-static int64_t ig_bytes(const si_layer *L, const void *state) {
-    const ig_state *s = state;
-    (void)L;
-    return s->amx ? s->a.bytes : s->v.bytes;
-}
+static si_status_t ig_prepare(si_layer *L, void **state) { return si_i8_packed_prepare(L, 0, state); }
+static si_status_t ig_prepare_amx(si_layer *L, void **state) { return si_i8_packed_prepare(L, 1, state); }
 
 static int amx_applies(const si_layer *L, int regime) {
     (void)regime;
@@ -101,7 +59,7 @@ static void ig_run(const si_layer *L, const void *st, const float *in, int batch
             si_im2col_u8(L, x, p0, m, (uint8_t *)ws, K, (uint8_t)L->q_in_zero);
             a = (const uint8_t *)ws;
         }
-        gemm(st, a, K, m, &rq, (char *)out + (size_t)(p0 * F) * out_elem(L), F);
+        si_i8_gemm(st, a, K, m, &rq, (char *)out + (size_t)(p0 * F) * out_elem(L), F);
     }
 }
 
@@ -174,7 +132,7 @@ static void ig_run_pool(const si_layer *L, const void *st, const float *in, int 
                 si_im2col_u8(L, x, p0, np, col, K, (uint8_t)L->q_in_zero);
                 a = col;
             }
-            gemm_rows(st, a, K, np, &rq, c, F);
+            si_i8_gemm_rows(st, a, K, np, &rq, c, F);
             for (int64_t q = 0; q < run; q++) {
                 const char *cq = c + (size_t)(q * P->kh * OW * F) * e;
                 char *o = (char *)out + (size_t)((pr + q) * POW * F) * e;
@@ -186,17 +144,8 @@ static void ig_run_pool(const si_layer *L, const void *st, const float *in, int 
     }
 }
 
-/* The weights back from the packed copy, which is all the entry keeps (state_only). */
-static int8_t *unpacked(const si_layer *L, const ig_state *s) {
-    int8_t *w = malloc((size_t)(L->rows * L->cols > 0 ? L->rows * L->cols : 1));
-    if (!w) abort(); /* the reference is for tests */
-    if (s->amx) si_unpack_b8_amx(&s->a, w);
-    else si_unpack_b8(&s->v, w);
-    return w;
-}
-
 static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    int8_t *w = unpacked(L, st);
+    int8_t *w = si_i8_packed_weights(L, st); /* all the entry keeps is the packed copy */
     const uint8_t *x = (const uint8_t *)in;
     const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
     si_requant rq;
@@ -215,14 +164,14 @@ const si_algo si_algo_conv_igemm = {
     .name = "conv_igemm", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
     .state_only = 1,
     .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
-    .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
+    .run_ref = ig_run_ref, .bytes = si_i8_packed_bytes, .release = si_i8_packed_release,
 };
 
 const si_algo si_algo_conv_igemm_amx = {
     .name = "conv_igemm_amx", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
     .state_only = 1,
     .applies = amx_applies, .prepare = ig_prepare_amx, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
-    .run_ref = ig_run_ref, .bytes = ig_bytes, .release = ig_release,
+    .run_ref = ig_run_ref, .bytes = si_i8_packed_bytes, .release = si_i8_packed_release,
 };
 
 /* ---- conv_sparse_i8 -------------------------------------------------------------------- */

@@ -17,66 +17,26 @@ static void finish(const si_layer *L, float *out, int batch) {
 
 /* ---- fc_igemm, fc_igemm_amx (batch > 1: AMX tiles of 16 rows do nothing for one) ---------- */
 
-typedef struct ig_state {
-    int amx;
-    si_packed_b8 v;
-    si_packed_b8_amx a;
-} ig_state;
-
 static int ig_applies(const si_layer *L, int regime) { (void)regime; return L->type == SI_LAYER_DENSE && L->q; }
 static int amx_applies(const si_layer *L, int regime) {
     return L->type == SI_LAYER_DENSE && L->q && regime == 1 && si_amx_available();
 }
 
-static si_status_t prepare_kind(si_layer *L, void **state, int amx) {
-    ig_state *s = calloc(1, sizeof *s);
-    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
-    s->amx = amx;
-    si_status_t st = amx ? si_pack_b8_amx(L->name, L->w8, L->rows, L->cols, &s->a)
-                         : si_pack_b8(L->name, L->w8, L->rows, L->cols, &s->v);
-    if (st) { free(s); return st; }
-    *state = s;
-    return SI_OK;
-}
-static si_status_t ig_prepare(si_layer *L, void **state) { return prepare_kind(L, state, 0); }
-static si_status_t ig_prepare_amx(si_layer *L, void **state) { return prepare_kind(L, state, 1); }
+static si_status_t ig_prepare(si_layer *L, void **state) { return si_i8_packed_prepare(L, 0, state); }
+static si_status_t ig_prepare_amx(si_layer *L, void **state) { return si_i8_packed_prepare(L, 1, state); }
 
-static void ig_release(void *state) {
-    ig_state *s = state;
-    if (!s) return;
-    if (s->amx) si_packed_b8_amx_free(&s->a);
-    else si_packed_b8_free(&s->v);
-    free(s);
-}
-
-static int64_t ig_bytes(const si_layer *L, const void *state) {
-    const ig_state *s = state;
-    (void)L;
-    return s->amx ? s->a.bytes : s->v.bytes;
-}
 static int64_t no_ws(const si_layer *L, const void *st, int batch) { (void)L; (void)st; (void)batch; return 0; }
 
 static void ig_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    const ig_state *s = st;
     (void)ws;
     si_requant rq;
     si_layer_requant(L, &rq);
-    if (s->amx) si_igemm_amx((const uint8_t *)in, L->cols, batch, &s->a, &rq, out, L->rows);
-    else si_igemm_packed((const uint8_t *)in, L->cols, batch, &s->v, &rq, out, L->rows);
+    si_i8_gemm(st, (const uint8_t *)in, L->cols, batch, &rq, out, L->rows);
     finish(L, out, batch);
 }
 
-/* The weights back from the packed copy, which is all the entry keeps (state_only). */
-static int8_t *unpacked(const si_layer *L, const ig_state *s) {
-    int8_t *w = malloc((size_t)(L->rows * L->cols > 0 ? L->rows * L->cols : 1));
-    if (!w) abort(); /* the reference is for tests */
-    if (s->amx) si_unpack_b8_amx(&s->a, w);
-    else si_unpack_b8(&s->v, w);
-    return w;
-}
-
 static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    int8_t *w = unpacked(L, st);
+    int8_t *w = si_i8_packed_weights(L, st); /* all the entry keeps is the packed copy */
     si_requant rq;
     si_layer_requant(L, &rq);
     si_igemm_ref((const uint8_t *)in, L->cols, batch, w, L->rows, L->cols, &rq, out, L->rows);
@@ -88,14 +48,14 @@ const si_algo si_algo_fc_igemm = {
     .name = "fc_igemm", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
     .state_only = 1,
     .applies = ig_applies, .prepare = ig_prepare, .ws_floats = no_ws, .run = ig_run, .run_ref = ig_run_ref,
-    .bytes = ig_bytes, .release = ig_release,
+    .bytes = si_i8_packed_bytes, .release = si_i8_packed_release,
 };
 
 const si_algo si_algo_fc_igemm_amx = {
     .name = "fc_igemm_amx", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
     .state_only = 1,
     .applies = amx_applies, .prepare = ig_prepare_amx, .ws_floats = no_ws, .run = ig_run, .run_ref = ig_run_ref,
-    .bytes = ig_bytes, .release = ig_release,
+    .bytes = si_i8_packed_bytes, .release = si_i8_packed_release,
 };
 
 /* ---- fc_csrmv_i8 / fc_csrmm_i8 --------------------------------------------------------- */
