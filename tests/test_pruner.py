@@ -91,7 +91,7 @@ def test_schedule_validation_and_round_trip(tmp_path):
 def test_prune_config_file_and_validation(tmp_path):
     from prune.pruner import PruneConfig
     cfg = PruneConfig.from_file(os.path.join(ROOT, "prune", "configs", "lenet5.json"))
-    assert cfg.model == "models/lenet5.npz" and cfg.out == "models/lenet5_pruned.npz"
+    assert cfg.model == "models/lenet5.npz" and cfg.out == "models/lenet5_stepwise.npz"
     assert cfg.schedule.layers == ["fc1", "conv2", "fc2", "conv1"] and cfg.lr_schedule == "cosine"
     assert PruneConfig.from_config(json.loads(json.dumps(cfg.to_config()))).to_config() == cfg.to_config()
     base = {"model": "a.npz", "out": "b.npz", "schedule": {"groups": [{"layers": ["fc1"], "kind": "dense"}]}}
