@@ -64,29 +64,29 @@ static si_status_t decode_delta(const si_array *ix, int bits, int64_t symbols, i
         if (s == filler) {
             q += filler;
             if (q >= total)
-                return si_fail(SI_ERR_MODEL, "%s: %s.index symbol %lld: filler skips to position %lld, past the %lld x %lld "
+                return si_fail(SI_ERR_MODEL, "%s: %s symbol %lld: filler skips to position %lld, past the %lld x %lld "
                                "matrix", where, ix->name, (long long)i, (long long)q, (long long)L->rows,
                                (long long)L->cols);
             continue;
         }
         const int64_t pos = q + s;
         if (pos >= total)
-            return si_fail(SI_ERR_MODEL, "%s: %s.index symbol %lld: entry %lld at row %lld >= rows %lld", where, ix->name,
+            return si_fail(SI_ERR_MODEL, "%s: %s symbol %lld: entry %lld at row %lld >= rows %lld", where, ix->name,
                            (long long)i, (long long)k, (long long)(pos / L->cols), (long long)L->rows);
         if (k >= nnz)
-            return si_fail(SI_ERR_MODEL, "%s: %s.index holds more than nnz = %lld entries", where, ix->name,
+            return si_fail(SI_ERR_MODEL, "%s: %s holds more than nnz = %lld entries", where, ix->name,
                            (long long)nnz);
         place(L, k++, pos, &row, &row_end);
         q = pos + 1;
     }
     if (symbols > 0 && s == filler)
-        return si_fail(SI_ERR_MODEL, "%s: %s.index ends with a filler (trailing symbols after the last entry)", where,
+        return si_fail(SI_ERR_MODEL, "%s: %s ends with a filler (trailing symbols after the last entry)", where,
                        ix->name);
     if (bits == 4 && (symbols & 1) && (ix->data[symbols >> 1] >> 4))
-        return si_fail(SI_ERR_MODEL, "%s: %s.index: the padding nibble after the last symbol is not zero", where,
+        return si_fail(SI_ERR_MODEL, "%s: %s: the padding nibble after the last symbol is not zero", where,
                        ix->name);
     if (k != nnz)
-        return si_fail(SI_ERR_MODEL, "%s: %s.index holds %lld entries, nnz = %lld", where, ix->name, (long long)k,
+        return si_fail(SI_ERR_MODEL, "%s: %s holds %lld entries, nnz = %lld", where, ix->name, (long long)k,
                        (long long)nnz);
     while (row < L->rows) L->csr_ptr[++row] = k;
     return SI_OK;
@@ -99,14 +99,14 @@ static si_status_t decode_bitmap(const si_array *ix, int64_t nnz, si_layer *L, c
         unsigned v = ix->data[b];
         if (!v) continue;
         if (b == ix->count - 1 && (total & 7) && (v >> (total & 7)))
-            return si_fail(SI_ERR_MODEL, "%s: %s.index: padding bits after position %lld are not zero", where, ix->name,
+            return si_fail(SI_ERR_MODEL, "%s: %s: padding bits after position %lld are not zero", where, ix->name,
                            (long long)total);
         if (k + __builtin_popcount(v) > nnz)
-            return si_fail(SI_ERR_MODEL, "%s: %s.index sets more than nnz = %lld bits", where, ix->name, (long long)nnz);
+            return si_fail(SI_ERR_MODEL, "%s: %s sets more than nnz = %lld bits", where, ix->name, (long long)nnz);
         for (; v; v &= v - 1) place(L, k++, 8 * b + __builtin_ctz(v), &row, &row_end);
     }
     if (k != nnz)
-        return si_fail(SI_ERR_MODEL, "%s: %s.index sets %lld bits, nnz = %lld", where, ix->name, (long long)k,
+        return si_fail(SI_ERR_MODEL, "%s: %s sets %lld bits, nnz = %lld", where, ix->name, (long long)k,
                        (long long)nnz);
     while (row < L->rows) L->csr_ptr[++row] = k;
     return SI_OK;
