@@ -1,5 +1,5 @@
-"""The `sparseinfer` command: run, info, eval, tune, bench, import (ONNX), quantize, compress, config. It never
-imports the pruner (prune/): the commands that need TensorFlow are `sparseinfer-prune`
+"""The `sparseinfer` command: run, info, eval, tune, bench, import (ONNX), quantize, compress,
+config. It never imports the pruner (prune/): the commands that need TensorFlow are `sparseinfer-prune`
 (prune, import of VGG19 weights, eval on an image folder), and these point there."""
 from __future__ import annotations
 
