@@ -240,3 +240,14 @@ def test_bad_options(tmp_path):
     with pytest.raises(CompactError, match="index must be one of"):
         sparseinfer.compress(LENET_PRUNED, tmp_path / "x.npz", index="16")
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_int8_layers_are_copied(tmp_path):
+    """compress keeps int8 ("quant") layers as they are and compacts the float ones."""
+    x = np.random.default_rng(2).random((8, 28, 28, 1), dtype=np.float32)
+    q8, out = str(tmp_path / "q8.npz"), str(tmp_path / "q8c.npz")
+    sparseinfer.quantize(LENET_PRUNED, q8, calibration=x, progress=None)
+    r = sparseinfer.compress(q8, out)
+    kinds = {l["name"]: l["storage"] for l in r["layers"]}
+    assert kinds["fc2"].startswith("compact") and kinds["fc1"] == "csr", kinds
+    assert np.array_equal(_run(q8, x), _run(out, x))
