@@ -152,6 +152,7 @@ typedef struct si_array {
     int64_t count;          /* product of shape */
     const unsigned char *data; /* points into the archive buffer or into inflated; may be unaligned */
     unsigned char *inflated; /* a deflated member's inflated bytes (si_alloc), owned by the si_npz; or NULL */
+    size_t inflated_size;    /*   and their count (data lies within them) */
 } si_array;
 
 typedef struct si_npz {

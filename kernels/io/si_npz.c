@@ -388,6 +388,7 @@ si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
         if (method == 8) { /* a->inflated: freed by si_npz_close, which walks all cap slots */
             if ((st = inflate_member(name, buf + doff, csize, usize, &a->inflated))) goto fail;
             member = a->inflated;
+            a->inflated_size = (size_t)usize;
             out->n_deflated++;
         }
         if (CHECK_CRC && crc32_of(member, usize) != crc) {
