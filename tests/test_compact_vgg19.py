@@ -27,12 +27,12 @@ def _same_outputs(a: str, b: str, batch: int, exec: str) -> None:
     assert bad.size == 0, f"{b} vs {a} (exec {exec}): output {tuple(bad[0])} {yb[tuple(bad[0])]} != {ya[tuple(bad[0])]}"
 
 
-def _check(tmp_path, div: int, batch: int) -> dict:
+def _check(tmp_path, div: int, batch: int, execs: tuple[str, ...]) -> dict:
     rec = compact_sizes.sizes(div, str(tmp_path), log=lambda m: None)
     assert rec["dense_fp32"] > rec["pruned"] > rec["compact_lossless"] > rec["compact_int8"] > rec["compact_kmeans"]
     pruned, lossless, kmeans = (str(tmp_path / f) for f in ("pruned.npz", "compact_lossless.npz",
                                                              "compact_kmeans.npz"))
-    for exec in ("sparse", "auto"):
+    for exec in execs:
         _same_outputs(pruned, lossless, batch, exec)
     # the k-means file against a CSR file of its weights as the NumPy reference decodes them
     man, layers = read_model_layers(kmeans)
@@ -43,11 +43,13 @@ def _check(tmp_path, div: int, batch: int) -> dict:
 
 
 def test_vgg19_narrow_compact_runs_identical(tmp_path):
-    rec = _check(tmp_path, 8, 2)
+    rec = _check(tmp_path, 8, 2, ("sparse", "auto"))
     assert rec["dense_fp32"] / rec["compact_kmeans"] > 25
 
 
 @pytest.mark.full_size
 def test_vgg19_full_size_compact_runs_identical(tmp_path):
-    rec = _check(tmp_path, 1, 1)
+    # "sparse" only: the default memory limit counts a file's bytes on disk, so the planner may
+    # keep fewer dense forms for the 10x smaller compact file than for the CSR one
+    rec = _check(tmp_path, 1, 1, ("sparse",))
     assert rec["dense_fp32"] / rec["compact_kmeans"] > 40

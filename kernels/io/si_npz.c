@@ -256,18 +256,18 @@ static si_status_t inflate_member(const char *name, const unsigned char *src, ui
     z.avail_in = (uInt)csize;
     z.next_out = *out;
     z.avail_out = (uInt)usize;
-    int rc = inflate(&z, Z_FINISH);
+    int rc = inflate(&z, Z_FINISH), more = 0;
     unsigned char extra;
-    if (rc == Z_BUF_ERROR && z.avail_out == 0) { /* output full: is there more to come? */
+    if (rc == Z_BUF_ERROR && z.avail_out == 0) { /* output full, stream not ended: one byte more? */
         z.next_out = &extra;
         z.avail_out = 1;
         rc = inflate(&z, Z_FINISH);
-        if (rc == Z_STREAM_END || rc == Z_OK || (rc == Z_BUF_ERROR && z.avail_out == 0)) rc = Z_DATA_ERROR + 1000;
+        more = z.avail_out == 0;
     }
     const uint64_t got = z.total_out, left_in = z.avail_in;
     const char *msg = z.msg;
     inflateEnd(&z);
-    if (rc == Z_DATA_ERROR + 1000)
+    if (more)
         return si_fail(SI_ERR_FORMAT, "member %s: inflates to more than the %llu bytes its header declares", name,
                        (unsigned long long)usize);
     if (rc != Z_STREAM_END)
