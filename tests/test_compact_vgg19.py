@@ -52,4 +52,4 @@ def test_vgg19_full_size_compact_runs_identical(tmp_path):
     # "sparse" only: the default memory limit counts a file's bytes on disk, so the planner may
     # keep fewer dense forms for the 10x smaller compact file than for the CSR one
     rec = _check(tmp_path, 1, 1, ("sparse",))
-    assert rec["dense_fp32"] / rec["compact_kmeans"] > 40
+    assert rec["dense_fp32"] / rec["compact_kmeans"] > 35  # 41.0x measured
