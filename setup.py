@@ -43,6 +43,19 @@ def _dist_file_dir(dist: str, filename: str) -> str:
 
 
 MKL_INCLUDE = _dist_file_dir("mkl-include", "mkl.h")
+
+
+def _check_zlib() -> None:
+    """The loader inflates deflated members (compact model files) with zlib: fail here, with
+    the fix, rather than in the middle of a compile."""
+    dirs = [os.path.join(sys.prefix, "include"), "/usr/include", "/usr/local/include"]
+    dirs += [d for d in os.environ.get("CPATH", "").split(os.pathsep) if d]
+    if not any(os.path.exists(os.path.join(d, "zlib.h")) for d in dirs):
+        raise RuntimeError("sparseinfer build: zlib.h not found (install zlib's headers: apt-get install zlib1g-dev, "
+                           "dnf install zlib-devel, or conda install zlib)")
+
+
+_check_zlib()
 MKL_LIB = _dist_file_dir("mkl", "libmkl_rt.so.3")
 RUNTIME_MKL_LIB = os.path.join(sys.prefix, "lib")
 
@@ -54,7 +67,7 @@ def _link_args(depth: int) -> list[str]:
     paths = [RUNTIME_MKL_LIB, rel]
     if "pip-build-env" not in MKL_LIB:  # pip's isolated build env is gone by run time
         paths.append(MKL_LIB)
-    args = [f"-L{MKL_LIB}", "-l:libmkl_rt.so.3", "-fopenmp", "-lm"]
+    args = [f"-L{MKL_LIB}", "-l:libmkl_rt.so.3", "-fopenmp", "-lm", "-lz"]
     seen = []
     for p in paths:
         if p not in seen:

@@ -24,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 # The library's sources as setup.py compiles them (-O3 -fopenmp); warnings are errors in the
 # files this benchmark is about, only warnings in the others (their own tests hold them).
 CFLAGS=(-std=c11 -O3 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC")
-LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm)
+LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz)
 build_full() {
     local objs=() src werror obj
     for src in $(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print) "$HERE/bandwidth_bench.c"; do

@@ -37,7 +37,7 @@ for src in "${SOURCES[@]}" "$HERE/kernels_bench.c"; do
     "$CC" "${CFLAGS[@]}" "${werror[@]}" -c "$src" -o "$obj"
     objs+=("$obj")
 done
-"$CC" -fopenmp "${objs[@]}" -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/kernels_bench"
+"$CC" -fopenmp "${objs[@]}" -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/kernels_bench"
 
 OUT="${KERNELS_BENCH_OUT:-$HERE/results/kernels_${WHAT}${QUICK:+_$QUICK}.txt}"
 mkdir -p "$(dirname "$OUT")"

@@ -150,20 +150,31 @@ typedef struct si_array {
     int ndim;
     int64_t shape[4];
     int64_t count;          /* product of shape */
-    const unsigned char *data; /* points into the archive buffer; may be unaligned */
+    const unsigned char *data; /* points into the archive buffer or into inflated; may be unaligned */
+    unsigned char *inflated; /* a deflated member's inflated bytes (si_alloc), owned by the si_npz; or NULL */
+    size_t inflated_size;    /*   and their count (data lies within them) */
 } si_array;
 
 typedef struct si_npz {
     si_array *arrays;
     int n;
+    int cap;                /* slots in arrays (calloc'd: unused ones are zero) */
+    int n_deflated;         /* members that were deflated (method 8) */
 } si_npz;
 
-/* Parses every member of a stored (uncompressed) ZIP of .npy files in buf[0, size). The
- * arrays point into buf, which must outlive the si_npz. */
+/* Parses every member of a ZIP of .npy files in buf[0, size): stored members (method 0),
+ * and deflated ones (method 8, inflated with zlib into si_alloc'd buffers counted against
+ * the load's memory limit). Stored arrays point into buf, which must outlive the si_npz. */
 si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out);
 void si_npz_close(si_npz *npz);
 const si_array *si_npz_find(const si_npz *npz, const char *name);
 const char *si_dtype_name(si_dtype t);
+
+/* Deflate bounds a member's expansion to 1032:1 (258-byte matches in 1-bit codes, as zlib's
+ * deflateBound reasons in reverse); a declared size beyond SI_INFLATE_MAX_RATIO x the
+ * compressed one is a lie, refused before anything is allocated. */
+#define SI_INFLATE_MAX_RATIO 1032
+#define SI_INFLATE_SLACK 1024
 
 /* ---- JSON (io/si_json.c) ------------------------------------------------------------- */
 
@@ -240,6 +251,11 @@ typedef struct si_layer {
     int64_t plan_positions[SI_REGIMES]; /* conv: output positions timed (a strip of the image when large) */
     char why[320];
 } si_layer;
+
+/* Decodes a layer's compact weight (io/si_compact.c; the manifest's "weight" object w) into
+ * L's CSR float32 form: csr_val, csr_col, csr_ptr, nnz, storage SI_STORAGE_CSR. L's rows and
+ * cols must be set. On failure what it allocated stays in L for si_model_free. */
+si_status_t si_compact_decode(const si_npz *npz, const si_json *w, si_layer *L, const char *where);
 
 struct si_model {
     si_layer *layers;

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 
-__all__ = ["load", "quantize", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
+__all__ = ["load", "quantize", "compress", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
 
 # Samples per C call in Model.predict: 64, or 8 for VGG-sized inputs (see _core.pyx). The
 # planner times the "batch > 1" regime at the batch the model will mostly run.
@@ -61,6 +61,16 @@ def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, calibratio
     sparseinfer.quantization.quantize for the options (method, keep_fp32, storage)."""
     from .quantization import quantize as _quantize
     return _quantize(os.fspath(in_path), os.fspath(out_path), calibration, **kwargs)
+
+
+def compress(in_path: str | os.PathLike, out_path: str | os.PathLike, values: str = "auto", index: str = "auto",
+             zlib: bool = True) -> dict:
+    """Write a compact copy of a model file (docs/format.md, "Compact storage"): per layer
+    the smallest of 4-bit deltas, 8-bit deltas and a bitmap for the positions, values as a
+    codebook (``auto``: lossless only), ``float32``, ``int8`` or ``kmeans:K`` shared values,
+    members deflated with ``zlib``. No TensorFlow. See sparseinfer.compact.compress."""
+    from .compact import compress as _compress
+    return _compress(in_path, out_path, values=values, index=index, zlib=zlib)
 
 
 def cpu() -> str:

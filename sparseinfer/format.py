@@ -17,10 +17,13 @@ FORMAT_VERSION = (1, 0)
 # Files with int8 layers (a "quant" key, issue 12): a reader of 1.x cannot run them, so they
 # carry the next major version; float files stay 1.0 for older runtimes.
 FORMAT_VERSION_INT8 = (2, 0)
+# Files with compact weights or deflated members (issue 15): readers before 2.1 would refuse
+# them with a less helpful message, so the minor says so.
+FORMAT_VERSION_COMPACT = (2, 1)
 
 LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
 ACTIVATIONS = ("linear", "relu", "softmax")
-STORAGE = ("auto", "dense", "csr")
+STORAGE = ("auto", "dense", "csr", "compact")
 
 
 class ModelFormatError(ValueError):
@@ -98,14 +101,18 @@ def _check_pair(layer: Mapping[str, Any], key: str) -> list[int]:
 
 def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
                 input_spec: Mapping[str, Any], classes: Iterable[str] | None = None,
-                name: str = "model", storage: str = "auto") -> dict:
+                name: str = "model", storage: str = "auto", compact: Mapping[str, str] | None = None,
+                deflate: bool = False) -> dict:
     """Write a model file and return its manifest.
 
     ``layers``: dicts with ``name``, ``type`` and the hyper-parameters of docs/format.md;
     ``conv2d`` and ``dense`` also carry ``W`` (matrix, one row per output; see
     conv_kernel_to_matrix) and ``b`` (bias or None). ``storage``: per weight, ``auto``
     stores CSR where it takes fewer bytes than dense, ``dense``/``csr`` force one; a layer's
-    own ``storage`` key overrides it for that layer.
+    own ``storage`` key overrides it for that layer. ``compact`` storage (float layers only;
+    docs/format.md, "Compact storage") takes ``compact={"values": ..., "index": ...}`` (see
+    sparseinfer.compact.compress; a layer's own ``compact`` key overrides it). ``deflate``:
+    deflate every ZIP member (numpy.savez_compressed). Either makes the file version 2.1.
     The file appears whole or not at all (written to a temporary file, then renamed).
     """
     if storage not in STORAGE:
@@ -155,7 +162,15 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
             use_csr = layer_storage == "csr" or (
                 layer_storage == "auto" and csr_bytes(nnz, w.shape[0], w.shape[1], w.itemsize) < w.nbytes)
             key = f"{lname}.W"
-            if use_csr:
+            if layer_storage == "compact":
+                if quant is not None:
+                    raise ModelFormatError(f"layer {lname!r}: an int8 layer cannot have compact storage")
+                from .compact import encode_compact
+                opts = {**(compact or {}), **layer.get("compact", {})}
+                entry["weight"], members = encode_compact(lname, w, opts.get("values", "auto"),
+                                                          opts.get("index", "auto"), prefix=key)
+                arrays.update(members)
+            elif use_csr:
                 data, indices, indptr = dense_to_csr(w)
                 arrays[key + ".data"] = data
                 arrays[key + ".indices"] = indices
@@ -216,6 +231,8 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
         raise ModelFormatError("input std must be non-zero")
     spec.setdefault("invert", False)
     version = FORMAT_VERSION_INT8 if any("quant" in e for e in out_layers) else FORMAT_VERSION
+    if deflate or any(e.get("weight", {}).get("format") == "compact" for e in out_layers):
+        version = FORMAT_VERSION_COMPACT
     manifest: dict[str, Any] = {"format": FORMAT_NAME, "version": list(version),
                                 "name": name, "input": spec, "layers": out_layers}
     if classes is not None:
@@ -227,7 +244,7 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
     fd, tmp = tempfile.mkstemp(prefix=".sparseinfer-", suffix=".npz", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if deflate else np.savez)(f, **arrays)
         umask = os.umask(0)  # mkstemp made it 0600; give it the mode a plain open() would
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

@@ -14,6 +14,13 @@ def model_info(path: str, exec: str = "auto", sparse: str = "auto", threads: int
     model = load(path, threads=threads, exec=exec, sparse=sparse, **plan)
     load_s = time.perf_counter() - t0
     layers = model.layers()
+    # A compact layer runs as CSR (the C side's storage); its bytes are the file's streams.
+    from .storage import file_streams
+    streams = file_streams(path)["layers"]
+    for l in layers:
+        st = streams.get(l["name"])
+        if st and st["storage"].startswith("compact"):
+            l["storage"], l["bytes"] = "compact", st["bytes"]
     dense_params = sum(l["params"] for l in layers)
     weights = sum(l["weight_shape"][0] * l["weight_shape"][1] for l in layers if l["weight_shape"])
     nnz = sum(l["nnz"] for l in layers)

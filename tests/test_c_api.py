@@ -77,6 +77,19 @@ def lenet_int8(lenet, tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture(scope="module")
+def lenet_compact(lenet, tmp_path_factory) -> str:
+    """The same model in compact storage (issue 15): 4-bit shared weights, deflated members."""
+    path = str(tmp_path_factory.mktemp("modelc") / "lenet_compact.npz")
+    sparseinfer.compress(lenet, path, values="kmeans:16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lenet5_compressed() -> str:
+    return os.path.join(ROOT, "models", "lenet5_compressed.npz")
+
+
 def test_model_storage(lenet):
     storage = {l["name"]: l["storage"] for l in sparseinfer.load(lenet).layers()}
     assert storage["fc1"] == "csr", storage
@@ -95,7 +108,7 @@ def _parse(stdout: str, batch: int, n_out: int) -> tuple[np.ndarray, np.ndarray]
     return np.array(idx), np.array(probs, dtype=np.float64)
 
 
-@pytest.mark.parametrize("model", ["lenet", "lenet_int8"])
+@pytest.mark.parametrize("model", ["lenet", "lenet_int8", "lenet_compact", "lenet5_compressed"])
 @pytest.mark.parametrize("from_memory", [False, True], ids=["file", "memory"])
 @pytest.mark.parametrize("batch", [1, 8])
 def test_classify_matches_python(classify, request, model, tmp_path, batch, from_memory):

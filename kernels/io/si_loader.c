@@ -300,8 +300,10 @@ static si_status_t load_weights(const si_npz *npz, const si_json *jl, si_layer *
         if (L->csr_ptr[L->rows] != nnz)
             return si_fail(SI_ERR_MODEL, "%s: indptr[%lld] = %lld, expected nnz = %lld", where, (long long)L->rows,
                            (long long)L->csr_ptr[L->rows], (long long)nnz);
+    } else if (strcmp(fmt, "compact") == 0) {
+        if ((st = si_compact_decode(npz, w, L, where)) != SI_OK) return st;
     } else {
-        return si_fail(SI_ERR_MODEL, "%s: weight format '%s' is not 'dense' or 'csr'", where, fmt);
+        return si_fail(SI_ERR_MODEL, "%s: weight format '%s' is not 'dense', 'csr' or 'compact'", where, fmt);
     }
     const si_json *b = si_json_get(jl, "bias");
     if (L->q) return load_quant_bias(npz, jl, L, where);
@@ -436,6 +438,12 @@ static size_t utf8_bad_offset(const unsigned char *s, size_t len) {
     return len;
 }
 
+/* version = [major, minor] (major already checked to be a number) >= [maj, min]. */
+static int version_at_least(const si_json *ver, int maj, int min) {
+    if (ver->items[0].num != maj) return ver->items[0].num > maj;
+    return ver->items[1].type == SI_JNUM && ver->items[1].num >= min;
+}
+
 static si_status_t build(const si_npz *npz, si_model *m) {
     const si_array *ma = si_npz_find(npz, "model.json");
     si_status_t st;
@@ -467,6 +475,12 @@ static si_status_t build(const si_npz *npz, si_model *m) {
     if (ver->items[0].num != 1 && ver->items[0].num != SI_FORMAT_VERSION_MAJOR) {
         st = si_fail(SI_ERR_UNSUPPORTED, "model file format version %g is not supported (this library reads 1.x "
                      "and %d.x)", ver->items[0].num, SI_FORMAT_VERSION_MAJOR);
+        goto done;
+    }
+    if (npz->n_deflated && !version_at_least(ver, 2, 1)) {
+        st = si_fail(SI_ERR_UNSUPPORTED, "%d deflated (compressed) ZIP members in a format %g file: deflated members "
+                     "need format version 2.1 (write float files with numpy.savez, not savez_compressed)",
+                     npz->n_deflated, ver->items[0].num);
         goto done;
     }
     if (!shape || shape->type != SI_JARR || shape->n != 3) {
@@ -506,6 +520,13 @@ static si_status_t build(const si_npz *npz, si_model *m) {
                 st = si_fail(SI_ERR_MODEL, "layer %s: name used twice", L->name);
                 goto done;
             }
+        const si_json *wj = si_json_get(&layers->items[i], "weight");
+        const char *wf = get_str(wj, "format");
+        if (wf && strcmp(wf, "compact") == 0 && !version_at_least(ver, 2, 1)) {
+            st = si_fail(SI_ERR_MODEL, "layer %s: compact weights need format version 2.1, the file says %g.%g", L->name,
+                         ver->items[0].num, ver->items[1].type == SI_JNUM ? ver->items[1].num : 0.0);
+            goto done;
+        }
         if (L->q && ver->items[0].num < 2) {
             st = si_fail(SI_ERR_MODEL, "layer %s: int8 ('quant') layers need format version 2, the file says %g",
                          L->name, ver->items[0].num);
@@ -552,18 +573,21 @@ si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load
         return si_fail(SI_ERR_ARGUMENT, "load options: max_memory_bytes %lld < 0", (long long)opt->max_memory_bytes);
     si_init();
     si_npz npz;
-    si_status_t st = si_npz_open(data, size, &npz);
-    if (st) return st;
+    si_status_t st;
     int64_t limit = opt && opt->max_memory_bytes ? opt->max_memory_bytes : DEFAULT_MEMORY_BASE;
     if (!(opt && opt->max_memory_bytes) &&
         (size > (size_t)(INT64_MAX / 2 / DEFAULT_MEMORY_PER_FILE_BYTE) ||
          !si_add_ok(limit, (int64_t)size * DEFAULT_MEMORY_PER_FILE_BYTE, &limit)))
         limit = INT64_MAX / 2;
     si_model *m = calloc(1, sizeof *m);
-    if (!m) { si_npz_close(&npz); return si_fail(SI_ERR_NOMEM, "out of memory for the model"); }
+    if (!m) return si_fail(SI_ERR_NOMEM, "out of memory for the model");
+    /* The limit covers the inflated members too (a deflated file may expand 1000-fold). */
     si_limit_begin(limit);
-    st = build(&npz, m);
-    si_npz_close(&npz);
+    st = si_npz_open(data, size, &npz);
+    if (!st) {
+        st = build(&npz, m);
+        si_npz_close(&npz);
+    }
     if (!st) st = si_plan_model(m, opt);
     int64_t refused = si_limit_refused(), held = si_limit_held();
     if (st) si_model_free(m); /* still under the limit: its frees are counted */

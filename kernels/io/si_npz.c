@@ -1,13 +1,17 @@
-/* Reader of .npz archives: a ZIP of .npy members, as numpy.savez writes them.
+/* Reader of .npz archives: a ZIP of .npy members, as numpy.savez and numpy.savez_compressed
+ * write them.
  *
  * The whole file is untrusted: every offset and length is checked against the buffer
  * before it is read, every member's CRC-32 is verified, and only the small subset of ZIP
- * and .npy that numpy.savez produces is accepted (stored members, ZIP64 extra fields,
- * little-endian C-order arrays of a few dtypes).
+ * and .npy that numpy writes is accepted (stored or deflated members, ZIP64 extra fields,
+ * little-endian C-order arrays of a few dtypes). A deflated member is inflated into a buffer
+ * of exactly its declared size, which must not exceed what deflate can expand the
+ * compressed bytes to, and must come out exactly: no more, no less, no trailing input.
  */
 #include "si_internal.h"
 
 #include <pthread.h>
+#include <zlib.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +241,47 @@ static si_status_t check_local(const unsigned char *buf, size_t size, uint64_t l
     return SI_OK;
 }
 
+/* Inflates the raw deflate stream src[0, csize) into a new si_alloc'd buffer of exactly
+ * usize bytes (usize and csize below 4 GB, checked by the caller). The stream must end
+ * exactly at usize bytes out and csize bytes in. */
+static si_status_t inflate_member(const char *name, const unsigned char *src, uint64_t csize, uint64_t usize,
+                                  unsigned char **out) {
+    *out = si_alloc(usize ? (size_t)usize : 1);
+    if (!*out)
+        return si_fail(SI_ERR_NOMEM, "member %s: out of memory inflating it to %llu bytes", name, (unsigned long long)usize);
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return si_fail(SI_ERR_NOMEM, "member %s: zlib's inflateInit2 failed", name);
+    z.next_in = (Bytef *)(uintptr_t)src;
+    z.avail_in = (uInt)csize;
+    z.next_out = *out;
+    z.avail_out = (uInt)usize;
+    int rc = inflate(&z, Z_FINISH), more = 0;
+    unsigned char extra;
+    if (rc == Z_BUF_ERROR && z.avail_out == 0) { /* output full, stream not ended: one byte more? */
+        z.next_out = &extra;
+        z.avail_out = 1;
+        rc = inflate(&z, Z_FINISH);
+        more = z.avail_out == 0;
+    }
+    const uint64_t got = z.total_out, left_in = z.avail_in;
+    const char *msg = z.msg;
+    inflateEnd(&z);
+    if (more)
+        return si_fail(SI_ERR_FORMAT, "member %s: inflates to more than the %llu bytes its header declares", name,
+                       (unsigned long long)usize);
+    if (rc != Z_STREAM_END)
+        return si_fail(SI_ERR_FORMAT, "member %s: corrupt deflate stream after %llu of %llu bytes (zlib: %s)", name,
+                       (unsigned long long)got, (unsigned long long)usize, msg ? msg : "truncated");
+    if (got != usize)
+        return si_fail(SI_ERR_FORMAT, "member %s: inflates to %llu bytes, its header declares %llu", name,
+                       (unsigned long long)got, (unsigned long long)usize);
+    if (left_in)
+        return si_fail(SI_ERR_FORMAT, "member %s: %llu bytes after the end of its deflate stream", name,
+                       (unsigned long long)left_in);
+    return SI_OK;
+}
+
 si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
     memset(out, 0, sizeof *out);
     if (size < 22) return si_fail(SI_ERR_FORMAT, "not an .npz file: %zu bytes is too short for a ZIP archive", size);
@@ -268,6 +313,7 @@ si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
                        (unsigned long long)n_entries, (unsigned long long)cd_size);
     out->arrays = calloc(n_entries ? n_entries : 1, sizeof *out->arrays);
     if (!out->arrays) return si_fail(SI_ERR_NOMEM, "out of memory reading the ZIP directory");
+    out->cap = (int)n_entries;
     uint64_t p = cd_off, cd_end = cd_off + cd_size;
     si_status_t st = SI_OK;
     for (uint64_t k = 0; k < n_entries; k++) {
@@ -309,12 +355,19 @@ si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
             x += 4 + sz;
         }
         if (flags & 1) { st = si_fail(SI_ERR_FORMAT, "member %s: encrypted ZIP members are not supported", name); goto fail; }
-        if (method != 0) {
-            st = si_fail(SI_ERR_UNSUPPORTED, "member %s: compressed (method %u); write model files with numpy.savez, not savez_compressed",
+        if (method != 0 && method != 8) {
+            st = si_fail(SI_ERR_UNSUPPORTED, "member %s: compression method %u (only stored, 0, and deflated, 8, are read)",
                          name, method);
             goto fail;
         }
-        if (csize != usize) { st = si_fail(SI_ERR_FORMAT, "member %s: stored sizes disagree", name); goto fail; }
+        if (method == 0 && csize != usize) { st = si_fail(SI_ERR_FORMAT, "member %s: stored sizes disagree", name); goto fail; }
+        if (method == 8 && (usize > UINT32_MAX - 1 || csize > UINT32_MAX - 1 ||
+                            usize > csize * SI_INFLATE_MAX_RATIO + SI_INFLATE_SLACK)) {
+            st = si_fail(SI_ERR_FORMAT, "member %s: %llu bytes deflated to %llu is not a size deflate can produce "
+                         "(at most %d:1, under 4 GB)", name, (unsigned long long)usize, (unsigned long long)csize,
+                         SI_INFLATE_MAX_RATIO);
+            goto fail;
+        }
         if (!in_bounds(loff, 30, size) || rd32(buf + loff) != 0x04034b50u) {
             st = si_fail(SI_ERR_FORMAT, "member %s: local header at offset %llu missing or beyond the file (truncated?)",
                          name, (unsigned long long)loff);
@@ -327,16 +380,22 @@ si_status_t si_npz_open(const unsigned char *buf, size_t size, si_npz *out) {
                          name, (unsigned long long)csize, (unsigned long long)doff, size);
             goto fail;
         }
-        if (CHECK_CRC && crc32_of(buf + doff, csize) != crc) {
-            st = si_fail(SI_ERR_FORMAT, "member %s: CRC-32 mismatch (corrupt file)", name);
-            goto fail;
-        }
         si_array *a = &out->arrays[out->n];
         memcpy(a->name, name, nlen - 4);
         a->name[nlen - 4] = 0;
         if (si_npz_find(out, a->name)) { st = si_fail(SI_ERR_FORMAT, "member %s appears twice", name); goto fail; }
-        st = parse_npy(name, buf + doff, csize, a);
-        if (st != SI_OK) goto fail;
+        const unsigned char *member = buf + doff;
+        if (method == 8) { /* a->inflated: freed by si_npz_close, which walks all cap slots */
+            if ((st = inflate_member(name, buf + doff, csize, usize, &a->inflated))) goto fail;
+            member = a->inflated;
+            a->inflated_size = (size_t)usize;
+            out->n_deflated++;
+        }
+        if (CHECK_CRC && crc32_of(member, usize) != crc) {
+            st = si_fail(SI_ERR_FORMAT, "member %s: CRC-32 mismatch (corrupt file)", name);
+            goto fail;
+        }
+        if ((st = parse_npy(name, member, usize, a)) != SI_OK) goto fail;
         out->n++;
         p += 46 + (uint64_t)nlen + xlen + clen;
     }
@@ -347,9 +406,10 @@ fail:
 }
 
 void si_npz_close(si_npz *npz) {
+    for (int i = 0; npz->arrays && i < npz->cap; i++) si_free(npz->arrays[i].inflated);
     free(npz->arrays);
     npz->arrays = NULL;
-    npz->n = 0;
+    npz->n = npz->cap = npz->n_deflated = 0;
 }
 
 const si_array *si_npz_find(const si_npz *npz, const char *name) {

@@ -58,7 +58,7 @@ for t in "${TARGETS[@]}"; do
     [ -f "$FUZZ/fuzz_$t.c" ] || { echo "no target '$t' (kernels/tests/fuzz/fuzz_$t.c)"; exit 2; }
     clang-14 "${CFLAGS[@]}" -fsanitize=fuzzer,address,undefined "$FUZZ/fuzz_$t.c" "${OBJS[@]}" \
         -L/usr/lib/llvm-14/lib -Wl,-rpath,/usr/lib/llvm-14/lib \
-        -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lpthread -o "$WORK/fuzz_$t"
+        -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -lpthread -o "$WORK/fuzz_$t"
 done
 
 # One thread everywhere (the targets also call si_set_num_threads(1)); MKL's threading layer

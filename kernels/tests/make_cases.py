@@ -344,6 +344,30 @@ def good_models() -> dict[str, tuple[list[dict], list[int], str]]:
     xs = np.random.default_rng(8).uniform(-1.0, 1.0, size=(16, 9, 11, 3))
     models["good_int8_csr"] = (quantize_layers(models["good_strided_csr"][0], xs, keep=("c1",), out_last=True),
                                [9, 11, 3], "csr")
+    # Compact storage (format 2.1, deflated members): every index mode and value mode, an
+    # empty row; fc1 shaped so that its 4-bit index and code streams have odd counts (a
+    # padding nibble each) and its last 20 positions are zero (room for a trailing filler).
+    lenet = models["good_lenet"][0]
+    conv1 = lenet[0]["W"].copy()
+    conv1[2] = 0  # an empty row
+    fc1 = lenet[5]["W"].copy()
+    fc1[::3, 5:] = 0  # long gaps: fillers
+    fc1.reshape(-1)[-20:] = 0
+    from sparseinfer.compact import delta_symbols
+    for i in np.flatnonzero(fc1):
+        nnz = np.count_nonzero(fc1)
+        if nnz % 2 == 1 and delta_symbols(np.flatnonzero(fc1), 4).size % 2 == 1:
+            break
+        fc1.reshape(-1)[i] = 0
+    fc1 = np.where(fc1 != 0, np.round(fc1 * 4) / 4 + 0.125, 0).astype(np.float32)  # a few distinct values
+    models["good_compact"] = ([
+        {**lenet[0], "W": conv1, "compact": {"index": "bitmap", "values": "float32"}},
+        lenet[1],
+        {**lenet[2], "compact": {"index": "delta8", "values": "int8"}},
+        lenet[3], lenet[4],
+        {**lenet[5], "W": fc1, "compact": {"index": "delta4", "values": "codebook"}},
+        {**lenet[6], "compact": {"index": "delta4", "values": "kmeans:40"}},
+    ], [16, 16, 2], "compact")
     return models
 
 
@@ -723,6 +747,170 @@ BAD_INT8_CASES: list[Case] = [
                _set_int8_array("conv1.W.scale", lambda a: np.full_like(a, 1e30)))),
 ]
 
+COMPACT_BASE = "good_compact.npz"  # the model the compact and deflate cases damage
+
+
+def _compact(edit_manifest: Callable[[dict], None] | None = None,
+             edit_members: Callable[[dict[str, bytes]], None] | None = None,
+             compression: int = zipfile.ZIP_DEFLATED) -> Callable[[str, str], str]:
+    def build(outdir: str, path: str) -> str:
+        m = read_members(os.path.join(outdir, COMPACT_BASE))
+        if edit_manifest:
+            man = get_manifest(m)
+            edit_manifest(man)
+            m["model.json.npy"] = manifest_bytes(json.dumps(man))
+        if edit_members:
+            edit_members(m)
+        return write_members(path, m, compression)
+    return build
+
+
+def _weight_of(name: str) -> Callable[[dict], dict]:
+    return lambda man: next(L for L in man["layers"] if L["name"] == name)["weight"]
+
+
+def _set_compact(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict[str, bytes]], None]:
+    def edit(m: dict[str, bytes]) -> None:
+        m[name + ".npy"] = npy(fn(get_array(m, name).copy()))
+    return edit
+
+
+def _fc1_symbols(edit: Callable[[np.ndarray], np.ndarray]) -> Callable[[str, str], str]:
+    """fc1's 4-bit delta symbols edited, repacked, and the manifest's count to match."""
+    from sparseinfer.compact import _pack4, _unpack4
+
+    def build(outdir: str, path: str) -> str:
+        m = read_members(os.path.join(outdir, COMPACT_BASE))
+        man = get_manifest(m)
+        w = _weight_of("fc1")(man)
+        sym = edit(_unpack4(get_array(m, "fc1.W.index"), w["symbols"]).copy())
+        w["symbols"] = int(sym.size)
+        m["fc1.W.index.npy"] = npy(_pack4(sym))
+        m["model.json.npy"] = manifest_bytes(json.dumps(man))
+        return write_members(path, m, zipfile.ZIP_DEFLATED)
+    return build
+
+
+def _last_entry_filler(sym: np.ndarray) -> np.ndarray:
+    assert sym[-1] != 15
+    sym[-1] = 15
+    return sym
+
+
+def _set_last_nibble(a: np.ndarray) -> np.ndarray:
+    assert a[-1] >> 4 == 0
+    a[-1] |= 0x30
+    return a
+
+
+def _clear_a_bit(a: np.ndarray) -> np.ndarray:
+    i = int(np.flatnonzero(a)[0])
+    a[i] &= a[i] - 1
+    return a
+
+
+def _deflated_patch(member: str, usize: int | None = None, data: bytes | None = None) -> Callable[[str, str], str]:
+    """good_compact with one deflated member's declared uncompressed size (in the local and
+    the central header, ZIP64 fields included) or its deflate bytes replaced."""
+    def build(outdir: str, path: str) -> str:
+        src = os.path.join(outdir, COMPACT_BASE)
+        with zipfile.ZipFile(src) as z:
+            info = z.getinfo(member)
+            members = {n: z.read(n) for n in z.namelist()}
+        # write it again without ZIP64 extras (zipfile adds them only when asked)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for n, b in members.items():
+                z.writestr(n, b)
+        out = bytearray(buf.getvalue())
+        with zipfile.ZipFile(io.BytesIO(bytes(out))) as z:
+            info = z.getinfo(member)
+        loff = info.header_offset
+        if usize is not None:
+            out[loff + 22:loff + 26] = usize.to_bytes(4, "little")
+            cd = out.index(member.encode(), out.index(b"PK\x01\x02")) - 46
+            assert out[cd:cd + 4] == b"PK\x01\x02"
+            out[cd + 24:cd + 28] = usize.to_bytes(4, "little")
+        if data is not None:
+            nlen = int.from_bytes(out[loff + 26:loff + 28], "little")
+            xlen = int.from_bytes(out[loff + 28:loff + 30], "little")
+            doff = loff + 30 + nlen + xlen
+            assert len(data) <= info.compress_size
+            out[doff:doff + len(data)] = data
+        with open(path, "wb") as f:
+            f.write(bytes(out))
+        return path
+    return build
+
+
+BAD_COMPACT_CASES: list[Case] = [
+    Case("bad_compact_version20", "SI_ERR_MODEL", "layer conv1: compact weights need format version 2.1",
+         _compact(lambda man: _put(man, "version", [2, 0]), compression=zipfile.ZIP_STORED)),
+    Case("bad_compact_deflated_v20", "SI_ERR_UNSUPPORTED", "deflated members need format version 2.1",
+         _compact(lambda man: _put(man, "version", [2, 0]))),
+    Case("bad_compact_int8_layer", "SI_ERR_UNSUPPORTED", "an int8 ('quant') layer cannot have compact weights",
+         _compact(lambda man: next(L for L in man["layers"] if L["name"] == "fc1").update(
+             quant={"input": {"scale": 0.1, "zero_point": 0}, "output": None, "weight_scale": "fc1.b"}))),
+    Case("bad_compact_shape", "SI_ERR_MODEL", "layer fc1: compact weight 'shape' must be [24, 32]",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "shape", [24, 31]))),
+    Case("bad_compact_index_mode", "SI_ERR_MODEL", "compact index 'delta5' is not delta4, delta8 or bitmap",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "index", "delta5"))),
+    Case("bad_compact_values_mode", "SI_ERR_MODEL", "compact values 'codebook2' is not",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "values", "codebook2"))),
+    Case("bad_compact_no_nnz", "SI_ERR_FORMAT", "compact weight needs 'nnz'",
+         _compact(lambda man: _weight_of("fc1")(man).pop("nnz"))),
+    Case("bad_compact_nnz_fraction", "SI_ERR_FORMAT", "compact weight needs 'nnz'",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "nnz", 2.5))),
+    Case("bad_compact_nnz_more", "SI_ERR_MODEL", "layer fc1: fc1.W.index holds",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "nnz", _weight_of("fc1")(man)["nnz"] + 1))),
+    Case("bad_compact_nnz_huge", "SI_ERR_MODEL", "nnz = 1000 in a 24 x 32 matrix",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "nnz", 1000))),
+    Case("bad_compact_symbols_few", "SI_ERR_MODEL", "index symbols for nnz",
+         _compact(lambda man: _put(_weight_of("fc1")(man), "symbols", 3))),
+    Case("bad_compact_missing_codes", "SI_ERR_FORMAT", "layer fc1: array 'fc1.W.codes' is missing",
+         _compact(edit_members=lambda m: m.pop("fc1.W.codes.npy"))),
+    Case("bad_compact_index_short", "SI_ERR_MODEL", "layer fc1: 'fc1.W.index' has",
+         _compact(edit_members=_set_compact("fc1.W.index", lambda a: a[:-1]))),
+    Case("bad_compact_index_dtype", "SI_ERR_FORMAT", "array 'fc1.W.index' is 1D uint16, expected 1D uint8",
+         _compact(edit_members=_set_compact("fc1.W.index", lambda a: a.astype(np.uint16)))),
+    Case("bad_compact_delta_past_end", "SI_ERR_MODEL", ">= rows 24",
+         _compact(edit_members=_set_compact("fc1.W.index", lambda a: np.full_like(a, 0xEE)))),
+    Case("bad_compact_filler_past_end", "SI_ERR_MODEL", "filler skips to position",
+         _compact(edit_members=_set_compact("fc1.W.index", lambda a: np.full_like(a, 0xFF)))),
+    Case("bad_compact_trailing_filler", "SI_ERR_MODEL", "ends with a filler", _fc1_symbols(_last_entry_filler)),
+    Case("bad_compact_index_padding", "SI_ERR_MODEL", "fc1.W.index: the padding nibble after the last symbol is not zero",
+         _compact(edit_members=_set_compact("fc1.W.index", _set_last_nibble))),
+    Case("bad_compact_codes_padding", "SI_ERR_MODEL", "fc1.W.codes: the padding nibble after the last code is not zero",
+         _compact(edit_members=_set_compact("fc1.W.codes", _set_last_nibble))),
+    Case("bad_compact_code_range", "SI_ERR_MODEL", ">= codebook size 1",
+         _compact(edit_members=_set_compact("fc1.W.codebook", lambda a: a[:1]))),
+    Case("bad_compact_codebook_nan", "SI_ERR_MODEL", "fc1.W.codebook[0] is not finite",
+         _compact(edit_members=_set_compact("fc1.W.codebook", lambda a: np.where(np.arange(a.size) == 0, np.nan, a).astype(np.float32)))),
+    Case("bad_compact_codebook_17", "SI_ERR_MODEL", "'fc1.W.codebook' must be 1 to 16 float32 values",
+         _compact(edit_members=_set_compact("fc1.W.codebook", lambda a: np.resize(a, 17)))),
+    Case("bad_compact_bitmap_popcount", "SI_ERR_MODEL", "conv1.W.index sets",
+         _compact(edit_members=_set_compact("conv1.W.index", _clear_a_bit))),
+    Case("bad_compact_bitmap_padding", "SI_ERR_MODEL", "conv1.W.index: padding bits after position 108 are not zero",
+         _compact(edit_members=_set_compact("conv1.W.index", lambda a: a | np.eye(1, a.size, a.size - 1, dtype=np.uint8)[0] * 0x80))),
+    Case("bad_compact_float_nan", "SI_ERR_MODEL", "conv1.W.values[0] is not finite",
+         _compact(edit_members=_set_compact("conv1.W.values", lambda a: np.where(np.arange(a.size) == 0, np.nan, a).astype(np.float32)))),
+    Case("bad_compact_int8_minus128", "SI_ERR_MODEL", "conv2.W.q[0] = -128",
+         _compact(edit_members=_set_compact("conv2.W.q", lambda a: np.where(np.arange(a.size) == 0, -128, a).astype(np.int8)))),
+    Case("bad_compact_int8_scale", "SI_ERR_MODEL", "a weight scale must be finite and > 0",
+         _compact(edit_members=_set_compact("conv2.W.scale", lambda a: -a))),
+    Case("bad_compact_int8_scale_short", "SI_ERR_MODEL", "'conv2.W.scale' has 7 elements, expected 8",
+         _compact(edit_members=_set_compact("conv2.W.scale", lambda a: a[:-1]))),
+    # deflated members: sizes that lie, a bomb's declared size, a corrupt stream
+    Case("bad_deflate_more", "SI_ERR_FORMAT", "member fc1.W.index.npy: inflates to more than the 150 bytes",
+         _deflated_patch("fc1.W.index.npy", usize=150)),
+    Case("bad_deflate_less", "SI_ERR_FORMAT", "its header declares 100000",
+         _deflated_patch("fc1.W.index.npy", usize=100000)),
+    Case("bad_deflate_bomb", "SI_ERR_FORMAT", "is not a size deflate can produce",
+         _deflated_patch("fc1.W.index.npy", usize=2**31)),
+    Case("bad_deflate_corrupt", "SI_ERR_FORMAT", "member fc1.W.index.npy: corrupt deflate stream",
+         _deflated_patch("fc1.W.index.npy", data=b"\xff\xff\xff\xff")),
+]
+
 BAD_CASES: list[Case] = [
     # container
     Case("bad_truncated_10", "SI_ERR_FORMAT", "too short for a ZIP archive", _bytes_of_base(lambda d: d[:10])),
@@ -734,8 +922,9 @@ BAD_CASES: list[Case] = [
     Case("bad_garbage", "SI_ERR_FORMAT", "not an .npz file", _garbage),
     Case("bad_empty", "SI_ERR_FORMAT", "empty file", _empty),
     Case("bad_crc", "SI_ERR_FORMAT", "member conv2.W.npy: CRC-32 mismatch", _bytes_of_base(_flip_in_array)),
-    Case("bad_deflated", "SI_ERR_UNSUPPORTED", "not savez_compressed", _compressed),
-    Case("bad_savez_compressed", "SI_ERR_UNSUPPORTED", "write model files with numpy.savez", _npz_compressed),
+    Case("bad_deflated", "SI_ERR_UNSUPPORTED", "deflated members need format version 2.1", _compressed),
+    Case("bad_savez_compressed", "SI_ERR_UNSUPPORTED", "write float files with numpy.savez, not savez_compressed",
+         _npz_compressed),
     Case("bad_directory", "SI_ERR_IO", "not a regular file", _directory),
     # local headers that disagree with the central directory (zipfile trusts the directory)
     Case("bad_local_name", "SI_ERR_FORMAT", "member conv1.b.npy: the local header names it 'conv1.c.npy'",
@@ -828,7 +1017,7 @@ BAD_CASES: list[Case] = [
     Case("bad_csr_indptr_last", "SI_ERR_MODEL", "expected nnz =", _csr_edit(_csr_last)),
     Case("bad_csr_duplicate", "SI_ERR_MODEL", "CSR must be sorted, no duplicates", _csr_edit(_csr_duplicate)),
     Case("bad_csr_unsorted", "SI_ERR_MODEL", "CSR must be sorted, no duplicates", _csr_edit(_csr_unsorted)),
-] + BAD_INT8_CASES
+] + BAD_INT8_CASES + BAD_COMPACT_CASES
 
 
 FUZZ_ITERATIONS = 1000
@@ -839,7 +1028,10 @@ def write_good(outdir: str) -> list[str]:
     names = []
     for i, (name, (layers, shape, storage)) in enumerate(good_models().items()):
         path = os.path.join(outdir, name + ".npz")
-        write_model(path, layers, {"shape": shape}, storage=storage, name=name)
+        write_model(path, layers, {"shape": shape}, storage=storage, name=name, deflate=storage == "compact")
+        if storage == "compact":  # lossy value modes: the reference runs the weights as decoded
+            from sparseinfer.compact import read_model_layers
+            layers = read_model_layers(path)[1]
         if name == "good_flat":
             # The other index and pointer dtypes the format allows: uint16 indices, int32 indptr.
             m = read_members(path)

@@ -30,11 +30,11 @@ echo "== build (ASan + UBSan)"
 "$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
     -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
     "${SOURCES[@]}" "$HERE/test_loader.c" \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -o "$WORK/test_loader"
+    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_loader"
 "$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
     -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
     "${SOURCES[@]}" "$HERE/test_threads.c" \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lpthread -o "$WORK/test_threads"
+    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -lpthread -o "$WORK/test_threads"
 
 echo "== cases"
 "$PYTHON" "$HERE/make_cases.py" "$WORK/cases"

@@ -34,7 +34,7 @@ clang-14 -std=c11 -O1 -g -fopenmp=libomp -fsanitize=thread -fno-omit-frame-point
     -Wno-unused-command-line-argument -I"$KERNELS" -I"$MKL_INC" -I/usr/lib/llvm-14/include \
     "${SOURCES[@]}" "$HERE/test_threads.c" \
     -L/usr/lib/llvm-14/lib -Wl,-rpath,/usr/lib/llvm-14/lib \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lpthread -o "$WORK/test_threads"
+    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -lpthread -o "$WORK/test_threads"
 
 echo "== cases"
 "$PYTHON" "$HERE/make_cases.py" "$WORK/cases" >/dev/null

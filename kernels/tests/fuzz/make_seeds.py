@@ -6,6 +6,7 @@
            most 64 KB, .npy versions 2.0 and 3.0, and files that declare large layers
            (many rows x columns in CSR with few or no non-zeros: a few KB each, whose dense
            form would be GBs) which the loader must refuse or hold within its memory limit
+           and the compact model and its bad cases again with stored members (compact_stored)
   npz/     the same files (the ZIP and .npy reader sees the container alone)
   json/    the manifest of each, and strings the manifest parser must take or refuse
 
@@ -103,6 +104,30 @@ def large_declared(outdir: str) -> list[str]:
     return paths
 
 
+def compact_stored(outdir: str) -> list[str]:
+    """The compact model and its bad cases with stored (not deflated) members, so that
+    mutations reach the compact decoder's streams rather than dying in inflate; and
+    a compact LeNet-5-sized fc layer per index mode."""
+    paths = []
+    for f in sorted(os.listdir(outdir)):
+        if f.endswith(".npz") and (f.startswith("good_compact") or f.startswith("bad_compact")):
+            try:
+                m = mc.read_members(os.path.join(outdir, f))
+            except zipfile.BadZipFile:
+                continue
+            paths.append(mc.write_members(os.path.join(outdir, "stored_" + f), m))
+    rng = np.random.default_rng(15)
+    w = np.where(rng.random((40, 300)) < 0.06, rng.standard_normal((40, 300)), 0).astype(np.float32)
+    for index, values in (("delta4", "kmeans:16"), ("delta8", "int8"), ("bitmap", "codebook")):
+        path = os.path.join(outdir, f"compact_fc_{index}_{values.replace(':', '')}.npz")
+        wv = np.round(w * 8) / 8 if values == "codebook" else w
+        mc.write_model(path, [{"name": "flat", "type": "flatten"},
+                              {"name": "fc", "type": "dense", "W": wv, "b": None, "storage": "compact",
+                               "compact": {"index": index, "values": values}}], {"shape": [5, 6, 10]})
+        paths.append(path)
+    return paths
+
+
 def npy_versions(outdir: str) -> list[str]:
     """The base model with arrays in .npy versions 2.0 and 3.0 (numpy writes them only for
     huge headers or non-Latin-1 names)."""
@@ -133,7 +158,7 @@ def main(corpus: str) -> None:
     try:
         mc.generate(tmp)
         files = sorted(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".npz"))
-        files += npy_versions(tmp) + large_declared(tmp)
+        files += npy_versions(tmp) + large_declared(tmp) + compact_stored(tmp)
         manifests = {}
         for path in files:
             if not os.path.isfile(path) or os.path.getsize(path) == 0 or os.path.getsize(path) > MAX_SEED:
