@@ -53,9 +53,14 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[np.ndar
         manifest = json.loads(_member(z, path, "model.json").tobytes().decode("utf-8"))
         if manifest.get("format") != FORMAT_NAME:
             raise ValueError(f"{path}: not a {FORMAT_NAME} file (format {manifest.get('format')!r})")
-        if list(manifest.get("version", []))[:1] != [FORMAT_VERSION[0]]:
+        major = list(manifest.get("version", []))[:1]
+        if major not in ([FORMAT_VERSION[0]], [2]):
             raise ValueError(f"{path}: format version {manifest.get('version')} not supported "
-                             f"(expected major {FORMAT_VERSION[0]})")
+                             f"(expected major {FORMAT_VERSION[0]} or 2)")
+        quant = [l["name"] for l in manifest["layers"] if l.get("quant")]
+        if quant:
+            raise ValueError(f"{path}: int8 layers {quant}: TensorFlow runs float models only "
+                             "(evaluate int8 files with the C runtime)")
         for layer in manifest["layers"]:
             if layer["type"] not in ("conv2d", "dense"):
                 continue
@@ -64,6 +69,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[np.ndar
                 w = np.asarray(_member(z, path, wspec["array"]), dtype=np.float32)
             elif wspec["format"] == "csr":
                 w = _csr_to_dense(z, path, lname, wspec["prefix"])
+            elif wspec["format"] == "compact":  # version 2.1: decoded by the NumPy reference decoder
+                from sparseinfer.compact import decode_compact
+                w = decode_compact(wspec, lambda name: _member(z, path, name))
             else:
                 raise ValueError(f"{path}: layer {lname}: unknown weight format {wspec['format']!r}")
             b = None

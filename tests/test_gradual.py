@@ -121,3 +121,39 @@ def test_short_run_reaches_targets_and_shares_weights(tmp_path):
                 assert len(np.unique(vals)) <= 15, (n, len(np.unique(vals)))
     assert rec["shared"]["nnz"] <= rec["nnz"]
     assert rec["shared"]["val"] >= rec["val"] - 0.05, rec["shared"]
+
+
+def test_shipped_files_meet_issue_15():
+    """The shipped pruned and compressed LeNet-5s against issue 15's bars, by the C runtime on
+    all 10,000 MNIST test images: at least 30x fewer non-zero weights than models/lenet5.npz and
+    at most 0.80% test error; the compressed file at least 60x fewer bytes and at most 0.80%;
+    TensorFlow on the same (decoded) weights agrees image by image."""
+    import sparseinfer
+    from sparseinfer.evaluation import evaluate_mnist
+    from sparseinfer.info import model_info
+
+    pytest.importorskip("zarr")
+    dense = model_info(LENET)["total"]["nnz"]
+    for name, bar in (("lenet5_pruned", "nnz"), ("lenet5_compressed", "bytes")):
+        path = os.path.join(ROOT, "models", name + ".npz")
+        m = sparseinfer.load(path, plan="nomeasure")
+        r = evaluate_mnist(m)
+        err = 100 * (1 - r["accuracy"])
+        assert err <= 0.80, f"{name}: test error {err:.2f}% > 0.80%"
+        if bar == "nnz":
+            nnz = model_info(path)["total"]["nnz"]
+            assert dense / nnz >= 30, f"{name}: {dense:,} / {nnz:,} = {dense / nnz:.1f}x fewer non-zeros < 30x"
+        else:
+            ratio = os.path.getsize(LENET) / os.path.getsize(path)
+            assert ratio >= 60, f"{name}: {ratio:.1f}x fewer bytes than lenet5.npz < 60x"
+        if name == "lenet5_compressed":
+            pytest.importorskip("tensorflow")
+            from prune.keras_io import keras_from_model_file
+            from sparseinfer.datasets import load_mnist
+            from sparseinfer.preprocess import normalize
+            x = normalize(load_mnist()[2][..., None], m.input_spec)
+            km = keras_from_model_file(path)
+            tf_pred = np.concatenate([np.asarray(km(x[i:i + 2000])).argmax(1)
+                                      for i in range(0, len(x), 2000)])
+            differ = np.flatnonzero(tf_pred != r["predictions"])
+            assert differ.size == 0, f"{name}: TensorFlow and the C runtime differ on test images {differ[:10]}"
