@@ -22,7 +22,7 @@ _LARGE_INPUT = 50000
 
 def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "auto",
          sparse: str = "auto", plan: str = "measure", plan_batch: int | None = None,
-         cache: str | os.PathLike | None = None) -> "Model":
+         cache: str | os.PathLike | None = None, max_memory_bytes: int | None = None) -> "Model":
     """Load a model file with the C runtime (every file is treated as untrusted).
 
     ``exec``: ``auto`` lets the planner pick, per layer and batch regime, the fastest
@@ -34,12 +34,16 @@ def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "au
     ``plan_batch``: the batch the "batch > 1" regime is timed at (default: the chunk
     ``predict`` runs, 64, or 8 for inputs over 50,000 values).
     ``cache``: the planner's cache file ("" for none; default: ``$SPARSEINFER_CACHE``, else
-    ``~/.cache/sparseinfer/plan.tsv``)."""
+    ``~/.cache/sparseinfer/plan.tsv``).
+    ``max_memory_bytes``: what the load may allocate, the weights' derived forms included
+    (default None: 256 MB + 64 x the file's bytes; a candidate algorithm whose forms would
+    pass it is left out of the plan, and a model whose needed forms pass it is refused with
+    an error naming the layer)."""
     from ._core import Model
     if plan_batch is None:
         plan_batch = _default_plan_batch(os.fspath(path))
     return Model(os.fspath(path), threads=threads, exec=exec, sparse=sparse, plan=plan, plan_batch=plan_batch,
-                 cache=None if cache is None else os.fspath(cache))
+                 cache=None if cache is None else os.fspath(cache), max_memory_bytes=max_memory_bytes)
 
 
 def _default_plan_batch(path: str) -> int:

@@ -106,7 +106,7 @@ cdef class Model:
         self._ctx_batch = 0
 
     def __init__(self, path, threads=None, bytes data=None, exec="auto", sparse="auto", plan="measure",
-                 plan_batch=0, cache=None):
+                 plan_batch=0, cache=None, max_memory_bytes=None):
         cdef si_status_t st
         cdef bytes bpath
         cdef bytes bcache
@@ -127,12 +127,17 @@ cdef class Model:
         plan_batch = int(plan_batch or 0)
         if not 0 <= plan_batch <= 4096:
             raise ValueError(f"plan_batch must be in [0, 4096], got {plan_batch}")
+        if max_memory_bytes is not None and (isinstance(max_memory_bytes, bool) or int(max_memory_bytes) != max_memory_bytes
+                                             or not 0 < int(max_memory_bytes) < 2**62):
+            raise ValueError(f"max_memory_bytes must be a positive integer below 2**62 (or None for the default: "
+                             f"256 MB + 64 x the file's bytes), got {max_memory_bytes!r}")
         memset(&opt, 0, sizeof(opt))  # fields this binding does not set take their defaults
         opt.struct_size = sizeof(si_load_options)
         opt.policy = POLICIES[exec]
         opt.sparse_impl = SPARSE_IMPLS[sparse]
         opt.plan = PLAN_MODES[plan]
         opt.plan_batch = plan_batch
+        opt.max_memory_bytes = 0 if max_memory_bytes is None else int(max_memory_bytes)
         opt.cache_path = NULL
         if cache is not None:
             bcache = str(cache).encode()

@@ -287,3 +287,18 @@ def test_wide_empty_layer_loads_without_its_dense_form(tmp_path):
     assert info["exec_batch1"] == "sparse" and info["exec_batchn"] == "sparse", info["why"]
     assert info["memory_bytes"] < 64 << 20, info["memory_bytes"]
     np.testing.assert_array_equal(m.predict(np.ones((2, 1, 1, 2 ** 16), np.float32)), np.zeros((2, 2 ** 14), np.float32))
+
+
+def test_max_memory_bytes_from_python():
+    """sparseinfer.load(..., max_memory_bytes=N) bounds the load as si_load_options does: the
+    dense LeNet-5 (1.7 MB of weights) cannot load in 100 KB, and the error names the limit;
+    with room it loads and runs as with the default; bad values are refused before loading."""
+    lenet = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "lenet5.npz")
+    with pytest.raises(sparseinfer.SparseInferError, match=r"memory limit of 100000 "):
+        sparseinfer.load(lenet, max_memory_bytes=100_000, plan="nomeasure", cache="")
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    a = sparseinfer.load(lenet, max_memory_bytes=1 << 30, plan="nomeasure", cache="").predict(x)
+    np.testing.assert_array_equal(a, sparseinfer.load(lenet, plan="nomeasure", cache="").predict(x))
+    for bad in (0, -1, 1.5, True, 2 ** 62, "1e9"):
+        with pytest.raises((ValueError, TypeError), match="max_memory_bytes|int"):
+            sparseinfer.load(lenet, max_memory_bytes=bad)
