@@ -176,6 +176,15 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
                 entry["quant"] = {"input": _qparams(lname, "input", quant["input"]),
                                   "output": None if out_q is None else _qparams(lname, "output", out_q),
                                   "weight_scale": f"{lname}.W.scale"}
+                wr = quant.get("weight_range")
+                if wr is not None:  # a claim the reader checks: every |weight| <= weight_range
+                    if isinstance(wr, bool) or not isinstance(wr, (int, np.integer)) or not 1 <= wr <= 127:
+                        raise ModelFormatError(f"layer {lname!r}: weight_range must be an integer in [1, 127], "
+                                               f"got {wr!r}")
+                    if w.size and int(np.abs(w.astype(np.int16)).max()) > wr:
+                        raise ModelFormatError(f"layer {lname!r}: weights up to {int(np.abs(w.astype(np.int16)).max())}"
+                                               f" in magnitude, past its weight_range {int(wr)}")
+                    entry["quant"]["weight_range"] = int(wr)
             b = layer.get("b")
             if b is not None and quant is not None:
                 b = np.asarray(b)

@@ -11,7 +11,13 @@ activations each quantized layer gets:
   outliers no longer stretch the step) or ``mse`` (the clipping range that minimises the
   squared quantization error of the values seen);
 - int8 weights, symmetric in [-127, 127], one scale per output channel (the largest
-  magnitude of the channel's weights maps to 127; pruned zeros stay zero);
+  magnitude of the channel's weights maps to 127; pruned zeros stay zero); or, with
+  ``reduce_range``, in [-64, 64] (it maps to 64), which CPUs with AVX2 but no VNNI (Zen 3,
+  Haswell to Comet Lake) multiply by ``vpmaddubsw`` twice as fast: no pair of such weights
+  can saturate its int16 sums. ``reduce_range="auto"`` (default) does so when the runtime's
+  int8 dot product here (``sparseinfer.int8_isa()``, under SPARSEINFER_ISA and
+  SPARSEINFER_DISABLE) is "avx2", as ONNX Runtime recommends for non-VNNI machines. The file
+  records it (``"weight_range": 64``) and runs bit for bit the same on every CPU;
 - an int32 bias, in units of input scale x weight scale.
 
 A quantized layer whose next weighted layer (past max pools and flattens) is quantized too
@@ -36,6 +42,9 @@ DEFAULT_METHOD = "percentile"
 PERCENTILE = 99.99
 SAMPLE_CAP = 1 << 21      # activation values kept per layer for the percentile / MSE choices
 TRACE_BATCH = 8           # samples per traced run (VGG19: about 500 MB of layer outputs)
+WEIGHT_MAX = 127          # int8 weights in [-127, 127]
+REDUCED_WEIGHT_MAX = 64   # reduce_range: [-64, 64], pair-safe for vpmaddubsw (docs/quantization.md)
+REDUCE_RANGE = ("auto", "on", "off")
 
 
 class QuantizeError(ValueError):
@@ -124,16 +133,34 @@ def choose_range(st: _Stats, method: str) -> tuple[float, int]:
     raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def quantize_weights(W: np.ndarray, b: np.ndarray | None, in_scale: float):
-    """int8 weights (one scale per row, symmetric), their scales, and the int32 bias."""
+def quantize_weights(W: np.ndarray, b: np.ndarray | None, in_scale: float, wmax: int = WEIGHT_MAX):
+    """int8 weights (one scale per row, symmetric, in [-wmax, wmax]), their scales, and the
+    int32 bias."""
     amax = np.abs(W).max(axis=1)
-    ws = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(W / ws[:, None]), -127, 127).astype(np.int8)
+    ws = np.where(amax > 0, amax / float(wmax), 1.0).astype(np.float32)
+    q = np.clip(np.rint(W / ws[:, None]), -wmax, wmax).astype(np.int8)
     mul = np.float32(in_scale) * ws  # float32, as the loader computes it
     bq = None
     if b is not None:
         bq = np.clip(np.rint(b.astype(np.float64) / mul.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
     return q, ws, bq
+
+
+def choose_reduce_range(reduce_range: str | bool) -> tuple[bool, str]:
+    """Whether to quantize the weights to [-64, 64], and why. ``auto``: when the runtime's int8
+    dot product here is plain AVX2 (no AVX-512 VNNI, no AVX-VNNI), where reduced weights run by
+    vpmaddubsw at twice the speed of the exact vpmaddwd fallback."""
+    if reduce_range is True or reduce_range == "on":
+        return True, "reduce_range on"
+    if reduce_range is False or reduce_range == "off":
+        return False, "reduce_range off"
+    if reduce_range != "auto":
+        raise QuantizeError(f"reduce_range must be one of {REDUCE_RANGE} (or a bool), got {reduce_range!r}")
+    from . import int8_isa
+    isa = int8_isa()
+    if isa == "avx2":
+        return True, "reduce_range auto: this CPU's int8 dot product is AVX2 without VNNI"
+    return False, f"reduce_range auto: this CPU's int8 dot product is {isa}"
 
 
 def _weighted(layers: Sequence[dict]) -> list[int]:
@@ -183,13 +210,21 @@ def calibrate(in_path: str, calibration: np.ndarray, method: str = DEFAULT_METHO
 
 def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: str = DEFAULT_METHOD,
              keep_fp32: str | Iterable[str] | None = "last", storage: str = "auto",
+             reduce_range: str | bool = "auto",
              progress: Callable[[str], None] | None = _progress) -> dict:
     """Write an int8 copy of a float model file, calibrated on ``calibration`` (an NHWC float32
     batch, preprocessed). ``keep_fp32``: layer names left in float32, ``"last"`` (the last
     weighted layer) or None. ``storage``: as write_model's (``auto``: the smaller of dense and
-    CSR for the int8 values). Returns a report: per layer its dtype and quantization."""
+    CSR for the int8 values). ``reduce_range``: ``"on"`` (or True) quantizes the weights to
+    [-64, 64], ``"off"`` (False) to [-127, 127], ``"auto"`` reduces where the runtime's int8
+    dot product is AVX2 without VNNI (choose_reduce_range); the choice is said through
+    ``progress`` and in the report. Returns a report: per layer its dtype and quantization."""
     if method not in METHODS:
         raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
+    reduced, why = choose_reduce_range(reduce_range)
+    wmax = REDUCED_WEIGHT_MAX if reduced else WEIGHT_MAX
+    if progress:
+        progress(f"int8 weights in [-{wmax}, {wmax}] ({why})\n")
     manifest, layers = read_layers(in_path)
     wl = _weighted(layers)
     if keep_fp32 == "last":
@@ -208,7 +243,7 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
         l = dict(l)
         if i in quantized:
             s_in, z_in = ranges[i]
-            q, ws, bq = quantize_weights(l["W"], l.get("b"), s_in)
+            q, ws, bq = quantize_weights(l["W"], l.get("b"), s_in, wmax)
             # the next weighted layer, through max pools and flattens only
             out_q = None
             j = i + 1
@@ -216,7 +251,10 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
                 j += 1
             if j < len(layers) and j in quantized and l.get("activation") != "softmax":
                 out_q = ranges[j]
-            l.update(W=q, b=bq, quant={"input": (s_in, z_in), "output": out_q, "weight_scale": ws})
+            quant = {"input": (s_in, z_in), "output": out_q, "weight_scale": ws}
+            if reduced:
+                quant["weight_range"] = wmax
+            l.update(W=q, b=bq, quant=quant)
             l["storage"] = storage
             report.append({"name": l["name"], "dtype": "int8", "input": [s_in, z_in],
                            "output": list(out_q) if out_q else None,
@@ -227,7 +265,8 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
     write_model(out_path, out_layers, manifest["input"], manifest.get("classes"),
                 name=manifest.get("name", "model"))
     return {"in": in_path, "out": out_path, "method": method, "calibration_samples": int(len(calibration)),
-            "kept_fp32": sorted(keep), "layers": report}
+            "kept_fp32": sorted(keep), "weight_range": wmax, "reduce_range": reduced, "reduce_range_reason": why,
+            "layers": report}
 
 
 def calibration_images(source: str, spec: dict, shape: Sequence[int], count: int, seed: int = 0,
@@ -269,7 +308,8 @@ def main_quantize(a: Any) -> int:
     xs = [calibration_images(s, spec, spec["shape"], a.calibration_count, mnist_dir=a.mnist_dir) for s in sources]
     x = np.concatenate(xs)[:a.calibration_count]
     keep = "last" if a.keep_fp32 == "last" else None if a.keep_fp32 == "none" else a.keep_fp32.split(",")
-    rep = quantize(a.model, a.out, x, method=a.method, keep_fp32=keep, progress=None if a.json else _progress)
+    rep = quantize(a.model, a.out, x, method=a.method, keep_fp32=keep, reduce_range=a.reduce_range,
+                   progress=None if a.json else _progress)
     import os
     rep["bytes_in"], rep["bytes_out"] = os.path.getsize(a.model), os.path.getsize(a.out)
     if a.json:
@@ -281,5 +321,6 @@ def main_quantize(a: Any) -> int:
                  if l["dtype"] == "int8" else "kept in float32")
             print(f"  {l['name']:<16}{l['dtype']:<9}{q}")
         print(f"{a.out}: {rep['bytes_out']:,} bytes ({rep['bytes_in'] / rep['bytes_out']:.2f}x smaller than "
-              f"{a.model}), calibrated on {rep['calibration_samples']} samples by {rep['method']}")
+              f"{a.model}), calibrated on {rep['calibration_samples']} samples by {rep['method']}, weights in "
+              f"[-{rep['weight_range']}, {rep['weight_range']}] ({rep['reduce_range_reason']})")
     return 0

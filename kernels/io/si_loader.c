@@ -188,15 +188,32 @@ static si_status_t load_quant_bias(const si_npz *npz, const si_json *jl, si_laye
     } else if (b && b->type != SI_JNULL) {
         return si_fail(SI_ERR_FORMAT, "%s: 'bias' must be an array name or null", where);
     }
+    /* optional "weight_range": the quantizer's claim that every |weight| <= it (64: reduce_range).
+     * Checked here so that a file cannot lie about it; the kernels never rely on it (the int8
+     * GEMM reads its weights' pair-safety off the weights themselves, ops/si_igemm.c). */
+    int64_t wrange = 127;
+    if (si_json_get(q, "weight_range") && (st = get_int(q, "weight_range", 1, 127, where, &wrange))) return st;
     L->q_mul = si_alloc((size_t)L->rows * sizeof(float));
     L->q_add = si_alloc((size_t)L->rows * sizeof(float));
     if (!L->q_mul || !L->q_add) return si_fail(SI_ERR_NOMEM, "%s: out of memory for the scales", where);
     for (int64_t r = 0; r < L->rows; r++) {
         int64_t sum = 0;
+        int wmax = 0;
         if (L->w8)
-            for (int64_t k = 0; k < L->cols; k++) sum += L->w8[r * L->cols + k];
+            for (int64_t k = 0; k < L->cols; k++) {
+                const int v = L->w8[r * L->cols + k];
+                sum += v;
+                wmax = v > wmax ? v : -v > wmax ? -v : wmax;
+            }
         else
-            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) sum += L->csr_val8[k];
+            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) {
+                const int v = L->csr_val8[k];
+                sum += v;
+                wmax = v > wmax ? v : -v > wmax ? -v : wmax;
+            }
+        if (wmax > wrange)
+            return si_fail(SI_ERR_MODEL, "%s: output channel %lld has a weight of magnitude %d, past the file's "
+                           "quant.weight_range %lld", where, (long long)r, wmax, (long long)wrange);
         int32_t bq = 0;
         if (ba) memcpy(&bq, ba->data + 4 * r, 4);
         const float mul = L->q_in_scale * L->q_wscale[r];

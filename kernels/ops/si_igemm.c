@@ -741,6 +741,18 @@ int si_igemm_has_vnni(void) {
 #endif
 }
 
+const char *si_int8_isa_name(void) {
+    si_init();
+#if SI_X86
+    const si_isa isa = si_isa_active();
+    const int v = si_igemm_vnni ? cpu_vnni() : 0;
+    if (isa >= SI_ISA_AVX512 && v == 2) return "avx512_vnni";
+    if (isa >= SI_ISA_AVX2 && v >= 1) return "avx_vnni";
+    if (isa >= SI_ISA_AVX2) return "avx2";
+#endif
+    return "portable";
+}
+
 void si_unpack_b8(const si_packed_b8 *B, int8_t *w) {
     const b8_pack *h = B->b;
     const int nr = h->nr, g = h->g;
