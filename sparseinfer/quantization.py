@@ -159,7 +159,7 @@ def choose_reduce_range(reduce_range: str | bool) -> tuple[bool, str]:
     from . import int8_isa
     isa = int8_isa()
     if isa == "avx2":
-        return True, "reduce_range auto: this CPU's int8 dot product is AVX2 without VNNI"
+        return True, "reduce_range auto: this CPU's int8 dot product is avx2 (no VNNI)"
     return False, f"reduce_range auto: this CPU's int8 dot product is {isa}"
 
 
