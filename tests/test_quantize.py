@@ -314,22 +314,28 @@ def _mnist_calibration(mnist, path: str, count: int = 200) -> np.ndarray:
     return normalize(x_train[idx][..., None], read_manifest(path)["input"])
 
 
-@pytest.fixture(scope="module")
-def reduced(mnist, tmp_path_factory):
-    """lenet5_pruned quantized with reduce_range on (200 MNIST images): (fp32 path, int8 path, report)."""
+@pytest.fixture(scope="module", params=["on", "pairs"])
+def reduced(request, mnist, tmp_path_factory):
+    """lenet5_pruned quantized with reduce_range on, or pairs (200 MNIST images): (fp32 path,
+    int8 path, report)."""
     src = os.path.join(MODELS, "lenet5_pruned.npz")
-    dst = str(tmp_path_factory.mktemp("rr") / "lenet5_pruned_rr.npz")
-    rep = sparseinfer.quantize(src, dst, calibration=_mnist_calibration(mnist, src), reduce_range="on", progress=None)
+    dst = str(tmp_path_factory.mktemp("rr") / f"lenet5_pruned_{request.param}.npz")
+    rep = sparseinfer.quantize(src, dst, calibration=_mnist_calibration(mnist, src), reduce_range=request.param,
+                               progress=None)
     return src, dst, rep
 
 
 def test_reduce_range_roundtrip(reduced, mnist, tmp_path):
     """reduce_range on: every int8 weight in [-64, 64], each channel's largest at +-64 and its
-    scale max|w| / 64, the manifest saying "weight_range": 64; off: [-127, 127], no key; the
-    dequantized weights within half a step of the float ones."""
+    scale max|w| / 64, the manifest saying "weight_range": 64, the dequantized weights within
+    half a step of the float ones; pairs: "weight_pair_max": 128, no pair of one sign past
+    128, scales between max|w| / 127 and the pair-safe one, the weights' squared error no worse
+    than on's; off: [-127, 127], no key."""
+    from sparseinfer.format import pair_max
     from sparseinfer.quantization import read_layers
     src, dst, rep = reduced
-    assert rep["reduce_range"] is True and rep["weight_range"] == 64
+    mode = rep["reduce_range"]
+    assert mode in ("on", "pairs") and rep["weight_range"] == (64 if mode == "on" else 127)
     _, f32 = read_layers(src)
     w32 = {l["name"]: l["W"] for l in f32 if "W" in l}
     layers, _ = read_layers_int8(dst)
@@ -337,16 +343,25 @@ def test_reduce_range_roundtrip(reduced, mnist, tmp_path):
     for L, e in zip(layers, man["layers"]):
         if not L.get("quant"):
             continue
-        W, ws = L["W"].astype(np.int16), L["quant"]["weight_scale"]
-        assert e["quant"]["weight_range"] == 64, e["name"]
-        assert np.abs(W).max() == 64 and np.all(np.abs(W).max(1)[np.abs(w32[e["name"]]).max(1) > 0] == 64), e["name"]
-        np.testing.assert_allclose(ws, np.abs(w32[e["name"]]).max(1) / 64, rtol=1e-6, err_msg=e["name"])
-        err = np.abs(W * ws[:, None] - w32[e["name"]])
-        assert np.all(err <= ws[:, None] * 0.5 * (1 + 1e-5)), e["name"]
+        W, ws, Wf = L["W"].astype(np.int16), L["quant"]["weight_scale"], w32[e["name"]]
+        amax = np.abs(Wf).max(1)
+        err = np.abs(W * ws[:, None] - Wf)
+        if mode == "on":
+            assert e["quant"]["weight_range"] == 64 and "weight_pair_max" not in e["quant"], e["name"]
+            assert np.abs(W).max() == 64 and np.all(np.abs(W).max(1)[amax > 0] == 64), e["name"]
+            np.testing.assert_allclose(ws, amax / 64, rtol=1e-6, err_msg=e["name"])
+            assert np.all(err <= ws[:, None] * 0.5 * (1 + 1e-5)), e["name"]
+        else:
+            assert e["quant"]["weight_pair_max"] == 128 and "weight_range" not in e["quant"], e["name"]
+            assert pair_max(L["W"]) <= 128 and np.abs(W).max() <= 127, e["name"]
+            live = amax > 0
+            assert np.all(ws[live] >= amax[live] / 127 * (1 - 1e-6)) and np.all(ws[live] <= amax[live] / 64 * 1.01)
+            q64 = np.clip(np.rint(Wf / (amax / 64 + (amax == 0))[:, None]), -64, 64) * (amax / 64)[:, None]
+            assert (err ** 2).sum() <= ((q64 - Wf) ** 2).sum(), e["name"]
     off = tmp_path / "off.npz"
     rep = sparseinfer.quantize(src, off, calibration=_mnist_calibration(mnist, src, 16), reduce_range="off",
                                progress=None)
-    assert rep["weight_range"] == 127 and not rep["reduce_range"]
+    assert rep["weight_range"] == 127 and rep["reduce_range"] == "off"
     for L, e in zip(*(read_layers_int8(off)[0], read_manifest(off)["layers"])):
         if L.get("quant"):
             assert "weight_range" not in e["quant"] and np.abs(L["W"].astype(np.int16)).max() == 127
@@ -356,7 +371,8 @@ def test_reduce_range_roundtrip(reduced, mnist, tmp_path):
 
 
 def test_reduce_range_auto_follows_the_runtime():
-    """auto reduces exactly where the runtime's int8 dot product is AVX2 without VNNI, as the
+    """auto makes the weights pair-safe exactly where the runtime's int8 dot product is AVX2
+    without VNNI, as the
     ISA cap and SPARSEINFER_DISABLE leave it (child processes: the cap is read at start-up)."""
     child = ("import json, sparseinfer\n"
              "from sparseinfer.quantization import choose_reduce_range\n"
@@ -367,8 +383,8 @@ def test_reduce_range_auto_follows_the_runtime():
         e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
         r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env={**e, **env}, timeout=120)
         assert r.returncode == 0, r.stderr
-        isa, on, why = json.loads(r.stdout)
-        assert on == (isa == "avx2") and isa in why, (name, isa, on, why)
+        isa, mode, why = json.loads(r.stdout)
+        assert mode == ("pairs" if isa == "avx2" else "off") and isa in why, (name, isa, mode, why)
         seen[name] = isa
     assert seen["portable"] == "portable"
     if sparseinfer.isa() != "portable":  # an x86 CPU with AVX2
@@ -441,26 +457,39 @@ def test_weight_range_claims_are_checked(tmp_path):
     assert read_manifest(ok)["layers"][1]["quant"]["weight_range"] == 64
     m = sparseinfer.load(ok)
     np.testing.assert_allclose(m.predict(np.ones((1, 1, 1, 3), np.float32) * 0.1).ravel(), [0.3, -0.2], atol=1e-6)
+    pairs = {**layer, "W": np.array([[127, -127, 100], [1, 127, -128 + 1]], np.int8),
+             "quant": {**{k: v for k, v in layer["quant"].items() if k != "weight_range"}, "weight_pair_max": 128}}
+    write_model(ok, [{"name": "f", "type": "flatten"}, pairs], spec)  # (127, -127), (100, 0): pair-safe
+    assert read_manifest(ok)["layers"][1]["quant"]["weight_pair_max"] == 128
+    sparseinfer.load(ok)
     for bad, msg in ((dict(W=np.array([[65, 0, 0], [0, 0, 0]], np.int8)), "past its weight_range 64"),
                      (dict(quant={**layer["quant"], "weight_range": 0}), "weight_range must be an integer"),
-                     (dict(quant={**layer["quant"], "weight_range": 64.5}), "weight_range must be an integer")):
+                     (dict(quant={**layer["quant"], "weight_range": 64.5}), "weight_range must be an integer"),
+                     (dict(pairs, W=np.array([[127, 2, 0], [0, 0, 0]], np.int8)), "sums to 129 in magnitude"),
+                     (dict(pairs, quant={**pairs["quant"], "weight_pair_max": 255}), "weight_pair_max must be")):
         with pytest.raises(ModelFormatError, match=msg):
             write_model(tmp_path / "x.npz", [{"name": "f", "type": "flatten"}, {**layer, **bad}], spec)
-    # a file lying about it: written honestly with 127, the manifest then edited to claim 64
-    honest = tmp_path / "honest.npz"
-    write_model(honest, [{"name": "f", "type": "flatten"},
-                         {**layer, "W": np.array([[127, 127, 0], [0, 0, 0]], np.int8),
-                          "quant": {k: v for k, v in layer["quant"].items() if k != "weight_range"}}], spec)
-    with zipfile.ZipFile(honest) as z:
-        members = {name: z.read(name) for name in z.namelist()}
-    man = read_manifest(honest)
-    man["layers"][1]["quant"]["weight_range"] = 64
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.frombuffer(json.dumps(man).encode(), np.uint8), allow_pickle=False)
-    members["model.json.npy"] = buf.getvalue()
-    liar = tmp_path / "liar.npz"
-    with zipfile.ZipFile(liar, "w") as z:
-        for name, d in members.items():
-            z.writestr(name, d)
-    with pytest.raises(sparseinfer.SparseInferError, match="magnitude 127, past the file's quant.weight_range 64"):
-        sparseinfer.load(liar)
+    # files lying about it: written honestly, the manifest then edited to make the claim
+    for storage in ("dense", "csr"):
+        for key, W, msg in (("weight_range", [[127, 127, 0], [0, 0, 0]], "magnitude 127, past the file's "
+                             "quant.weight_range 64"),
+                            ("weight_pair_max", [[0, 0, 1], [-100, -29, 0]], "channel 1 has a pair of weights of one "
+                             "sign summing to 129 in magnitude, past the file's quant.weight_pair_max 128")):
+            honest = tmp_path / "honest.npz"
+            write_model(honest, [{"name": "f", "type": "flatten"},
+                                 {**layer, "W": np.array(W, np.int8), "storage": storage,
+                                  "quant": {k: v for k, v in layer["quant"].items() if k != "weight_range"}}], spec)
+            with zipfile.ZipFile(honest) as z:
+                members = {name: z.read(name) for name in z.namelist()}
+            man = read_manifest(honest)
+            assert man["layers"][1]["weight"]["format"] == storage
+            man["layers"][1]["quant"][key] = 64 if key == "weight_range" else 128
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.frombuffer(json.dumps(man).encode(), np.uint8), allow_pickle=False)
+            members["model.json.npy"] = buf.getvalue()
+            liar = tmp_path / "liar.npz"
+            with zipfile.ZipFile(liar, "w") as z:
+                for name, d in members.items():
+                    z.writestr(name, d)
+            with pytest.raises(sparseinfer.SparseInferError, match=msg):
+                sparseinfer.load(liar)
