@@ -221,6 +221,9 @@ typedef struct si_layer {
     float q_in_scale, q_out_scale;
     int32_t q_in_zero, q_out_zero;
     int q_out_u8;
+    int q_pair_safe;         /* no pair of inputs (2t, 2t + 1) can saturate vpmaddubsw (si_i8_pair_safe):
+                              * the planner's cache tells such layers apart (they run faster on AVX2
+                              * without VNNI); the GEMM checks its weights itself when packing */
     int8_t *w8, *csr_val8;
     float *q_wscale, *q_mul, *q_add;
     /* The max pooling right after this convolution when an entry may compute both in one
