@@ -2,7 +2,7 @@
 """Accuracy of int8 models (issue 12), measured by the C runtime.
 
     python bench/int8_accuracy.py [--json bench/results/int8_accuracy.json] [--no-vgg19]
-                                  [--reduce-range off|on|auto|both] [--lenet-methods percentile]
+                                  [--reduce-range off,on,pairs] [--lenet-methods percentile]
 
 LeNet-5 (the shipped models/lenet5.npz and models/lenet5_pruned.npz): quantized with 1,000
 random MNIST training images by each calibration method (min/max, percentile, MSE), with the
@@ -15,8 +15,9 @@ prune.models.vgg19, seed 19, in a child process with TensorFlow), calibrated on 
 the int8 logits against the fp32 logits on 16 other inputs (SQNR, top-1 agreement, overlap
 of the top-5 sets), and the file sizes.
 
---reduce-range: the quantizer's weight range ([-127, 127] off, the default here so that runs
-compare; [-64, 64] on; both: each model twice, off then on). --lenet-methods: a comma-separated
+--reduce-range: the quantizer's reduce_range modes to run, comma-separated (off, the default
+here so that runs compare: [-127, 127]; on: [-64, 64]; pairs: [-127, 127], pair-safe; auto;
+both: off,on), each model once per mode. --lenet-methods: a comma-separated
 subset of the calibration methods (the last layer kept in float32; all of them by default, and
 percentile with the last layer quantized too).
 
@@ -107,7 +108,8 @@ def lenet(tmp: str, log, reduce: list[str], methods: list[str] | None = None) ->
                  "agreement": float((e32["predictions"] == e8["predictions"]).mean()),
                  "fp32_bytes": os.path.getsize(src), "int8_bytes": os.path.getsize(dst),
                  **compare_logits(src, dst, xt, tmp)}
-            log(f"{name:<14}{method:<11}w +-{r['weight_range']:<4}kept {','.join(r['kept_fp32']) or '-':<5} error {r['fp32_error_pct']:.2f}% -> "
+            r["reduce_range"] = rr
+            log(f"{name:<14}{method:<11}{rr:<6}w +-{r['weight_range']:<4}kept {','.join(r['kept_fp32']) or '-':<5} error {r['fp32_error_pct']:.2f}% -> "
                 f"{r['int8_error_pct']:.2f}%  agree {100 * r['agreement']:.2f}%  logits SQNR {r['sqnr_db']:.1f} dB  "
                 f"file {r['fp32_bytes']:,} -> {r['int8_bytes']:,} B ({r['fp32_bytes'] / r['int8_bytes']:.2f}x)")
             out.append(r)
@@ -140,10 +142,10 @@ def vgg19(tmp: str, log, cache: str, reduce: str = "off") -> dict:
     t0 = time.perf_counter()
     rep = sparseinfer.quantize(path, dst, calibration=xc, reduce_range=reduce, progress=None)
     r = {"calibration_inputs": 32, "eval_inputs": 16, "quantize_s": time.perf_counter() - t0,
-         "weight_range": rep["weight_range"],
+         "weight_range": rep["weight_range"], "reduce_range": reduce,
          "kept_fp32": rep["kept_fp32"], "fp32_bytes": os.path.getsize(path), "int8_bytes": os.path.getsize(dst),
          **compare_logits(path, dst, xe, tmp)}
-    log(f"VGG19 generated, weights +-{r['weight_range']}: logits SQNR {r['sqnr_db']:.1f} dB, top-1 agreement {100 * r['top1_agreement']:.0f}%, "
+    log(f"VGG19 generated, reduce_range {reduce} (weights +-{r['weight_range']}): logits SQNR {r['sqnr_db']:.1f} dB, top-1 agreement {100 * r['top1_agreement']:.0f}%, "
         f"top-5 overlap {100 * r['top5_overlap']:.0f}%, fp32 top-1 in int8 top-5 {100 * r['fp32_top1_in_int8_top5']:.0f}%; "
         f"file {r['fp32_bytes'] / 1e6:.1f} -> {r['int8_bytes'] / 1e6:.1f} MB; quantize {r['quantize_s']:.1f} s")
     return r
@@ -155,10 +157,13 @@ def main() -> int:
     p.add_argument("--no-vgg19", action="store_true")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "sparseinfer-int8-accuracy"),
                    help="where the generated VGG19 is kept between runs")
-    p.add_argument("--reduce-range", choices=("off", "on", "auto", "both"), default="off")
+    p.add_argument("--reduce-range", default="off", help="comma-separated: off, on, pairs, auto (both: off,on)")
     p.add_argument("--lenet-methods", default=None, help="comma-separated calibration methods (default: all)")
     a = p.parse_args()
-    reduce = ["off", "on"] if a.reduce_range == "both" else [a.reduce_range]
+    reduce = ["off", "on"] if a.reduce_range == "both" else a.reduce_range.split(",")
+    bad = [m for m in reduce if m not in ("off", "on", "pairs", "auto")]
+    if bad:
+        p.error(f"--reduce-range: unknown mode(s) {bad}")
     os.makedirs(a.cache, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
     log(f"CPU {sparseinfer.cpu()}, kernels {sparseinfer.isa()}")
