@@ -30,19 +30,20 @@ def main() -> int:
     p.add_argument("models", nargs="+", metavar="LABEL=PATH")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     named = [m.split("=", 1) for m in a.models]
     print(f"# {sparseinfer.cpu()}; ISA {sparseinfer.isa()}, int8 dot product {sparseinfer.int8_isa()}; "
-          f"batch {a.batch}; medians of {a.repeats}", flush=True)
+          f"batch {a.batch}; {a.threads or 'default'} threads; medians of {a.repeats}", flush=True)
     models = {}
     for label, path in named:
         t0 = time.perf_counter()
-        models[label] = sparseinfer.load(path, cache="")
-        algos = sorted({(l["algo_batch1"] if a.batch == 1 else l["algo_batchn"])
-                        for l in models[label].layers() if l["dtype"] == "int8"})
+        models[label] = sparseinfer.load(path, cache="", threads=a.threads)
+        algos = [f"{l['name']}:{l['algo_batch1'] if a.batch == 1 else l['algo_batchn']}"
+                 for l in models[label].layers() if l["dtype"] == "int8"]
         print(f"{label}: loaded and planned in {time.perf_counter() - t0:.1f} s; int8 layers run by "
-              f"{', '.join(algos) or '-'}", flush=True)
+              f"{' '.join(algos) or '-'}", flush=True)
     x = np.random.default_rng(0).standard_normal((a.batch, *models[named[0][0]].input_shape)).astype(np.float32)
     for m in models.values():
         m.predict(x)
@@ -56,7 +57,7 @@ def main() -> int:
             times[label].append(time.perf_counter() - t0)
     base = float(np.median(times[labels[0]]))
     res = {"cpu": sparseinfer.cpu(), "isa": sparseinfer.isa(), "int8_isa": sparseinfer.int8_isa(),
-           "batch": a.batch, "repeats": a.repeats, "models": {}}
+           "batch": a.batch, "threads": a.threads, "repeats": a.repeats, "models": {}}
     for label in labels:
         t = np.array(times[label]) * 1e3
         q1, med, q3 = np.percentile(t, [25, 50, 75])
