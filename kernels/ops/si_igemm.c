@@ -18,16 +18,21 @@
  *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
  *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
  *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
- *   AVX2, pair-safe weights  G 4, MR 6 x NR 16, the AVX-VNNI layout: vpmaddubsw (u8 x s8,
- *                 adjacent products summed in pairs into int16, saturating), vpmaddwd by int16
- *                 ones (the group's two pairs into int32), vpaddd: three uops per 32 products,
- *                 two of them multiplies, against four FMAs for 32 fp32 ones (2x the fp32 GEMM's
- *                 peak on Intel and Zen 3 alike). Exact only when no pair of weights can make
- *                 vpmaddubsw saturate (si_i8_pair_safe: each pair's positive weights sum to at
- *                 most 128, and its negative ones to at least -128; |w| <= 64, the quantizer's
- *                 reduce_range, guarantees it). si_pack_b8 checks that on the layer's weights
- *                 and picks this kernel or the next: the file's word is not taken for it.
- *   AVX2          G 2, MR 6 x NR 16 (12 ymm sums): on other weights vpmaddubsw would saturate its int16 pair sums
+ *   AVX2, pair-safe weights (avx2_maddubs)  G 4, MR 6 x NR 16, the AVX-VNNI layout:
+ *                 vpmaddubsw (u8 x s8, adjacent products summed in pairs into int16,
+ *                 saturating), vpmaddwd by int16 ones (the group's two pairs into int32),
+ *                 vpaddd: three uops per 32 products, two of them multiplies, against four FMAs
+ *                 for 32 fp32 ones (2x the fp32 GEMM's peak on Intel and Zen 3 alike; about 100
+ *                 GMAC/s a core on Sapphire Rapids capped to AVX2). Exact only when no pair of
+ *                 weights can make vpmaddubsw saturate (si_i8_pair_safe: each pair's positive
+ *                 weights sum to at most 128, and its negative ones to at least -128; the
+ *                 quantizer's reduce_range "on" (|w| <= 64) and "pairs" guarantee it).
+ *                 si_pack_b8 checks that on the layer's weights and picks this kernel or the
+ *                 next: the file's word is not taken for it. 6 rows need 17 ymm (12 sums, 2 of
+ *                 B, the ones, A's broadcast, a product): GCC keeps one sum on the stack, which
+ *                 costs a load and a store per group and no port time that binds.
+ *   AVX2 (avx2_maddwd)  G 2, MR 6 x NR 16 (12 ymm sums): on other weights vpmaddubsw would
+ *                 saturate its int16 pair sums
  *                 (255 * 127 * 2 > 32767), so both operands are widened to int16 and multiplied
  *                 by vpmaddwd (exact pairs into int32), then vpaddd. The weights stay int8 in
  *                 memory (a GEMV of batch 1 streams one byte per weight) and are widened by
