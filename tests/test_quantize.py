@@ -418,7 +418,7 @@ def test_reduced_range_bit_exact_without_vnni(reduced, mnist, tmp_path):
              "five = m.trace(x)\n"
              "np.savez(sys.argv[3], *[o.reshape(len(x), -1) for o in one + five])\n"
              "print(json.dumps([sparseinfer.int8_isa(), [(l['algo_batch1'], l['algo_batchn']) for l in m.layers()"
-             " if l['dtype'] == 'int8']]))\n")
+             " if l['dtype'] == 'int8'], [l['why'] for l in m.layers() if l['dtype'] == 'int8']]))\n")
     e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
     e["SPARSEINFER_ALGO"] = "conv_igemm,fc_igemm"
     n = len(layers)
@@ -428,9 +428,11 @@ def test_reduced_range_bit_exact_without_vnni(reduced, mnist, tmp_path):
         r = subprocess.run([sys.executable, "-c", child, dst, str(tmp_path / "x.npy"), str(out)], capture_output=True,
                            text=True, env={**e, **env}, timeout=300)
         assert r.returncode == 0, r.stderr
-        isa, algos = json.loads(r.stdout)
+        isa, algos, whys = json.loads(r.stdout)
         if env:
             assert isa == "avx2", (what, isa)
+        # pair-safe layers are not reported as taking vpmaddwd (test_vpmaddwd_fallback_is_said)
+        assert not any("vpmaddwd" in w for w in whys), (what, whys)
         assert all(a == ["conv_igemm", "conv_igemm"] or a == ["fc_igemm", "fc_igemm"] for a in algos), (what, algos)
         with np.load(out) as z:
             got = [z[f"arr_{j}"] for j in range(2 * n)]
@@ -493,3 +495,18 @@ def test_weight_range_claims_are_checked(tmp_path):
                     z.writestr(name, d)
             with pytest.raises(sparseinfer.SparseInferError, match=msg):
                 sparseinfer.load(liar)
+
+
+def test_vpmaddwd_fallback_is_said(quantized, tmp_path):
+    """On AVX2 without VNNI an int8 layer whose weights are not pair-safe (a file quantized
+    without reduce_range) runs the slower vpmaddwd kernel, and `info`'s reason says so."""
+    _, dst, _ = quantized["lenet5"]
+    child = ("import sys, json, sparseinfer\n"
+             "m = sparseinfer.load(sys.argv[1], cache='')\n"
+             "print(json.dumps([sparseinfer.int8_isa(), [l['why'] for l in m.layers() if l['dtype'] == 'int8']]))\n")
+    e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE", "SPARSEINFER_ALGO")}
+    r = subprocess.run([sys.executable, "-c", child, dst], capture_output=True, text=True, env={**e, **NO_VNNI},
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    isa, whys = json.loads(r.stdout)
+    assert isa == "avx2" and any("vpmaddwd: weights not pair-safe" in w for w in whys), whys
