@@ -58,7 +58,8 @@ def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, calibratio
     """Write an int8 copy of a float model file (post-training quantization): weights int8
     per output channel, activations uint8 per tensor, calibrated by running the model on
     ``calibration``, an NHWC float32 batch already preprocessed. No TensorFlow. See
-    sparseinfer.quantization.quantize for the options (method, keep_fp32, storage)."""
+    sparseinfer.quantization.quantize for the options (method, keep_fp32, storage,
+    reduce_range)."""
     from .quantization import quantize as _quantize
     return _quantize(os.fspath(in_path), os.fspath(out_path), calibration, **kwargs)
 
