@@ -644,7 +644,7 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
     si_status_t st;
     if ((st = plan_regime(c, L, 0, &r[0], NULL))) return st;
     if ((st = plan_regime(c, L, 1, &r[1], &r[0]))) return st;
-    char w[SI_REGIMES][120], note[112] = "";
+    char w[SI_REGIMES][120], note[64] = "";
     /* One form in memory, when the times say it costs little. */
     uint64_t f0 = held(r[0].cand[r[0].best]), f1 = held(r[1].cand[r[1].best]);
     if (f0 != f1 && r[0].sec[r[0].best] > 0 && r[1].sec[r[1].best] > 0) {
@@ -668,15 +668,20 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
         for (int i = 0; i < r[g].nc; i++) L->cand_s[g][si_algo_index(r[g].cand[i])] = r[g].sec[i];
         describe(L, &r[g], g, w[g], sizeof w[g]);
     }
-    /* not a silent slow path: an int8 layer that AVX2 without VNNI multiplies by vpmaddwd */
-    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0)
-        snprintf(note + strlen(note), sizeof note - strlen(note), "; vpmaddwd: weights not pair-safe");
     if (c->policy != SI_POLICY_AUTO)
-        snprintf(L->why, sizeof L->why, "forced %s (b=1 %s, b>1 %s)%s",
+        snprintf(L->why, sizeof L->why, "forced %s (b=1 %s, b>1 %s)",
                  c->policy == SI_POLICY_DENSE ? "dense" : c->impl == SI_SPARSE_MKL ? "sparse (MKL)" : "sparse (own kernels)",
-                 L->algo[0]->name, L->algo[1]->name, note);
+                 L->algo[0]->name, L->algo[1]->name);
     else
         snprintf(L->why, sizeof L->why, "%s; %s%s", w[0], w[1], note);
+    /* not a silent slow path: an int8 layer that AVX2 without VNNI multiplies by vpmaddwd */
+    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0) {
+        static const char slow[] = "; vpmaddwd: weights not pair-safe";
+        const size_t n = strlen(L->why), room = sizeof L->why - 1 - n;
+        const size_t m = sizeof slow - 1 < room ? sizeof slow - 1 : room;
+        memcpy(L->why + n, slow, m);
+        L->why[n + m] = 0;
+    }
     /* Keep the chosen entries' states and the forms their runs read, free the rest. */
     if ((st = need_forms(L, L->algo[0]->forms | L->algo[1]->forms))) return st;
     for (int g = 0; g < SI_REGIMES; g++)
