@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reduce-range", choices=("auto", "on", "pairs", "off"), default="auto",
                    help="on: weights in [-64, 64]; pairs: in [-127, 127] with no two adjacent inputs' weights of "
                         "one sign summing past 128 (per-channel scale by least squared error); either runs int8 "
-                        "up to 2x faster on AVX2 without VNNI (Zen 3, Haswell-Comet Lake) for a little accuracy; "
+                        "about 1.5x faster on AVX2 without VNNI (Zen 3, Haswell-Comet Lake) for a little accuracy; "
                         "auto (default): pairs when this CPU's int8 dot product is plain AVX2, else off "
                         "(docs/quantization.md)")
     q.add_argument("--json", action="store_true")

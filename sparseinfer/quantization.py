@@ -11,13 +11,15 @@ activations each quantized layer gets:
   outliers no longer stretch the step) or ``mse`` (the clipping range that minimises the
   squared quantization error of the values seen);
 - int8 weights, symmetric in [-127, 127], one scale per output channel (the largest
-  magnitude of the channel's weights maps to 127; pruned zeros stay zero); or, with
-  ``reduce_range``, in [-64, 64] (it maps to 64), which CPUs with AVX2 but no VNNI (Zen 3,
-  Haswell to Comet Lake) multiply by ``vpmaddubsw`` twice as fast: no pair of such weights
-  can saturate its int16 sums. ``reduce_range="auto"`` (default) does so when the runtime's
-  int8 dot product here (``sparseinfer.int8_isa()``, under SPARSEINFER_ISA and
-  SPARSEINFER_DISABLE) is "avx2", as ONNX Runtime recommends for non-VNNI machines. The file
-  records it (``"weight_range": 64``) and runs bit for bit the same on every CPU;
+  magnitude of the channel's weights maps to 127; pruned zeros stay zero). CPUs with AVX2
+  but no VNNI (Zen 3, Haswell to Comet Lake) multiply by ``vpmaddubsw`` about 1.5x faster
+  when no pair of weights of adjacent inputs can saturate its int16 sums ("pair-safe"), so
+  ``reduce_range`` can shape them: ``"on"``, [-64, 64] (ONNX Runtime's reduce_range; the
+  file records ``"weight_range": 64``); ``"pairs"``, [-127, 127] with a per-channel scale
+  chosen to keep every pair safe (``"weight_pair_max": 128``); ``"auto"`` (default):
+  ``"pairs"`` where the runtime's int8 dot product here (``sparseinfer.int8_isa()``, under
+  SPARSEINFER_ISA and SPARSEINFER_DISABLE) is "avx2", else ``"off"``. Either file runs bit
+  for bit the same on every CPU;
 - an int32 bias, in units of input scale x weight scale.
 
 A quantized layer whose next weighted layer (past max pools and flattens) is quantized too
@@ -271,9 +273,10 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
     batch, preprocessed). ``keep_fp32``: layer names left in float32, ``"last"`` (the last
     weighted layer) or None. ``storage``: as write_model's (``auto``: the smaller of dense and
     CSR for the int8 values). ``reduce_range``: ``"on"`` (or True) quantizes the weights to
-    [-64, 64], ``"off"`` (False) to [-127, 127], ``"auto"`` reduces where the runtime's int8
-    dot product is AVX2 without VNNI (choose_reduce_range); the choice is said through
-    ``progress`` and in the report. Returns a report: per layer its dtype and quantization."""
+    [-64, 64], ``"pairs"`` to [-127, 127] pair-safe (quantize_weights_pairs), ``"off"`` (False)
+    to [-127, 127], ``"auto"`` to pairs where the runtime's int8 dot product is AVX2 without
+    VNNI, else off (choose_reduce_range); the choice is said through ``progress`` and in the
+    report. Returns a report: per layer its dtype and quantization."""
     if method not in METHODS:
         raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
     mode, why = choose_reduce_range(reduce_range)
