@@ -232,6 +232,9 @@ typedef struct si_layer {
     float q_in_scale, q_out_scale;
     int32_t q_in_zero, q_out_zero;
     int q_out_u8;
+    int q_pair_safe;         /* no pair of inputs (2t, 2t + 1) can saturate vpmaddubsw (si_i8_pair_safe):
+                              * the planner's cache tells such layers apart (they run faster on AVX2
+                              * without VNNI); the GEMM checks its weights itself when packing */
     int8_t *w8, *csr_val8;
     float *q_wscale, *q_mul, *q_add;
     /* The max pooling right after this convolution when an entry may compute both in one
@@ -475,6 +478,9 @@ void si_unpack_b8(const si_packed_b8 *B, int8_t *w); /* w (n x k) back from the 
 /* Does si_pack_b8 pack for a VNNI kernel now (AVX-512 VNNI or AVX-VNNI, under the ISA cap and
  * $SPARSEINFER_DISABLE)? */
 int si_igemm_has_vnni(void);
+/* Can AVX2's vpmaddubsw take these n x k int8 weights exactly (no pair of adjacent inputs'
+ * products saturating int16 against any uint8 activations)? See ops/si_igemm.c. */
+int si_i8_pair_safe(const int8_t *w, int64_t n, int64_t k);
 /* C[i * ldc + j] = requant_j(sum_{t < k} A[i * lda + t] * W[j][t]) for i < m, j < n; A is
  * m rows of k uint8 (lda >= k, nothing past a row's k bytes is read); C is uint8 or float
  * by rq->out_u8 (ldc in elements). Threaded over si_num_threads(); m == 1 is the GEMV of

@@ -304,8 +304,10 @@ static problem timed_problem(const si_layer *L, int regime, int plan_batch) {
 }
 
 static void layer_signature(const si_layer *L, const problem *p, char *buf, size_t n) {
-    char pool[32] = ""; /* the times then include the pool */
+    char pool[48] = ""; /* the times then include the pool */
     if (L->pool) snprintf(pool, sizeof pool, "|pool=%dx%d", L->pool->kh, L->pool->kw);
+    /* int8 weights that vpmaddubsw takes exactly run faster on AVX2 without VNNI */
+    if (L->q && L->q_pair_safe) snprintf(pool + strlen(pool), sizeof pool - strlen(pool), "|i8pairs");
     if (L->type == SI_LAYER_CONV2D)
         snprintf(buf, n, "conv in=%lldx%lldx%lld out=%lldx%lldx%lld k=%dx%d s=%dx%d p=%lld,%lld act=%d bias=%d|nnz=%lld|b=%d pos=%lld%s",
                  (long long)L->in_h, (long long)L->in_w, (long long)L->in_c, (long long)L->out_h, (long long)L->out_w,
@@ -672,6 +674,14 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
                  L->algo[0]->name, L->algo[1]->name);
     else
         snprintf(L->why, sizeof L->why, "%s; %s%s", w[0], w[1], note);
+    /* not a silent slow path: an int8 layer that AVX2 without VNNI multiplies by vpmaddwd */
+    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0) {
+        static const char slow[] = "; vpmaddwd: weights not pair-safe";
+        const size_t n = strlen(L->why), room = sizeof L->why - 1 - n;
+        const size_t m = sizeof slow - 1 < room ? sizeof slow - 1 : room;
+        memcpy(L->why + n, slow, m);
+        L->why[n + m] = 0;
+    }
     /* Keep the chosen entries' states and the forms their runs read, free the rest. */
     if ((st = need_forms(L, L->algo[0]->forms | L->algo[1]->forms))) return st;
     for (int g = 0; g < SI_REGIMES; g++)

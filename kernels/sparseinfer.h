@@ -263,6 +263,13 @@ SI_API const char *si_isa_name(void);
  * Plans made under one ISA are kept by the models loaded then; the cache keys by ISA. */
 SI_API si_status_t si_set_isa(const char *name);
 
+/* The int8 dot product the dense int8 GEMM packs weights for now, under the ISA cap and
+ * SPARSEINFER_DISABLE: "avx512_vnni", "avx_vnni" (VNNI on ymm), "avx2" (no VNNI: vpmaddubsw
+ * on weights no pair of which saturates int16, e.g. quantized to [-64, 64], else the slower
+ * vpmaddwd), or "portable". A quantizer asks it whether to reduce the weights' range. Static
+ * string. */
+SI_API const char *si_int8_isa_name(void);
+
 /* Force every layer onto the plain reference kernels (1) or the fast ones (0, default).
  * For tests that hold the fast path against the reference. Process-wide. */
 SI_API void si_set_reference_kernels(int on);

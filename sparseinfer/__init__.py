@@ -13,7 +13,8 @@ import os
 from typing import Any
 
 
-__all__ = ["load", "quantize", "compress", "export_keras", "Model", "SparseInferError", "cpu", "isa", "set_isa", "__version__"]
+__all__ = ["load", "quantize", "compress", "export_keras", "Model", "SparseInferError", "cpu", "isa", "int8_isa", "set_isa",
+           "__version__"]
 
 # Samples per C call in Model.predict: 64, or 8 for VGG-sized inputs (see _core.pyx). The
 # planner times the "batch > 1" regime at the batch the model will mostly run.
@@ -62,7 +63,8 @@ def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, calibratio
     """Write an int8 copy of a float model file (post-training quantization): weights int8
     per output channel, activations uint8 per tensor, calibrated by running the model on
     ``calibration``, an NHWC float32 batch already preprocessed. No TensorFlow. See
-    sparseinfer.quantization.quantize for the options (method, keep_fp32, storage)."""
+    sparseinfer.quantization.quantize for the options (method, keep_fp32, storage,
+    reduce_range)."""
     from .quantization import quantize as _quantize
     return _quantize(os.fspath(in_path), os.fspath(out_path), calibration, **kwargs)
 
@@ -87,6 +89,14 @@ def isa() -> str:
     """The instruction set the kernels use now: "portable", "avx2" or "avx512"."""
     from ._core import isa as _isa
     return _isa()
+
+
+def int8_isa() -> str:
+    """The int8 dot product the dense int8 GEMM uses now, as the ISA cap and
+    SPARSEINFER_DISABLE leave it: "avx512_vnni", "avx_vnni", "avx2" (no VNNI: weights
+    quantized with reduce_range run twice as fast) or "portable"."""
+    from ._core import int8_isa as _int8_isa
+    return _int8_isa()
 
 
 def set_isa(name: str) -> None:

@@ -62,6 +62,12 @@ def isa():
     return si_isa_name().decode()
 
 
+def int8_isa():
+    """The int8 dot product the dense int8 GEMM uses now (under the ISA cap and
+    SPARSEINFER_DISABLE): "avx512_vnni", "avx_vnni", "avx2" (no VNNI) or "portable"."""
+    return si_int8_isa_name().decode()
+
+
 def set_isa(str name):
     """Cap the kernels' instruction set ("auto", "portable", "avx2", "avx512") for this
     process; models loaded afterwards are planned and run with it. Raises if the CPU

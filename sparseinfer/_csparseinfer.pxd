@@ -83,6 +83,7 @@ cdef extern from "sparseinfer.h" nogil:
     const char *si_plan_cache_file()
     const char *si_isa_name()
     si_status_t si_set_isa(const char *name)
+    const char *si_int8_isa_name()
     si_status_t si_model_layer_info(const si_model *model, int index, si_layer_info *info)
     si_status_t si_context_create(const si_model *model, int max_batch, si_context **out)
     void si_context_free(si_context *ctx)

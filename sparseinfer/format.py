@@ -79,6 +79,19 @@ def csr_bytes(nnz: int, rows: int, cols: int, value_bytes: int = 4) -> int:
     return (value_bytes + index) * nnz + ptr * (rows + 1) + 16
 
 
+def pair_max(w: np.ndarray) -> int:
+    """The largest magnitude of the sum of the positive, or of the negative, weights of a pair
+    of inputs (2t, 2t + 1) of one row of int8 w: what vpmaddubsw's int16 sums bound (docs/format.md)."""
+    if not w.size:
+        return 0
+    W = w.astype(np.int32)
+    if W.shape[1] % 2:
+        W = np.pad(W, ((0, 0), (0, 1)))
+    pos = np.maximum(W[:, 0::2], 0) + np.maximum(W[:, 1::2], 0)
+    neg = np.maximum(-W[:, 0::2], 0) + np.maximum(-W[:, 1::2], 0)
+    return int(max(pos.max(), neg.max()))
+
+
 def _qparams(lname: str, which: str, v: Any) -> dict:
     """{"scale", "zero_point"} of an activation's uint8 quantization, checked."""
     try:
@@ -191,6 +204,25 @@ def write_model(path: str | os.PathLike, layers: Sequence[Mapping[str, Any]],
                 entry["quant"] = {"input": _qparams(lname, "input", quant["input"]),
                                   "output": None if out_q is None else _qparams(lname, "output", out_q),
                                   "weight_scale": f"{lname}.W.scale"}
+                wr = quant.get("weight_range")
+                if wr is not None:  # a claim the reader checks: every |weight| <= weight_range
+                    if isinstance(wr, bool) or not isinstance(wr, (int, np.integer)) or not 1 <= wr <= 127:
+                        raise ModelFormatError(f"layer {lname!r}: weight_range must be an integer in [1, 127], "
+                                               f"got {wr!r}")
+                    if w.size and int(np.abs(w.astype(np.int16)).max()) > wr:
+                        raise ModelFormatError(f"layer {lname!r}: weights up to {int(np.abs(w.astype(np.int16)).max())}"
+                                               f" in magnitude, past its weight_range {int(wr)}")
+                    entry["quant"]["weight_range"] = int(wr)
+                pm = quant.get("weight_pair_max")
+                if pm is not None:  # a claim the reader checks: no pair (2t, 2t + 1) of one sign sums past it
+                    if isinstance(pm, bool) or not isinstance(pm, (int, np.integer)) or not 1 <= pm <= 254:
+                        raise ModelFormatError(f"layer {lname!r}: weight_pair_max must be an integer in [1, 254], "
+                                               f"got {pm!r}")
+                    worst = pair_max(w)
+                    if worst > pm:
+                        raise ModelFormatError(f"layer {lname!r}: a pair of weights of one sign sums to {worst} in "
+                                               f"magnitude, past its weight_pair_max {int(pm)}")
+                    entry["quant"]["weight_pair_max"] = int(pm)
             b = layer.get("b")
             if b is not None and quant is not None:
                 b = np.asarray(b)

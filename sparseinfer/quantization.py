@@ -11,7 +11,15 @@ activations each quantized layer gets:
   outliers no longer stretch the step) or ``mse`` (the clipping range that minimises the
   squared quantization error of the values seen);
 - int8 weights, symmetric in [-127, 127], one scale per output channel (the largest
-  magnitude of the channel's weights maps to 127; pruned zeros stay zero);
+  magnitude of the channel's weights maps to 127; pruned zeros stay zero). CPUs with AVX2
+  but no VNNI (Zen 3, Haswell to Comet Lake) multiply by ``vpmaddubsw`` about 1.5x faster
+  when no pair of weights of adjacent inputs can saturate its int16 sums ("pair-safe"), so
+  ``reduce_range`` can shape them: ``"on"``, [-64, 64] (ONNX Runtime's reduce_range; the
+  file records ``"weight_range": 64``); ``"pairs"``, [-127, 127] with a per-channel scale
+  chosen to keep every pair safe (``"weight_pair_max": 128``); ``"auto"`` (default):
+  ``"pairs"`` where the runtime's int8 dot product here (``sparseinfer.int8_isa()``, under
+  SPARSEINFER_ISA and SPARSEINFER_DISABLE) is "avx2", else ``"off"``. Either file runs bit
+  for bit the same on every CPU;
 - an int32 bias, in units of input scale x weight scale.
 
 A quantized layer whose next weighted layer (past max pools and flattens) is quantized too
@@ -36,6 +44,11 @@ DEFAULT_METHOD = "percentile"
 PERCENTILE = 99.99
 SAMPLE_CAP = 1 << 21      # activation values kept per layer for the percentile / MSE choices
 TRACE_BATCH = 8           # samples per traced run (VGG19: about 500 MB of layer outputs)
+WEIGHT_MAX = 127          # int8 weights in [-127, 127]
+REDUCED_WEIGHT_MAX = 64   # reduce_range: [-64, 64], pair-safe for vpmaddubsw (docs/quantization.md)
+PAIR_MAX = 128            # vpmaddubsw: a pair's positive weights may sum to 128 (255 * 128 <= 32767)
+PAIR_SCALES = 12          # reduce_range="pairs": per-channel scales tried between max|w| / 127 and the pair-safe one
+REDUCE_RANGE = ("auto", "on", "pairs", "off")
 
 
 class QuantizeError(ValueError):
@@ -124,12 +137,83 @@ def choose_range(st: _Stats, method: str) -> tuple[float, int]:
     raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def quantize_weights(W: np.ndarray, b: np.ndarray | None, in_scale: float):
-    """int8 weights (one scale per row, symmetric), their scales, and the int32 bias."""
+def quantize_weights(W: np.ndarray, b: np.ndarray | None, in_scale: float, wmax: int = WEIGHT_MAX):
+    """int8 weights (one scale per row, symmetric, in [-wmax, wmax]), their scales, and the
+    int32 bias."""
     amax = np.abs(W).max(axis=1)
-    ws = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(W / ws[:, None]), -127, 127).astype(np.int8)
+    ws = np.where(amax > 0, amax / float(wmax), 1.0).astype(np.float32)
+    q = np.clip(np.rint(W / ws[:, None]), -wmax, wmax).astype(np.int8)
     mul = np.float32(in_scale) * ws  # float32, as the loader computes it
+    bq = None
+    if b is not None:
+        bq = np.clip(np.rint(b.astype(np.float64) / mul.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
+    return q, ws, bq
+
+
+def choose_reduce_range(reduce_range: str | bool) -> tuple[str, str]:
+    """How to quantize the weights ("on": [-64, 64]; "pairs": [-127, 127] but pair-safe; "off":
+    [-127, 127]), and why. ``auto``: "pairs" when the runtime's int8 dot product here is plain
+    AVX2 (no AVX-512 VNNI, no AVX-VNNI), where pair-safe weights run by vpmaddubsw at up to
+    twice the speed of the exact vpmaddwd fallback, else "off"."""
+    if reduce_range is True:
+        reduce_range = "on"
+    elif reduce_range is False:
+        reduce_range = "off"
+    if reduce_range in ("on", "pairs", "off"):
+        return reduce_range, f"reduce_range {reduce_range}"
+    if reduce_range != "auto":
+        raise QuantizeError(f"reduce_range must be one of {REDUCE_RANGE} (or a bool), got {reduce_range!r}")
+    from . import int8_isa
+    isa = int8_isa()
+    if isa == "avx2":
+        return "pairs", "reduce_range auto: pairs, this CPU's int8 dot product is avx2 (no VNNI)"
+    return "off", f"reduce_range auto: off, this CPU's int8 dot product is {isa}"
+
+
+def _pair_fix(q: np.ndarray) -> None:
+    """In place: every pair of inputs (2t, 2t + 1) of each row of q (int32, an even number of
+    columns) made pair-safe: where two weights of one sign sum past PAIR_MAX, they are moved
+    to the nearest integer pair on the limit (the same amount off each)."""
+    a, c = q[:, 0::2], q[:, 1::2]
+    for sgn in (1, -1):
+        A, C = a * sgn, c * sgn
+        bad = (A > 0) & (C > 0) & (A + C > PAIR_MAX)
+        if bad.any():
+            na = (A - C + PAIR_MAX) // 2
+            a[bad] = (sgn * na)[bad]
+            c[bad] = (sgn * (PAIR_MAX - na))[bad]
+
+
+def quantize_weights_pairs(W: np.ndarray, b: np.ndarray | None, in_scale: float, rows_per_block: int = 256):
+    """As quantize_weights in [-127, 127], but pair-safe for vpmaddubsw (no two weights of one
+    sign among inputs 2t, 2t + 1 of a row summing past 128 in magnitude): per channel, the scale
+    among PAIR_SCALES between max|w| / 127 and the smallest with no pair past the limit (the
+    pairs past it then brought onto it by _pair_fix) whose weights have the least squared
+    error."""
+    rows, k = W.shape
+    amax = np.abs(W).max(axis=1)
+    ws = np.where(amax > 0, amax / float(WEIGHT_MAX), 1.0).astype(np.float32)
+    q = np.zeros((rows, k + k % 2), np.int32)
+    for r0 in range(0, rows, rows_per_block):
+        Wb = np.zeros((min(rows_per_block, rows - r0), k + k % 2), np.float32)
+        Wb[:, :k] = W[r0:r0 + rows_per_block]
+        pos = np.maximum(Wb[:, 0::2], 0) + np.maximum(Wb[:, 1::2], 0)
+        neg = np.maximum(-Wb[:, 0::2], 0) + np.maximum(-Wb[:, 1::2], 0)
+        pmax = np.maximum(pos.max(1), neg.max(1))
+        lo = np.where(amax[r0:r0 + len(Wb)] > 0, amax[r0:r0 + len(Wb)] / WEIGHT_MAX, 1.0)
+        hi = np.maximum(lo, pmax / (PAIR_MAX - 0.5))
+        best_err = np.full(len(Wb), np.inf)
+        for t in np.linspace(0.0, 1.0, PAIR_SCALES):
+            s = (lo * (hi / lo) ** t).astype(np.float32)
+            qb = np.clip(np.rint(Wb / s[:, None]), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int32)
+            _pair_fix(qb)
+            err = ((qb * s[:, None] - Wb) ** 2).sum(1)
+            better = err < best_err
+            best_err[better] = err[better]
+            q[r0:r0 + len(Wb)][better] = qb[better]
+            ws[r0:r0 + len(Wb)][better] = s[better]
+    q = q[:, :k].astype(np.int8)
+    mul = np.float32(in_scale) * ws
     bq = None
     if b is not None:
         bq = np.clip(np.rint(b.astype(np.float64) / mul.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
@@ -183,13 +267,22 @@ def calibrate(in_path: str, calibration: np.ndarray, method: str = DEFAULT_METHO
 
 def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: str = DEFAULT_METHOD,
              keep_fp32: str | Iterable[str] | None = "last", storage: str = "auto",
+             reduce_range: str | bool = "auto",
              progress: Callable[[str], None] | None = _progress) -> dict:
     """Write an int8 copy of a float model file, calibrated on ``calibration`` (an NHWC float32
     batch, preprocessed). ``keep_fp32``: layer names left in float32, ``"last"`` (the last
     weighted layer) or None. ``storage``: as write_model's (``auto``: the smaller of dense and
-    CSR for the int8 values). Returns a report: per layer its dtype and quantization."""
+    CSR for the int8 values). ``reduce_range``: ``"on"`` (or True) quantizes the weights to
+    [-64, 64], ``"pairs"`` to [-127, 127] pair-safe (quantize_weights_pairs), ``"off"`` (False)
+    to [-127, 127], ``"auto"`` to pairs where the runtime's int8 dot product is AVX2 without
+    VNNI, else off (choose_reduce_range); the choice is said through ``progress`` and in the
+    report. Returns a report: per layer its dtype and quantization."""
     if method not in METHODS:
         raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
+    mode, why = choose_reduce_range(reduce_range)
+    wmax = REDUCED_WEIGHT_MAX if mode == "on" else WEIGHT_MAX
+    if progress:
+        progress(f"int8 weights in [-{wmax}, {wmax}]{', pair-safe' if mode == 'pairs' else ''} ({why})\n")
     manifest, layers = read_layers(in_path)
     wl = _weighted(layers)
     if keep_fp32 == "last":
@@ -208,7 +301,10 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
         l = dict(l)
         if i in quantized:
             s_in, z_in = ranges[i]
-            q, ws, bq = quantize_weights(l["W"], l.get("b"), s_in)
+            if mode == "pairs":
+                q, ws, bq = quantize_weights_pairs(l["W"], l.get("b"), s_in)
+            else:
+                q, ws, bq = quantize_weights(l["W"], l.get("b"), s_in, wmax)
             # the next weighted layer, through max pools and flattens only
             out_q = None
             j = i + 1
@@ -216,7 +312,12 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
                 j += 1
             if j < len(layers) and j in quantized and l.get("activation") != "softmax":
                 out_q = ranges[j]
-            l.update(W=q, b=bq, quant={"input": (s_in, z_in), "output": out_q, "weight_scale": ws})
+            quant = {"input": (s_in, z_in), "output": out_q, "weight_scale": ws}
+            if mode == "on":
+                quant["weight_range"] = wmax
+            elif mode == "pairs":
+                quant["weight_pair_max"] = PAIR_MAX
+            l.update(W=q, b=bq, quant=quant)
             l["storage"] = storage
             report.append({"name": l["name"], "dtype": "int8", "input": [s_in, z_in],
                            "output": list(out_q) if out_q else None,
@@ -227,7 +328,8 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
     write_model(out_path, out_layers, manifest["input"], manifest.get("classes"),
                 name=manifest.get("name", "model"))
     return {"in": in_path, "out": out_path, "method": method, "calibration_samples": int(len(calibration)),
-            "kept_fp32": sorted(keep), "layers": report}
+            "kept_fp32": sorted(keep), "weight_range": wmax, "reduce_range": mode, "reduce_range_reason": why,
+            "layers": report}
 
 
 def calibration_images(source: str, spec: dict, shape: Sequence[int], count: int, seed: int = 0,
@@ -269,7 +371,8 @@ def main_quantize(a: Any) -> int:
     xs = [calibration_images(s, spec, spec["shape"], a.calibration_count, mnist_dir=a.mnist_dir) for s in sources]
     x = np.concatenate(xs)[:a.calibration_count]
     keep = "last" if a.keep_fp32 == "last" else None if a.keep_fp32 == "none" else a.keep_fp32.split(",")
-    rep = quantize(a.model, a.out, x, method=a.method, keep_fp32=keep, progress=None if a.json else _progress)
+    rep = quantize(a.model, a.out, x, method=a.method, keep_fp32=keep, reduce_range=a.reduce_range,
+                   progress=None if a.json else _progress)
     import os
     rep["bytes_in"], rep["bytes_out"] = os.path.getsize(a.model), os.path.getsize(a.out)
     if a.json:
@@ -281,5 +384,7 @@ def main_quantize(a: Any) -> int:
                  if l["dtype"] == "int8" else "kept in float32")
             print(f"  {l['name']:<16}{l['dtype']:<9}{q}")
         print(f"{a.out}: {rep['bytes_out']:,} bytes ({rep['bytes_in'] / rep['bytes_out']:.2f}x smaller than "
-              f"{a.model}), calibrated on {rep['calibration_samples']} samples by {rep['method']}")
+              f"{a.model}), calibrated on {rep['calibration_samples']} samples by {rep['method']}, weights in "
+              f"[-{rep['weight_range']}, {rep['weight_range']}]{', pair-safe' if rep['reduce_range'] == 'pairs' else ''} "
+              f"({rep['reduce_range_reason']})")
     return 0

@@ -300,3 +300,215 @@ def test_winograd_dq_on_cpus_without_vnni(tmp_path):
     err = np.abs(got - want)
     assert err.max() <= 2e-3 * np.abs(want).max(), f"max error {err.max()} at {np.unravel_index(err.argmax(), err.shape)}"
     np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+# ---- reduce_range: weights in [-64, 64], vpmaddubsw on AVX2 without VNNI ------------------------
+
+NO_VNNI = {"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni"}
+
+
+def _mnist_calibration(mnist, path: str, count: int = 200) -> np.ndarray:
+    from sparseinfer.preprocess import normalize
+    x_train = mnist[0]
+    idx = np.sort(np.random.default_rng(1).choice(len(x_train), count, replace=False))
+    return normalize(x_train[idx][..., None], read_manifest(path)["input"])
+
+
+@pytest.fixture(scope="module", params=["on", "pairs"])
+def reduced(request, mnist, tmp_path_factory):
+    """lenet5_pruned quantized with reduce_range on, or pairs (200 MNIST images): (fp32 path,
+    int8 path, report)."""
+    src = os.path.join(MODELS, "lenet5_pruned.npz")
+    dst = str(tmp_path_factory.mktemp("rr") / f"lenet5_pruned_{request.param}.npz")
+    rep = sparseinfer.quantize(src, dst, calibration=_mnist_calibration(mnist, src), reduce_range=request.param,
+                               progress=None)
+    return src, dst, rep
+
+
+def test_reduce_range_roundtrip(reduced, mnist, tmp_path):
+    """reduce_range on: every int8 weight in [-64, 64], each channel's largest at +-64 and its
+    scale max|w| / 64, the manifest saying "weight_range": 64, the dequantized weights within
+    half a step of the float ones; pairs: "weight_pair_max": 128, no pair of one sign past
+    128, scales between max|w| / 127 and the pair-safe one, the weights' squared error no worse
+    than on's; off: [-127, 127], no key."""
+    from sparseinfer.format import pair_max
+    from sparseinfer.quantization import read_layers
+    src, dst, rep = reduced
+    mode = rep["reduce_range"]
+    assert mode in ("on", "pairs") and rep["weight_range"] == (64 if mode == "on" else 127)
+    _, f32 = read_layers(src)
+    w32 = {l["name"]: l["W"] for l in f32 if "W" in l}
+    layers, _ = read_layers_int8(dst)
+    man = read_manifest(dst)
+    for L, e in zip(layers, man["layers"]):
+        if not L.get("quant"):
+            continue
+        W, ws, Wf = L["W"].astype(np.int16), L["quant"]["weight_scale"], w32[e["name"]]
+        amax = np.abs(Wf).max(1)
+        err = np.abs(W * ws[:, None] - Wf)
+        if mode == "on":
+            assert e["quant"]["weight_range"] == 64 and "weight_pair_max" not in e["quant"], e["name"]
+            assert np.abs(W).max() == 64 and np.all(np.abs(W).max(1)[amax > 0] == 64), e["name"]
+            np.testing.assert_allclose(ws, amax / 64, rtol=1e-6, err_msg=e["name"])
+            assert np.all(err <= ws[:, None] * 0.5 * (1 + 1e-5)), e["name"]
+        else:
+            assert e["quant"]["weight_pair_max"] == 128 and "weight_range" not in e["quant"], e["name"]
+            assert pair_max(L["W"]) <= 128 and np.abs(W).max() <= 127, e["name"]
+            live = amax > 0
+            assert np.all(ws[live] >= amax[live] / 127 * (1 - 1e-6)) and np.all(ws[live] <= amax[live] / 64 * 1.01)
+            q64 = np.clip(np.rint(Wf / (amax / 64 + (amax == 0))[:, None]), -64, 64) * (amax / 64)[:, None]
+            assert (err ** 2).sum() <= ((q64 - Wf) ** 2).sum(), e["name"]
+    off = tmp_path / "off.npz"
+    rep = sparseinfer.quantize(src, off, calibration=_mnist_calibration(mnist, src, 16), reduce_range="off",
+                               progress=None)
+    assert rep["weight_range"] == 127 and rep["reduce_range"] == "off"
+    for L, e in zip(*(read_layers_int8(off)[0], read_manifest(off)["layers"])):
+        if L.get("quant"):
+            assert "weight_range" not in e["quant"] and np.abs(L["W"].astype(np.int16)).max() == 127
+    with pytest.raises(QuantizeError, match="reduce_range"):
+        sparseinfer.quantize(src, tmp_path / "x.npz", calibration=np.zeros((1, 28, 28, 1), np.float32),
+                             reduce_range="sometimes", progress=None)
+
+
+def test_reduce_range_auto_follows_the_runtime():
+    """auto makes the weights pair-safe exactly where the runtime's int8 dot product is AVX2
+    without VNNI, as the
+    ISA cap and SPARSEINFER_DISABLE leave it (child processes: the cap is read at start-up)."""
+    child = ("import json, sparseinfer\n"
+             "from sparseinfer.quantization import choose_reduce_range\n"
+             "print(json.dumps([sparseinfer.int8_isa(), *choose_reduce_range('auto')]))\n")
+    seen = {}
+    for name, env in (("default", {}), ("avx2", {"SPARSEINFER_ISA": "avx2"}), ("novnni", NO_VNNI),
+                      ("portable", {"SPARSEINFER_ISA": "portable"})):
+        e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
+        r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env={**e, **env}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        isa, mode, why = json.loads(r.stdout)
+        assert mode == ("pairs" if isa == "avx2" else "off") and isa in why, (name, isa, mode, why)
+        seen[name] = isa
+    assert seen["portable"] == "portable"
+    if sparseinfer.isa() != "portable":  # an x86 CPU with AVX2
+        assert seen["novnni"] == "avx2"
+
+
+def test_reduced_range_bit_exact_without_vnni(reduced, mnist, tmp_path):
+    """The vpmaddubsw kernel, forced (AVX2 cap, VNNI disabled; the reduced weights are pair-safe,
+    so the int8 GEMM packs them for it), against the NumPy integer reference bit for bit, at
+    batch 1 and 5; and the vpmaddwd kernel (maddubs disabled too) on the same file, which must
+    give the same bits. The file is the same on every CPU: its outputs under the default ISA
+    match as well."""
+    from sparseinfer.preprocess import normalize
+    _, dst, _ = reduced
+    layers, _ = read_layers_int8(dst)
+    for L in layers:  # pair-safe: the condition ops/si_igemm.c checks when packing
+        if L.get("quant"):
+            W = L["W"].astype(np.int32)
+            W = np.pad(W, ((0, 0), (0, W.shape[1] % 2)))
+            pos, neg = np.maximum(W, 0), np.maximum(-W, 0)
+            assert (pos[:, 0::2] + pos[:, 1::2]).max() <= 128 and (neg[:, 0::2] + neg[:, 1::2]).max() <= 128
+    x = normalize(mnist[2][:5][..., None], read_manifest(dst)["input"])
+    np.save(tmp_path / "x.npy", x)
+    int8_idx = [i for i, L in enumerate(layers) if L.get("quant")]
+    want = {i: make_cases.reference_forward_int8(layers[:i + 1], x.astype(np.float64)).astype(np.float32)
+            for i in int8_idx}
+    child = ("import sys, json, numpy as np, sparseinfer\n"
+             "x = np.load(sys.argv[2])\n"
+             "m = sparseinfer.load(sys.argv[1], exec='dense', cache='')\n"
+             "one = [np.concatenate(t) for t in zip(*(m.trace(x[i:i + 1]) for i in range(len(x))))]\n"
+             "five = m.trace(x)\n"
+             "np.savez(sys.argv[3], *[o.reshape(len(x), -1) for o in one + five])\n"
+             "print(json.dumps([sparseinfer.int8_isa(), [(l['algo_batch1'], l['algo_batchn']) for l in m.layers()"
+             " if l['dtype'] == 'int8'], [l['why'] for l in m.layers() if l['dtype'] == 'int8']]))\n")
+    e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
+    e["SPARSEINFER_ALGO"] = "conv_igemm,fc_igemm"
+    n = len(layers)
+    for what, env in (("vpmaddubsw", NO_VNNI), ("vpmaddwd", {**NO_VNNI, "SPARSEINFER_DISABLE": "vnni,maddubs"}),
+                      ("default ISA", {})):
+        out = tmp_path / f"{what.replace(' ', '_')}.npz"
+        r = subprocess.run([sys.executable, "-c", child, dst, str(tmp_path / "x.npy"), str(out)], capture_output=True,
+                           text=True, env={**e, **env}, timeout=300)
+        assert r.returncode == 0, r.stderr
+        isa, algos, whys = json.loads(r.stdout)
+        if env and sparseinfer.isa() != "portable":  # a CPU with AVX2: the cap leaves AVX2 without VNNI
+            assert isa == "avx2", (what, isa)
+        # pair-safe layers are not reported as taking vpmaddwd (test_vpmaddwd_fallback_is_said)
+        assert not any("vpmaddwd" in w for w in whys), (what, whys)
+        assert all(a == ["conv_igemm", "conv_igemm"] or a == ["fc_igemm", "fc_igemm"] for a in algos), (what, algos)
+        with np.load(out) as z:
+            got = [z[f"arr_{j}"] for j in range(2 * n)]
+        for batch, off in (("batch 1", 0), ("batch 5", n)):
+            for i in int8_idx:
+                bad = np.argwhere(got[off + i] != want[i])
+                assert bad.size == 0, (f"{what} {batch}: layer {layers[i]['name']} differs from the NumPy int8 "
+                                       f"reference at (sample, element) {bad[:3].tolist()}")
+
+
+def test_weight_range_claims_are_checked(tmp_path):
+    """"weight_range" is a claim about the weights: the writer refuses a false one, the loader
+    refuses a file whose manifest makes it falsely (edited after writing), and a true one
+    loads."""
+    import io
+    import zipfile
+    W = np.array([[64, -64, 3], [1, 2, -5]], np.int8)
+    layer = {"name": "d", "type": "dense", "W": W, "b": np.zeros(2, np.int32),
+             "quant": {"input": (0.1, 0), "output": None, "weight_scale": np.ones(2, np.float32),
+                       "weight_range": 64}}
+    spec = {"shape": [1, 1, 3]}
+    ok = tmp_path / "ok.npz"
+    write_model(ok, [{"name": "f", "type": "flatten"}, layer], spec)
+    assert read_manifest(ok)["layers"][1]["quant"]["weight_range"] == 64
+    m = sparseinfer.load(ok)
+    np.testing.assert_allclose(m.predict(np.ones((1, 1, 1, 3), np.float32) * 0.1).ravel(), [0.3, -0.2], atol=1e-6)
+    pairs = {**layer, "W": np.array([[127, -127, 100], [1, 127, -128 + 1]], np.int8),
+             "quant": {**{k: v for k, v in layer["quant"].items() if k != "weight_range"}, "weight_pair_max": 128}}
+    write_model(ok, [{"name": "f", "type": "flatten"}, pairs], spec)  # (127, -127), (100, 0): pair-safe
+    assert read_manifest(ok)["layers"][1]["quant"]["weight_pair_max"] == 128
+    sparseinfer.load(ok)
+    for bad, msg in ((dict(W=np.array([[65, 0, 0], [0, 0, 0]], np.int8)), "past its weight_range 64"),
+                     (dict(quant={**layer["quant"], "weight_range": 0}), "weight_range must be an integer"),
+                     (dict(quant={**layer["quant"], "weight_range": 64.5}), "weight_range must be an integer"),
+                     (dict(pairs, W=np.array([[127, 2, 0], [0, 0, 0]], np.int8)), "sums to 129 in magnitude"),
+                     (dict(pairs, quant={**pairs["quant"], "weight_pair_max": 255}), "weight_pair_max must be")):
+        with pytest.raises(ModelFormatError, match=msg):
+            write_model(tmp_path / "x.npz", [{"name": "f", "type": "flatten"}, {**layer, **bad}], spec)
+    # files lying about it: written honestly, the manifest then edited to make the claim
+    for storage in ("dense", "csr"):
+        for key, W, msg in (("weight_range", [[127, 127, 0], [0, 0, 0]], "magnitude 127, past the file's "
+                             "quant.weight_range 64"),
+                            ("weight_pair_max", [[0, 0, 1], [-100, -29, 0]], "channel 1 has a pair of weights of one "
+                             "sign summing to 129 in magnitude, past the file's quant.weight_pair_max 128")):
+            honest = tmp_path / "honest.npz"
+            write_model(honest, [{"name": "f", "type": "flatten"},
+                                 {**layer, "W": np.array(W, np.int8), "storage": storage,
+                                  "quant": {k: v for k, v in layer["quant"].items() if k != "weight_range"}}], spec)
+            with zipfile.ZipFile(honest) as z:
+                members = {name: z.read(name) for name in z.namelist()}
+            man = read_manifest(honest)
+            assert man["layers"][1]["weight"]["format"] == storage
+            man["layers"][1]["quant"][key] = 64 if key == "weight_range" else 128
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.frombuffer(json.dumps(man).encode(), np.uint8), allow_pickle=False)
+            members["model.json.npy"] = buf.getvalue()
+            liar = tmp_path / "liar.npz"
+            with zipfile.ZipFile(liar, "w") as z:
+                for name, d in members.items():
+                    z.writestr(name, d)
+            with pytest.raises(sparseinfer.SparseInferError, match=msg):
+                sparseinfer.load(liar)
+
+
+def test_vpmaddwd_fallback_is_said(quantized, tmp_path):
+    """On AVX2 without VNNI an int8 layer whose weights are not pair-safe (a file quantized
+    without reduce_range) runs the slower vpmaddwd kernel, and `info`'s reason says so."""
+    if sparseinfer.isa() == "portable":
+        pytest.skip("no AVX2 on this CPU")
+    _, dst, _ = quantized["lenet5"]
+    child = ("import sys, json, sparseinfer\n"
+             "m = sparseinfer.load(sys.argv[1], cache='')\n"
+             "print(json.dumps([sparseinfer.int8_isa(), [l['why'] for l in m.layers() if l['dtype'] == 'int8']]))\n")
+    e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE", "SPARSEINFER_ALGO")}
+    r = subprocess.run([sys.executable, "-c", child, dst], capture_output=True, text=True, env={**e, **NO_VNNI},
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    isa, whys = json.loads(r.stdout)
+    assert isa == "avx2" and any("vpmaddwd: weights not pair-safe" in w for w in whys), whys

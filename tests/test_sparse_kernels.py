@@ -29,4 +29,6 @@ def test_sparse_kernels():
     for passed, failed in runs:
         assert int(failed) == 0 and int(passed) >= 100, out
     assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, out
-    assert elapsed < 60, f"took {elapsed:.1f} s"
+    # a guard against a runaway build or hang (the subprocess timeout is 300 s), not a speed check:
+    # the script took 42-48 s on a quiet machine and 91-102 s beside a TensorFlow job
+    assert elapsed < 240, f"took {elapsed:.1f} s"

@@ -188,15 +188,46 @@ static si_status_t load_quant_bias(const si_npz *npz, const si_json *jl, si_laye
     } else if (b && b->type != SI_JNULL) {
         return si_fail(SI_ERR_FORMAT, "%s: 'bias' must be an array name or null", where);
     }
+    /* optional "weight_range": the quantizer's claim that every |weight| <= it (64: reduce_range).
+     * Checked here so that a file cannot lie about it; the kernels never rely on it (the int8
+     * GEMM reads its weights' pair-safety off the weights themselves, ops/si_igemm.c). */
+    int64_t wrange = 127, pmax = 254;
+    if (si_json_get(q, "weight_range") && (st = get_int(q, "weight_range", 1, 127, where, &wrange))) return st;
+    /* optional "weight_pair_max": the claim that no two weights of one sign among inputs 2t and
+     * 2t + 1 sum past it in magnitude (128: the quantizer's reduce_range "pairs") */
+    if (si_json_get(q, "weight_pair_max") && (st = get_int(q, "weight_pair_max", 1, 254, where, &pmax))) return st;
     L->q_mul = si_alloc((size_t)L->rows * sizeof(float));
     L->q_add = si_alloc((size_t)L->rows * sizeof(float));
     if (!L->q_mul || !L->q_add) return si_fail(SI_ERR_NOMEM, "%s: out of memory for the scales", where);
+    L->q_pair_safe = 1;
     for (int64_t r = 0; r < L->rows; r++) {
+        /* the row's sum, its largest magnitude, and the largest same-sign sum of a pair of
+         * inputs (2t, 2t + 1): dense, or two CSR entries of adjacent columns */
         int64_t sum = 0;
-        if (L->w8)
-            for (int64_t k = 0; k < L->cols; k++) sum += L->w8[r * L->cols + k];
-        else
-            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) sum += L->csr_val8[k];
+        int wmax = 0, worst = 0;
+        const int64_t t0 = L->w8 ? 0 : L->csr_ptr[r], t1 = L->w8 ? L->cols : L->csr_ptr[r + 1];
+        const int8_t *v = L->w8 ? L->w8 + r * L->cols : L->csr_val8;
+        for (int64_t t = t0; t < t1; t++) {
+            const int64_t col = L->w8 ? t : L->csr_col[t];
+            const int x = v[t];
+            int y = 0;
+            if (col % 2 == 0 && t + 1 < t1 && (L->w8 || L->csr_col[t + 1] == col + 1)) y = v[++t];
+            sum += x + y;
+            const int ax = x < 0 ? -x : x, ay = y < 0 ? -y : y;
+            wmax = ax > wmax ? ax : wmax;
+            wmax = ay > wmax ? ay : wmax;
+            const int p = (x > 0 ? x : 0) + (y > 0 ? y : 0), n = (x < 0 ? -x : 0) + (y < 0 ? -y : 0);
+            worst = p > worst ? p : worst;
+            worst = n > worst ? n : worst;
+        }
+        if (wmax > wrange)
+            return si_fail(SI_ERR_MODEL, "%s: output channel %lld has a weight of magnitude %d, past the file's "
+                           "quant.weight_range %lld", where, (long long)r, wmax, (long long)wrange);
+        if (worst > pmax)
+            return si_fail(SI_ERR_MODEL, "%s: output channel %lld has a pair of weights of one sign summing to %d "
+                           "in magnitude, past the file's quant.weight_pair_max %lld", where, (long long)r, worst,
+                           (long long)pmax);
+        if (worst > 128) L->q_pair_safe = 0;
         int32_t bq = 0;
         if (ba) memcpy(&bq, ba->data + 4 * r, 4);
         const float mul = L->q_in_scale * L->q_wscale[r];

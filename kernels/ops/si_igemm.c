@@ -18,7 +18,21 @@
  *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
  *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
  *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
- *   AVX2          G 2, MR 6 x NR 16 (12 ymm sums): vpmaddubsw would saturate its int16 pair sums
+ *   AVX2, pair-safe weights (avx2_maddubs)  G 4, MR 6 x NR 16, the AVX-VNNI layout:
+ *                 vpmaddubsw (u8 x s8, adjacent products summed in pairs into int16,
+ *                 saturating), vpmaddwd by int16 ones (the group's two pairs into int32),
+ *                 vpaddd: three uops per 32 products, two of them multiplies, against four FMAs
+ *                 for 32 fp32 ones (2x the fp32 GEMM's peak on Intel and Zen 3 alike; about 100
+ *                 GMAC/s a core on Sapphire Rapids capped to AVX2). Exact only when no pair of
+ *                 weights can make vpmaddubsw saturate (si_i8_pair_safe: each pair's positive
+ *                 weights sum to at most 128, and its negative ones to at least -128; the
+ *                 quantizer's reduce_range "on" (|w| <= 64) and "pairs" guarantee it).
+ *                 si_pack_b8 checks that on the layer's weights and picks this kernel or the
+ *                 next: the file's word is not taken for it. 6 rows need 17 ymm (12 sums, 2 of
+ *                 B, the ones, A's broadcast, a product): GCC keeps one sum on the stack, which
+ *                 costs a load and a store per group and no port time that binds.
+ *   AVX2 (avx2_maddwd)  G 2, MR 6 x NR 16 (12 ymm sums): on other weights vpmaddubsw would
+ *                 saturate its int16 pair sums
  *                 (255 * 127 * 2 > 32767), so both operands are widened to int16 and multiplied
  *                 by vpmaddwd (exact pairs into int32), then vpaddd. The weights stay int8 in
  *                 memory (a GEMV of batch 1 streams one byte per weight) and are widened by
@@ -74,6 +88,9 @@
  * The tests and the benchmark set it to 0 to run the vpmaddwd path on a VNNI CPU (read when
  * weights are packed). */
 int si_igemm_vnni = 1;
+/* 1: pack pair-safe weights for the vpmaddubsw kernel on AVX2 without VNNI; 0 (the tests, the
+ * benchmark's "before", SPARSEINFER_DISABLE=maddubs): always the vpmaddwd one. */
+int si_igemm_maddubs = 1;
 
 /* Microkernel: rows r < rows of a (pointers to A at the block's first input), kc inputs of
  * the panel block b. Starts from zero (first) or from acc[r * NR + j]; c == NULL: writes the
@@ -87,7 +104,7 @@ typedef void (*gv8_fn)(const uint8_t *x, const int8_t *b, int64_t k, const si_re
                        void *c);
 
 typedef struct b8_pack {
-    const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddwd", "portable" */
+    const char *kernel; /* "vnni512", "avx2_vnni", "avx2_maddubs", "avx2_maddwd", "portable" */
     int mr, nr, g;
     int64_t kc;         /* inputs per K block (a multiple of every G) */
     int pf_a;           /* 1: uk's pf is the next rows of A, or NULL, when K is one block (vnni512);
@@ -309,6 +326,85 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
             t[0][1] = _mm256_add_epi32(t[0][1], _mm256_madd_epi16(av, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bb + s * 32 + 16)))));
         }
     }
+    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
+    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
+                   cols, c);
+    if (cols > 8)
+        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
+                       j0 + 8, cols - 8, (char *)c + 8 * esz);
+}
+
+/* ---- AVX2 on pair-safe weights: vpmaddubsw + vpmaddwd ------------------------------------- */
+
+/* The AVX-VNNI layout (G 4, NR 16) and blocking; vpdpbusd's one step becomes three: vpmaddubsw
+ * (u8 x s8, adjacent products summed in pairs into int16, saturating), vpmaddwd by int16 ones
+ * (the two pairs of each 4-byte group into int32, exact) and vpaddd. Exact only on weights
+ * where no pair saturates (pair_safe, checked on the real weights when they are packed). */
+#define AU_STEP(i, AV)                                                                        \
+    {                                                                                         \
+        const __m256i av = _mm256_set1_epi32(AV);                                             \
+        s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones)); \
+        s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones)); \
+    }
+#define AU_FULL(i) AU_STEP(i, load4(a##i + 4 * g))
+#define AU_TAIL(i) AU_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)))
+#define AU_BODY(NAME, R)                                                                      \
+    SI_TARGET_AVX2 static __attribute__((noinline)) void NAME(UK_PARAMS) {                    \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
+        const __m256i ones = _mm256_set1_epi16(1);                                            \
+        ROWS_##R(AV_DECL)                                                                     \
+        ROWS_##R(AV_INIT)                                                                     \
+        const int64_t full = kc >> 2;                                                         \
+        for (int64_t g = 0; g < full; g++) {                                                  \
+            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
+            ROWS_##R(AU_FULL)                                                                 \
+        }                                                                                     \
+        if (kc & 3) {                                                                         \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
+            ROWS_##R(AU_TAIL)                                                                 \
+        }                                                                                     \
+        ROWS_##R(AV_OUT)                                                                      \
+    }
+AU_BODY(au_1, 1)
+AU_BODY(au_2, 2)
+AU_BODY(au_3, 3)
+AU_BODY(au_4, 4)
+AU_BODY(au_5, 5)
+AU_BODY(au_6, 6)
+
+SI_TARGET_AVX2 static void uk_maddubs(const uint8_t *const *a, const int8_t *b, int64_t kc, int32_t *acc, int first,
+                                      int rows, const int8_t *pf, const si_requant *rq, int64_t j0, int cols, void *c,
+                                      int64_t ldc) {
+    switch (rows) {
+        UK_CASE(au_, 1) UK_CASE(au_, 2) UK_CASE(au_, 3) UK_CASE(au_, 4) UK_CASE(au_, 5)
+    default: au_6(UK_ARGS);
+    }
+}
+
+/* as gv_avxvnni, vpdpbusd replaced as in AU_STEP */
+SI_TARGET_AVX2 static void gv_maddubs(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
+                                      int cols, void *c) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i t[4][2];
+    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
+    const int64_t full = k >> 2, q = full / 4;
+#define GU_STEP(U, S, AV)                                                                     \
+    {                                                                                         \
+        const __m256i av_ = (AV);                                                             \
+        t[U][0] = _mm256_add_epi32(t[U][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av_, _mm256_loadu_si256((const __m256i *)(b + (S) * 64))), ones)); \
+        t[U][1] = _mm256_add_epi32(t[U][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av_, _mm256_loadu_si256((const __m256i *)(b + (S) * 64 + 32))), ones)); \
+    }
+    for (int64_t g = 0; g < q; g++)
+        for (int u = 0; u < 4; u++) {
+            const int64_t s = u * q + g;
+            GU_STEP(u, s, _mm256_set1_epi32(load4(x + 4 * s)))
+        }
+    for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++)
+        GU_STEP(0, s, _mm256_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3))))
+#undef GU_STEP
     const size_t esz = rq->out_u8 ? 1 : sizeof(float);
     rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
                    cols, c);
@@ -545,6 +641,25 @@ SI_TARGET_VNNI static void gv_vnni512(const uint8_t *x, const int8_t *b, int64_t
 
 /* ---- packing ---------------------------------------------------------------------------- */
 
+/* Can vpmaddubsw multiply these weights without saturating? It sums the products of each
+ * pair of adjacent inputs (2t, 2t + 1; the pairs of a 4-byte group) into int16: with
+ * activations in [0, 255] the sum lies in [-255 N, 255 P], P the pair's sum of positive
+ * weights and N that of the magnitudes of its negative ones, so it is exact iff P <= 128
+ * (255 * 128 = 32640 <= 32767) and N <= 128 (-32640 >= -32768). |w| <= 64 (the quantizer's
+ * reduce_range) guarantees it; +-127 pairs of opposite signs pass too. Read from the
+ * weights themselves, never from what the file claims. The pair past an odd k is (w, 0). */
+int si_i8_pair_safe(const int8_t *w, int64_t n, int64_t k) {
+    for (int64_t j = 0; j < n; j++) {
+        const int8_t *r = w + j * k;
+        for (int64_t t = 0; t < k; t += 2) {
+            const int x = r[t], y = t + 1 < k ? r[t + 1] : 0;
+            const int p = (x > 0 ? x : 0) + (y > 0 ? y : 0), q = (x < 0 ? -x : 0) + (y < 0 ? -y : 0);
+            if (p > 128 || q > 128) return 0;
+        }
+    }
+    return 1;
+}
+
 /* 2: AVX-512 VNNI, 1: AVX-VNNI only, 0: neither */
 static int cpu_vnni(void) {
 #if SI_X86
@@ -572,6 +687,9 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
         isa = SI_ISA_AVX512;
     } else if (isa >= SI_ISA_AVX2 && vnni) {
         h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
+        isa = SI_ISA_AVX2;
+    } else if (isa >= SI_ISA_AVX2 && si_igemm_maddubs && si_i8_pair_safe(w, n, k)) {
+        h = (b8_pack){"avx2_maddubs", 6, 16, 4, KC, 0, 0, 0, 0, uk_maddubs, gv_maddubs, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
         h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL};
@@ -612,7 +730,8 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
     return SI_OK;
 }
 
-/* The microkernel packed weights run ("vnni512", "avx2_vnni", "avx2_maddwd", "portable"), for
+/* The microkernel packed weights run ("vnni512", "avx2_vnni", "avx2_maddubs", "avx2_maddwd",
+ * "portable"), for
  * the tests and the benchmark (not in si_internal.h: nothing else needs it). */
 const char *si_igemm_kernel_name(const si_packed_b8 *b);
 const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const b8_pack *)b->b)->kernel : "none"; }
@@ -625,6 +744,18 @@ int si_igemm_has_vnni(void) {
 #else
     return 0;
 #endif
+}
+
+const char *si_int8_isa_name(void) {
+    si_init();
+#if SI_X86
+    const si_isa isa = si_isa_active();
+    const int v = si_igemm_vnni ? cpu_vnni() : 0;
+    if (isa >= SI_ISA_AVX512 && v == 2) return "avx512_vnni";
+    if (isa >= SI_ISA_AVX2 && v >= 1) return "avx_vnni";
+    if (isa >= SI_ISA_AVX2) return "avx2";
+#endif
+    return "portable";
 }
 
 void si_unpack_b8(const si_packed_b8 *B, int8_t *w) {

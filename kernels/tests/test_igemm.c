@@ -5,7 +5,10 @@
  *  - si_igemm_packed (threaded) and si_igemm_packed_rows (the calling thread) of every variant
  *    this CPU has (si_dispatch_select from portable up to si_isa_detected(), then packing;
  *    the avx2 cap with and without AVX-VNNI, the avx512 cap with and without AVX-512 VNNI,
- *    by si_igemm_vnni; si_igemm_kernel_name must name the expected microkernel)
+ *    by si_igemm_vnni; AVX2 without VNNI with and without the vpmaddubsw kernel, by
+ *    si_igemm_maddubs, which must be packed exactly for the weights this test finds
+ *    pair-safe and fall back to vpmaddwd on the others; si_igemm_kernel_name must name the
+ *    expected microkernel)
  *    against si_igemm_ref, BIT FOR BIT (memcmp of the whole output, the gaps between rows
  *    included: ldc > n must leave them untouched).
  *
@@ -16,7 +19,9 @@
  * the last row of A ending exactly at the end of its malloc'd block (AddressSanitizer
  * catches a read past it), outputs in exact-size blocks, uint8 and float outputs, relu and linear, zero points 0, 128 and 255, weights
  * including +-127, activations including all 255, and exact ties (mul 0.5) for round half
- * to even.
+ * to even; for vpmaddubsw, weights in the quantizer's reduced range [-64, 64], pairs at its int16
+ * limit (positive sums of exactly 128, negative of -128, +-127 beside -+127) against activations
+ * all 255, and layers with one pair past it (which must fall back).
  *
  * A failure line names the variant, the case and its shape, the first wrong element (i, j)
  * and both values. Closing line: "N passed, M failed"; exit status 1 on any failure.
@@ -29,10 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern int si_igemm_vnni; /* ops/si_igemm.c */
+extern int si_igemm_vnni, si_igemm_maddubs; /* ops/si_igemm.c */
 const char *si_igemm_kernel_name(const si_packed_b8 *b);
 
-static int passed, failed;
+static int passed, failed, ran_maddubs;
 static uint64_t rng = 88172645463325252ull;
 
 static uint64_t next_u64(void) {
@@ -54,15 +59,21 @@ static void *xmalloc(size_t bytes) {
 typedef struct variant {
     si_isa isa;       /* the cap selected before packing */
     int vnni;         /* si_igemm_vnni */
+    int maddubs;      /* si_igemm_maddubs */
     si_isa packed;    /* the variant si_pack_b8 must report */
-    const char *name; /* the microkernel it must run (si_igemm_kernel_name) */
+    const char *name; /* the microkernel it must run (si_igemm_kernel_name); "avx2_maddubs":
+                       * that on pair-safe weights, "avx2_maddwd" on the others */
 } variant;
 
-static variant variants[5];
+static variant variants[8];
 static int n_variants;
 
 enum { A_RANDOM, A_ALL255, A_SMALL };
-enum { W_RANDOM, W_PLUS127, W_MINUS127, W_SPARSE };
+/* W_REDUCED: the quantizer's reduce_range ([-64, 64], +-64 often); W_PAIR_EDGE: pairs at
+ * vpmaddubsw's limit (positive weights summing to exactly 128, negative ones to -128, +-127
+ * against -+127, 127 beside 1, ...); W_PAIR_OVER: the same with one pair past it (129), so
+ * the layer must fall back to vpmaddwd */
+enum { W_RANDOM, W_PLUS127, W_MINUS127, W_SPARSE, W_REDUCED, W_PAIR_EDGE, W_PAIR_OVER };
 
 typedef struct gcase {
     const char *name;
@@ -120,10 +131,39 @@ static void run_case(const gcase *c) {
         case W_PLUS127: v = 127; break;
         case W_MINUS127: v = -127; break;
         case W_SPARSE: v = uniform() < 0.8 ? 0 : (int)irand(-127, 127); break;
+        case W_REDUCED: v = uniform() < 0.1 ? (uniform() < 0.5 ? -64 : 64) : (int)irand(-64, 64); break;
+        case W_PAIR_EDGE:
+        case W_PAIR_OVER: v = 0; break; /* set by pairs below */
         default: v = uniform() < 0.05 ? (uniform() < 0.5 ? -127 : 127) : (int)irand(-127, 127);
         }
         W[t] = (int8_t)v;
     }
+    if (c->w_kind == W_PAIR_EDGE || c->w_kind == W_PAIR_OVER) {
+        /* pairs (2t, 2t + 1) of each row: the pairs vpmaddubsw sums */
+        static const int8_t edge[][2] = {{127, 1}, {1, 127}, {64, 64}, {-127, -1}, {-1, -127}, {-64, -64},
+                                         {127, -127}, {-127, 127}, {100, 28}, {-28, -100}, {127, 0}, {0, -127}};
+        const int ne = (int)(sizeof edge / sizeof edge[0]);
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t t = 0; t < k; t += 2) {
+                const int e = (int)irand(0, ne - 1);
+                W[j * k + t] = edge[e][0];
+                if (t + 1 < k) W[j * k + t + 1] = edge[e][1]; /* odd k: the last pair is (w, 0) */
+            }
+        if (c->w_kind == W_PAIR_OVER && n * k >= 2) { /* one pair just past the limit, in the last row */
+            const int64_t t = (k >= 2 ? irand(0, k / 2 - 1) * 2 : 0) + (n - 1) * k;
+            if (k >= 2) { W[t] = 127; W[t + 1] = 2; }
+        }
+    }
+    /* the expected kernel of a maddubs variant: an independent pair check */
+    int pair_safe = 1;
+    for (int64_t j = 0; j < n && pair_safe; j++)
+        for (int64_t t = 0; t < k; t += 2) {
+            const int x = W[j * k + t], y = t + 1 < k ? W[j * k + t + 1] : 0;
+            if (255 * ((x > 0) * x + (y > 0) * y) > 32767 || 255 * ((x < 0) * x + (y < 0) * y) < -32768) {
+                pair_safe = 0;
+                break;
+            }
+        }
     float *mul = xmalloc(sizeof(float) * (size_t)n), *add = xmalloc(sizeof(float) * (size_t)n);
     si_requant rq = {mul, add, c->act, c->out_u8, 1.0f, c->zero};
     /* outputs spread over about +-2 output scales of 255, so the clamp and both ends show */
@@ -162,28 +202,33 @@ static void run_case(const gcase *c) {
         const variant *var = &variants[v];
         si_dispatch_select(var->isa);
         si_igemm_vnni = var->vnni;
+        si_igemm_maddubs = var->maddubs;
+        const char *want_name = strcmp(var->name, "avx2_maddubs") == 0 && !pair_safe ? "avx2_maddwd" : var->name;
         si_packed_b8 B;
         if (si_pack_b8(c->name, W, n, k, &B) != SI_OK) {
             printf("FAIL si_pack_b8 [%s] %s: %s\n", var->name, desc, si_last_error());
             failed++;
             continue;
         }
-        if (B.isa != var->packed || strcmp(si_igemm_kernel_name(&B), var->name) != 0 || B.n != n || B.k != k ||
+        if (B.isa != var->packed || strcmp(si_igemm_kernel_name(&B), want_name) != 0 || B.n != n || B.k != k ||
             B.bytes < n * k) {
-            printf("FAIL si_pack_b8 [%s] %s: packed isa %s (expected %s), kernel %s, n %lld, k %lld, bytes %lld\n",
-                   var->name, desc, si_isa_str(B.isa), si_isa_str(var->packed), si_igemm_kernel_name(&B),
-                   (long long)B.n, (long long)B.k, (long long)B.bytes);
+            printf("FAIL si_pack_b8 [%s] %s: packed isa %s (expected %s), kernel %s (expected %s), n %lld, k %lld, "
+                   "bytes %lld\n", var->name, desc, si_isa_str(B.isa), si_isa_str(var->packed),
+                   si_igemm_kernel_name(&B), want_name, (long long)B.n, (long long)B.k, (long long)B.bytes);
             failed++;
         }
         si_dispatch_select(si_isa_detected()); /* the packed weights keep their variant */
         si_igemm_vnni = 1;
+        si_igemm_maddubs = 1;
+        const char *vname = strcmp(want_name, var->name) != 0 ? "avx2_maddubs (fell back to avx2_maddwd)" : var->name;
         for (int rows_only = 0; rows_only < 2; rows_only++) {
             memset(got, 0xA5, cbytes);
             if (rows_only) si_igemm_packed_rows(A, lda, m, &B, &rq, got, ldc);
             else si_igemm_packed(A, lda, m, &B, &rq, got, ldc);
-            const int b = report_diff(var->name, rows_only ? "si_igemm_packed_rows" : "si_igemm_packed", desc, got,
+            const int b = report_diff(vname, rows_only ? "si_igemm_packed_rows" : "si_igemm_packed", desc, got,
                                       ref, m, n, ldc, c->out_u8);
             b ? failed++ : passed++;
+            if (!b && rows_only && strcmp(si_igemm_kernel_name(&B), "avx2_maddubs") == 0) ran_maddubs++;
         }
         si_packed_b8_free(&B);
     }
@@ -198,15 +243,18 @@ int main(int argc, char **argv) {
     __builtin_cpu_init();
     const int vnni512 = SI_X86 && __builtin_cpu_supports("avx512vnni");
     const int avxvnni = SI_X86 && __builtin_cpu_supports("avxvnni");
-    variants[n_variants++] = (variant){SI_ISA_PORTABLE, 1, SI_ISA_PORTABLE, "portable"};
+    variants[n_variants++] = (variant){SI_ISA_PORTABLE, 1, 1, SI_ISA_PORTABLE, "portable"};
     if (best >= SI_ISA_AVX2) {
-        variants[n_variants++] = (variant){SI_ISA_AVX2, 0, SI_ISA_AVX2, "avx2_maddwd"};
-        if (avxvnni) variants[n_variants++] = (variant){SI_ISA_AVX2, 1, SI_ISA_AVX2, "avx2_vnni"};
+        variants[n_variants++] = (variant){SI_ISA_AVX2, 0, 0, SI_ISA_AVX2, "avx2_maddwd"};
+        /* AVX2 without VNNI (Zen 3, Haswell to Comet Lake): vpmaddubsw on pair-safe weights */
+        variants[n_variants++] = (variant){SI_ISA_AVX2, 0, 1, SI_ISA_AVX2, "avx2_maddubs"};
+        if (avxvnni) variants[n_variants++] = (variant){SI_ISA_AVX2, 1, 1, SI_ISA_AVX2, "avx2_vnni"};
     }
     if (best >= SI_ISA_AVX512) {
-        if (vnni512) variants[n_variants++] = (variant){SI_ISA_AVX512, 1, SI_ISA_AVX512, "vnni512"};
-        /* an AVX-512 CPU without VNNI: the vpmaddwd path */
-        variants[n_variants++] = (variant){SI_ISA_AVX512, 0, SI_ISA_AVX2, "avx2_maddwd"};
+        if (vnni512) variants[n_variants++] = (variant){SI_ISA_AVX512, 1, 1, SI_ISA_AVX512, "vnni512"};
+        /* an AVX-512 CPU without VNNI (Skylake-X): the AVX2 paths */
+        variants[n_variants++] = (variant){SI_ISA_AVX512, 0, 0, SI_ISA_AVX2, "avx2_maddwd"};
+        variants[n_variants++] = (variant){SI_ISA_AVX512, 0, 1, SI_ISA_AVX2, "avx2_maddubs"};
     }
     printf("variants:");
     for (int v = 0; v < n_variants; v++) printf(" [%s]", variants[v].name);
@@ -251,6 +299,21 @@ int main(int argc, char **argv) {
         {"all255_k300_m11_n40", 11, 40, 300, 0, 0, A_ALL255, W_RANDOM, 1, SI_ACT_RELU, 255, 0},
         {"n1_k77_m40", 40, 1, 77, 0, 0, A_RANDOM, W_RANDOM, 1, SI_ACT_LINEAR, 128, 0},
         {"k0_m3_n5", 3, 5, 0, 0, 0, A_RANDOM, W_RANDOM, 1, SI_ACT_LINEAR, 128, 0},
+        /* vpmaddubsw (avx2_maddubs): reduced-range weights, pairs at its int16 limit against
+         * activations all 255 (a saturating kernel would be off by thousands), and layers one
+         * pair past it, which must take vpmaddwd */
+        {"reduced_k576_m50_n64", 50, 64, 576, 0, 0, A_RANDOM, W_REDUCED, 1, SI_ACT_RELU, 0, 0},
+        {"reduced_all255_k27_m13_n33", 13, 33, 27, 1, 0, A_ALL255, W_REDUCED, 0, SI_ACT_LINEAR, 0, 0},
+        {"reduced_gemv_k4099_n47", 1, 47, 4099, 0, 0, A_RANDOM, W_REDUCED, 0, SI_ACT_LINEAR, 0, 0},
+        {"reduced_kblocks_k1027_m23_n65", 23, 65, 1027, 0, 5, A_RANDOM, W_REDUCED, 1, SI_ACT_RELU, 128, 0},
+        {"pair_edge_all255_k64_m7_n16", 7, 16, 64, 0, 0, A_ALL255, W_PAIR_EDGE, 0, SI_ACT_LINEAR, 0, 0},
+        {"pair_edge_all255_k27_m13_n33", 13, 33, 27, 0, 0, A_ALL255, W_PAIR_EDGE, 0, SI_ACT_LINEAR, 0, 0},
+        {"pair_edge_all255_k513_m17_n31", 17, 31, 513, 0, 0, A_ALL255, W_PAIR_EDGE, 0, SI_ACT_LINEAR, 0, 0},
+        {"pair_edge_gemv_all255_k4099_n40", 1, 40, 4099, 0, 0, A_ALL255, W_PAIR_EDGE, 0, SI_ACT_LINEAR, 0, 0},
+        {"pair_edge_random_k300_m11_n40", 11, 40, 300, 0, 0, A_RANDOM, W_PAIR_EDGE, 1, SI_ACT_RELU, 128, 0},
+        {"pair_edge_limit_k66000_m2_n17", 2, 17, SI_I8_MAX_COLS, 0, 0, A_ALL255, W_PAIR_EDGE, 0, SI_ACT_LINEAR, 0, 0},
+        {"pair_over_all255_k64_m7_n16", 7, 16, 64, 0, 0, A_ALL255, W_PAIR_OVER, 0, SI_ACT_LINEAR, 0, 0},
+        {"pair_over_gemv_all255_k301_n33", 1, 33, 301, 0, 0, A_ALL255, W_PAIR_OVER, 0, SI_ACT_LINEAR, 0, 0},
     };
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
     for (int i = 0; i < n_fixed; i++) {
@@ -270,13 +333,19 @@ int main(int argc, char **argv) {
         c.lda_pad = uniform() < 0.5 ? 0 : irand(1, 9);
         c.ldc_pad = uniform() < 0.7 ? 0 : irand(1, 5);
         c.a_kind = uniform() < 0.1 ? A_ALL255 : A_RANDOM;
-        c.w_kind = uniform() < 0.1 ? W_SPARSE : W_RANDOM;
+        const double u = uniform();
+        c.w_kind = u < 0.1 ? W_SPARSE : u < 0.4 ? W_REDUCED : u < 0.5 ? W_PAIR_EDGE : W_RANDOM;
         c.out_u8 = uniform() < 0.6;
         c.act = uniform() < 0.5 ? SI_ACT_RELU : SI_ACT_LINEAR;
         c.zero = zeros[irand(0, 2)];
         c.ties = uniform() < 0.1;
         run_case(&c);
     }
-    printf("%d passed, %d failed\n", passed, failed);
+    /* the vpmaddubsw kernel must have run (and passed) wherever the CPU has AVX2 */
+    if (best >= SI_ISA_AVX2 && ran_maddubs == 0) {
+        printf("FAIL avx2_maddubs: no case ran it\n");
+        failed++;
+    }
+    printf("%d passed, %d failed (avx2_maddubs ran on %d)\n", passed, failed, ran_maddubs);
     return failed ? 1 : 0;
 }
