@@ -910,6 +910,10 @@ int main(int argc, char **argv) {
     /* batches past 16: conv_sparse_batch's blocks of 64 samples, a last short block */
     test_conv("conv_lenet1_28x28x1_20_5x5_batch70", 28, 28, 1, 20, 5, 5, 1, 1, 0, 0.2, 0, quick ? 17 : 70, 100);
     test_conv("conv_same_s2_9x10x3_12_3x3_batch66", 9, 10, 3, 12, 3, 3, 2, 2, 1, 0.3, 3, 66, 100);
+    /* LeNet-5's conv2 in blocks of 64 (4 conv positions per pooled item: AVX2's blocks of 2 + 2),
+     * and one output position per row (AVX2's single 8-vector position) */
+    test_conv("conv_lenet2_12x12x20_50_5x5_batch65", 12, 12, 20, 50, 5, 5, 1, 1, 0, 0.12, 0, quick ? 17 : 65, 100);
+    test_conv("conv_one_position_5x5x8_6_5x5_batch20", 5, 5, 8, 6, 5, 5, 1, 1, 0, 0.5, 2, 20, 100);
     if (!quick) test_conv("conv_same_s2_odd_33x31x16_48", 33, 31, 16, 48, 3, 3, 2, 2, 1, 0.1, 0, 2, 200);
 
     test_ops(quick);
