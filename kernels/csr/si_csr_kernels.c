@@ -659,15 +659,17 @@ void si_csr_batch_portable(const float *val, const int32_t *off, const int64_t *
     TARGET static void NAME(const float *val, const int32_t *off, const int64_t *kb, const int64_t *ke,         \
                             int64_t r0, int64_t r1, const float *base, int64_t qs, float *tile, int64_t ldq,    \
                             int acc_into) {                                                                     \
+        const float *bq[Q]; /* each position's corner: a load is then base register + off[k] * 4 + disp */ \
+        for (int q = 0; q < (Q); q++) bq[q] = base + q * qs;                                                    \
         for (int64_t r = r0; r < r1; r++) {                                                                     \
             VEC a[Q][VP];                                                                                       \
             for (int q = 0; q < (Q); q++)                                                                       \
                 for (int v = 0; v < (VP); v++) a[q][v] = ZERO();                                                \
             for (int64_t k = kb[r]; k < ke[r]; k++) {                                                           \
                 const VEC s = SET1(val[k]);                                                                     \
-                const float *p = base + off[k];                                                                 \
+                const int64_t o = off[k];                                                                       \
                 for (int q = 0; q < (Q); q++)                                                                   \
-                    for (int v = 0; v < (VP); v++) a[q][v] = FMA(s, LOAD(p + q * qs + (W) * v), a[q][v]);       \
+                    for (int v = 0; v < (VP); v++) a[q][v] = FMA(s, LOAD(bq[q] + o + (W) * v), a[q][v]);        \
             }                                                                                                   \
             float *o = tile + (r - r0) * SI_PANEL;                                                              \
             for (int q = 0; q < (Q); q++)                                                                       \
