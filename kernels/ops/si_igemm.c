@@ -227,14 +227,20 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
 #define AV_INIT(i)                                                                            \
     s##i##_0 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16)); \
     s##i##_1 = first ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(acc + (i) * 16 + 8));
-#define AV_STEP(i, AV)                                                                        \
+/* One step of 4-byte groups on ymm, by DOT(sum, a, b): AVX-VNNI's vpdpbusd, or on plain AVX2
+ * vpmaddubsw + vpmaddwd by int16 ones (needs `ones` in scope; exact on pair-safe weights). */
+#define DOT_VNNI(S, A, B) _mm256_dpbusd_avx_epi32(S, A, B)
+#define DOT_MADDUBS(S, A, B) _mm256_add_epi32(S, _mm256_madd_epi16(_mm256_maddubs_epi16(A, B), ones))
+#define AV_STEP(i, AV, DOT)                                                                   \
     {                                                                                         \
         const __m256i av = _mm256_set1_epi32(AV);                                             \
-        s##i##_0 = _mm256_dpbusd_avx_epi32(s##i##_0, av, b0);                                 \
-        s##i##_1 = _mm256_dpbusd_avx_epi32(s##i##_1, av, b1);                                 \
+        s##i##_0 = DOT(s##i##_0, av, b0);                                                     \
+        s##i##_1 = DOT(s##i##_1, av, b1);                                                     \
     }
-#define AV_FULL(i) AV_STEP(i, load4(a##i + 4 * g))
-#define AV_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)))
+#define AV_FULL(i) AV_STEP(i, load4(a##i + 4 * g), DOT_VNNI)
+#define AV_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)), DOT_VNNI)
+#define AU_FULL(i) AV_STEP(i, load4(a##i + 4 * g), DOT_MADDUBS)
+#define AU_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)), DOT_MADDUBS)
 #define AV_OUT(i)                                                                             \
     if (!c) {                                                                                 \
         _mm256_storeu_si256((__m256i *)(acc + (i) * 16), s##i##_0);                           \
@@ -340,18 +346,13 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
  * (u8 x s8, adjacent products summed in pairs into int16, saturating), vpmaddwd by int16 ones
  * (the two pairs of each 4-byte group into int32, exact) and vpaddd. Exact only on weights
  * where no pair saturates (pair_safe, checked on the real weights when they are packed). */
-#define AU_STEP(i, AV)                                                                        \
-    {                                                                                         \
-        const __m256i av = _mm256_set1_epi32(AV);                                             \
-        s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones)); \
-        s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones)); \
-    }
-#define AU_FULL(i) AU_STEP(i, load4(a##i + 4 * g))
-#define AU_TAIL(i) AU_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)))
-#define AU_BODY(NAME, R)                                                                      \
-    SI_TARGET_AVX2 static __attribute__((noinline)) void NAME(UK_PARAMS) {                    \
+/* The 6 x 16 ymm micro-kernel over 4-byte groups (the AVX-VNNI layout), its step FULL / TAIL
+ * (AV_ for vpdpbusd, AU_ for vpmaddubsw + vpmaddwd). */
+#define G4_BODY(NAME, R, TARGET, FULL, TAIL)                                                  \
+    TARGET static __attribute__((noinline)) void NAME(UK_PARAMS) {                            \
         const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
         const __m256i ones = _mm256_set1_epi16(1);                                            \
+        (void)ones;                                                                           \
         ROWS_##R(AV_DECL)                                                                     \
         ROWS_##R(AV_INIT)                                                                     \
         const int64_t full = kc >> 2;                                                         \
@@ -359,15 +360,16 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
             _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
-            ROWS_##R(AU_FULL)                                                                 \
+            ROWS_##R(FULL)                                                                    \
         }                                                                                     \
         if (kc & 3) {                                                                         \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
-            ROWS_##R(AU_TAIL)                                                                 \
+            ROWS_##R(TAIL)                                                                    \
         }                                                                                     \
         ROWS_##R(AV_OUT)                                                                      \
     }
+#define AU_BODY(NAME, R) G4_BODY(NAME, R, SI_TARGET_AVX2, AU_FULL, AU_TAIL)
 AU_BODY(au_1, 1)
 AU_BODY(au_2, 2)
 AU_BODY(au_3, 3)
@@ -384,56 +386,40 @@ SI_TARGET_AVX2 static void uk_maddubs(const uint8_t *const *a, const int8_t *b, 
     }
 }
 
-/* as gv_avxvnni, vpdpbusd replaced as in AU_STEP */
-SI_TARGET_AVX2 static void gv_maddubs(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0,
-                                      int cols, void *c) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i t[4][2];
-    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
-    const int64_t full = k >> 2, q = full / 4;
-#define GU_STEP(U, S, AV)                                                                     \
-    {                                                                                         \
-        const __m256i av_ = (AV);                                                             \
-        t[U][0] = _mm256_add_epi32(t[U][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av_, _mm256_loadu_si256((const __m256i *)(b + (S) * 64))), ones)); \
-        t[U][1] = _mm256_add_epi32(t[U][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av_, _mm256_loadu_si256((const __m256i *)(b + (S) * 64 + 32))), ones)); \
+/* The GEMV (batch 1) over 4-byte groups by DOT, as the micro-kernels: k in four quarters read
+ * side by side, each with its own sums. */
+#define GV4_BODY(NAME, TARGET, DOT)                                                           \
+    TARGET static void NAME(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq, int64_t j0, \
+                            int cols, void *c) {                                              \
+        const __m256i ones = _mm256_set1_epi16(1);                                            \
+        (void)ones;                                                                           \
+        __m256i t[4][2];                                                                      \
+        for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();               \
+        const int64_t full = k >> 2, q = full / 4;                                            \
+        for (int64_t g = 0; g < q; g++)                                                       \
+            for (int u = 0; u < 4; u++) {                                                     \
+                const int64_t s = u * q + g;                                                  \
+                const __m256i av = _mm256_set1_epi32(load4(x + 4 * s));                       \
+                t[u][0] = DOT(t[u][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64))); \
+                t[u][1] = DOT(t[u][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32))); \
+            }                                                                                 \
+        for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++) {                             \
+            const __m256i av = _mm256_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3))); \
+            t[0][0] = DOT(t[0][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));    \
+            t[0][1] = DOT(t[0][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32))); \
+        }                                                                                     \
+        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
+        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), \
+                       rq, j0, cols, c);                                                      \
+        if (cols > 8)                                                                         \
+            rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), \
+                           rq, j0 + 8, cols - 8, (char *)c + 8 * esz);                        \
     }
-    for (int64_t g = 0; g < q; g++)
-        for (int u = 0; u < 4; u++) {
-            const int64_t s = u * q + g;
-            GU_STEP(u, s, _mm256_set1_epi32(load4(x + 4 * s)))
-        }
-    for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++)
-        GU_STEP(0, s, _mm256_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3))))
-#undef GU_STEP
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
-                   cols, c);
-    if (cols > 8)
-        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
-                       j0 + 8, cols - 8, (char *)c + 8 * esz);
-}
+GV4_BODY(gv_maddubs, SI_TARGET_AVX2, DOT_MADDUBS)
 
 /* ---- AVX2 with AVX-VNNI: vpdpbusd on ymm (the VEX form) -------------------------------------- */
 
-#define AV_BODY(NAME, R)                                                                      \
-    SI_TARGET_AVXVNNI static __attribute__((noinline)) void NAME(UK_PARAMS) {                 \
-        const size_t esz = rq->out_u8 ? 1 : sizeof(float);                                    \
-        ROWS_##R(AV_DECL)                                                                     \
-        ROWS_##R(AV_INIT)                                                                     \
-        const int64_t full = kc >> 2;                                                         \
-        for (int64_t g = 0; g < full; g++) {                                                  \
-            _mm_prefetch((const char *)(pf + g * 64), _MM_HINT_T0);                           \
-            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + g * 64));             \
-            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + g * 64 + 32));        \
-            ROWS_##R(AV_FULL)                                                                 \
-        }                                                                                     \
-        if (kc & 3) {                                                                         \
-            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + full * 64));          \
-            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
-            ROWS_##R(AV_TAIL)                                                                 \
-        }                                                                                     \
-        ROWS_##R(AV_OUT)                                                                      \
-    }
+#define AV_BODY(NAME, R) G4_BODY(NAME, R, SI_TARGET_AVXVNNI, AV_FULL, AV_TAIL)
 AV_BODY(av_1, 1)
 AV_BODY(av_2, 2)
 AV_BODY(av_3, 3)
@@ -450,30 +436,7 @@ SI_TARGET_AVXVNNI static void uk_avxvnni(const uint8_t *const *a, const int8_t *
     }
 }
 
-SI_TARGET_AVXVNNI static void gv_avxvnni(const uint8_t *x, const int8_t *b, int64_t k, const si_requant *rq,
-                                         int64_t j0, int cols, void *c) {
-    __m256i t[4][2];
-    for (int u = 0; u < 4; u++) t[u][0] = t[u][1] = _mm256_setzero_si256();
-    const int64_t full = k >> 2, q = full / 4;
-    for (int64_t g = 0; g < q; g++)
-        for (int u = 0; u < 4; u++) {
-            const int64_t s = u * q + g;
-            const __m256i av = _mm256_set1_epi32(load4(x + 4 * s));
-            t[u][0] = _mm256_dpbusd_avx_epi32(t[u][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));
-            t[u][1] = _mm256_dpbusd_avx_epi32(t[u][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32)));
-        }
-    for (int64_t s = 4 * q; s < full + ((k & 3) != 0); s++) {
-        const __m256i av = _mm256_set1_epi32(s < full ? load4(x + 4 * s) : load_tail(x + 4 * s, (int)(k & 3)));
-        t[0][0] = _mm256_dpbusd_avx_epi32(t[0][0], av, _mm256_loadu_si256((const __m256i *)(b + s * 64)));
-        t[0][1] = _mm256_dpbusd_avx_epi32(t[0][1], av, _mm256_loadu_si256((const __m256i *)(b + s * 64 + 32)));
-    }
-    const size_t esz = rq->out_u8 ? 1 : sizeof(float);
-    rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][0], t[1][0]), _mm256_add_epi32(t[2][0], t[3][0])), rq, j0,
-                   cols, c);
-    if (cols > 8)
-        rq_store8_avx2(_mm256_add_epi32(_mm256_add_epi32(t[0][1], t[1][1]), _mm256_add_epi32(t[2][1], t[3][1])), rq,
-                       j0 + 8, cols - 8, (char *)c + 8 * esz);
-}
+GV4_BODY(gv_avxvnni, SI_TARGET_AVXVNNI, DOT_VNNI)
 
 /* ---- AVX-512 VNNI: vpdpbusd ---------------------------------------------------------------- */
 
