@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .format import read_manifest, write_model
+from .format import write_model
 
 METHODS = ("minmax", "percentile", "mse")
 DEFAULT_METHOD = "percentile"
@@ -56,30 +56,18 @@ class QuantizeError(ValueError):
 
 
 def read_layers(path: str) -> tuple[dict, list[dict]]:
-    """The manifest and write_model's layer dicts of a float model file (dense weights)."""
-    manifest = read_manifest(path)
-    layers = []
-    with np.load(path, allow_pickle=False) as z:
-        for e in manifest["layers"]:
-            d = {k: v for k, v in e.items() if k not in ("weight", "bias", "quant", "filters", "units")}
-            if e["type"] in ("conv2d", "dense"):
-                if e.get("quant"):
-                    raise QuantizeError(f"{path}: layer {e['name']} is already int8")
-                w = e["weight"]
-                if w["format"] == "dense":
-                    W = np.array(z[w["array"]], dtype=np.float32)
-                    d["storage"] = "dense"
-                else:
-                    p = w["prefix"]
-                    rows, cols = (int(v) for v in z[p + ".shape"])
-                    W = np.zeros((rows, cols), np.float32)
-                    ptr = z[p + ".indptr"].astype(np.int64)
-                    r = np.repeat(np.arange(rows), np.diff(ptr))
-                    W[r, z[p + ".indices"].astype(np.int64)] = z[p + ".data"]
-                    d["storage"] = "csr"
-                d["W"] = W
-                d["b"] = None if e.get("bias") is None else np.array(z[e["bias"]], dtype=np.float32)
-            layers.append(d)
+    """The manifest and write_model's layer dicts of a float model file (dense float32 weights,
+    whatever the file's storage: dense, CSR or compact; ``storage`` says how the int8 copy keeps
+    them: dense where the file had them dense, else CSR)."""
+    from .compact import read_model_layers
+    manifest, layers = read_model_layers(path)
+    for e, d in zip(manifest["layers"], layers):
+        if e["type"] in ("conv2d", "dense"):
+            if e.get("quant"):
+                raise QuantizeError(f"{path}: layer {e['name']} is already int8")
+            d["W"] = np.asarray(d["W"], dtype=np.float32)
+            d["b"] = None if d["b"] is None else np.asarray(d["b"], dtype=np.float32)
+            d["storage"] = "dense" if e["weight"]["format"] == "dense" else "csr"
     return manifest, layers
 
 

@@ -691,7 +691,7 @@ def _quant_of(name: str) -> Callable[[dict], dict]:
     return lambda man: next(L for L in man["layers"] if L["name"] == name)["quant"]
 
 
-def _set_int8_array(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict[str, bytes]], None]:
+def _set_member_array(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict[str, bytes]], None]:
     def edit(m: dict[str, bytes]) -> None:
         m[name + ".npy"] = npy(fn(get_array(m, name).copy()))
     return edit
@@ -717,21 +717,21 @@ BAD_INT8_CASES: list[Case] = [
     Case("bad_int8_quant_list", "SI_ERR_FORMAT", "'quant' must be an object",
          _int8(lambda man: _put(next(L for L in man["layers"] if L["name"] == "conv1"), "quant", [1, 2]))),
     Case("bad_int8_weight_minus128", "SI_ERR_MODEL", "= -128 (int8 weights are symmetric",
-         _int8(edit_members=_set_int8_array("conv1.W", lambda a: np.where(a == a.min(), np.int8(-128), a)))),
+         _int8(edit_members=_set_member_array("conv1.W", lambda a: np.where(a == a.min(), np.int8(-128), a)))),
     Case("bad_int8_csr_minus128", "SI_ERR_MODEL", "= -128 (int8 weights are symmetric",
-         _int8(edit_members=_set_int8_array("fc1.W.data", lambda a: np.full_like(a, -128)))),
+         _int8(edit_members=_set_member_array("fc1.W.data", lambda a: np.full_like(a, -128)))),
     Case("bad_int8_weights_float", "SI_ERR_FORMAT", "expected 2D int8",
-         _int8(edit_members=_set_int8_array("conv1.W", lambda a: a.astype(np.float32)))),
+         _int8(edit_members=_set_member_array("conv1.W", lambda a: a.astype(np.float32)))),
     Case("bad_int8_without_quant", "SI_ERR_FORMAT", "expected 2D float32",
          _int8(lambda man: next(L for L in man["layers"] if L["name"] == "conv1").pop("quant"))),
     Case("bad_int8_bias_float", "SI_ERR_FORMAT", "expected 1D int32",
-         _int8(edit_members=_set_int8_array("conv2.b", lambda a: a.astype(np.float32)))),
+         _int8(edit_members=_set_member_array("conv2.b", lambda a: a.astype(np.float32)))),
     Case("bad_int8_wscale_short", "SI_ERR_MODEL", "weight scales 'conv2.W.scale' has 7 values, expected one per output (8)",
-         _int8(edit_members=_set_int8_array("conv2.W.scale", lambda a: a[:-1]))),
+         _int8(edit_members=_set_member_array("conv2.W.scale", lambda a: a[:-1]))),
     Case("bad_int8_wscale_negative", "SI_ERR_MODEL", "a weight scale must be > 0",
-         _int8(edit_members=_set_int8_array("fc1.W.scale", lambda a: -a))),
+         _int8(edit_members=_set_member_array("fc1.W.scale", lambda a: -a))),
     Case("bad_int8_wscale_nan", "SI_ERR_MODEL", "is not finite",
-         _int8(edit_members=_set_int8_array("fc1.W.scale", lambda a: np.where(np.arange(a.size) == 3, np.nan, a).astype(np.float32)))),
+         _int8(edit_members=_set_member_array("fc1.W.scale", lambda a: np.where(np.arange(a.size) == 3, np.nan, a).astype(np.float32)))),
     Case("bad_int8_wscale_missing", "SI_ERR_FORMAT", "quant.weight_scale must name an array",
          _int8(lambda man: _quant_of("conv1")(man).pop("weight_scale"))),
     Case("bad_int8_version1", "SI_ERR_MODEL", "int8 ('quant') layers need format version 2",
@@ -744,7 +744,7 @@ BAD_INT8_CASES: list[Case] = [
                     "weight_scale": "fc1.W.scale"}))),
     Case("bad_int8_scale_huge", "SI_ERR_MODEL", "give no finite positive float32 rescale",
          _int8(lambda man: _put(_quant_of("conv1")(man)["input"], "scale", 3e38),
-               _set_int8_array("conv1.W.scale", lambda a: np.full_like(a, 1e30)))),
+               _set_member_array("conv1.W.scale", lambda a: np.full_like(a, 1e30)))),
 ]
 
 COMPACT_BASE = "good_compact.npz"  # the model the compact and deflate cases damage
@@ -767,12 +767,6 @@ def _compact(edit_manifest: Callable[[dict], None] | None = None,
 
 def _weight_of(name: str) -> Callable[[dict], dict]:
     return lambda man: next(L for L in man["layers"] if L["name"] == name)["weight"]
-
-
-def _set_compact(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict[str, bytes]], None]:
-    def edit(m: dict[str, bytes]) -> None:
-        m[name + ".npy"] = npy(fn(get_array(m, name).copy()))
-    return edit
 
 
 def _fc1_symbols(edit: Callable[[np.ndarray], np.ndarray]) -> Callable[[str, str], str]:
@@ -870,36 +864,36 @@ BAD_COMPACT_CASES: list[Case] = [
     Case("bad_compact_missing_codes", "SI_ERR_FORMAT", "layer fc1: array 'fc1.W.codes' is missing",
          _compact(edit_members=lambda m: m.pop("fc1.W.codes.npy"))),
     Case("bad_compact_index_short", "SI_ERR_MODEL", "layer fc1: 'fc1.W.index' has",
-         _compact(edit_members=_set_compact("fc1.W.index", lambda a: a[:-1]))),
+         _compact(edit_members=_set_member_array("fc1.W.index", lambda a: a[:-1]))),
     Case("bad_compact_index_dtype", "SI_ERR_FORMAT", "array 'fc1.W.index' is 1D uint16, expected 1D uint8",
-         _compact(edit_members=_set_compact("fc1.W.index", lambda a: a.astype(np.uint16)))),
+         _compact(edit_members=_set_member_array("fc1.W.index", lambda a: a.astype(np.uint16)))),
     Case("bad_compact_delta_past_end", "SI_ERR_MODEL", ">= rows 24",
-         _compact(edit_members=_set_compact("fc1.W.index", lambda a: np.full_like(a, 0xEE)))),
+         _compact(edit_members=_set_member_array("fc1.W.index", lambda a: np.full_like(a, 0xEE)))),
     Case("bad_compact_filler_past_end", "SI_ERR_MODEL", "filler skips to position",
-         _compact(edit_members=_set_compact("fc1.W.index", lambda a: np.full_like(a, 0xFF)))),
+         _compact(edit_members=_set_member_array("fc1.W.index", lambda a: np.full_like(a, 0xFF)))),
     Case("bad_compact_trailing_filler", "SI_ERR_MODEL", "ends with a filler", _fc1_symbols(_last_entry_filler)),
     Case("bad_compact_index_padding", "SI_ERR_MODEL", "fc1.W.index: the padding nibble after the last symbol is not zero",
-         _compact(edit_members=_set_compact("fc1.W.index", _set_last_nibble))),
+         _compact(edit_members=_set_member_array("fc1.W.index", _set_last_nibble))),
     Case("bad_compact_codes_padding", "SI_ERR_MODEL", "fc1.W.codes: the padding nibble after the last code is not zero",
-         _compact(edit_members=_set_compact("fc1.W.codes", _set_last_nibble))),
+         _compact(edit_members=_set_member_array("fc1.W.codes", _set_last_nibble))),
     Case("bad_compact_code_range", "SI_ERR_MODEL", ">= codebook size 1",
-         _compact(edit_members=_set_compact("fc1.W.codebook", lambda a: a[:1]))),
+         _compact(edit_members=_set_member_array("fc1.W.codebook", lambda a: a[:1]))),
     Case("bad_compact_codebook_nan", "SI_ERR_MODEL", "fc1.W.codebook[0] is not finite",
-         _compact(edit_members=_set_compact("fc1.W.codebook", lambda a: np.where(np.arange(a.size) == 0, np.nan, a).astype(np.float32)))),
+         _compact(edit_members=_set_member_array("fc1.W.codebook", lambda a: np.where(np.arange(a.size) == 0, np.nan, a).astype(np.float32)))),
     Case("bad_compact_codebook_17", "SI_ERR_MODEL", "'fc1.W.codebook' must be 1 to 16 float32 values",
-         _compact(edit_members=_set_compact("fc1.W.codebook", lambda a: np.resize(a, 17)))),
+         _compact(edit_members=_set_member_array("fc1.W.codebook", lambda a: np.resize(a, 17)))),
     Case("bad_compact_bitmap_popcount", "SI_ERR_MODEL", "conv1.W.index sets",
-         _compact(edit_members=_set_compact("conv1.W.index", _clear_a_bit))),
+         _compact(edit_members=_set_member_array("conv1.W.index", _clear_a_bit))),
     Case("bad_compact_bitmap_padding", "SI_ERR_MODEL", "conv1.W.index: padding bits after position 108 are not zero",
-         _compact(edit_members=_set_compact("conv1.W.index", lambda a: a | np.eye(1, a.size, a.size - 1, dtype=np.uint8)[0] * 0x80))),
+         _compact(edit_members=_set_member_array("conv1.W.index", lambda a: a | np.eye(1, a.size, a.size - 1, dtype=np.uint8)[0] * 0x80))),
     Case("bad_compact_float_nan", "SI_ERR_MODEL", "conv1.W.values[0] is not finite",
-         _compact(edit_members=_set_compact("conv1.W.values", lambda a: np.where(np.arange(a.size) == 0, np.nan, a).astype(np.float32)))),
+         _compact(edit_members=_set_member_array("conv1.W.values", lambda a: np.where(np.arange(a.size) == 0, np.nan, a).astype(np.float32)))),
     Case("bad_compact_int8_minus128", "SI_ERR_MODEL", "conv2.W.q[0] = -128",
-         _compact(edit_members=_set_compact("conv2.W.q", lambda a: np.where(np.arange(a.size) == 0, -128, a).astype(np.int8)))),
+         _compact(edit_members=_set_member_array("conv2.W.q", lambda a: np.where(np.arange(a.size) == 0, -128, a).astype(np.int8)))),
     Case("bad_compact_int8_scale", "SI_ERR_MODEL", "a weight scale must be finite and > 0",
-         _compact(edit_members=_set_compact("conv2.W.scale", lambda a: -a))),
+         _compact(edit_members=_set_member_array("conv2.W.scale", lambda a: -a))),
     Case("bad_compact_int8_scale_short", "SI_ERR_MODEL", "'conv2.W.scale' has 7 elements, expected 8",
-         _compact(edit_members=_set_compact("conv2.W.scale", lambda a: a[:-1]))),
+         _compact(edit_members=_set_member_array("conv2.W.scale", lambda a: a[:-1]))),
     # deflated members: sizes that lie, a bomb's declared size, a corrupt stream
     Case("bad_deflate_more", "SI_ERR_FORMAT", "member fc1.W.index.npy: inflates to more than the 150 bytes",
          _deflated_patch("fc1.W.index.npy", usize=150)),
