@@ -44,7 +44,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["GradualConfig", "sensitivity_scan", "allocate", "run_gradual", "main"]
+from sparseinfer.compact import kmeans_1d  # Deep Compression's k-means, the one `sparseinfer compress` runs
+
+__all__ = ["GradualConfig", "sensitivity_scan", "allocate", "run_one", "share_weights", "main"]
 
 
 class GradualConfig:
@@ -218,11 +220,9 @@ class _Trainer:
                 self.codebooks[n] = (tf.Variable(np.asarray(cent, np.float32)),
                                      tf.constant(idx.reshape(-1).astype(np.int32)), len(cent))
             self.vars = [v for v in model.trainable_variables
-                         if not any(v is k for k in self.kernels.values() if True)]
-            self.vars_all = self.vars + [c[0] for c in self.codebooks.values()]
+                         if not any(v is k for k in self.kernels.values())]
         else:
             self.vars = list(model.trainable_variables)
-            self.vars_all = self.vars
 
         kernels, mask_vars, cbs = self.kernels, self.mask_vars, self.codebooks
         ordered = list(model.trainable_variables)
@@ -283,7 +283,6 @@ def run_one(cfg: GradualConfig, data: Mapping[str, Any], scan: Mapping[str, Any]
             out: str, shared_out: str | None, verbose: bool = True) -> dict:
     """Steps 2-6 for one target compression, from the dense model; returns the record."""
     import keras
-    import tensorflow as tf
 
     from sparseinfer.export import export_keras
 
@@ -363,7 +362,6 @@ def run_one(cfg: GradualConfig, data: Mapping[str, Any], scan: Mapping[str, Any]
     if shared_out and cfg.codebook:
         rec["shared"] = share_weights(out, shared_out, data, cfg, verbose=verbose)
     rec["seconds"] = round(time.time() - t0, 1)
-    del tf
     return rec
 
 
@@ -385,29 +383,6 @@ def _evaluate_file(path: str, data: Mapping[str, Any]) -> dict:
     return {"nnz": nnz, "weights_dense": total, "compression": total / max(1, nnz),
             "val": acc(data["x_val"], data["y_val"]), "test": acc(data["x_test"], data["y_test"]),
             "file_bytes": os.path.getsize(path)}
-
-
-def kmeans_1d(values: np.ndarray, k: int, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means in one dimension, linear initialisation over [min, max] (Deep
-    Compression's choice: it keeps centroids for the rare large weights). Returns
-    ``(centroids (k,), assignment)``; deterministic."""
-    v = np.asarray(values, np.float64)
-    c = np.linspace(v.min(), v.max(), k)
-    a = np.zeros(v.size, np.int64)
-    for _ in range(iterations):
-        edges = (c[1:] + c[:-1]) / 2
-        a = np.searchsorted(edges, v)
-        new = c.copy()
-        for j in range(k):
-            sel = a == j
-            if sel.any():
-                new[j] = v[sel].mean()
-        if np.allclose(new, c, rtol=0, atol=1e-12):
-            break
-        c = np.sort(new)
-    edges = (c[1:] + c[:-1]) / 2
-    a = np.searchsorted(edges, v)
-    return c.astype(np.float32), a
 
 
 def share_weights(path: str, out: str, data: Mapping[str, Any], cfg: GradualConfig, verbose: bool = True) -> dict:
