@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memset
 from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -84,14 +84,25 @@ def set_reference_kernels(bint on):
 
 
 cdef bint _all_finite(const float[:, ::1] x) noexcept nogil:
-    """No NaN or infinity in x (without the boolean array np.isfinite would allocate)."""
-    cdef Py_ssize_t i, j
-    cdef float v
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            v = x[i, j]
-            if v - v != 0:  # NaN - NaN and inf - inf are NaN
-                return False
+    """No NaN or infinity in x (without the boolean array np.isfinite would allocate): an
+    exponent of all ones. Blocks of 4,096 floats without an early exit inside, so the C
+    compiler vectorises the test (the element loop with a return took 3% of LeNet-5's run at
+    batch 64, Intel SPR)."""
+    cdef Py_ssize_t n = x.shape[0] * x.shape[1], i0, i, i1
+    cdef const uint32_t *u
+    cdef uint32_t bad
+    if n == 0:
+        return True
+    u = <const uint32_t *> &x[0, 0]
+    i0 = 0
+    while i0 < n:
+        i1 = i0 + 4096 if i0 + 4096 < n else n
+        bad = 0
+        for i in range(i0, i1):
+            bad |= (u[i] & 0x7f800000u) == 0x7f800000u
+        if bad:
+            return False
+        i0 = i1
     return True
 
 

@@ -63,6 +63,24 @@ def test_single_sample_readonly_and_dtypes(models):
         m.predict(np.full(shape, np.nan, np.float32))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_value_anywhere_is_refused(models, bad):
+    """The finite check runs in blocks of 4,096 floats: one bad value in the first, a middle
+    or the last element of a batch is found; the largest finite floats pass."""
+    path, _, shape = models["good_lenet"]
+    m = sparseinfer.load(path)
+    x = np.zeros((20,) + tuple(shape), np.float32)  # > 8,192 floats
+    flat = x.reshape(-1)
+    for i in (0, 4095, 4096, flat.size // 2, flat.size - 1):
+        y = x.copy()
+        y.reshape(-1)[i] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            m.predict(y)
+    x.reshape(-1)[::7] = np.finfo(np.float32).max
+    x.reshape(-1)[1::7] = -np.finfo(np.float32).max
+    assert m.predict(x).shape[0] == 20
+
+
 def test_from_bytes_equals_file(models):
     path, _, shape = models["good_lenet"]
     # The same plan for both (no timing: the picks are then a pure function of the file), so

@@ -300,11 +300,19 @@ void si_tile_pool_portable(const float *tile, int64_t w, int64_t F, int pkh, int
             for (int64_t r = 0; r < F; r++) {                                                                    \
                 const VEC b = SET1(bias ? bias[r] : 0.0f);                                                       \
                 float *d = dst + (t * F + r) * ldd;                                                              \
+                const float *s0 = tile + (t * pkw * F + r) * SI_PANEL;                                           \
                 for (int v = 0; v < nv; v++) {                                                                   \
-                    VEC m = LOAD(tile + (t * pkw * F + r) * SI_PANEL + (W) * v);                                 \
-                    for (int dy = 0; dy < pkh; dy++)                                                             \
-                        for (int dx = 0; dx < pkw; dx++)                                                         \
-                            m = MAX(m, LOAD(tile + ((dy * cw + t * pkw + dx) * F + r) * SI_PANEL + (W) * v));    \
+                    VEC m;                                                                                       \
+                    if (pkh == 2 && pkw == 2) /* LeNet-5's pools: no loop over the window */                     \
+                        m = MAX(MAX(LOAD(s0 + (W) * v), LOAD(s0 + F * SI_PANEL + (W) * v)),                      \
+                                MAX(LOAD(s0 + cw * F * SI_PANEL + (W) * v),                                      \
+                                    LOAD(s0 + (cw + 1) * F * SI_PANEL + (W) * v)));                              \
+                    else {                                                                                       \
+                        m = LOAD(s0 + (W) * v);                                                                  \
+                        for (int dy = 0; dy < pkh; dy++)                                                         \
+                            for (int dx = 0; dx < pkw; dx++)                                                     \
+                                m = MAX(m, LOAD(s0 + (dy * cw + dx) * F * SI_PANEL + (W) * v));                  \
+                    }                                                                                            \
                     m = ADD(m, b);                                                                               \
                     if (act == SI_ACT_RELU) m = MAX(m, zero);                                                    \
                     STORE(d + (W) * v, m);                                                                       \
