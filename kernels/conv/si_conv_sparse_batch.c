@@ -105,11 +105,15 @@ static int64_t batch_bytes(const si_layer *L, const void *st) {
 }
 
 /* Output positions (pooled ones when a pool is fused) of one work item, and the floats of
- * one thread's tile: the item's conv positions x F x 64. */
+ * one thread's tile: the item's conv positions x F x 64. With a pool the tile may take twice
+ * TILE_FLOATS (256 KB, still L2 on Zen 3's 512 KB): LeNet-5's conv2 then runs a whole pooled
+ * row, 8 conv positions per conv row that AVX2's csr_batch takes as blocks of 3, 3 and 2
+ * instead of two items of 2 + 2 (fewer accumulators per weight broadcast). */
 static int64_t item_positions(const si_layer *L, const batch_state *s, const si_layer *pool) {
     if (!pool) return s->seg;
-    int64_t q = TILE_FLOATS / ((int64_t)pool->kh * pool->kw * L->rows * SI_PANEL);
-    return q < 1 ? 1 : q > pool->out_w ? pool->out_w : q; /* <= s->seg: the repeated bias covers it */
+    int64_t q = 2 * TILE_FLOATS / ((int64_t)pool->kh * pool->kw * L->rows * SI_PANEL);
+    q = q > s->seg ? s->seg : q; /* the repeated bias covers seg positions */
+    return q < 1 ? 1 : q > pool->out_w ? pool->out_w : q;
 }
 static int64_t tile_floats(const si_layer *L, const batch_state *s, const si_layer *pool) {
     return item_positions(L, s, pool) * (pool ? (int64_t)pool->kh * pool->kw : 1) * L->rows * SI_PANEL;
