@@ -201,7 +201,12 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
             if (!in_nb) build_image(L, in + (int64_t)n0 * in_sample, g, nb, ws);
             else if (img == ws) pad_image(L, blk, nb, ws);
             float *tile = tiles + (int64_t)omp_get_thread_num() * tf;
-#pragma omp for schedule(dynamic, 1)
+            /* static: each thread a run of consecutive rows, whose input rows overlap (the
+             * previous item's are still in its caches) and which a static producer wrote
+             * from the same core; items take equal work. Against dynamic, 1: LeNet-5 Han at
+             * batch 64, 2 threads, SPR: 0.49-0.52 -> 0.435-0.46 ms under the AVX2 cap,
+             * 0.37 -> 0.33 ms at AVX-512 (conv1 and conv2 about 10% each). */
+#pragma omp for schedule(static)
             for (int64_t item = 0; item < rows * nseg; item++) {
                 const int64_t r0 = item / nseg, c0 = item % nseg * seg, w = cols - c0 < seg ? cols - c0 : seg;
                 const int64_t cw = w * pkw; /* conv positions of one conv row of the item */
