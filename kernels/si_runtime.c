@@ -133,7 +133,8 @@ int si_model_layer_candidates(const si_model *m, int index, int regime, const ch
     if (!L->algo[regime]) return 0;
     for (int i = 0; si_algos[i]; i++) {
         const si_algo *a = si_algos[i];
-        if (a->type != L->type || a->int8 != L->q || !a->applies(L, regime)) continue;
+        /* a timed entry whatever applies says now: the forms its check read may be gone */
+        if (a->type != L->type || a->int8 != L->q || !(L->cand_s[regime][i] >= 0 || a->applies(L, regime))) continue;
         if (n < max) { names[n] = a->name; seconds[n] = L->cand_s[regime][i]; }
         n++;
     }

@@ -122,7 +122,10 @@ def test_every_int8_algorithm_matches_numpy_reference(quantized, mnist, name, mo
     # (exec, SPARSEINFER_ALGO, conv entry, fc entries at batch 1 and above); a regime where no
     # named entry applies keeps its own candidates (fc_igemm_amx: batch > 1 only)
     combos = [("dense", "conv_igemm,fc_igemm", "conv_igemm", ("fc_igemm", "fc_igemm")),
-              ("sparse", "conv_sparse_i8,fc_csrmv_i8,fc_csrmm_i8", "conv_sparse_i8", ("fc_csrmv_i8", "fc_csrmm_i8"))]
+              ("sparse", "conv_sparse_i8,fc_csrmv_i8,fc_csrmm_i8", "conv_sparse_i8", ("fc_csrmv_i8", "fc_csrmm_i8")),
+              # exact int8 on the fp32 samples-innermost kernel: batches > 1 only
+              ("sparse", "conv_sparse_batch_i8,fc_csrmv_i8,fc_csrmm_i8", ("conv_sparse_i8", "conv_sparse_batch_i8"),
+               ("fc_csrmv_i8", "fc_csrmm_i8"))]
     probe = sparseinfer.load(dst, plan="nomeasure", cache="").layers()
     if "conv_igemm_amx" in probe[0]["candidates_batch1"]:  # the CPU and the OS have AMX
         combos.append(("dense", "conv_igemm_amx,fc_igemm_amx", "conv_igemm_amx", ("fc_igemm", "fc_igemm_amx")))
@@ -130,7 +133,8 @@ def test_every_int8_algorithm_matches_numpy_reference(quantized, mnist, name, mo
         monkeypatch.setenv("SPARSEINFER_ALGO", force)
         m = sparseinfer.load(dst, exec=exec_, cache="")
         algos = {l["name"]: (l["algo_batch1"], l["algo_batchn"]) for l in m.layers() if l["dtype"] == "int8"}
-        assert algos == {"conv1": (conv, conv), "conv2": (conv, conv), "fc1": fc}, algos
+        conv = conv if isinstance(conv, tuple) else (conv, conv)
+        assert algos == {"conv1": conv, "conv2": conv, "fc1": fc}, algos
         one = [np.concatenate(t) for t in zip(*(m.trace(x[i:i + 1]) for i in range(len(x))))]  # batch 1
         check(one, f"{exec_} batch 1")
         check(m.trace(x), f"{exec_} batch 5")
@@ -512,3 +516,43 @@ def test_vpmaddwd_fallback_is_said(quantized, tmp_path):
     assert r.returncode == 0, r.stderr
     isa, whys = json.loads(r.stdout)
     assert isa == "avx2" and any("vpmaddwd: weights not pair-safe" in w for w in whys), whys
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_sparse_batch_i8_only_where_float_is_exact(tmp_path, big):
+    """conv_sparse_batch_i8 sums int8 weights times (x - zero point) in float32, exact while
+    every row's 255 * sum |w| < 2^24: a row just below applies (and matches the NumPy int8
+    reference bit for bit at batch 20, with the zero point 7 padding the border), a row just
+    above (599 weights of 127 and one of 81: 255 * 76154 > 2^24) leaves the entry out."""
+    rng = np.random.default_rng(3)
+    C = 24
+    W = rng.integers(-127, 128, (4, 5 * 5 * C)).astype(np.int8)
+    W[rng.random(W.shape) < 0.5] = 0
+    if big:
+        W[0, :] = 127
+        W[0, 1] = 81
+    else:
+        W[0, :] = 0
+        W[0, :515] = 127  # 255 * 65405 = 16,678,275 < 16,777,216
+    layers = [{"name": "c", "type": "conv2d", "kernel": [5, 5], "padding": "same", "activation": "relu", "W": W,
+               "b": rng.integers(-500, 500, 4).astype(np.int32),
+               "quant": {"input": (0.02, 7), "output": (0.05, 3), "weight_scale": np.full(4, 0.01, np.float32)}}]
+    path = tmp_path / "q.npz"
+    write_model(path, layers, {"shape": [6, 6, C]})
+    m = sparseinfer.load(path, exec="sparse", cache="")
+    cands = m.layers()[0]["candidates_batchn"]
+    assert ("conv_sparse_batch_i8" in cands) == (not big), cands
+    if big:
+        return
+    x = rng.uniform(-0.1, 5, (20, 6, 6, C)).astype(np.float32)
+    read, _ = read_layers_int8(str(path))
+    want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
+    os.environ["SPARSEINFER_ALGO"] = "conv_sparse_batch_i8"
+    try:
+        m = sparseinfer.load(path, exec="sparse", cache="")
+    finally:
+        del os.environ["SPARSEINFER_ALGO"]
+    assert m.layers()[0]["algo_batchn"] == "conv_sparse_batch_i8"
+    got = m.trace(x)[0].reshape(want.shape)
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"conv_sparse_batch_i8 differs from the NumPy int8 reference at {bad[:3].tolist()}"
