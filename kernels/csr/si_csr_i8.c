@@ -126,28 +126,37 @@ SI_TARGET_AVX512 SI_INLINE void mv_avx512_body(const si_csr8_view *A, int64_t r0
         int64_t k = A->ptr[r], k1 = A->ptr[r + 1];
         int32_t s = mv_peel(A, k, &k1, x);
         __m512i a0 = z, a1 = z, a2 = z, a3 = z;
+#define STEP(C, V, ACC)                                                                                             \
+    do {                                                                                                            \
+        const __m512i xv = _mm512_and_si512(_mm512_i32gather_epi32((C), (const void *)x, 1), lo8);                \
+        ACC = _mm512_add_epi32(ACC, _mm512_madd_epi16(xv, _mm512_cvtepi8_epi32(V)));                               \
+    } while (0)
 #define COLS(K) (is16 ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(c16 + (K))))                    \
                      : _mm512_loadu_si512((const void *)(c32 + (K))))
-#define STEP(K, ACC)                                                                                                \
-    do {                                                                                                            \
-        const __m512i xv = _mm512_and_si512(_mm512_i32gather_epi32(COLS(K), (const void *)x, 1), lo8);            \
-        const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(val + (K))));                    \
-        ACC = _mm512_add_epi32(ACC, _mm512_madd_epi16(xv, v));                                                      \
-    } while (0)
+        /* 64 values in one load and (uint16) 32 columns in one, widened from the registers:
+         * fewer loads beside the gathers' 16 each. fc6 at 4%, one thread, Sapphire Rapids:
+         * 0.71 against 0.75 ms warm in four side-by-side runs; within noise in csr8_bench. */
         for (; k + 64 <= k1; k += 64) {
             MV_PF(val + k + MV_PREFETCH);
+            const __m512i vv = _mm512_loadu_si512((const void *)(val + k));
             if (is16) {
                 MV_PF(c16 + k + MV_PREFETCH);
                 MV_PF(c16 + k + MV_PREFETCH + 32);
+                const __m512i cA = _mm512_loadu_si512((const void *)(c16 + k));
+                const __m512i cB = _mm512_loadu_si512((const void *)(c16 + k + 32));
+                STEP(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(cA)), _mm512_castsi512_si128(vv), a0);
+                STEP(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(cA, 1)), _mm512_extracti32x4_epi32(vv, 1), a1);
+                STEP(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(cB)), _mm512_extracti32x4_epi32(vv, 2), a2);
+                STEP(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(cB, 1)), _mm512_extracti32x4_epi32(vv, 3), a3);
             } else {
                 for (int i = 0; i < 64; i += 16) MV_PF(c32 + k + MV_PREFETCH + i);
+                STEP(COLS(k), _mm512_castsi512_si128(vv), a0);
+                STEP(COLS(k + 16), _mm512_extracti32x4_epi32(vv, 1), a1);
+                STEP(COLS(k + 32), _mm512_extracti32x4_epi32(vv, 2), a2);
+                STEP(COLS(k + 48), _mm512_extracti32x4_epi32(vv, 3), a3);
             }
-            STEP(k, a0);
-            STEP(k + 16, a1);
-            STEP(k + 32, a2);
-            STEP(k + 48, a3);
         }
-        for (; k + 16 <= k1; k += 16) STEP(k, a0);
+        for (; k + 16 <= k1; k += 16) STEP(COLS(k), _mm_loadu_si128((const __m128i *)(val + k)), a0);
 #undef STEP
 #undef COLS
         a0 = _mm512_add_epi32(a0, a2);
