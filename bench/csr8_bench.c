@@ -14,7 +14,7 @@
  *   source kernels/tests/mkl_env.sh
  *   cc -std=c11 -O3 -fopenmp -Ikernels -I"$MKL_INC" $(find kernels -path kernels/tests -prune -o \
  *      -name 'si_*.c' -print) bench/csr8_bench.c -L"$MKL_LIB" -l:libmkl_rt.so.3 \
- *      -Wl,-rpath,"$MKL_LIB" -lm -o /tmp/csr8_bench
+ *      -Wl,-rpath,"$MKL_LIB" -lm -lz -o /tmp/csr8_bench
  *   /tmp/csr8_bench [repeats]        SPARSEINFER_ISA=avx2 /tmp/csr8_bench
  *   CSR8_COLD_MB=1024 /tmp/csr8_bench   cold caches: before every timed run (and the warm-up)
  *     the threads read a buffer of that many MB (not timed), so the weights come from DRAM as
