@@ -14,6 +14,12 @@
  *    way) took 0.95 ms warm and 1.35 ms cold against 0.79 and 1.11 ms (fc6 at 4%, one
  *    thread, Sapphire Rapids, both with the prefetch below).
  *  - AVX2: the same with 8 lanes (vpgatherdd ymm), four accumulators, the tail scalar.
+ *    Measured only on Sapphire Rapids under the AVX2 cap. Zen 3's vpgatherdd ymm is
+ *    microcoded (uops.info: 39 uops, one per 8 cycles), so there this loop should run near
+ *    one non-zero per cycle, no faster than the fp32 kernels' compute: its gain would come
+ *    from the bytes alone. A variant without gathers (the column by movzx, x's byte by
+ *    vpinsrb from memory, 4 x 8 lanes) ran 0.89-0.95 ms warm and 1.22 ms cold here against
+ *    0.74-0.79 and 1.15 ms for this loop; it needs a Zen 3 to choose between them.
  *  - Both prefetch the value and column streams MV_PREFETCH non-zeros ahead.
  *  - portable: four scalar int32 sums.
  *  Rows are split among threads by non-zeros (si_part_rows); the requantization of one row
