@@ -4,6 +4,8 @@
  *    uint16 copy) against si_i8_csrmv (uint16 columns, uint8 output), the latter at every
  *    ISA variant up to the active one (portable is the scalar loop);
  *  - batch 64: si_f32_csrmm against si_i8_csrmm (uint8 output).
+ * Each int8 csrmv variant's output is checked against si_i8_csrmv_ref after its timing (exit
+ * status 1 on a difference), so a figure never comes from a wrong kernel.
  * Medians (and minima: the machine may be shared) of repeats in one run, ratio = fp32 ms /
  * int8 ms, at batch 1 against the faster of the two fp32 entries. The ISA is the active one
  * (SPARSEINFER_ISA caps it); threads: OpenMP's default (OMP_NUM_THREADS).
@@ -12,7 +14,7 @@
  *   source kernels/tests/mkl_env.sh
  *   cc -std=c11 -O3 -fopenmp -Ikernels -I"$MKL_INC" $(find kernels -path kernels/tests -prune -o \
  *      -name 'si_*.c' -print) bench/csr8_bench.c -L"$MKL_LIB" -l:libmkl_rt.so.3 \
- *      -Wl,-rpath,"$MKL_LIB" -lm -o /tmp/csr8_bench
+ *      -Wl,-rpath,"$MKL_LIB" -lm -lz -o /tmp/csr8_bench
  *   /tmp/csr8_bench [repeats]        SPARSEINFER_ISA=avx2 /tmp/csr8_bench
  *   CSR8_COLD_MB=1024 /tmp/csr8_bench   cold caches: before every timed run (and the warm-up)
  *     the threads read a buffer of that many MB (not timed), so the weights come from DRAM as
@@ -106,6 +108,7 @@ static void run_i8_mm(void *p) {
 }
 
 int main(int argc, char **argv) {
+    int wrong = 0;
     const int reps = argc > 1 ? atoi(argv[1]) : 41;
     si_init();
     const char *cold = getenv("CSR8_COLD_MB");
@@ -194,6 +197,8 @@ int main(int argc, char **argv) {
         const double mvg = median_ms(run_f32_mvg, &b, reps), mvg_min = last_min_ms;
         printf("%-7s %-5d %-24s %9.3f %9.3f\n", dn, 1, "fp32 fc_csrmv", mv, mv_min);
         printf("%-7s %-5d %-24s %9.3f %9.3f\n", dn, 1, "fp32 fc_csrmv_gather", mvg, mvg_min);
+        uint8_t *yref8 = xalloc((size_t)rows);
+        si_i8_csrmv_ref(&b.A, b.x8, &b.rq, yref8);
         if (mvg < mv) mv = mvg;
         if (mvg_min < mv_min) mv_min = mvg_min;
         for (si_isa isa = SI_ISA_PORTABLE; isa <= active; isa++) {
@@ -203,6 +208,10 @@ int main(int argc, char **argv) {
             snprintf(name, sizeof name, "int8 csrmv (%s)", si_isa_str(isa));
             printf("%-7s %-5d %-24s %9.3f %9.3f %8.2fx %8.2fx\n", dn, 1, name, t, last_min_ms, mv / t,
                    mv_min / last_min_ms);
+            if (memcmp(b.y8, yref8, (size_t)rows)) {
+                printf("MISMATCH: %s differs from si_i8_csrmv_ref\n", name);
+                wrong = 1;
+            }
         }
         si_dispatch_select(active);
         const int mreps = reps / 4 > 5 ? reps / 4 : 5;
@@ -216,7 +225,8 @@ int main(int argc, char **argv) {
         si_algo_fc_csrmv_gather.release(b.mvg_state);
         si_free(L->csr_ptr); si_free(L->csr_col); si_free(L->csr_val); si_free(b.val8); si_free(b.col16);
         si_free(mul); si_free(add); si_free(b.x); si_free(b.X); si_free(b.x8); si_free(b.X8);
+        si_free(yref8);
         si_free(b.y); si_free(b.Y); si_free(b.y8); si_free(b.Y8); si_free(b.ws); si_free(b.ws8);
     }
-    return 0;
+    return wrong;
 }

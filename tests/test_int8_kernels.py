@@ -2,11 +2,17 @@
 CPU has, optimised and under ASan + UBSan: kernels/tests/run_igemm.sh (ops/si_igemm.c: VNNI,
 AVX-VNNI, AVX2 vpmaddwd, portable) and kernels/tests/run_int8_ops.sh (csr/si_csr_i8.c and the
 uint8 activation ops of ops/si_ops_u8.c); kernels/tests/run_igemm_amx.sh: the AMX GEMM where the
-CPU and the OS have AMX (elsewhere it checks the kernel says it is unavailable)."""
+CPU and the OS have AMX (elsewhere it checks the kernel says it is unavailable).
+
+test_csrmv_edge_rows: si_i8_csrmv on rows of chosen lengths (0, 1, 3, 16, 17, 64, 65, ...)
+packed against x's end, at its start and spread, with x ending where a PROT_NONE page begins:
+the gathers read 4 bytes at x + col and AddressSanitizer does not see them, so an over-read
+past x's end faults here instead."""
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,3 +35,101 @@ def test_int8_kernels(script):
     least = 1 if script == "run_igemm_amx.sh" else 100  # without AMX: only the "unavailable" checks
     for passed, failed in runs:
         assert int(failed) == 0 and int(passed) >= least, out
+
+
+# Every ISA variant against si_i8_csrmv_ref, bit for bit (float output with mul 1 and add 0,
+# exact while |sum| < 2^24: rows of at most 300 non-zeros of |127 * 255|).
+_EDGE_C = r"""
+#define _GNU_SOURCE
+#include "si_internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint64_t nx(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+int main(void) {
+    si_init();
+    static const int64_t colss[] = {1, 2, 3, 4, 5, 17, 100, 4096, 25088, 65536, 66000};
+    static const int lens[] = {0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 66, 67, 100, 129, 300};
+    const int nl = (int)(sizeof lens / sizeof lens[0]);
+    int runs = 0, fails = 0;
+    for (unsigned ci = 0; ci < sizeof colss / sizeof colss[0]; ci++)
+        for (int use16 = 0; use16 <= 1; use16++) {
+            const int64_t cols = colss[ci], rows = 3 * nl;
+            if (use16 && cols > 65536) continue;
+            int64_t *ptr = malloc(sizeof(int64_t) * (size_t)(rows + 1));
+            int32_t *col = malloc(4 * (size_t)(3 * 300 * nl));
+            uint16_t *c16 = malloc(2 * (size_t)(3 * 300 * nl));
+            int8_t *val = malloc((size_t)(3 * 300 * nl));
+            int64_t nnz = 0;
+            ptr[0] = 0;
+            for (int64_t r = 0; r < rows; r++) { /* placement r % 3: at the end, at the start, spread */
+                const int64_t len = lens[r / 3] < cols ? lens[r / 3] : cols;
+                for (int64_t j = 0; j < len; j++) {
+                    const int64_t c = r % 3 == 0 ? cols - len + j
+                                    : r % 3 == 1 ? j : j * cols / len + (int64_t)(nx() % (uint64_t)(cols / len));
+                    col[nnz] = (int32_t)c;
+                    c16[nnz] = (uint16_t)c;
+                    val[nnz] = (int8_t)(nx() & 1 ? 127 : -127 + (int)(nx() % 255));
+                    nnz++;
+                }
+                ptr[r + 1] = nnz;
+            }
+            const size_t pg = (size_t)sysconf(_SC_PAGESIZE), np = ((size_t)cols + pg - 1) / pg;
+            uint8_t *map = mmap(NULL, (np + 1) * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (map == MAP_FAILED || mprotect(map + np * pg, pg, PROT_NONE)) { perror("mmap"); return 2; }
+            uint8_t *x = map + np * pg - cols; /* x ends where the PROT_NONE page begins */
+            for (int64_t i = 0; i < cols; i++) x[i] = (uint8_t)(i % 7 ? nx() : 255);
+            si_csr8_view A = {val, use16 ? NULL : col, use16 ? c16 : NULL, ptr, rows, cols};
+            float *mul = malloc(4 * (size_t)rows), *add = malloc(4 * (size_t)rows);
+            for (int64_t r = 0; r < rows; r++) { mul[r] = 1.0f; add[r] = 0.0f; }
+            si_requant rq;
+            memset(&rq, 0, sizeof rq);
+            rq.mul = mul; rq.add = add; rq.act = SI_ACT_LINEAR; rq.out_u8 = 0;
+            float *yr = malloc(4 * (size_t)rows), *y = malloc(4 * (size_t)rows);
+            si_i8_csrmv_ref(&A, x, &rq, yr);
+            for (si_isa isa = SI_ISA_PORTABLE; isa <= si_isa_detected(); isa++) {
+                si_dispatch_select(isa);
+                memset(y, 0xCD, 4 * (size_t)rows);
+                si_i8_csrmv(&A, x, &rq, y);
+                runs++;
+                for (int64_t r = 0; r < rows; r++)
+                    if (memcmp(y + r, yr + r, 4)) {
+                        printf("FAIL cols %lld %s [%s] row %lld (%d non-zeros, placement %lld): %.9g, ref %.9g\n",
+                               (long long)cols, use16 ? "col16" : "col32", si_isa_str(isa), (long long)r, lens[r / 3],
+                               (long long)(r % 3), (double)y[r], (double)yr[r]);
+                        fails++;
+                        break;
+                    }
+            }
+            si_dispatch_select(si_isa_detected());
+            munmap(map, (np + 1) * pg);
+            free(ptr); free(col); free(c16); free(val); free(mul); free(add); free(yr); free(y);
+        }
+    printf("%d passed, %d failed\n", runs - fails, fails);
+    return fails != 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
+def test_csrmv_edge_rows(tmp_path):
+    src = tmp_path / "csrmv_edges.c"
+    src.write_text(_EDGE_C)
+    exe = tmp_path / "csrmv_edges"
+    kernels = os.path.join(ROOT, "kernels")
+    build = (f"source {shlex.quote(os.path.join(kernels, 'tests', 'mkl_env.sh'))} && "
+             f"cc -std=c11 -O2 -fopenmp -I{shlex.quote(kernels)} -I\"$MKL_INC\" "
+             f"$(find {shlex.quote(kernels)} -path {shlex.quote(os.path.join(kernels, 'tests'))} -prune -o -name 'si_*.c' -print) "
+             f"{shlex.quote(str(src))} -L\"$MKL_LIB\" -l:libmkl_rt.so.3 -Wl,-rpath,\"$MKL_LIB\" -lm -lz "
+             f"-o {shlex.quote(str(exe))}")
+    env = dict(os.environ, PYTHON=sys.executable)
+    r = subprocess.run(["bash", "-c", build], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, f"build failed\n{r.stderr[-4000:]}"
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=600)
+    out = f"--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
+    assert r.returncode == 0, f"exit status {r.returncode} (-11: a read past x's end)\n{out}"
+    m = re.search(r"^(\d+) passed, (\d+) failed", r.stdout, re.M)
+    assert m and int(m.group(2)) == 0 and int(m.group(1)) >= 21, out
