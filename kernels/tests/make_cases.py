@@ -673,18 +673,25 @@ class Case:
 INT8_BASE = "good_int8.npz"  # the model the int8 cases damage
 
 
-def _int8(edit_manifest: Callable[[dict], None] | None = None,
-          edit_members: Callable[[dict[str, bytes]], None] | None = None) -> Callable[[str, str], str]:
+def _edited(base: str, edit_manifest: Callable[[dict], None] | None = None,
+            edit_members: Callable[[dict[str, bytes]], None] | None = None,
+            compression: int = zipfile.ZIP_STORED) -> Callable[[str, str], str]:
+    """A case built from the good model `base` (in outdir) with its manifest and/or members edited."""
     def build(outdir: str, path: str) -> str:
-        m = read_members(os.path.join(outdir, INT8_BASE))
+        m = read_members(os.path.join(outdir, base))
         if edit_manifest:
             man = get_manifest(m)
             edit_manifest(man)
             m["model.json.npy"] = manifest_bytes(json.dumps(man))
         if edit_members:
             edit_members(m)
-        return write_members(path, m)
+        return write_members(path, m, compression)
     return build
+
+
+def _int8(edit_manifest: Callable[[dict], None] | None = None,
+          edit_members: Callable[[dict[str, bytes]], None] | None = None) -> Callable[[str, str], str]:
+    return _edited(INT8_BASE, edit_manifest, edit_members)
 
 
 def _quant_of(name: str) -> Callable[[dict], dict]:
@@ -753,16 +760,7 @@ COMPACT_BASE = "good_compact.npz"  # the model the compact and deflate cases dam
 def _compact(edit_manifest: Callable[[dict], None] | None = None,
              edit_members: Callable[[dict[str, bytes]], None] | None = None,
              compression: int = zipfile.ZIP_DEFLATED) -> Callable[[str, str], str]:
-    def build(outdir: str, path: str) -> str:
-        m = read_members(os.path.join(outdir, COMPACT_BASE))
-        if edit_manifest:
-            man = get_manifest(m)
-            edit_manifest(man)
-            m["model.json.npy"] = manifest_bytes(json.dumps(man))
-        if edit_members:
-            edit_members(m)
-        return write_members(path, m, compression)
-    return build
+    return _edited(COMPACT_BASE, edit_manifest, edit_members, compression)
 
 
 def _weight_of(name: str) -> Callable[[dict], dict]:
