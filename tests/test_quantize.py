@@ -518,12 +518,24 @@ def test_vpmaddwd_fallback_is_said(quantized, tmp_path):
     assert isa == "avx2" and any("vpmaddwd: weights not pair-safe" in w for w in whys), whys
 
 
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 @pytest.mark.parametrize("big", [False, True])
-def test_sparse_batch_i8_only_where_float_is_exact(tmp_path, big):
+def test_sparse_batch_i8_only_where_float_is_exact(tmp_path, big, isa):
     """conv_sparse_batch_i8 sums int8 weights times (x - zero point) in float32, exact while
     every row's 255 * sum |w| < 2^24: a row just below applies (and matches the NumPy int8
     reference bit for bit at batch 20, with the zero point 7 padding the border), a row just
     above (599 weights of 127 and one of 81: 255 * 76154 > 2^24) leaves the entry out."""
+    order = ["portable", "avx2", "avx512"]
+    if order.index(isa) > order.index(sparseinfer.isa()):
+        pytest.skip(f"this CPU has {sparseinfer.isa()} at most")
+    sparseinfer.set_isa(isa)  # every requantization variant (portable, AVX2) against the reference
+    try:
+        _sparse_batch_i8_case(tmp_path, big)
+    finally:
+        sparseinfer.set_isa("auto")
+
+
+def _sparse_batch_i8_case(tmp_path, big):
     rng = np.random.default_rng(3)
     C = 24
     W = rng.integers(-127, 128, (4, 5 * 5 * C)).astype(np.int8)

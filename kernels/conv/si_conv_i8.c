@@ -369,17 +369,21 @@ typedef struct bx_state {
     void *inner;    /* conv_sparse_batch's state on the float view */
 } bx_state;
 
-/* 1 if every row's 255 * sum |w| < 2^24 (from the CSR form, else the dense one). */
+static int64_t abs_sum8(const int8_t *w, int64_t n) {
+    int64_t s = 0;
+    for (int64_t k = 0; k < n; k++) s += w[k] < 0 ? -w[k] : w[k];
+    return s;
+}
+
+/* 1 if every row's 255 * sum |w| < 2^24 (from the CSR form, else the dense one; 0 without
+ * either: after planning, si_runtime.c lists a timed entry whatever this says). */
 static int exact_in_float(const si_layer *L) {
-    const int64_t lim = INT64_C(1) << 24;
+    if (!(L->csr_val8 && L->csr_ptr) && !L->w8) return 0;
     for (int64_t r = 0; r < L->rows; r++) {
-        int64_t s = 0;
-        if (L->csr_val8 && L->csr_ptr)
-            for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) s += L->csr_val8[k] < 0 ? -L->csr_val8[k] : L->csr_val8[k];
-        else if (L->w8)
-            for (int64_t k = 0; k < L->cols; k++) s += L->w8[r * L->cols + k] < 0 ? -L->w8[r * L->cols + k] : L->w8[r * L->cols + k];
-        else return 0;
-        if (255 * s >= lim) return 0;
+        const int64_t s = L->csr_val8 && L->csr_ptr
+                              ? abs_sum8(L->csr_val8 + L->csr_ptr[r], L->csr_ptr[r + 1] - L->csr_ptr[r])
+                              : abs_sum8(L->w8 + r * L->cols, L->cols);
+        if (255 * s >= (INT64_C(1) << 24)) return 0;
     }
     return 1;
 }
@@ -453,18 +457,14 @@ static int64_t bx_ws(const si_layer *L, const void *st, int batch) {
  * entries' output. acc = y + zsum is an integer below 2^24 in magnitude, so the float add is
  * exact and (float)acc of si_requant_f is that same value: the vector body computes
  * si_requant_f / si_requant_u8 bit for bit (FMA once rounded, rounding half to even). */
-static void rq_part(const si_requant *rq, const float *zf, const float *y, int64_t p0, int64_t p1, int64_t F,
-                    int64_t r0, void *out) {
+static void rq_rows_portable(const si_requant *rq, const float *zf, const float *y, int64_t p0, int64_t p1,
+                             int64_t F, void *out) {
     for (int64_t p = p0; p < p1; p++)
-        for (int64_t r = r0; r < F; r++) {
+        for (int64_t r = 0; r < F; r++) {
             const float v = si_requant_f(rq, r, (int32_t)(y[p * F + r] + zf[r]));
             if (rq->out_u8) ((uint8_t *)out)[p * F + r] = si_requant_u8(rq, v);
             else ((float *)out)[p * F + r] = v;
         }
-}
-static void rq_rows_portable(const si_requant *rq, const float *zf, const float *y, int64_t p0, int64_t p1,
-                             int64_t F, void *out) {
-    rq_part(rq, zf, y, p0, p1, F, 0, out);
 }
 
 #if SI_X86
