@@ -210,6 +210,13 @@ def test_one_form_in_the_margin(tmp_path):
     fc = {l["name"]: l for l in sparseinfer.load(str(path)).layers()}["fc"]
     if fc["exec_batch1"] == fc["exec_batchn"] == "sparse":
         assert fc["memory_bytes"] < w.size * 4 / 4, fc   # no dense copy (dense alone is 1.6 MB)
+    elif fc["exec_batch1"] == fc["exec_batchn"]:
+        # dense only: batch > 1 measured dense faster (a timing disturbed by another process can
+        # do that), and batch 1 followed it within the one-form slack (a fresh clone's run saw
+        # CSR 7% faster at batch 1 and kept one dense form: the rule working, not a fault)
+        c = fc["candidates_batchn"]
+        sparse_t = min(t for n, t in c.items() if "csr" in n and t is not None)
+        assert sparse_t > c[fc["algo_batchn"]], fc
     else:  # both forms only if the one-form candidate was more than 10% slower
         g = 0 if fc["exec_batch1"] == "dense" else 1
         c = fc["candidates_batch1" if g == 0 else "candidates_batchn"]
