@@ -18,7 +18,7 @@
  *   AVX-VNNI      G 4, MR 6 x NR 16 (12 ymm sums): the same with the VEX vpdpbusd on ymm, under
  *                 the avx2 cap on CPUs that have AVX-VNNI (Alder Lake and later, Sapphire
  *                 Rapids, Zen 5): 32 products per instruction against the FMA's 8.
- *   AVX2, pair-safe weights (avx2_maddubs)  G 4, MR 6 x NR 16, the AVX-VNNI layout:
+ *   AVX2, pair-safe weights (avx2_maddubs)  G 4, MR 5 x NR 16, the AVX-VNNI layout:
  *                 vpmaddubsw (u8 x s8, adjacent products summed in pairs into int16,
  *                 saturating), vpmaddwd by int16 ones (the group's two pairs into int32),
  *                 vpaddd: three uops per 32 products, two of them multiplies, against four FMAs
@@ -28,9 +28,11 @@
  *                 weights sum to at most 128, and its negative ones to at least -128; the
  *                 quantizer's reduce_range "on" (|w| <= 64) and "pairs" guarantee it).
  *                 si_pack_b8 checks that on the layer's weights and picks this kernel or the
- *                 next: the file's word is not taken for it. 6 rows need 17 ymm (12 sums, 2 of
- *                 B, the ones, A's broadcast, a product): GCC keeps one sum on the stack, which
- *                 costs a load and a store per group and no port time that binds.
+ *                 next: the file's word is not taken for it. 6 rows would need 17 ymm (12
+ *                 sums, 2 of B, the ones, A's broadcast, a product) and GCC kept one sum on the
+ *                 stack; 5 rows fit. GEMM alone, 1 thread, SPR capped to AVX2: the same on
+ *                 VGG19's k >= 576 (84-110 GMAC/s); at k = 27 (block1_conv1) 5 rows and the
+ *                 requantization of a full panel at once (rq16_row) took 1.75 ms against 2.18.
  *   AVX2 (avx2_maddwd)  G 2, MR 6 x NR 16 (12 ymm sums): on other weights vpmaddubsw would
  *                 saturate its int16 pair sums
  *                 (255 * 127 * 2 > 32767), so both operands are widened to int16 and multiplied
@@ -79,7 +81,7 @@
 
 #define KC 512       /* inputs (bytes of a row of A) per K block; a multiple of every G */
 #define KC_VNNI 8192 /* the same for vnni512: the whole k of every VGG layer (see above) */
-#define MC 252       /* rows of A per chunk: a multiple of every MR (4, 6, 14) */
+#define MC 252       /* rows of A per chunk: a multiple of most MR (4, 6, 14; 5 splits into equal blocks) */
 #define MAX_MR 14
 #define MAX_NR 32
 #define GV_CHUNK 2048 /* inputs of x widened at a time by the AVX2 GEMV (4 KB of int16) */
@@ -196,6 +198,47 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
     }
 }
 
+/* A full panel (16 columns) of rows: the per-column factors loaded once for all the block's
+ * rows, each row's two halves requantized as rq_store8_avx2 does (the same operations in the
+ * same order, so the same bits) and packed to 16 bytes by one store. At k = 27 (VGG19's
+ * block1_conv1) the requantization was a third of the micro-kernel's instructions. */
+typedef struct rq16 {
+    __m256 m0, a0, m1, a1, inv, lo, hi;
+    __m256i z;
+} rq16;
+SI_TARGET_AVX2 SI_INLINE void rq16_prep(const si_requant *rq, int64_t j0, rq16 *k) {
+    k->m0 = _mm256_loadu_ps(rq->mul + j0);
+    k->a0 = _mm256_loadu_ps(rq->add + j0);
+    k->m1 = _mm256_loadu_ps(rq->mul + j0 + 8);
+    k->a1 = _mm256_loadu_ps(rq->add + j0 + 8);
+    k->inv = _mm256_set1_ps(rq->inv_scale);
+    k->lo = _mm256_set1_ps((float)-rq->zero);
+    k->hi = _mm256_set1_ps((float)(255 - rq->zero));
+    k->z = _mm256_set1_epi32(rq->zero);
+}
+SI_TARGET_AVX2 SI_INLINE __m256 rq16_y(__m256i s, __m256 m, __m256 a, int relu) {
+    const __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), m, a);
+    return relu ? _mm256_max_ps(y, _mm256_setzero_ps()) : y;
+}
+SI_TARGET_AVX2 SI_INLINE __m256i rq16_q(__m256 y, const rq16 *k) {
+    const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, k->inv), k->lo), k->hi);
+    return _mm256_add_epi32(_mm256_cvtps_epi32(t), k->z);
+}
+SI_TARGET_AVX2 SI_INLINE void rq16_row(__m256i s0, __m256i s1, const rq16 *k, const si_requant *rq, char *c) {
+    const int relu = rq->act == SI_ACT_RELU;
+    const __m256 y0 = rq16_y(s0, k->m0, k->a0, relu), y1 = rq16_y(s1, k->m1, k->a1, relu);
+    if (!rq->out_u8) {
+        _mm256_storeu_ps((float *)c, y0);
+        _mm256_storeu_ps((float *)c + 8, y1);
+        return;
+    }
+    /* values in [0, 255]: int32 -> int16 -> uint8 without saturating; the permutes undo the
+     * packs' interleaving of 128-bit lanes */
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(rq16_q(y0, k), rq16_q(y1, k)), 0xD8);
+    const __m256i b = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
+    _mm_storeu_si128((__m128i *)c, _mm256_castsi256_si128(b));
+}
+
 /* The SIMD kernels keep each row's sums in named variables (an array of vectors indexed in
  * the loop made GCC copy every sum once per step: 32 extra moves per 16 vpdpbusd), one body
  * per block height R, generated from the list ROWS_R of its rows and called from a switch,
@@ -241,6 +284,7 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
 #define AV_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)), DOT_VNNI)
 #define AU_FULL(i) AV_STEP(i, load4(a##i + 4 * g), DOT_MADDUBS)
 #define AU_TAIL(i) AV_STEP(i, load_tail(a##i + 4 * full, (int)(kc & 3)), DOT_MADDUBS)
+#define AV_OUT16(i) rq16_row(s##i##_0, s##i##_1, &k16, rq, (char *)c + (size_t)((i) * ldc) * esz);
 #define AV_OUT(i)                                                                             \
     if (!c) {                                                                                 \
         _mm256_storeu_si256((__m256i *)(acc + (i) * 16), s##i##_0);                           \
@@ -346,7 +390,8 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
  * (u8 x s8, adjacent products summed in pairs into int16, saturating), vpmaddwd by int16 ones
  * (the two pairs of each 4-byte group into int32, exact) and vpaddd. Exact only on weights
  * where no pair saturates (pair_safe, checked on the real weights when they are packed). */
-/* The 6 x 16 ymm micro-kernel over 4-byte groups (the AVX-VNNI layout), its step FULL / TAIL
+/* The R x 16 ymm micro-kernel over 4-byte groups (the AVX-VNNI layout; R <= 6, for vpmaddubsw
+ * R <= 5), its step FULL / TAIL
  * (AV_ for vpdpbusd, AU_ for vpmaddubsw + vpmaddwd). */
 #define G4_BODY(NAME, R, TARGET, FULL, TAIL)                                                  \
     TARGET static __attribute__((noinline)) void NAME(UK_PARAMS) {                            \
@@ -367,7 +412,13 @@ SI_TARGET_AVX2 static void gv_avx2(const uint8_t *x, const int8_t *b, int64_t k,
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + full * 64 + 32));     \
             ROWS_##R(TAIL)                                                                    \
         }                                                                                     \
-        ROWS_##R(AV_OUT)                                                                      \
+        if (c && cols == 16) {                                                                \
+            rq16 k16;                                                                         \
+            rq16_prep(rq, j0, &k16);                                                          \
+            ROWS_##R(AV_OUT16)                                                                \
+        } else {                                                                              \
+            ROWS_##R(AV_OUT)                                                                  \
+        }                                                                                     \
     }
 #define AU_BODY(NAME, R) G4_BODY(NAME, R, SI_TARGET_AVX2, AU_FULL, AU_TAIL)
 AU_BODY(au_1, 1)
@@ -652,7 +703,7 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
         h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2 && si_igemm_maddubs && si_i8_pair_safe(w, n, k)) {
-        h = (b8_pack){"avx2_maddubs", 6, 16, 4, KC, 0, 0, 0, 0, uk_maddubs, gv_maddubs, NULL};
+        h = (b8_pack){"avx2_maddubs", 5, 16, 4, KC, 0, 0, 0, 0, uk_maddubs, gv_maddubs, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2) {
         h = (b8_pack){"avx2_maddwd", 6, 16, 2, KC, 0, 0, 0, 0, uk_avx2, gv_avx2, NULL};
