@@ -306,6 +306,63 @@ def test_winograd_dq_on_cpus_without_vnni(tmp_path):
     np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
 
 
+_WI16_CASES = [  # C (24, 33: a vector of 16 and a scalar tail; 3: no vector), F, H, W, padding, zero points, batch
+    (24, 20, 7, 9, "same", 7, 3, 3), (64, 64, 14, 14, "same", 0, 0, 1), (3, 19, 11, 10, "valid", 200, None, 2),
+    (33, 40, 5, 6, "same", 255, 20, 2), (128, 32, 1, 1, "same", 3, 3, 1), (512, 16, 4, 4, "same", 128, 0, 1)]
+
+
+def test_winograd_i16_exact(tmp_path):
+    """conv_winograd_i16 (Winograd F(2x2, 3x3) in int16, for CPUs whose int8 GEMM has no VNNI:
+    here the AVX2 cap with VNNI disabled, in a child process) gives the int8 convolution's
+    exact sums: its outputs equal the NumPy int8 reference's bit for bit, over channel counts
+    with and without a vector tail, odd output sizes (partial tiles), valid and same padding
+    (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float ones without, weights at
+    +-127 (the largest transformed values), batches of 1 to 3."""
+    rng = np.random.default_rng(11)
+    paths, xs, wants = [], [], []
+    for i, (C, F, H, W, pad, zin, zout, batch) in enumerate(_WI16_CASES):
+        Wt = rng.integers(-127, 128, (F, 9 * C)).astype(np.int8)
+        Wt[0, :] = 127
+        Wt[1, :] = -127
+        quant = {"input": (0.02, zin), "weight_scale": np.full(F, 1e-4, np.float32)}
+        if zout is not None:
+            quant["output"] = (0.003 * np.sqrt(C), zout)
+        layers = [{"name": "c", "type": "conv2d", "kernel": [3, 3], "padding": pad, "W": Wt,
+                   "activation": "relu" if zout is not None else "linear",
+                   "b": rng.integers(-5000, 5000, F).astype(np.int32), "quant": quant}]
+        path = tmp_path / f"w{i}.npz"
+        write_model(path, layers, {"shape": [H, W, C]})
+        read, _ = read_layers_int8(str(path))
+        x = rng.uniform(-5, 5, (batch, H, W, C)).astype(np.float32)
+        np.save(tmp_path / f"x{i}.npy", x)
+        want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
+        assert len(np.unique(want)) > 2, "the case's outputs do not vary"
+        paths.append(str(path))
+        wants.append(want)
+    child = ("import sys, json, numpy as np, sparseinfer\n"
+             "algos = []\n"
+             "for i, p in enumerate(sys.argv[2:]):\n"
+             "    m = sparseinfer.load(p, cache='')\n"
+             "    x = np.load(f'{sys.argv[1]}/x{i}.npy')\n"
+             "    np.save(f'{sys.argv[1]}/y{i}.npy', m.trace(x)[0].reshape(len(x), -1))\n"
+             "    np.save(f'{sys.argv[1]}/y1_{i}.npy', m.trace(x[:1])[0].reshape(1, -1))\n"
+             "    algos.append([m.layers()[0]['algo_batch1'], m.layers()[0]['algo_batchn']])\n"
+             "print(json.dumps(algos))\n")
+    env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO="conv_winograd_i16")
+    r = subprocess.run([sys.executable, "-c", child, str(tmp_path), *paths], capture_output=True, text=True, env=env,
+                       timeout=300)
+    if r.returncode != 0 and "avx2" in r.stderr and sparseinfer.isa() == "portable":
+        pytest.skip("this CPU has no AVX2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [["conv_winograd_i16"] * 2] * len(paths), r.stdout
+    for i, (case, want) in enumerate(zip(_WI16_CASES, wants)):
+        for name, w in ((f"y{i}", want.reshape(len(want), -1)), (f"y1_{i}", want[:1].reshape(1, -1))):
+            got = np.load(tmp_path / f"{name}.npy")
+            bad = np.argwhere(got != w)
+            assert bad.size == 0, (f"case {case} ({name}): conv_winograd_i16 differs from the NumPy int8 reference "
+                                   f"at (sample, element) {bad[:3].tolist()}: {got[tuple(bad[0])]} vs {w[tuple(bad[0])]}")
+
+
 # ---- reduce_range: weights in [-64, 64], vpmaddubsw on AVX2 without VNNI ------------------------
 
 NO_VNNI = {"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni"}

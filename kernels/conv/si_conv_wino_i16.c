@@ -1,0 +1,321 @@
+/* conv_winograd_i16: exact Winograd F(2x2, 3x3) in 16-bit integers for int8 3x3 stride-1
+ * convolutions, on CPUs whose int8 GEMM has no VNNI (plain AVX2: Zen 3, Haswell to Skylake).
+ *
+ * Why: without VNNI the int8 im2col GEMM (ops/si_igemm.c, vpmaddubsw) does about 2x the fp32
+ * FMA's multiply-adds per cycle, and fp32 Winograd F(4x4, 3x3) saves 4x of them, so fp32
+ * beat int8 on VGG19's 3x3 layers. vpmaddwd multiplies int16 pairs at about 1.4x the FMA's
+ * rate (register-only loops on Intel SPR capped to AVX2, one core: fp32 FMA 61, vpmaddwd +
+ * vpaddd 85, vpmaddubsw + vpmaddwd + vpaddd 111 GMAC/s; bench/isa_peak.c), and F(2x2, 3x3)
+ * needs 16 products per 4 outputs where the direct form needs 36.
+ *
+ * Exact: with G2 = 2 G (integers: rows [2 0 0], [1 1 1], [1 -1 1], [0 0 2]), the filter's
+ * transform U = G2 g G2^T is 4 G g G^T, integers of at most 9 * 127 = 1143; the input's
+ * V = B^T d B sums four uint8 values with signs, at most 4 * 255 = 1020; both are int16, and
+ * each vpmaddwd lane (two products) is exact in int32. The output transform Y = A^T M A (A's
+ * entries 0 and +-1) then holds 4x the convolution's int32 sum. Every addition wraps modulo
+ * 2^32, so Y is exact whenever the true 4 * sum fits int32: |sum| <= 255 * 127 * 9C < 2^29
+ * for C <= 1800 (the entry's limit). Y >> 2 is then the very sum conv_igemm computes (uint8
+ * input, padding taps at the zero point), and the requantization is its, bit for bit.
+ *
+ * The run: tiles of 2x2 outputs (4x4 inputs) in groups whose V (int16) and M (int32) take
+ * GROUP_BYTES; per group, in one parallel region: the threads transform their tiles' inputs
+ * (16 channels a vector), then take the 16 positions xi a GEMM each, M[xi] = V[xi] U[xi]^T
+ * (tiles x C times C x F: a 6-tile x 16-filter block of int32 sums in 12 ymm, per channel pair
+ * one 32-bit broadcast of V and two vpmaddwd), then transform their tiles back with the
+ * requantization. A following max pool runs after it (no run_pool).
+ * Reference: the im2col reference of conv_igemm on the layer's int8 weights. */
+#include "si_internal.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if SI_X86
+#include <immintrin.h>
+#endif
+
+#define XI 16     /* positions of a 4x4 input tile */
+#define NR 16     /* filters per panel of U */
+#define MR 6      /* tiles per GEMM block: 12 ymm sums, 2 of U, a broadcast, a product */
+#define MAX_C 1800
+#define GROUP_BYTES (INT64_C(8) << 20)
+
+typedef struct wi_state {
+    int16_t *u;          /* [XI][panels][cp][NR][2]: U[xi][p * NR + j][2 q + e] */
+    int64_t cp, panels;  /* channel pairs, panels of NR filters */
+} wi_state;
+
+static int64_t vstride(const si_layer *L) { return (L->in_c + 1) / 2 * 2; } /* V row: channels, even */
+
+static int wi_applies(const si_layer *L, int regime) {
+    (void)regime;
+#if SI_X86
+    return L->type == SI_LAYER_CONV2D && L->q && L->kh == 3 && L->kw == 3 && L->sh == 1 && L->sw == 1 &&
+           L->out_h > 0 && L->out_w > 0 && L->in_c <= MAX_C && si_isa_active() >= SI_ISA_AVX2 &&
+           !si_igemm_has_vnni();
+#else
+    (void)L;
+    return 0;
+#endif
+}
+
+static void wi_release(void *p) {
+    wi_state *s = p;
+    if (!s) return;
+    si_free(s->u);
+    free(s);
+}
+
+static si_status_t wi_prepare(si_layer *L, void **out) {
+    static const int G2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+    const int64_t F = L->rows, C = L->in_c;
+    wi_state *s = calloc(1, sizeof *s);
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    s->cp = (C + 1) / 2;
+    s->panels = (F + NR - 1) / NR;
+    const int64_t n = XI * s->panels * s->cp * NR * 2;
+    s->u = si_alloc((size_t)n * sizeof(int16_t));
+    if (!s->u) {
+        free(s);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the Winograd filters (%lld MB)", L->name,
+                       (long long)(2 * n >> 20));
+    }
+    memset(s->u, 0, (size_t)n * sizeof(int16_t));
+    for (int64_t f = 0; f < F; f++)
+        for (int64_t c = 0; c < C; c++) {
+            int g[3][3], t[4][3];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) g[i][j] = L->w8[f * L->cols + (i * 3 + j) * C + c];
+            for (int a = 0; a < 4; a++)
+                for (int j = 0; j < 3; j++) t[a][j] = G2[a][0] * g[0][j] + G2[a][1] * g[1][j] + G2[a][2] * g[2][j];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) {
+                    const int u = t[a][0] * G2[b][0] + t[a][1] * G2[b][1] + t[a][2] * G2[b][2];
+                    s->u[(((a * 4 + b) * s->panels + f / NR) * s->cp + c / 2) * NR * 2 + (f % NR) * 2 + c % 2] =
+                        (int16_t)u;
+                }
+        }
+    *out = s;
+    return SI_OK;
+}
+
+static int64_t wi_bytes(const si_layer *L, const void *st) {
+    (void)L;
+    const wi_state *s = st;
+    return s ? XI * s->panels * s->cp * NR * 2 * (int64_t)sizeof(int16_t) : 0;
+}
+
+static int64_t tiles_of(const si_layer *L, int batch) {
+    return (int64_t)batch * ((L->out_h + 1) / 2) * ((L->out_w + 1) / 2);
+}
+
+/* bytes of V and M per tile */
+static int64_t tile_bytes(const si_layer *L) {
+    return XI * (vstride(L) * 2 + (L->rows + NR - 1) / NR * NR * 4);
+}
+
+static int64_t group_tiles(const si_layer *L, int batch) {
+    int64_t g = GROUP_BYTES / tile_bytes(L) / MR * MR, t = tiles_of(L, batch);
+    if (g < MR) g = MR;
+    return g < t ? g : t;
+}
+
+static int64_t wi_ws(const si_layer *L, const void *st, int batch) {
+    (void)st;
+    return (group_tiles(L, batch) * tile_bytes(L) + 128) / 4 + 16;
+}
+
+#if SI_X86
+/* V[xi][t][c] = (B^T d B)[xi] of tile q, d the 4x4 input window (taps outside the image at the
+ * zero point z), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
+SI_TARGET_AVX2 static void in_tile(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 1) / 2, tw = (L->out_w + 1) / 2;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const uint8_t z = (uint8_t)L->q_in_zero;
+    const uint8_t *d[16];
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++) {
+            const int64_t iy = 2 * ty - L->pad_top + y, ix = 2 * tx - L->pad_left + x;
+            d[y * 4 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
+        }
+    int64_t c = 0;
+    const __m256i zv = _mm256_set1_epi16(z);
+    for (; c + 16 <= C; c += 16) {
+        __m256i r[4][4]; /* rows transformed along x: r[y][j] = (d B)[y][j] */
+        for (int y = 0; y < 4; y++) {
+            __m256i v[4];
+            for (int x = 0; x < 4; x++)
+                v[x] = d[y * 4 + x] ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(d[y * 4 + x] + c))) : zv;
+            r[y][0] = _mm256_sub_epi16(v[0], v[2]);
+            r[y][1] = _mm256_add_epi16(v[1], v[2]);
+            r[y][2] = _mm256_sub_epi16(v[2], v[1]);
+            r[y][3] = _mm256_sub_epi16(v[1], v[3]);
+        }
+        for (int j = 0; j < 4; j++) {
+            _mm256_storeu_si256((__m256i *)(V + (0 * 4 + j) * ldv + c), _mm256_sub_epi16(r[0][j], r[2][j]));
+            _mm256_storeu_si256((__m256i *)(V + (1 * 4 + j) * ldv + c), _mm256_add_epi16(r[1][j], r[2][j]));
+            _mm256_storeu_si256((__m256i *)(V + (2 * 4 + j) * ldv + c), _mm256_sub_epi16(r[2][j], r[1][j]));
+            _mm256_storeu_si256((__m256i *)(V + (3 * 4 + j) * ldv + c), _mm256_sub_epi16(r[1][j], r[3][j]));
+        }
+    }
+    for (; c < vstride(L); c++) { /* the last channels, and the pad channel (0) of an odd count */
+        int v[4][4], r[4][4];
+        for (int k = 0; k < 16; k++) v[k / 4][k % 4] = c < C ? (d[k] ? d[k][c] : z) : 0;
+        for (int y = 0; y < 4; y++) {
+            r[y][0] = v[y][0] - v[y][2];
+            r[y][1] = v[y][1] + v[y][2];
+            r[y][2] = v[y][2] - v[y][1];
+            r[y][3] = v[y][1] - v[y][3];
+        }
+        for (int j = 0; j < 4; j++) {
+            V[(0 * 4 + j) * ldv + c] = (int16_t)(r[0][j] - r[2][j]);
+            V[(1 * 4 + j) * ldv + c] = (int16_t)(r[1][j] + r[2][j]);
+            V[(2 * 4 + j) * ldv + c] = (int16_t)(r[2][j] - r[1][j]);
+            V[(3 * 4 + j) * ldv + c] = (int16_t)(r[1][j] - r[3][j]);
+        }
+    }
+}
+
+#define R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define MK_DECL(i) __m256i s##i##_0 = _mm256_setzero_si256(), s##i##_1 = _mm256_setzero_si256(); \
+    const int16_t *a##i = a + (i < rows ? i : 0) * lda;
+#define MK_STEP(i)                                                                            \
+    {                                                                                         \
+        int32_t p;                                                                            \
+        memcpy(&p, a##i + 2 * q, 4);                                                          \
+        const __m256i av = _mm256_set1_epi32(p);                                              \
+        s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(av, b0));                     \
+        s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
+    }
+#define MK_OUT(i)                                                                             \
+    if (i < rows) {                                                                           \
+        _mm256_storeu_si256((__m256i *)(m + i * ldm), s##i##_0);                              \
+        _mm256_storeu_si256((__m256i *)(m + i * ldm + 8), s##i##_1);                          \
+    }
+
+/* m[i][0..16) = sum_q a[i][2q, 2q+1] . b[q][0..16)[2] for rows i < rows (<= MR) */
+SI_TARGET_AVX2 static void mk(const int16_t *a, int64_t lda, int rows, const int16_t *b, int64_t cp, int32_t *m,
+                              int64_t ldm) {
+    R6(MK_DECL)
+    for (int64_t q = 0; q < cp; q++) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + q * 32 + 16));
+        R6(MK_STEP)
+    }
+    R6(MK_OUT)
+}
+
+/* M[xi] rows [t0, t1) of the group */
+SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, int64_t ldv, int32_t *M, int64_t ldm,
+                                   int64_t t0, int64_t t1) {
+    for (int64_t r = t0; r < t1; r += MR) {
+        const int rows = (int)(t1 - r < MR ? t1 - r : MR);
+        for (int64_t p = 0; p < s->panels; p++)
+            mk(V + r * ldv, ldv, rows, s->u + (xi * s->panels + p) * s->cp * NR * 2, s->cp, M + r * ldm + p * NR, ldm);
+    }
+}
+
+/* 8 sums of channels f0 + [0, 8) requantized into c (n <= 8 of them), as si_requant_f /
+ * si_requant_u8 compute them (fma, max, mul, clamp, round to even). */
+SI_TARGET_AVX2 static void rq8(__m256i s, const si_requant *rq, int64_t f0, int n, char *c) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_maskload_ps(rq->mul + f0, m),
+                               _mm256_maskload_ps(rq->add + f0, m));
+    if (rq->act == SI_ACT_RELU) y = _mm256_max_ps(y, _mm256_setzero_ps());
+    if (!rq->out_u8) {
+        _mm256_maskstore_ps((float *)c, m, y);
+        return;
+    }
+    __m256 t = _mm256_mul_ps(y, _mm256_set1_ps(rq->inv_scale));
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps((float)-rq->zero)), _mm256_set1_ps((float)(255 - rq->zero)));
+    const __m256i qv = _mm256_add_epi32(_mm256_cvtps_epi32(t), _mm256_set1_epi32(rq->zero));
+    const __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(qv, qv), _mm256_setzero_si256());
+    const __m128i v = _mm_unpacklo_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    if (n == 8) _mm_storel_epi64((__m128i *)c, v);
+    else {
+        uint8_t o[16];
+        _mm_storeu_si128((__m128i *)o, v);
+        memcpy(c, o, (size_t)n);
+    }
+}
+
+/* Output tile q from M (its row t of each M[xi]): Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1],
+ * then >> 2 (4x the sum, exactly) and the requantization into out (NHWC). */
+SI_TARGET_AVX2 static void out_tile(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
+                                    int64_t q, char *out) {
+    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 1) / 2, tw = (OW + 1) / 2;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const size_t e = rq->out_u8 ? 1 : sizeof(float);
+    char *y[4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
+            y[i * 2 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
+        }
+    for (int64_t f = 0; f < F; f += 8) {
+        const int cnt = (int)(F - f < 8 ? F - f : 8);
+        __m256i m[16];
+        for (int x = 0; x < 16; x++) m[x] = _mm256_loadu_si256((const __m256i *)(M + x * ldx + f));
+        __m256i s0[4], s1[4];
+        for (int j = 0; j < 4; j++) {
+            s0[j] = _mm256_add_epi32(_mm256_add_epi32(m[0 * 4 + j], m[1 * 4 + j]), m[2 * 4 + j]);
+            s1[j] = _mm256_sub_epi32(_mm256_sub_epi32(m[1 * 4 + j], m[2 * 4 + j]), m[3 * 4 + j]);
+        }
+        const __m256i yv[4] = {
+            _mm256_add_epi32(_mm256_add_epi32(s0[0], s0[1]), s0[2]),
+            _mm256_sub_epi32(_mm256_sub_epi32(s0[1], s0[2]), s0[3]),
+            _mm256_add_epi32(_mm256_add_epi32(s1[0], s1[1]), s1[2]),
+            _mm256_sub_epi32(_mm256_sub_epi32(s1[1], s1[2]), s1[3]),
+        };
+        for (int k = 0; k < 4; k++)
+            if (y[k]) rq8(_mm256_srai_epi32(yv[k], 2), rq, f, cnt, y[k] + (size_t)f * e);
+    }
+}
+
+static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const wi_state *s = st;
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t tiles = tiles_of(L, batch), G = group_tiles(L, batch), ldv = vstride(L), ldm = s->panels * NR;
+    int16_t *V = (int16_t *)ws;
+    int32_t *M = (int32_t *)((char *)ws + (XI * G * ldv * 2 + 63) / 64 * 64);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    const int nt = si_threads_for(tiles * XI * L->in_c * L->rows / 2, tiles * 2);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    for (int64_t g0 = 0; g0 < tiles; g0 += G) {
+        const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < gn; t++) in_tile(L, x, g0 + t, V + t * ldv, G * ldv);
+#pragma omp for schedule(dynamic, 1)
+        for (int xi = 0; xi < XI; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < gn; t++) out_tile(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+    }
+}
+#else
+static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    (void)L; (void)st; (void)in; (void)batch; (void)out; (void)ws; /* never applies */
+}
+#endif
+
+static void wi_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    (void)st;
+    const uint8_t *x = (const uint8_t *)in;
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
+    const size_t e = L->q_out_u8 ? 1 : sizeof(float);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    uint8_t *row = malloc((size_t)(K ? K : 1));
+    if (!row) abort(); /* the reference is for tests */
+    for (int64_t p = 0; p < P; p++) {
+        si_im2col_u8(L, x, p, 1, row, K, (uint8_t)L->q_in_zero);
+        si_igemm_ref(row, K, 1, L->w8, F, K, &rq, (char *)out + (size_t)(p * F) * e, F);
+    }
+    free(row);
+}
+
+const si_algo si_algo_conv_winograd_i16 = {
+    .name = "conv_winograd_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
+    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare, .ws_floats = wi_ws, .run = wi_run,
+    .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
+};
