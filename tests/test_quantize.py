@@ -308,16 +308,20 @@ def test_winograd_dq_on_cpus_without_vnni(tmp_path):
 
 _WI16_CASES = [  # C (24, 33: a vector of 16 and a scalar tail; 3: no vector), F, H, W, padding, zero points, batch
     (24, 20, 7, 9, "same", 7, 3, 3), (64, 64, 14, 14, "same", 0, 0, 1), (3, 19, 11, 10, "valid", 200, None, 2),
-    (33, 40, 5, 6, "same", 255, 20, 2), (128, 32, 1, 1, "same", 3, 3, 1), (512, 16, 4, 4, "same", 128, 0, 1)]
+    (33, 40, 5, 6, "same", 255, 20, 2), (128, 32, 1, 1, "same", 3, 3, 1), (512, 16, 4, 4, "same", 128, 0, 1),
+    # float output of sums near 127 * 255 * 4608: 36x them (F(3x3)'s scale) wraps int32
+    (512, 8, 5, 4, "same", 0, None, 1)]
 
 
-def test_winograd_i16_exact(tmp_path):
-    """conv_winograd_i16 (Winograd F(2x2, 3x3) in int16, for CPUs whose int8 GEMM has no VNNI:
-    here the AVX2 cap with VNNI disabled, in a child process) gives the int8 convolution's
-    exact sums: its outputs equal the NumPy int8 reference's bit for bit, over channel counts
+@pytest.mark.parametrize("algo", ["conv_winograd_i16", "conv_winograd3_i16"])
+def test_winograd_i16_exact(tmp_path, algo):
+    """conv_winograd_i16 and conv_winograd3_i16 (Winograd F(2x2, 3x3) and F(3x3, 3x3) in int16,
+    for CPUs whose int8 GEMM has no VNNI: here the AVX2 cap with VNNI disabled, in a child
+    process) give the int8 convolution's exact sums: its outputs equal the NumPy int8 reference's bit for bit, over channel counts
     with and without a vector tail, odd output sizes (partial tiles), valid and same padding
     (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float ones without, weights at
-    +-127 (the largest transformed values), batches of 1 to 3."""
+    +-127 (the largest transformed values), sums whose scaled transform wraps int32, batches of
+    1 to 3."""
     rng = np.random.default_rng(11)
     paths, xs, wants = [], [], []
     for i, (C, F, H, W, pad, zin, zout, batch) in enumerate(_WI16_CASES):
@@ -348,18 +352,18 @@ def test_winograd_i16_exact(tmp_path):
              "    np.save(f'{sys.argv[1]}/y1_{i}.npy', m.trace(x[:1])[0].reshape(1, -1))\n"
              "    algos.append([m.layers()[0]['algo_batch1'], m.layers()[0]['algo_batchn']])\n"
              "print(json.dumps(algos))\n")
-    env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO="conv_winograd_i16")
+    env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO=algo)
     r = subprocess.run([sys.executable, "-c", child, str(tmp_path), *paths], capture_output=True, text=True, env=env,
                        timeout=300)
     if r.returncode != 0 and "avx2" in r.stderr and sparseinfer.isa() == "portable":
         pytest.skip("this CPU has no AVX2")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == [["conv_winograd_i16"] * 2] * len(paths), r.stdout
+    assert json.loads(r.stdout) == [[algo] * 2] * len(paths), r.stdout
     for i, (case, want) in enumerate(zip(_WI16_CASES, wants)):
         for name, w in ((f"y{i}", want.reshape(len(want), -1)), (f"y1_{i}", want[:1].reshape(1, -1))):
             got = np.load(tmp_path / f"{name}.npy")
             bad = np.argwhere(got != w)
-            assert bad.size == 0, (f"case {case} ({name}): conv_winograd_i16 differs from the NumPy int8 reference "
+            assert bad.size == 0, (f"case {case} ({name}): {algo} differs from the NumPy int8 reference "
                                    f"at (sample, element) {bad[:3].tolist()}: {got[tuple(bad[0])]} vs {w[tuple(bad[0])]}")
 
 

@@ -34,16 +34,19 @@
 #include <immintrin.h>
 #endif
 
-#define XI 16     /* positions of a 4x4 input tile */
 #define NR 16     /* filters per panel of U */
 #define MR 6      /* tiles per GEMM block: 12 ymm sums, 2 of U, a broadcast, a product */
 #define MAX_C 1800
 #define GROUP_BYTES (INT64_C(8) << 20)
 
 typedef struct wi_state {
-    int16_t *u;          /* [XI][panels][cp][NR][2]: U[xi][p * NR + j][2 q + e] */
+    int m, xi;           /* F(m x m, 3x3): 2 or 3; xi = (m + 2)^2 positions of an input tile */
+    int16_t *u;          /* [xi][panels][cp][NR][2]: U[x][p * NR + j][2 q + e] */
     int64_t cp, panels;  /* channel pairs, panels of NR filters */
 } wi_state;
+
+/* the entry's tile (si_algo has no parameter: one applies / prepare pair per m) */
+static int xi_of(int m) { return (m + 2) * (m + 2); }
 
 static int64_t vstride(const si_layer *L) { return (L->in_c + 1) / 2 * 2; } /* V row: channels, even */
 
@@ -66,14 +69,22 @@ static void wi_release(void *p) {
     free(s);
 }
 
-static si_status_t wi_prepare(si_layer *L, void **out) {
-    static const int G2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+/* The filters' transform, scaled to integers: F(2x2) 2 G (rows [2 0 0], [1 1 1], [1 -1 1],
+ * [0 0 2]), U = 4 G g G^T; F(3x3) 6 G (rows [3 0 0], [-3 -3 -3], [-1 1 -1], [1 2 4], [0 0 6]),
+ * U = 36 G g G^T (at most 81 * 127 = 10,287). */
+static const int G2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+static const int G3[5][3] = {{3, 0, 0}, {-3, -3, -3}, {-1, 1, -1}, {1, 2, 4}, {0, 0, 6}};
+
+static si_status_t wi_prepare_m(si_layer *L, int mt, void **out) {
+    const int a_n = mt + 2, X = xi_of(mt);
     const int64_t F = L->rows, C = L->in_c;
     wi_state *s = calloc(1, sizeof *s);
     if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    s->m = mt;
+    s->xi = X;
     s->cp = (C + 1) / 2;
     s->panels = (F + NR - 1) / NR;
-    const int64_t n = XI * s->panels * s->cp * NR * 2;
+    const int64_t n = X * s->panels * s->cp * NR * 2;
     s->u = si_alloc((size_t)n * sizeof(int16_t));
     if (!s->u) {
         free(s);
@@ -83,52 +94,59 @@ static si_status_t wi_prepare(si_layer *L, void **out) {
     memset(s->u, 0, (size_t)n * sizeof(int16_t));
     for (int64_t f = 0; f < F; f++)
         for (int64_t c = 0; c < C; c++) {
-            int g[3][3], t[4][3];
+            int g[3][3], t[5][3];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) g[i][j] = L->w8[f * L->cols + (i * 3 + j) * C + c];
-            for (int a = 0; a < 4; a++)
-                for (int j = 0; j < 3; j++) t[a][j] = G2[a][0] * g[0][j] + G2[a][1] * g[1][j] + G2[a][2] * g[2][j];
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) {
-                    const int u = t[a][0] * G2[b][0] + t[a][1] * G2[b][1] + t[a][2] * G2[b][2];
-                    s->u[(((a * 4 + b) * s->panels + f / NR) * s->cp + c / 2) * NR * 2 + (f % NR) * 2 + c % 2] =
+            for (int a = 0; a < a_n; a++)
+                for (int j = 0; j < 3; j++) {
+                    const int *G = mt == 2 ? G2[a] : G3[a];
+                    t[a][j] = G[0] * g[0][j] + G[1] * g[1][j] + G[2] * g[2][j];
+                }
+            for (int a = 0; a < a_n; a++)
+                for (int b = 0; b < a_n; b++) {
+                    const int *G = mt == 2 ? G2[b] : G3[b];
+                    const int u = t[a][0] * G[0] + t[a][1] * G[1] + t[a][2] * G[2];
+                    s->u[(((a * a_n + b) * s->panels + f / NR) * s->cp + c / 2) * NR * 2 + (f % NR) * 2 + c % 2] =
                         (int16_t)u;
                 }
         }
     *out = s;
     return SI_OK;
 }
+static si_status_t wi_prepare2(si_layer *L, void **out) { return wi_prepare_m(L, 2, out); }
+static si_status_t wi_prepare3(si_layer *L, void **out) { return wi_prepare_m(L, 3, out); }
 
 static int64_t wi_bytes(const si_layer *L, const void *st) {
     (void)L;
     const wi_state *s = st;
-    return s ? XI * s->panels * s->cp * NR * 2 * (int64_t)sizeof(int16_t) : 0;
+    return s ? s->xi * s->panels * s->cp * NR * 2 * (int64_t)sizeof(int16_t) : 0;
 }
 
-static int64_t tiles_of(const si_layer *L, int batch) {
-    return (int64_t)batch * ((L->out_h + 1) / 2) * ((L->out_w + 1) / 2);
+static int64_t tiles_of(const si_layer *L, int mt, int batch) {
+    return (int64_t)batch * ((L->out_h + mt - 1) / mt) * ((L->out_w + mt - 1) / mt);
 }
 
 /* bytes of V and M per tile */
-static int64_t tile_bytes(const si_layer *L) {
-    return XI * (vstride(L) * 2 + (L->rows + NR - 1) / NR * NR * 4);
+static int64_t tile_bytes(const si_layer *L, int mt) {
+    return xi_of(mt) * (vstride(L) * 2 + (L->rows + NR - 1) / NR * NR * 4);
 }
 
-static int64_t group_tiles(const si_layer *L, int batch) {
-    int64_t g = GROUP_BYTES / tile_bytes(L) / MR * MR, t = tiles_of(L, batch);
+static int64_t group_tiles(const si_layer *L, int mt, int batch) {
+    int64_t g = GROUP_BYTES / tile_bytes(L, mt) / MR * MR, t = tiles_of(L, mt, batch);
     if (g < MR) g = MR;
     return g < t ? g : t;
 }
 
-static int64_t wi_ws(const si_layer *L, const void *st, int batch) {
-    (void)st;
-    return (group_tiles(L, batch) * tile_bytes(L) + 128) / 4 + 16;
+static int64_t ws_m(const si_layer *L, int mt, int batch) {
+    return (group_tiles(L, mt, batch) * tile_bytes(L, mt) + 128) / 4 + 16;
 }
+static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 2, batch); }
+static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 3, batch); }
 
 #if SI_X86
 /* V[xi][t][c] = (B^T d B)[xi] of tile q, d the 4x4 input window (taps outside the image at the
  * zero point z), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
-SI_TARGET_AVX2 static void in_tile(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
+SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 1) / 2, tw = (L->out_w + 1) / 2;
     const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
     const uint8_t z = (uint8_t)L->q_in_zero;
@@ -241,7 +259,7 @@ SI_TARGET_AVX2 static void rq8(__m256i s, const si_requant *rq, int64_t f0, int 
 
 /* Output tile q from M (its row t of each M[xi]): Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1],
  * then >> 2 (4x the sum, exactly) and the requantization into out (NHWC). */
-SI_TARGET_AVX2 static void out_tile(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
+SI_TARGET_AVX2 static void out_tile2(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
                                     int64_t q, char *out) {
     const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 1) / 2, tw = (OW + 1) / 2;
     const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
@@ -272,24 +290,127 @@ SI_TARGET_AVX2 static void out_tile(const si_layer *L, const si_requant *rq, con
     }
 }
 
+/* F(3x3, 3x3): V = B^T d B over the 5x5 window, B^T = [2 -1 -2 1 0; 0 -2 -1 1 0;
+ * 0 2 -3 1 0; 0 -1 0 1 0; 0 2 -1 -2 1] (points 0, 1, -1, 2, infinity; |V| <= 36 * 255). */
+#define BT5(o, v0, v1, v2, v3, v4, ADD, SUB, DBL)                                             \
+    o[0] = ADD(DBL(SUB(v0, v2)), SUB(v3, v1));                                                \
+    o[1] = SUB(SUB(v3, v2), DBL(v1));                                                         \
+    o[2] = ADD(DBL(SUB(v1, v2)), SUB(v3, v2));                                                \
+    o[3] = SUB(v3, v1);                                                                       \
+    o[4] = ADD(DBL(SUB(v1, v3)), SUB(v4, v2));
+#define I_ADD(a, b) ((a) + (b))
+#define I_SUB(a, b) ((a) - (b))
+#define I_DBL(a) (2 * (a))
+#define V_ADD(a, b) _mm256_add_epi16(a, b)
+#define V_SUB(a, b) _mm256_sub_epi16(a, b)
+#define V_DBL(a) _mm256_add_epi16(a, a)
+
+SI_TARGET_AVX2 static void in_tile3(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 2) / 3, tw = (L->out_w + 2) / 3;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const uint8_t z = (uint8_t)L->q_in_zero;
+    const uint8_t *d[25];
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 5; x++) {
+            const int64_t iy = 3 * ty - L->pad_top + y, ix = 3 * tx - L->pad_left + x;
+            d[y * 5 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
+        }
+    int64_t c = 0;
+    const __m256i zv = _mm256_set1_epi16(z);
+    for (; c + 16 <= C; c += 16) {
+        __m256i r[5][5], o[5]; /* r[y][j]: row y transformed along x */
+        for (int y = 0; y < 5; y++) {
+            __m256i v[5];
+            for (int x = 0; x < 5; x++)
+                v[x] = d[y * 5 + x] ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(d[y * 5 + x] + c))) : zv;
+            BT5(r[y], v[0], v[1], v[2], v[3], v[4], V_ADD, V_SUB, V_DBL)
+        }
+        for (int j = 0; j < 5; j++) {
+            BT5(o, r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], V_ADD, V_SUB, V_DBL)
+            for (int i = 0; i < 5; i++) _mm256_storeu_si256((__m256i *)(V + (i * 5 + j) * ldv + c), o[i]);
+        }
+    }
+    for (; c < vstride(L); c++) {
+        int r[5][5], o[5], v[5];
+        for (int y = 0; y < 5; y++) {
+            for (int x = 0; x < 5; x++) v[x] = c < C ? (d[y * 5 + x] ? d[y * 5 + x][c] : z) : 0;
+            BT5(r[y], v[0], v[1], v[2], v[3], v[4], I_ADD, I_SUB, I_DBL)
+        }
+        for (int j = 0; j < 5; j++) {
+            BT5(o, r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], I_ADD, I_SUB, I_DBL)
+            for (int i = 0; i < 5; i++) V[(i * 5 + j) * ldv + c] = (int16_t)o[i];
+        }
+    }
+}
+
+/* Y = A^T M A, A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 1]: 36x the sum (U is 36 G g G^T), known
+ * modulo 2^32. Y >> 2 is 9 sum modulo 2^30; times 9's inverse modulo 2^32 it is the sum modulo
+ * 2^30, sign-extended from 30 bits: exact while |sum| < 2^29 (C <= MAX_C). */
+#define AT5(o, m0, m1, m2, m3, m4)                                                            \
+    o[0] = _mm256_add_epi32(_mm256_add_epi32(m0, m1), _mm256_add_epi32(m2, m3));              \
+    o[1] = _mm256_add_epi32(_mm256_sub_epi32(m1, m2), _mm256_slli_epi32(m3, 1));              \
+    o[2] = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(m1, m2), _mm256_slli_epi32(m3, 2)), m4);
+
+SI_TARGET_AVX2 static void out_tile3(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
+                                     int64_t q, char *out) {
+    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 2) / 3, tw = (OW + 2) / 3;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const size_t e = rq->out_u8 ? 1 : sizeof(float);
+    const __m256i inv9 = _mm256_set1_epi32((int32_t)954437177); /* 9 * 954437177 = 2^33 + 1 */
+    char *y[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            const int64_t oy = 3 * ty + i, ox = 3 * tx + j;
+            y[i * 3 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
+        }
+    for (int64_t f = 0; f < F; f += 8) {
+        const int cnt = (int)(F - f < 8 ? F - f : 8);
+        __m256i s[3][5], o[3];
+        for (int j = 0; j < 5; j++) {
+            __m256i mm[5];
+            for (int i = 0; i < 5; i++) mm[i] = _mm256_loadu_si256((const __m256i *)(M + (i * 5 + j) * ldx + f));
+            AT5(o, mm[0], mm[1], mm[2], mm[3], mm[4])
+            s[0][j] = o[0];
+            s[1][j] = o[1];
+            s[2][j] = o[2];
+        }
+        for (int i = 0; i < 3; i++) {
+            AT5(o, s[i][0], s[i][1], s[i][2], s[i][3], s[i][4])
+            for (int j = 0; j < 3; j++)
+                if (y[i * 3 + j]) {
+                    const __m256i t = _mm256_mullo_epi32(_mm256_srai_epi32(o[j], 2), inv9);
+                    rq8(_mm256_srai_epi32(_mm256_slli_epi32(t, 2), 2), rq, f, cnt, y[i * 3 + j] + (size_t)f * e);
+                }
+        }
+    }
+}
+
 static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
     const wi_state *s = st;
     const uint8_t *x = (const uint8_t *)in;
-    const int64_t tiles = tiles_of(L, batch), G = group_tiles(L, batch), ldv = vstride(L), ldm = s->panels * NR;
+    const int mt = s->m, X = s->xi;
+    const int64_t tiles = tiles_of(L, mt, batch), G = group_tiles(L, mt, batch), ldv = vstride(L),
+                  ldm = s->panels * NR;
     int16_t *V = (int16_t *)ws;
-    int32_t *M = (int32_t *)((char *)ws + (XI * G * ldv * 2 + 63) / 64 * 64);
+    int32_t *M = (int32_t *)((char *)ws + (X * G * ldv * 2 + 63) / 64 * 64);
     si_requant rq;
     si_layer_requant(L, &rq);
-    const int nt = si_threads_for(tiles * XI * L->in_c * L->rows / 2, tiles * 2);
+    const int nt = si_threads_for(tiles * X * L->in_c * L->rows / 2, tiles * 2);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     for (int64_t g0 = 0; g0 < tiles; g0 += G) {
         const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) in_tile(L, x, g0 + t, V + t * ldv, G * ldv);
+        for (int64_t t = 0; t < gn; t++) {
+            if (mt == 2) in_tile2(L, x, g0 + t, V + t * ldv, G * ldv);
+            else in_tile3(L, x, g0 + t, V + t * ldv, G * ldv);
+        }
 #pragma omp for schedule(dynamic, 1)
-        for (int xi = 0; xi < XI; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
+        for (int xi = 0; xi < X; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) out_tile(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+        for (int64_t t = 0; t < gn; t++) {
+            if (mt == 2) out_tile2(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+            else out_tile3(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+        }
     }
 }
 #else
@@ -316,6 +437,12 @@ static void wi_run_ref(const si_layer *L, const void *st, const float *in, int b
 
 const si_algo si_algo_conv_winograd_i16 = {
     .name = "conv_winograd_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
-    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare, .ws_floats = wi_ws, .run = wi_run,
+    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare2, .ws_floats = wi_ws2, .run = wi_run,
+    .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
+};
+
+const si_algo si_algo_conv_winograd3_i16 = {
+    .name = "conv_winograd3_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
+    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare3, .ws_floats = wi_ws3, .run = wi_run,
     .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
 };
