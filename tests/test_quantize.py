@@ -309,25 +309,56 @@ def test_winograd_dq_on_cpus_without_vnni(tmp_path):
 _WI16_CASES = [  # C (24, 33: a vector of 16 and a scalar tail; 3: no vector), F, H, W, padding, zero points, batch
     (24, 20, 7, 9, "same", 7, 3, 3), (64, 64, 14, 14, "same", 0, 0, 1), (3, 19, 11, 10, "valid", 200, None, 2),
     (33, 40, 5, 6, "same", 255, 20, 2), (128, 32, 1, 1, "same", 3, 3, 1), (512, 16, 4, 4, "same", 128, 0, 1),
-    # float output of sums near 127 * 255 * 4608: 36x them (F(3x3)'s scale) wraps int32
+    # float output of the largest sums: their scaled transform (4x, 36x, 576x) wraps int32
     (512, 8, 5, 4, "same", 0, None, 1)]
+F4_BOUND = (2 ** 25 - 1) // 255  # conv_winograd4_i16: 255 x (a filter's positive or negative weight sum) < 2^25
 
 
-@pytest.mark.parametrize("algo", ["conv_winograd_i16", "conv_winograd3_i16"])
+def _wi16_weights(rng, F, K, algo, over=False):
+    """Weights of the int16 Winograd cases: rows 0 and 1 at +127 and -127 (the largest
+    transformed values); for F(4x4), whose sums must stay below 2^25, rows 0 and 1 at the bound
+    instead (one step past it with over) and the others small enough."""
+    if algo != "conv_winograd4_i16":
+        w = rng.integers(-127, 128, (F, K))
+        w[0], w[1] = 127, -127
+        return w.astype(np.int8)
+    lim = min(127, F4_BOUND // K)
+    w = rng.integers(-lim, lim + 1, (F, K))
+    top = min(F4_BOUND + over, 127 * K)  # a row of K weights summing to top
+    w[0] = top // K
+    w[0, :top % K] += 1
+    w[1] = -w[0]
+    return w.astype(np.int8)
+
+
+_WI16_CHILD = ("import sys, json, numpy as np, sparseinfer\n"
+               "out = []\n"
+               "for i, p in enumerate(sys.argv[2:]):\n"
+               "    m = sparseinfer.load(p, cache='')\n"
+               "    x = np.load(f'{sys.argv[1]}/x{i}.npy')\n"
+               "    np.save(f'{sys.argv[1]}/y{i}.npy', m.trace(x)[0].reshape(len(x), -1))\n"
+               "    np.save(f'{sys.argv[1]}/y1_{i}.npy', m.trace(x[:1])[0].reshape(1, -1))\n"
+               "    l = m.layers()[0]\n"
+               "    out.append([l['algo_batch1'], l['algo_batchn'], sorted(l['candidates_batch1'])])\n"
+               "print(json.dumps(out))\n")
+
+
+@pytest.mark.parametrize("algo", ["conv_winograd_i16", "conv_winograd3_i16", "conv_winograd4_i16"])
 def test_winograd_i16_exact(tmp_path, algo):
-    """conv_winograd_i16 and conv_winograd3_i16 (Winograd F(2x2, 3x3) and F(3x3, 3x3) in int16,
-    for CPUs whose int8 GEMM has no VNNI: here the AVX2 cap with VNNI disabled, in a child
-    process) give the int8 convolution's exact sums: its outputs equal the NumPy int8 reference's bit for bit, over channel counts
-    with and without a vector tail, odd output sizes (partial tiles), valid and same padding
-    (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float ones without, weights at
-    +-127 (the largest transformed values), sums whose scaled transform wraps int32, batches of
-    1 to 3."""
+    """The int16 Winograd entries (F(2x2), F(3x3) and F(4x4) of 3x3, for CPUs whose int8 GEMM
+    has no VNNI: here the AVX2 cap with VNNI disabled, in a child process) give the int8
+    convolution's exact sums: their outputs equal the NumPy int8 reference's bit for bit, over
+    channel counts with and without a vector tail, odd output sizes (partial tiles), valid and
+    same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float
+    ones without, the largest transformed values and sums whose scaled transform wraps int32,
+    batches of 1 to 3. F(4x4) applies only while every filter's sums stay below 2^25: a layer
+    one step past that leaves it out."""
     rng = np.random.default_rng(11)
-    paths, xs, wants = [], [], []
-    for i, (C, F, H, W, pad, zin, zout, batch) in enumerate(_WI16_CASES):
-        Wt = rng.integers(-127, 128, (F, 9 * C)).astype(np.int8)
-        Wt[0, :] = 127
-        Wt[1, :] = -127
+    paths, wants = [], []
+    cases = list(_WI16_CASES) + ([(512, 8, 5, 4, "same", 0, None, 1)] if algo == "conv_winograd4_i16" else [])
+    for i, (C, F, H, W, pad, zin, zout, batch) in enumerate(cases):
+        over = i == len(_WI16_CASES)  # F(4x4)'s extra case
+        Wt = _wi16_weights(rng, F, 9 * C, algo, over=over)
         quant = {"input": (0.02, zin), "weight_scale": np.full(F, 1e-4, np.float32)}
         if zout is not None:
             quant["output"] = (0.003 * np.sqrt(C), zout)
@@ -338,28 +369,22 @@ def test_winograd_i16_exact(tmp_path, algo):
         write_model(path, layers, {"shape": [H, W, C]})
         read, _ = read_layers_int8(str(path))
         x = rng.uniform(-5, 5, (batch, H, W, C)).astype(np.float32)
+        x[..., :] = np.where(rng.random(x.shape) < 0.3, 10.0, x)  # inputs at 255 (the largest sums)
         np.save(tmp_path / f"x{i}.npy", x)
         want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
         paths.append(str(path))
         wants.append(want)
-    child = ("import sys, json, numpy as np, sparseinfer\n"
-             "algos = []\n"
-             "for i, p in enumerate(sys.argv[2:]):\n"
-             "    m = sparseinfer.load(p, cache='')\n"
-             "    x = np.load(f'{sys.argv[1]}/x{i}.npy')\n"
-             "    np.save(f'{sys.argv[1]}/y{i}.npy', m.trace(x)[0].reshape(len(x), -1))\n"
-             "    np.save(f'{sys.argv[1]}/y1_{i}.npy', m.trace(x[:1])[0].reshape(1, -1))\n"
-             "    algos.append([m.layers()[0]['algo_batch1'], m.layers()[0]['algo_batchn']])\n"
-             "print(json.dumps(algos))\n")
     env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO=algo)
-    r = subprocess.run([sys.executable, "-c", child, str(tmp_path), *paths], capture_output=True, text=True, env=env,
-                       timeout=300)
-    if r.returncode != 0 and "avx2" in r.stderr and sparseinfer.isa() == "portable":
-        pytest.skip("this CPU has no AVX2")
+    r = subprocess.run([sys.executable, "-c", _WI16_CHILD, str(tmp_path), *paths], capture_output=True, text=True,
+                       env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == [[algo] * 2] * len(paths), r.stdout
-    for i, (case, want) in enumerate(zip(_WI16_CASES, wants)):
+    got_algos = json.loads(r.stdout)
+    for i, (case, want) in enumerate(zip(cases, wants)):
+        if i == len(_WI16_CASES):  # one step past F(4x4)'s bound
+            assert algo not in got_algos[i][2] and got_algos[i][0] != algo, got_algos[i]
+            continue
+        assert got_algos[i][:2] == [algo, algo], (case, got_algos[i])
         for name, w in ((f"y{i}", want.reshape(len(want), -1)), (f"y1_{i}", want[:1].reshape(1, -1))):
             got = np.load(tmp_path / f"{name}.npy")
             bad = np.argwhere(got != w)

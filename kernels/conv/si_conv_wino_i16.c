@@ -74,6 +74,10 @@ static void wi_release(void *p) {
  * U = 36 G g G^T (at most 81 * 127 = 10,287). */
 static const int G2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
 static const int G3[5][3] = {{3, 0, 0}, {-3, -3, -3}, {-1, 1, -1}, {1, 2, 4}, {0, 0, 6}};
+/* F(4x4): D G for Lavin and Gray's points 0, 1, -1, 2, -2, infinity, D = diag(4, 6, 6, 24, 24,
+ * 1) (U = D G g G^T D, at most 49 * 127 = 6,223); out_tile4's A'' = 24 D^-1 A takes D back. */
+static const int G4[6][3] = {{1, 0, 0}, {-1, -1, -1}, {-1, 1, -1}, {1, 2, 4}, {1, -2, 4}, {0, 0, 1}};
+static const int *grow(int mt, int a) { return mt == 2 ? G2[a] : mt == 3 ? G3[a] : G4[a]; }
 
 static si_status_t wi_prepare_m(si_layer *L, int mt, void **out) {
     const int a_n = mt + 2, X = xi_of(mt);
@@ -94,17 +98,17 @@ static si_status_t wi_prepare_m(si_layer *L, int mt, void **out) {
     memset(s->u, 0, (size_t)n * sizeof(int16_t));
     for (int64_t f = 0; f < F; f++)
         for (int64_t c = 0; c < C; c++) {
-            int g[3][3], t[5][3];
+            int g[3][3], t[6][3];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) g[i][j] = L->w8[f * L->cols + (i * 3 + j) * C + c];
             for (int a = 0; a < a_n; a++)
                 for (int j = 0; j < 3; j++) {
-                    const int *G = mt == 2 ? G2[a] : G3[a];
+                    const int *G = grow(mt, a);
                     t[a][j] = G[0] * g[0][j] + G[1] * g[1][j] + G[2] * g[2][j];
                 }
             for (int a = 0; a < a_n; a++)
                 for (int b = 0; b < a_n; b++) {
-                    const int *G = mt == 2 ? G2[b] : G3[b];
+                    const int *G = grow(mt, b);
                     const int u = t[a][0] * G[0] + t[a][1] * G[1] + t[a][2] * G[2];
                     s->u[(((a * a_n + b) * s->panels + f / NR) * s->cp + c / 2) * NR * 2 + (f % NR) * 2 + c % 2] =
                         (int16_t)u;
@@ -115,6 +119,27 @@ static si_status_t wi_prepare_m(si_layer *L, int mt, void **out) {
 }
 static si_status_t wi_prepare2(si_layer *L, void **out) { return wi_prepare_m(L, 2, out); }
 static si_status_t wi_prepare3(si_layer *L, void **out) { return wi_prepare_m(L, 3, out); }
+static si_status_t wi_prepare4(si_layer *L, void **out) { return wi_prepare_m(L, 4, out); }
+
+/* F(4x4) recovers the sum from 576x it modulo 2^32, so modulo 2^26: exact while |sum| < 2^25.
+ * The inputs are uint8 (0 to 255), so the sum lies in 255 x [sum of the negative weights, sum
+ * of the positive ones]; 1 if that holds for every filter (0 without the dense weights: after
+ * planning, si_runtime.c lists a timed entry whatever this says). VGG19's generated weights
+ * (the quantizer's "pairs") reach 0.46 of the bound. */
+static int sums_fit_26(const si_layer *L) {
+    if (!L->w8) return 0;
+    for (int64_t r = 0; r < L->rows; r++) {
+        int64_t pos = 0, neg = 0;
+        for (int64_t k = 0; k < L->cols; k++) {
+            const int w = L->w8[r * L->cols + k];
+            if (w > 0) pos += w;
+            else neg -= w;
+        }
+        if (255 * (pos > neg ? pos : neg) >= (INT64_C(1) << 25)) return 0;
+    }
+    return 1;
+}
+static int wi_applies4(const si_layer *L, int regime) { return wi_applies(L, regime) && sums_fit_26(L); }
 
 static int64_t wi_bytes(const si_layer *L, const void *st) {
     (void)L;
@@ -142,6 +167,7 @@ static int64_t ws_m(const si_layer *L, int mt, int batch) {
 }
 static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 2, batch); }
 static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 3, batch); }
+static int64_t wi_ws4(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 4, batch); }
 
 #if SI_X86
 /* V[xi][t][c] = (B^T d B)[xi] of tile q, d the 4x4 input window (taps outside the image at the
@@ -385,6 +411,103 @@ SI_TARGET_AVX2 static void out_tile3(const si_layer *L, const si_requant *rq, co
     }
 }
 
+/* F(4x4, 3x3): V = B^T d B over the 6x6 window, B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0;
+ * 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] (|V| <= 100 * 255 = 25,500). */
+#define BT6(o, v0, v1, v2, v3, v4, v5, ADD, SUB, SHL)                                          \
+    o[0] = ADD(SUB(SHL(v0, 2), ADD(SHL(v2, 2), v2)), v4);                                     \
+    o[1] = SUB(ADD(v3, v4), SHL(ADD(v1, v2), 2));                                             \
+    o[2] = ADD(SUB(v4, v3), SHL(SUB(v1, v2), 2));                                             \
+    o[3] = ADD(SUB(v4, v2), SHL(SUB(v3, v1), 1));                                             \
+    o[4] = SUB(SUB(v4, v2), SHL(SUB(v3, v1), 1));                                             \
+    o[5] = ADD(SUB(SHL(v1, 2), ADD(SHL(v3, 2), v3)), v5);
+#define I_SHL(a, n) ((a) * (1 << (n)))
+#define V_SHL(a, n) _mm256_slli_epi16(a, n)
+
+SI_TARGET_AVX2 static void in_tile4(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 3) / 4, tw = (L->out_w + 3) / 4;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const uint8_t z = (uint8_t)L->q_in_zero;
+    const uint8_t *d[36];
+    for (int y = 0; y < 6; y++)
+        for (int x = 0; x < 6; x++) {
+            const int64_t iy = 4 * ty - L->pad_top + y, ix = 4 * tx - L->pad_left + x;
+            d[y * 6 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
+        }
+    int64_t c = 0;
+    const __m256i zv = _mm256_set1_epi16(z);
+    for (; c + 16 <= C; c += 16) {
+        __m256i r[6][6], o[6];
+        for (int y = 0; y < 6; y++) {
+            __m256i v[6];
+            for (int x = 0; x < 6; x++)
+                v[x] = d[y * 6 + x] ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(d[y * 6 + x] + c))) : zv;
+            BT6(r[y], v[0], v[1], v[2], v[3], v[4], v[5], V_ADD, V_SUB, V_SHL)
+        }
+        for (int j = 0; j < 6; j++) {
+            BT6(o, r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j], V_ADD, V_SUB, V_SHL)
+            for (int i = 0; i < 6; i++) _mm256_storeu_si256((__m256i *)(V + (i * 6 + j) * ldv + c), o[i]);
+        }
+    }
+    for (; c < vstride(L); c++) {
+        int r[6][6], o[6], v[6];
+        for (int y = 0; y < 6; y++) {
+            for (int x = 0; x < 6; x++) v[x] = c < C ? (d[y * 6 + x] ? d[y * 6 + x][c] : z) : 0;
+            BT6(r[y], v[0], v[1], v[2], v[3], v[4], v[5], I_ADD, I_SUB, I_SHL)
+        }
+        for (int j = 0; j < 6; j++) {
+            BT6(o, r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j], I_ADD, I_SUB, I_SHL)
+            for (int i = 0; i < 6; i++) V[(i * 6 + j) * ldv + c] = (int16_t)o[i];
+        }
+    }
+}
+
+/* Y = A''^T M A'', A''^T = 24 A^T D^-1 = [6 4 4 1 1 0; 0 4 -4 2 -2 0; 0 4 4 4 4 0;
+ * 0 4 -4 8 -8 24]: 576x the sum modulo 2^32. >> 6 gives 9x the sum modulo 2^26; times 9's
+ * inverse, sign-extended from 26 bits, the sum (sums_fit_26). */
+#define S32(a, n) _mm256_slli_epi32(a, n)
+#define AT6(o, m0, m1, m2, m3, m4, m5)                                                        \
+    {                                                                                         \
+        const __m256i p12 = _mm256_add_epi32(m1, m2), d12 = _mm256_sub_epi32(m1, m2);         \
+        const __m256i p34 = _mm256_add_epi32(m3, m4), d34 = _mm256_sub_epi32(m3, m4);         \
+        o[0] = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(S32(m0, 2), S32(m0, 1)), S32(p12, 2)), p34); \
+        o[1] = _mm256_add_epi32(S32(d12, 2), S32(d34, 1));                                    \
+        o[2] = S32(_mm256_add_epi32(p12, p34), 2);                                            \
+        o[3] = _mm256_add_epi32(_mm256_add_epi32(S32(d12, 2), S32(d34, 3)),                   \
+                                _mm256_add_epi32(S32(m5, 4), S32(m5, 3)));                    \
+    }
+
+SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
+                                     int64_t q, char *out) {
+    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 3) / 4, tw = (OW + 3) / 4;
+    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const size_t e = rq->out_u8 ? 1 : sizeof(float);
+    const __m256i inv9 = _mm256_set1_epi32((int32_t)954437177);
+    char *y[16];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            const int64_t oy = 4 * ty + i, ox = 4 * tx + j;
+            y[i * 4 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
+        }
+    for (int64_t f = 0; f < F; f += 8) {
+        const int cnt = (int)(F - f < 8 ? F - f : 8);
+        __m256i s[4][6], o[4];
+        for (int j = 0; j < 6; j++) {
+            __m256i mm[6];
+            for (int i = 0; i < 6; i++) mm[i] = _mm256_loadu_si256((const __m256i *)(M + (i * 6 + j) * ldx + f));
+            AT6(o, mm[0], mm[1], mm[2], mm[3], mm[4], mm[5])
+            for (int i = 0; i < 4; i++) s[i][j] = o[i];
+        }
+        for (int i = 0; i < 4; i++) {
+            AT6(o, s[i][0], s[i][1], s[i][2], s[i][3], s[i][4], s[i][5])
+            for (int j = 0; j < 4; j++)
+                if (y[i * 4 + j]) {
+                    const __m256i t = _mm256_mullo_epi32(_mm256_srai_epi32(o[j], 6), inv9);
+                    rq8(_mm256_srai_epi32(_mm256_slli_epi32(t, 6), 6), rq, f, cnt, y[i * 4 + j] + (size_t)f * e);
+                }
+        }
+    }
+}
+
 static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
     const wi_state *s = st;
     const uint8_t *x = (const uint8_t *)in;
@@ -402,14 +525,16 @@ static void wi_run(const si_layer *L, const void *st, const float *in, int batch
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < gn; t++) {
             if (mt == 2) in_tile2(L, x, g0 + t, V + t * ldv, G * ldv);
-            else in_tile3(L, x, g0 + t, V + t * ldv, G * ldv);
+            else if (mt == 3) in_tile3(L, x, g0 + t, V + t * ldv, G * ldv);
+            else in_tile4(L, x, g0 + t, V + t * ldv, G * ldv);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int xi = 0; xi < X; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < gn; t++) {
             if (mt == 2) out_tile2(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
-            else out_tile3(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+            else if (mt == 3) out_tile3(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+            else out_tile4(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
         }
     }
 }
@@ -444,5 +569,11 @@ const si_algo si_algo_conv_winograd_i16 = {
 const si_algo si_algo_conv_winograd3_i16 = {
     .name = "conv_winograd3_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
     .int8 = 1, .applies = wi_applies, .prepare = wi_prepare3, .ws_floats = wi_ws3, .run = wi_run,
+    .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
+};
+
+const si_algo si_algo_conv_winograd4_i16 = {
+    .name = "conv_winograd4_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
+    .int8 = 1, .applies = wi_applies4, .prepare = wi_prepare4, .ws_floats = wi_ws4, .run = wi_run,
     .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
 };
