@@ -310,7 +310,9 @@ _WI16_CASES = [  # C (24, 33: a vector of 16 and a scalar tail; 3: no vector), F
     (24, 20, 7, 9, "same", 7, 3, 3), (64, 64, 14, 14, "same", 0, 0, 1), (3, 19, 11, 10, "valid", 200, None, 2),
     (33, 40, 5, 6, "same", 255, 20, 2), (128, 32, 1, 1, "same", 3, 3, 1), (512, 16, 4, 4, "same", 128, 0, 1),
     # float output of the largest sums: their scaled transform (4x, 36x, 576x) wraps int32
-    (512, 8, 5, 4, "same", 0, None, 1)]
+    (512, 8, 5, 4, "same", 0, None, 1),
+    # U over any L2's half and two groups of tiles: the shared groups (the others run per thread)
+    (256, 256, 52, 52, "same", 9, 5, 1)]
 F4_BOUND = (2 ** 25 - 1) // 255  # conv_winograd4_i16: 255 x (a filter's positive or negative weight sum) < 2^25
 
 
@@ -351,11 +353,12 @@ def test_winograd_i16_exact(tmp_path, algo):
     channel counts with and without a vector tail, odd output sizes (partial tiles), valid and
     same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float
     ones without, the largest transformed values and sums whose scaled transform wraps int32,
-    batches of 1 to 3. F(4x4) applies only while every filter's sums stay below 2^25: a layer
+    batches of 1 to 3, per-thread and shared groups of tiles. F(4x4) applies only while every filter's sums stay below 2^25: a layer
     one step past that leaves it out."""
     rng = np.random.default_rng(11)
     paths, wants = [], []
     cases = list(_WI16_CASES) + ([(512, 8, 5, 4, "same", 0, None, 1)] if algo == "conv_winograd4_i16" else [])
+    # per-thread groups (U in half an L2) for the small layers, shared ones for the 256 x 256
     for i, (C, F, H, W, pad, zin, zout, batch) in enumerate(cases):
         over = i == len(_WI16_CASES)  # F(4x4)'s extra case
         Wt = _wi16_weights(rng, F, 9 * C, algo, over=over)

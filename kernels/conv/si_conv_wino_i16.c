@@ -162,8 +162,31 @@ static int64_t group_tiles(const si_layer *L, int mt, int batch) {
     return g < t ? g : t;
 }
 
+/* Per-thread groups where every U[xi] together fit half of one core's L2: each thread takes
+ * groups of tiles through the input transform, the GEMMs and the output transform alone, its V
+ * and M in the other half of its L2, no barrier between. Otherwise shared groups (the GEMMs of
+ * a group split among the threads by position), which read each U[xi] once per group.
+ * si_wino_local_max_u (conv/si_conv_winograd.c; -1: the L2 size) lets the tests force either. */
+extern int64_t si_wino_local_max_u;
+static int use_local(const si_layer *L, int mt) {
+    const int64_t max_u = si_wino_local_max_u >= 0 ? si_wino_local_max_u : si_l2_bytes();
+    return (int64_t)xi_of(mt) * vstride(L) * ((L->rows + NR - 1) / NR * NR) * 2 <= max_u / 2;
+}
+
+/* tiles of a per-thread group: V and M in half the L2, a multiple of MR, and at least two
+ * groups per thread where the tiles allow */
+static int64_t local_tiles(const si_layer *L, int mt, int batch) {
+    int64_t g = si_l2_bytes() / 2 / tile_bytes(L, mt) / MR * MR;
+    if (g < MR) g = MR;
+    int64_t per = (tiles_of(L, mt, batch) + 2 * si_max_threads() - 1) / (2 * si_max_threads());
+    per = (per + MR - 1) / MR * MR;
+    return g < per ? g : per;
+}
+
 static int64_t ws_m(const si_layer *L, int mt, int batch) {
-    return (group_tiles(L, mt, batch) * tile_bytes(L, mt) + 128) / 4 + 16;
+    const int64_t shared = group_tiles(L, mt, batch) * tile_bytes(L, mt) + 128;
+    const int64_t local = si_max_threads() * (local_tiles(L, mt, batch) * tile_bytes(L, mt) + 128);
+    return ((use_local(L, mt) ? local : shared) + 3) / 4 + 16;
 }
 static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 2, batch); }
 static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 3, batch); }
@@ -508,34 +531,68 @@ SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, co
     }
 }
 
+SI_TARGET_AVX2 static void in_tiles(const si_layer *L, int mt, const uint8_t *x, int64_t q0, int64_t n,
+                                    int16_t *V, int64_t ldv, int64_t G) {
+    for (int64_t t = 0; t < n; t++) {
+        if (mt == 2) in_tile2(L, x, q0 + t, V + t * ldv, G * ldv);
+        else if (mt == 3) in_tile3(L, x, q0 + t, V + t * ldv, G * ldv);
+        else in_tile4(L, x, q0 + t, V + t * ldv, G * ldv);
+    }
+}
+
+SI_TARGET_AVX2 static void out_tiles(const si_layer *L, int mt, const si_requant *rq, const int32_t *M, int64_t ldm,
+                                     int64_t G, int64_t q0, int64_t n, char *out) {
+    for (int64_t t = 0; t < n; t++) {
+        if (mt == 2) out_tile2(L, rq, M + t * ldm, G * ldm, q0 + t, out);
+        else if (mt == 3) out_tile3(L, rq, M + t * ldm, G * ldm, q0 + t, out);
+        else out_tile4(L, rq, M + t * ldm, G * ldm, q0 + t, out);
+    }
+}
+
 static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
     const wi_state *s = st;
     const uint8_t *x = (const uint8_t *)in;
-    const int mt = s->m, X = s->xi;
-    const int64_t tiles = tiles_of(L, mt, batch), G = group_tiles(L, mt, batch), ldv = vstride(L),
-                  ldm = s->panels * NR;
-    int16_t *V = (int16_t *)ws;
-    int32_t *M = (int32_t *)((char *)ws + (X * G * ldv * 2 + 63) / 64 * 64);
+    const int mt = s->m, X = s->xi, local = use_local(L, mt);
+    const int64_t tiles = tiles_of(L, mt, batch), ldv = vstride(L), ldm = s->panels * NR;
+    const int64_t G = local ? local_tiles(L, mt, batch) : group_tiles(L, mt, batch);
+    const int64_t gbytes = G * tile_bytes(L, mt) + 128; /* one group's V and M */
     si_requant rq;
     si_layer_requant(L, &rq);
-    const int nt = si_threads_for(tiles * X * L->in_c * L->rows / 2, tiles * 2);
+    const int nt = si_threads_for(tiles * X * L->in_c * L->rows / 2, local ? (tiles + G - 1) / G : tiles * 2);
+    if (local) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            int16_t *V = (int16_t *)((char *)ws + omp_get_thread_num() * gbytes);
+            int32_t *M = (int32_t *)((char *)V + (X * G * ldv * 2 + 63) / 64 * 64);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t g0 = 0; g0 < tiles; g0 += G) {
+                const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+                in_tiles(L, mt, x, g0, gn, V, ldv, G);
+                for (int xi = 0; xi < X; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
+                out_tiles(L, mt, &rq, M, ldm, G, g0, gn, (char *)out);
+            }
+        }
+        return;
+    }
+    int16_t *V = (int16_t *)ws;
+    int32_t *M = (int32_t *)((char *)ws + (X * G * ldv * 2 + 63) / 64 * 64);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     for (int64_t g0 = 0; g0 < tiles; g0 += G) {
         const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
+        /* the GEMMs as (position, half of the rows) where the positions do not split evenly
+         * among the threads (F(3x3)'s 25 on 2) */
+        const int halves = X % nt && gn >= 4 * MR ? 2 : 1;
+        const int64_t half = (gn / 2 + MR - 1) / MR * MR;
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) {
-            if (mt == 2) in_tile2(L, x, g0 + t, V + t * ldv, G * ldv);
-            else if (mt == 3) in_tile3(L, x, g0 + t, V + t * ldv, G * ldv);
-            else in_tile4(L, x, g0 + t, V + t * ldv, G * ldv);
-        }
+        for (int64_t t = 0; t < gn; t++) in_tiles(L, mt, x, g0 + t, 1, V + t * ldv, ldv, G);
 #pragma omp for schedule(dynamic, 1)
-        for (int xi = 0; xi < X; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) {
-            if (mt == 2) out_tile2(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
-            else if (mt == 3) out_tile3(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
-            else out_tile4(L, &rq, M + t * ldm, G * ldm, g0 + t, (char *)out);
+        for (int it = 0; it < X * halves; it++) {
+            const int xi = it / halves;
+            const int64_t t0 = halves == 1 ? 0 : it % 2 ? half : 0, t1 = halves == 1 ? gn : it % 2 ? gn : half;
+            gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, t0, t1);
         }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < gn; t++) out_tiles(L, mt, &rq, M + t * ldm, ldm, G, g0 + t, 1, (char *)out);
     }
 }
 #else
