@@ -312,7 +312,10 @@ _WI16_CASES = [  # C (24, 33: a vector of 16 and a scalar tail; 3: no vector), F
     # float output of the largest sums: their scaled transform (4x, 36x, 576x) wraps int32
     (512, 8, 5, 4, "same", 0, None, 1),
     # U over any L2's half and two groups of tiles: the shared groups (the others run per thread)
-    (256, 256, 52, 52, "same", 9, 5, 1)]
+    (256, 256, 52, 52, "same", 9, 5, 1),
+    # a max pool after it: 2x2 (in F(2x2)'s and F(4x4)'s output transform) and 3x3, odd sizes
+    (24, 20, 11, 13, "same", 7, 3, 2, (2, 2)), (40, 24, 9, 10, "valid", 0, None, 2, (2, 2)),
+    (16, 16, 9, 9, "same", 5, 4, 1, (3, 3))]
 F4_BOUND = (2 ** 25 - 1) // 255  # conv_winograd4_i16: 255 x (a filter's positive or negative weight sum) < 2^25
 
 
@@ -340,6 +343,7 @@ _WI16_CHILD = ("import sys, json, numpy as np, sparseinfer\n"
                "    x = np.load(f'{sys.argv[1]}/x{i}.npy')\n"
                "    np.save(f'{sys.argv[1]}/y{i}.npy', m.trace(x)[0].reshape(len(x), -1))\n"
                "    np.save(f'{sys.argv[1]}/y1_{i}.npy', m.trace(x[:1])[0].reshape(1, -1))\n"
+               "    np.save(f'{sys.argv[1]}/p{i}.npy', m.predict(x).reshape(len(x), -1))\n"
                "    l = m.layers()[0]\n"
                "    out.append([l['algo_batch1'], l['algo_batchn'], sorted(l['candidates_batch1'])])\n"
                "print(json.dumps(out))\n")
@@ -353,13 +357,14 @@ def test_winograd_i16_exact(tmp_path, algo):
     channel counts with and without a vector tail, odd output sizes (partial tiles), valid and
     same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float
     ones without, the largest transformed values and sums whose scaled transform wraps int32,
-    batches of 1 to 3, per-thread and shared groups of tiles. F(4x4) applies only while every filter's sums stay below 2^25: a layer
+    batches of 1 to 3, per-thread and shared groups of tiles, a following 2x2 max pool (fused into
+    the output transform but for F(3x3)) and a 3x3 one (after it). F(4x4) applies only while every filter's sums stay below 2^25: a layer
     one step past that leaves it out."""
     rng = np.random.default_rng(11)
     paths, wants = [], []
     cases = list(_WI16_CASES) + ([(512, 8, 5, 4, "same", 0, None, 1)] if algo == "conv_winograd4_i16" else [])
     # per-thread groups (U in half an L2) for the small layers, shared ones for the 256 x 256
-    for i, (C, F, H, W, pad, zin, zout, batch) in enumerate(cases):
+    for i, (C, F, H, W, pad, zin, zout, batch, *pool) in enumerate(cases):
         over = i == len(_WI16_CASES)  # F(4x4)'s extra case
         Wt = _wi16_weights(rng, F, 9 * C, algo, over=over)
         quant = {"input": (0.02, zin), "weight_scale": np.full(F, 1e-4, np.float32)}
@@ -368,16 +373,18 @@ def test_winograd_i16_exact(tmp_path, algo):
         layers = [{"name": "c", "type": "conv2d", "kernel": [3, 3], "padding": pad, "W": Wt,
                    "activation": "relu" if zout is not None else "linear",
                    "b": rng.integers(-5000, 5000, F).astype(np.int32), "quant": quant}]
+        if pool:
+            layers.append({"name": "p", "type": "maxpool2d", "pool": list(pool[0]), "strides": list(pool[0])})
         path = tmp_path / f"w{i}.npz"
         write_model(path, layers, {"shape": [H, W, C]})
         read, _ = read_layers_int8(str(path))
         x = rng.uniform(-5, 5, (batch, H, W, C)).astype(np.float32)
         x[..., :] = np.where(rng.random(x.shape) < 0.3, 10.0, x)  # inputs at 255 (the largest sums)
         np.save(tmp_path / f"x{i}.npy", x)
-        want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
+        want = make_cases.reference_forward_int8(read[:1], x.astype(np.float64)).astype(np.float32)
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
         paths.append(str(path))
-        wants.append(want)
+        wants.append((want, make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)))
     env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO=algo)
     r = subprocess.run([sys.executable, "-c", _WI16_CHILD, str(tmp_path), *paths], capture_output=True, text=True,
                        env=env, timeout=300)
@@ -388,7 +395,11 @@ def test_winograd_i16_exact(tmp_path, algo):
             assert algo not in got_algos[i][2] and got_algos[i][0] != algo, got_algos[i]
             continue
         assert got_algos[i][:2] == [algo, algo], (case, got_algos[i])
-        for name, w in ((f"y{i}", want.reshape(len(want), -1)), (f"y1_{i}", want[:1].reshape(1, -1))):
+        want, want_out = want
+        # trace: the convolution's own output (tracing runs a pool on its own); predict: the
+        # model's output, through run_pool where there is a pool
+        for name, w in ((f"y{i}", want.reshape(len(want), -1)), (f"y1_{i}", want[:1].reshape(1, -1)),
+                        (f"p{i}", want_out.reshape(len(want_out), -1))):
             got = np.load(tmp_path / f"{name}.npy")
             bad = np.argwhere(got != w)
             assert bad.size == 0, (f"case {case} ({name}): {algo} differs from the NumPy int8 reference "

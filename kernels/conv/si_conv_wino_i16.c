@@ -188,9 +188,15 @@ static int64_t ws_m(const si_layer *L, int mt, int batch) {
     const int64_t local = si_max_threads() * (local_tiles(L, mt, batch) * tile_bytes(L, mt) + 128);
     return ((use_local(L, mt) ? local : shared) + 3) / 4 + 16;
 }
-static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 2, batch); }
-static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 3, batch); }
-static int64_t wi_ws4(const si_layer *L, const void *st, int batch) { (void)st; return ws_m(L, 4, batch); }
+/* the transform's scratch, and the convolution's output where a pool runs after it */
+static int64_t ws_pool(const si_layer *L, int mt, int batch) {
+    const int unfused = L->pool && !(L->pool->kh == 2 && L->pool->kw == 2 && mt != 3);
+    const int64_t conv = unfused ? ((int64_t)batch * L->out_h * L->out_w * L->rows * (L->q_out_u8 ? 1 : 4) + 3) / 4 : 0;
+    return ws_m(L, mt, batch) + conv;
+}
+static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 2, batch); }
+static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 3, batch); }
+static int64_t wi_ws4(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 4, batch); }
 
 #if SI_X86
 /* V[xi][t][c] = (B^T d B)[xi] of tile q, d the 4x4 input window (taps outside the image at the
@@ -309,16 +315,21 @@ SI_TARGET_AVX2 static void rq8(__m256i s, const si_requant *rq, int64_t f0, int 
 /* Output tile q from M (its row t of each M[xi]): Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1],
  * then >> 2 (4x the sum, exactly) and the requantization into out (NHWC). */
 SI_TARGET_AVX2 static void out_tile2(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
-                                    int64_t q, char *out) {
+                                    int64_t q, char *out, int pool) {
     const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 1) / 2, tw = (OW + 1) / 2;
     const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
     const size_t e = rq->out_u8 ? 1 : sizeof(float);
-    char *y[4];
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
-            y[i * 2 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
-        }
+    char *y[4] = {NULL, NULL, NULL, NULL};
+    if (pool) { /* the tile is the 2x2 window of pooled output (ty, tx) */
+        const int64_t PH = L->pool->out_h, PW = L->pool->out_w;
+        if (ty < PH && tx < PW) y[0] = out + (size_t)(((n * PH + ty) * PW + tx) * F) * e;
+        else return;
+    } else
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
+                y[i * 2 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
+            }
     for (int64_t f = 0; f < F; f += 8) {
         const int cnt = (int)(F - f < 8 ? F - f : 8);
         __m256i m[16];
@@ -328,14 +339,19 @@ SI_TARGET_AVX2 static void out_tile2(const si_layer *L, const si_requant *rq, co
             s0[j] = _mm256_add_epi32(_mm256_add_epi32(m[0 * 4 + j], m[1 * 4 + j]), m[2 * 4 + j]);
             s1[j] = _mm256_sub_epi32(_mm256_sub_epi32(m[1 * 4 + j], m[2 * 4 + j]), m[3 * 4 + j]);
         }
-        const __m256i yv[4] = {
+        __m256i yv[4] = {
             _mm256_add_epi32(_mm256_add_epi32(s0[0], s0[1]), s0[2]),
             _mm256_sub_epi32(_mm256_sub_epi32(s0[1], s0[2]), s0[3]),
             _mm256_add_epi32(_mm256_add_epi32(s1[0], s1[1]), s1[2]),
             _mm256_sub_epi32(_mm256_sub_epi32(s1[1], s1[2]), s1[3]),
         };
-        for (int k = 0; k < 4; k++)
-            if (y[k]) rq8(_mm256_srai_epi32(yv[k], 2), rq, f, cnt, y[k] + (size_t)f * e);
+        for (int k = 0; k < 4; k++) yv[k] = _mm256_srai_epi32(yv[k], 2);
+        if (pool) /* the requantization is monotone (mul > 0): the max of the sums, requantized */
+            rq8(_mm256_max_epi32(_mm256_max_epi32(yv[0], yv[1]), _mm256_max_epi32(yv[2], yv[3])), rq, f, cnt,
+                y[0] + (size_t)f * e);
+        else
+            for (int k = 0; k < 4; k++)
+                if (y[k]) rq8(yv[k], rq, f, cnt, y[k] + (size_t)f * e);
     }
 }
 
@@ -401,7 +417,7 @@ SI_TARGET_AVX2 static void in_tile3(const si_layer *L, const uint8_t *in, int64_
     o[2] = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(m1, m2), _mm256_slli_epi32(m3, 2)), m4);
 
 SI_TARGET_AVX2 static void out_tile3(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
-                                     int64_t q, char *out) {
+                                     int64_t q, char *out) { /* 3x3 tiles do not hold 2x2 windows: no fused pool */
     const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 2) / 3, tw = (OW + 2) / 3;
     const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
     const size_t e = rq->out_u8 ? 1 : sizeof(float);
@@ -500,20 +516,29 @@ SI_TARGET_AVX2 static void in_tile4(const si_layer *L, const uint8_t *in, int64_
     }
 
 SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
-                                     int64_t q, char *out) {
+                                     int64_t q, char *out, int pool) {
     const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 3) / 4, tw = (OW + 3) / 4;
     const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
     const size_t e = rq->out_u8 ? 1 : sizeof(float);
     const __m256i inv9 = _mm256_set1_epi32((int32_t)954437177);
     char *y[16];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) {
-            const int64_t oy = 4 * ty + i, ox = 4 * tx + j;
-            y[i * 4 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
-        }
+    if (pool) { /* the tile holds the 2x2 windows of pooled outputs (2 ty + i, 2 tx + j) */
+        const int64_t PH = L->pool->out_h, PW = L->pool->out_w;
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                const int64_t py = 2 * ty + i, px = 2 * tx + j;
+                y[i * 2 + j] = py < PH && px < PW ? out + (size_t)(((n * PH + py) * PW + px) * F) * e : NULL;
+            }
+        if (!y[0]) return; /* (its windows past the pooled output's first row and column) */
+    } else
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) {
+                const int64_t oy = 4 * ty + i, ox = 4 * tx + j;
+                y[i * 4 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
+            }
     for (int64_t f = 0; f < F; f += 8) {
         const int cnt = (int)(F - f < 8 ? F - f : 8);
-        __m256i s[4][6], o[4];
+        __m256i s[4][6], o[4], yr[4][4];
         for (int j = 0; j < 6; j++) {
             __m256i mm[6];
             for (int i = 0; i < 6; i++) mm[i] = _mm256_loadu_si256((const __m256i *)(M + (i * 6 + j) * ldx + f));
@@ -522,12 +547,21 @@ SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, co
         }
         for (int i = 0; i < 4; i++) {
             AT6(o, s[i][0], s[i][1], s[i][2], s[i][3], s[i][4], s[i][5])
-            for (int j = 0; j < 4; j++)
-                if (y[i * 4 + j]) {
-                    const __m256i t = _mm256_mullo_epi32(_mm256_srai_epi32(o[j], 6), inv9);
-                    rq8(_mm256_srai_epi32(_mm256_slli_epi32(t, 6), 6), rq, f, cnt, y[i * 4 + j] + (size_t)f * e);
-                }
+            for (int j = 0; j < 4; j++) {
+                const __m256i t = _mm256_mullo_epi32(_mm256_srai_epi32(o[j], 6), inv9);
+                yr[i][j] = _mm256_srai_epi32(_mm256_slli_epi32(t, 6), 6);
+            }
         }
+        if (pool) { /* the requantization is monotone (mul > 0): the max of the sums, requantized */
+            for (int i = 0; i < 2; i++)
+                for (int j = 0; j < 2; j++)
+                    if (y[i * 2 + j])
+                        rq8(_mm256_max_epi32(_mm256_max_epi32(yr[2 * i][2 * j], yr[2 * i][2 * j + 1]),
+                                             _mm256_max_epi32(yr[2 * i + 1][2 * j], yr[2 * i + 1][2 * j + 1])),
+                            rq, f, cnt, y[i * 2 + j] + (size_t)f * e);
+        } else
+            for (int k = 0; k < 16; k++)
+                if (y[k]) rq8(yr[k / 4][k % 4], rq, f, cnt, y[k] + (size_t)f * e);
     }
 }
 
@@ -541,15 +575,15 @@ SI_TARGET_AVX2 static void in_tiles(const si_layer *L, int mt, const uint8_t *x,
 }
 
 SI_TARGET_AVX2 static void out_tiles(const si_layer *L, int mt, const si_requant *rq, const int32_t *M, int64_t ldm,
-                                     int64_t G, int64_t q0, int64_t n, char *out) {
+                                     int64_t G, int64_t q0, int64_t n, char *out, int pool) {
     for (int64_t t = 0; t < n; t++) {
-        if (mt == 2) out_tile2(L, rq, M + t * ldm, G * ldm, q0 + t, out);
+        if (mt == 2) out_tile2(L, rq, M + t * ldm, G * ldm, q0 + t, out, pool);
         else if (mt == 3) out_tile3(L, rq, M + t * ldm, G * ldm, q0 + t, out);
-        else out_tile4(L, rq, M + t * ldm, G * ldm, q0 + t, out);
+        else out_tile4(L, rq, M + t * ldm, G * ldm, q0 + t, out, pool);
     }
 }
 
-static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+static void wi_go(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws, int pool) {
     const wi_state *s = st;
     const uint8_t *x = (const uint8_t *)in;
     const int mt = s->m, X = s->xi, local = use_local(L, mt);
@@ -569,7 +603,7 @@ static void wi_run(const si_layer *L, const void *st, const float *in, int batch
                 const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
                 in_tiles(L, mt, x, g0, gn, V, ldv, G);
                 for (int xi = 0; xi < X; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
-                out_tiles(L, mt, &rq, M, ldm, G, g0, gn, (char *)out);
+                out_tiles(L, mt, &rq, M, ldm, G, g0, gn, (char *)out, pool);
             }
         }
         return;
@@ -592,14 +626,35 @@ static void wi_run(const si_layer *L, const void *st, const float *in, int batch
             gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, t0, t1);
         }
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < gn; t++) out_tiles(L, mt, &rq, M + t * ldm, ldm, G, g0 + t, 1, (char *)out);
+        for (int64_t t = 0; t < gn; t++) out_tiles(L, mt, &rq, M + t * ldm, ldm, G, g0 + t, 1, (char *)out, pool);
     }
 }
 #else
-static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    (void)L; (void)st; (void)in; (void)batch; (void)out; (void)ws; /* never applies */
+static void wi_go(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws, int pool) {
+    (void)L; (void)st; (void)in; (void)batch; (void)out; (void)ws; (void)pool; /* never applies */
 }
 #endif
+
+/* A following 2x2 max pool runs inside the output transform of F(2x2) and F(4x4), whose tiles
+ * hold whole windows; other pools (and F(3x3)'s) after the convolution, over its output in the
+ * scratch past the transform's. */
+static int fused_pool(const si_layer *L, int mt) { return L->pool && L->pool->kh == 2 && L->pool->kw == 2 && mt != 3; }
+
+static void wi_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    wi_go(L, st, in, batch, out, ws, 0);
+}
+
+static void wi_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    const wi_state *s = st;
+    if (fused_pool(L, s->m)) {
+        wi_go(L, st, in, batch, out, ws, 1);
+        return;
+    }
+    float *conv = ws + ws_m(L, s->m, batch);
+    wi_go(L, st, in, batch, conv, ws, 0);
+    if (L->q_out_u8) si_maxpool_u8(L->pool, (const uint8_t *)conv, batch, (uint8_t *)out);
+    else si_maxpool_forward(L->pool, conv, batch, out);
+}
 
 static void wi_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
     (void)st;
@@ -619,18 +674,18 @@ static void wi_run_ref(const si_layer *L, const void *st, const float *in, int b
 
 const si_algo si_algo_conv_winograd_i16 = {
     .name = "conv_winograd_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
-    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare2, .ws_floats = wi_ws2, .run = wi_run,
+    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare2, .ws_floats = wi_ws2, .run = wi_run, .run_pool = wi_run_pool,
     .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
 };
 
 const si_algo si_algo_conv_winograd3_i16 = {
     .name = "conv_winograd3_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
-    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare3, .ws_floats = wi_ws3, .run = wi_run,
+    .int8 = 1, .applies = wi_applies, .prepare = wi_prepare3, .ws_floats = wi_ws3, .run = wi_run, .run_pool = wi_run_pool,
     .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
 };
 
 const si_algo si_algo_conv_winograd4_i16 = {
     .name = "conv_winograd4_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
-    .int8 = 1, .applies = wi_applies4, .prepare = wi_prepare4, .ws_floats = wi_ws4, .run = wi_run,
+    .int8 = 1, .applies = wi_applies4, .prepare = wi_prepare4, .ws_floats = wi_ws4, .run = wi_run, .run_pool = wi_run_pool,
     .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
 };
