@@ -26,13 +26,16 @@
  *  own (fc/si_fc_i8.c) and the planner times them on the running CPU: fc_csrmv_i8 the active
  *  ISA's loop (si_i8_csrmv), fc_csrmv_i8_avx2 the AVX2 gather loop where the active ISA is
  *  AVX-512, fc_csrmv_i8_nogather the loop without gathers from AVX2 up (si_i8_csrmv_loop).
- *  On Sapphire Rapids (fc6 at 4%, one thread, csr8_bench, bench/results/
- *  csr8_fc6_spr_session6.txt) the two gather loops are within noise of each other warm
- *  (an earlier session had AVX2 ahead, int8 / fp32 CSR 1.48x against 1.35x) and the loop
- *  without gathers is the slowest (0.89-0.99 ms warm against 0.74-0.81). On AMD Zen 3
- *  vpgatherdd ymm is microcoded (uops.info: 39 uops, one per 8 cycles), so there the gather
- *  loop should run near one non-zero per cycle and the loop without gathers is expected to
- *  win; not measured (no Zen 3 here), which is why the planner decides, not a CPU rule.
+ *  Sapphire Rapids, fc6 at 4%, one thread (bench/results/csr8_fc6_spr_session6.txt, medians
+ *  of 3 runs): warm, the AVX2 gather loop 0.74 ms and the AVX-512 one 0.76 ms, within noise
+ *  (the planner's times swapped their order from load to load; with 2 threads session 5 had
+ *  1.48x against 1.35x of fp32), 1.50x and 1.49x the faster fp32 entry; without gathers
+ *  0.89 ms, 1.26x. Cold, all about 1.14-1.24 ms, 2.0-2.2x. At 9% cold the loop without
+ *  gathers won (2.66 ms against 2.94). AVX-512 forms with vpdpbusd (VNNI) in place of vpand
+ *  + vpmaddwd + vpaddd measured no faster (0.73-0.74 against 0.71 ms in one harness): the
+ *  loops are bound by the gathers. On AMD Zen 3 vpgatherdd ymm is microcoded (uops.info: 39
+ *  uops, one per 8 cycles), so there the loop without gathers is expected to win; not
+ *  measured (no Zen 3 here), which is why the planner decides, not a CPU rule.
  *
  * csrmm (batch > 1, and the sparse convolution on im2col rows): the samples are the vector
  * dimension. A panel of up to 64 rows of X is transposed into int32 (zero-extended uint8,

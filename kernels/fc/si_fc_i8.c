@@ -157,9 +157,10 @@ const si_algo si_algo_fc_csrmv_i8 = {
     .bytes = csr_bytes, .release = csr_release,
 };
 
-/* The AVX2 gather loop under AVX-512: on Sapphire Rapids it beat the AVX-512 one with the
- * weights in cache (fc6 at 4%, one thread: int8 / fp32 CSR 1.48x against 1.35x); which wins
- * differs by CPU, so the planner times both. */
+/* The AVX2 gather loop under AVX-512: on Sapphire Rapids, fc6 at 4% with the weights in
+ * cache, it beat the AVX-512 one with 2 threads (int8 / fp32 CSR 1.48x against 1.35x) and
+ * tied it with one (0.74 against 0.76 ms); which wins differs by CPU and load, so the
+ * planner times both. */
 const si_algo si_algo_fc_csrmv_i8_avx2 = {
     .name = "fc_csrmv_i8_avx2", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR, .int8 = 1,
     .applies = mv_avx2_applies, .prepare = csr_prepare, .ws_floats = no_ws, .run = mv_run_avx2,
@@ -167,8 +168,9 @@ const si_algo si_algo_fc_csrmv_i8_avx2 = {
 };
 
 /* Without gathers (x's bytes by scalar loads): slower than the gather loops on Sapphire
- * Rapids (fc6 at 4%, one thread: 0.89-0.95 against 0.74-0.79 ms warm), but where vpgatherdd
- * is microcoded (AMD Zen 3: 39 uops, one per 8 cycles) it should be the faster one. */
+ * Rapids (fc6 at 4%, one thread: 0.89 against 0.74 ms warm, 1.24 against 1.14 cold), but
+ * where vpgatherdd is microcoded (AMD Zen 3: 39 uops, one per 8 cycles) it should be the
+ * faster one. */
 const si_algo si_algo_fc_csrmv_i8_nogather = {
     .name = "fc_csrmv_i8_nogather", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
     .int8 = 1,
