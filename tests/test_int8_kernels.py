@@ -217,6 +217,11 @@ def test_csrmv_entries_match_numpy(tmp_path, monkeypatch, isa, cols):
     want = make_cases.reference_forward_int8(layers, x.astype(np.float64)).astype(np.float32)
     try:
         sparseinfer.set_isa(isa)
+        # unforced, the planner times every entry that applies (and only those)
+        monkeypatch.delenv("SPARSEINFER_ALGO", raising=False)
+        cands = sparseinfer.load(path, exec="auto", cache="").layers()[0]["candidates_batch1"]
+        want_c = {e for e in ENTRIES if _applies(e, isa)}
+        assert {e for e in cands if e in ENTRIES} == want_c, f"under {isa}: candidates {cands}, expected {want_c}"
         for entry in ENTRIES:
             monkeypatch.setenv("SPARSEINFER_ALGO", entry)
             m = sparseinfer.load(path, exec="sparse", cache="")
