@@ -44,6 +44,8 @@ const si_algo *const si_algos[] = {
     &si_algo_fc_csrmm_i8,  /* fc/si_fc_i8.c: int8 CSR mm (batch > 1) */
     NULL,
 };
+/* the planner and the layers keep per-entry arrays of SI_MAX_ALGOS */
+_Static_assert(sizeof si_algos / sizeof si_algos[0] <= SI_MAX_ALGOS + 1, "more registry entries than SI_MAX_ALGOS");
 
 int si_algo_index(const si_algo *a) {
     for (int i = 0; si_algos[i]; i++)
