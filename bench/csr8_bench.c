@@ -2,7 +2,9 @@
  * fc6 shape (4096 x 25088) at 4% and 9% density:
  *  - batch 1: fp32 fc_csrmv and fc_csrmv_gather (fc/si_fc_csr.c, their prepared column-blocked
  *    uint16 copy) against si_i8_csrmv (uint16 columns, uint8 output), the latter at every
- *    ISA variant up to the active one (portable is the scalar loop);
+ *    ISA variant up to the active one (portable is the scalar loop), then the loops of the
+ *    other int8 entries the active ISA has (si_i8_csrmv_loop): fc_csrmv_i8_avx2 (the AVX2
+ *    gather loop, under AVX-512) and fc_csrmv_i8_nogather (AVX2 without gathers);
  *  - batch 64: si_f32_csrmm against si_i8_csrmm (uint8 output).
  * Each int8 csrmv variant's output is checked against si_i8_csrmv_ref after its timing (exit
  * status 1 on a difference), so a figure never comes from a wrong kernel.
@@ -93,6 +95,7 @@ typedef struct bench {
     uint8_t *x8, *X8, *y8, *Y8;
     void *ws8;
     int batch;
+    si_i8_mv_loop loop;
 } bench;
 
 static void run_f32_mv(void *p) { bench *b = p; si_algo_fc_csrmv.run(&b->L, b->mv_state, b->x, 1, b->y, NULL); }
@@ -100,7 +103,7 @@ static void run_f32_mvg(void *p) {
     bench *b = p;
     si_algo_fc_csrmv_gather.run(&b->L, b->mvg_state, b->x, 1, b->y, NULL);
 }
-static void run_i8_mv(void *p) { bench *b = p; si_i8_csrmv(&b->A, b->x8, &b->rq, b->y8); }
+static void run_i8_mv(void *p) { bench *b = p; si_i8_csrmv_loop(b->loop, &b->A, b->x8, &b->rq, b->y8); }
 static void run_f32_mm(void *p) { bench *b = p; si_f32_csrmm(&b->L, b->X, b->batch, b->Y, b->ws); }
 static void run_i8_mm(void *p) {
     bench *b = p;
@@ -124,7 +127,7 @@ int main(int argc, char **argv) {
     printf("# csr8_bench: fc6 %lld x %lld, ISA %s, %d threads, medians of %d\n", (long long)rows, (long long)cols,
            si_isa_str(active), si_num_threads(), reps);
     /* ratio: the best fp32 kernel of the pair over the int8 one, on medians and on minima */
-    printf("%-7s %-5s %-24s %9s %9s %9s %9s\n", "density", "batch", "kernel", "med ms", "min ms", "ratio", "ratio(min)");
+    printf("%-7s %-5s %-28s %9s %9s %9s %9s\n", "density", "batch", "kernel", "med ms", "min ms", "ratio", "ratio(min)");
     static const double dens[2] = {0.04, 0.09};
     for (int di = 0; di < 2; di++) {
         bench b;
@@ -195,18 +198,31 @@ int main(int argc, char **argv) {
         snprintf(dn, sizeof dn, "%.0f%%", dens[di] * 100);
         double mv = median_ms(run_f32_mv, &b, reps), mv_min = last_min_ms;
         const double mvg = median_ms(run_f32_mvg, &b, reps), mvg_min = last_min_ms;
-        printf("%-7s %-5d %-24s %9.3f %9.3f\n", dn, 1, "fp32 fc_csrmv", mv, mv_min);
-        printf("%-7s %-5d %-24s %9.3f %9.3f\n", dn, 1, "fp32 fc_csrmv_gather", mvg, mvg_min);
+        printf("%-7s %-5d %-28s %9.3f %9.3f\n", dn, 1, "fp32 fc_csrmv", mv, mv_min);
+        printf("%-7s %-5d %-28s %9.3f %9.3f\n", dn, 1, "fp32 fc_csrmv_gather", mvg, mvg_min);
         uint8_t *yref8 = xalloc((size_t)rows);
         si_i8_csrmv_ref(&b.A, b.x8, &b.rq, yref8);
         if (mvg < mv) mv = mvg;
         if (mvg_min < mv_min) mv_min = mvg_min;
-        for (si_isa isa = SI_ISA_PORTABLE; isa <= active; isa++) {
-            si_dispatch_select(isa);
-            const double t = median_ms(run_i8_mv, &b, reps);
+        /* fc_csrmv_i8 at each ISA up to the active one, then the other entries' loops */
+        static const struct { si_i8_mv_loop loop; const char *name; } others[] = {
+            {SI_I8_MV_AVX2, "int8 fc_csrmv_i8_avx2"}, {SI_I8_MV_NOGATHER, "int8 fc_csrmv_i8_nogather"}};
+        const int nisa = (int)active + 1, nrun = nisa + (int)(sizeof others / sizeof others[0]);
+        for (int i = 0; i < nrun; i++) {
             char name[64];
-            snprintf(name, sizeof name, "int8 csrmv (%s)", si_isa_str(isa));
-            printf("%-7s %-5d %-24s %9.3f %9.3f %8.2fx %8.2fx\n", dn, 1, name, t, last_min_ms, mv / t,
+            if (i < nisa) {
+                si_dispatch_select((si_isa)i);
+                b.loop = SI_I8_MV_ACTIVE;
+                snprintf(name, sizeof name, "int8 fc_csrmv_i8 (%s)", si_isa_str((si_isa)i));
+            } else {
+                si_dispatch_select(active);
+                b.loop = others[i - nisa].loop;
+                if (!si_i8_csrmv_has(b.loop)) continue;
+                snprintf(name, sizeof name, "%s", others[i - nisa].name);
+            }
+            memset(b.y8, 0xCD, (size_t)rows);
+            const double t = median_ms(run_i8_mv, &b, reps);
+            printf("%-7s %-5d %-28s %9.3f %9.3f %8.2fx %8.2fx\n", dn, 1, name, t, last_min_ms, mv / t,
                    mv_min / last_min_ms);
             if (memcmp(b.y8, yref8, (size_t)rows)) {
                 printf("MISMATCH: %s differs from si_i8_csrmv_ref\n", name);
@@ -217,8 +233,8 @@ int main(int argc, char **argv) {
         const int mreps = reps / 4 > 5 ? reps / 4 : 5;
         const double fmm = median_ms(run_f32_mm, &b, mreps), fmm_min = last_min_ms;
         const double imm = median_ms(run_i8_mm, &b, mreps);
-        printf("%-7s %-5d %-24s %9.3f %9.3f\n", dn, batch, "fp32 csrmm", fmm, fmm_min);
-        printf("%-7s %-5d %-24s %9.3f %9.3f %8.2fx %8.2fx\n", dn, batch, "int8 csrmm", imm, last_min_ms, fmm / imm,
+        printf("%-7s %-5d %-28s %9.3f %9.3f\n", dn, batch, "fp32 csrmm", fmm, fmm_min);
+        printf("%-7s %-5d %-28s %9.3f %9.3f %8.2fx %8.2fx\n", dn, batch, "int8 csrmm", imm, last_min_ms, fmm / imm,
                fmm_min / last_min_ms);
         fflush(stdout);
         si_algo_fc_csrmv.release(b.mv_state);

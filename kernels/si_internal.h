@@ -540,6 +540,15 @@ typedef struct si_csr8_view {
     int64_t rows, cols;
 } si_csr8_view;
 void si_i8_csrmv(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y);
+/* The csrmv loops the planner chooses between by timing them (fc_csrmv_i8, fc_csrmv_i8_avx2,
+ * fc_csrmv_i8_nogather in fc/si_fc_i8.c), since which is fastest depends on the CPU's gathers:
+ * SI_I8_MV_ACTIVE the active ISA's gather loop (si_i8_csrmv's; portable: scalar),
+ * SI_I8_MV_AVX2 the AVX2 gather loop, SI_I8_MV_NOGATHER AVX2 without gathers (x's bytes by
+ * scalar loads). si_i8_csrmv_has: 1 where the loop is one of its own under the active ISA
+ * (ACTIVE always; AVX2 only where the active ISA is above AVX2; NOGATHER from AVX2 up). */
+typedef enum si_i8_mv_loop { SI_I8_MV_ACTIVE = 0, SI_I8_MV_AVX2 = 1, SI_I8_MV_NOGATHER = 2 } si_i8_mv_loop;
+int si_i8_csrmv_has(si_i8_mv_loop loop);
+void si_i8_csrmv_loop(si_i8_mv_loop loop, const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y);
 int64_t si_i8_csrmm_ws_bytes(const si_csr8_view *A, int64_t n);
 void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
                  int64_t ldy, void *ws);

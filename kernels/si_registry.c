@@ -11,7 +11,8 @@ extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_s
     si_algo_conv_sparse_batch_i8, si_algo_conv_winograd_i16,
     si_algo_conv_winograd3_i16, si_algo_conv_winograd4_i16;
 extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmv_gather, si_algo_fc_csrmm,
-    si_algo_fc_mkl, si_algo_fc_igemm, si_algo_fc_igemm_amx, si_algo_fc_csrmv_i8, si_algo_fc_csrmm_i8;
+    si_algo_fc_mkl, si_algo_fc_igemm, si_algo_fc_igemm_amx, si_algo_fc_csrmv_i8, si_algo_fc_csrmv_i8_avx2,
+    si_algo_fc_csrmv_i8_nogather, si_algo_fc_csrmm_i8;
 
 const si_algo *const si_algos[] = {
     &si_algo_conv_gemm,    /* conv/si_conv_gemm.c: im2col + MKL sgemm */
@@ -42,9 +43,13 @@ const si_algo *const si_algos[] = {
     &si_algo_fc_igemm,     /* fc/si_fc_i8.c: the int8 GEMM (batch 1: its GEMV) */
     &si_algo_fc_igemm_amx, /* fc/si_fc_i8.c: the same on AMX tiles (batch > 1) */
     &si_algo_fc_csrmv_i8,  /* fc/si_fc_i8.c: int8 CSR mv (batch 1) */
+    &si_algo_fc_csrmv_i8_avx2, /* fc/si_fc_i8.c: the same by the AVX2 gather loop (where the ISA is AVX-512) */
+    &si_algo_fc_csrmv_i8_nogather, /* fc/si_fc_i8.c: the same without gathers (AVX2) */
     &si_algo_fc_csrmm_i8,  /* fc/si_fc_i8.c: int8 CSR mm (batch > 1) */
     NULL,
 };
+/* the planner and the layers keep per-entry arrays of SI_MAX_ALGOS */
+_Static_assert(sizeof si_algos / sizeof si_algos[0] <= SI_MAX_ALGOS + 1, "more registry entries than SI_MAX_ALGOS");
 
 int si_algo_index(const si_algo *a) {
     for (int i = 0; si_algos[i]; i++)

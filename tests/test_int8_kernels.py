@@ -4,10 +4,15 @@ AVX-VNNI, AVX2 vpmaddwd, portable) and kernels/tests/run_int8_ops.sh (csr/si_csr
 uint8 activation ops of ops/si_ops_u8.c); kernels/tests/run_igemm_amx.sh: the AMX GEMM where the
 CPU and the OS have AMX (elsewhere it checks the kernel says it is unavailable).
 
-test_csrmv_edge_rows: si_i8_csrmv on rows of chosen lengths (0, 1, 3, 16, 17, 64, 65, ...)
-packed against x's end, at its start and spread, with x ending where a PROT_NONE page begins:
-the gathers read 4 bytes at x + col and AddressSanitizer does not see them, so an over-read
-past x's end faults here instead."""
+test_csrmv_edge_rows: the csrmv loops of the three batch-1 entries (fc_csrmv_i8: the active
+ISA's, fc_csrmv_i8_avx2, fc_csrmv_i8_nogather) on rows of chosen lengths (0, 1, 3, 16, 17, 64,
+65, ... 300) packed against x's end, at its start and spread, with x ending where a PROT_NONE
+page begins: the gathers read 4 bytes at x + col and AddressSanitizer does not see them, so an
+over-read past x's end faults here instead.
+
+test_csrmv_entries_match_numpy: the same entries through the registry (each forced by
+SPARSEINFER_ALGO on a one-layer int8 model) against the NumPy integer reference, bit for bit,
+under every ISA cap this CPU has."""
 from __future__ import annotations
 
 import os
@@ -17,7 +22,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import sparseinfer
+from sparseinfer.format import write_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,8 +46,9 @@ def test_int8_kernels(script):
         assert int(failed) == 0 and int(passed) >= least, out
 
 
-# Every ISA variant against si_i8_csrmv_ref, bit for bit (float output with mul 1 and add 0,
-# exact while |sum| < 2^24: rows of at most 300 non-zeros of |127 * 255|).
+# Every ISA variant of every entry's loop against si_i8_csrmv_ref, bit for bit (float output
+# with mul 1 and add 0, exact while |sum| < 2^24: rows of at most 300 non-zeros of |127 * 255|).
+# It prints the ISA it detected and, per entry and ISA, how many matrices that loop ran on.
 _EDGE_C = r"""
 #define _GNU_SOURCE
 #include "si_internal.h"
@@ -49,8 +59,13 @@ _EDGE_C = r"""
 #include <unistd.h>
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t nx(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+static const struct { si_i8_mv_loop loop; const char *entry; } loops[] = {
+    {SI_I8_MV_ACTIVE, "fc_csrmv_i8"}, {SI_I8_MV_AVX2, "fc_csrmv_i8_avx2"}, {SI_I8_MV_NOGATHER, "fc_csrmv_i8_nogather"}};
+enum { NLOOPS = sizeof loops / sizeof loops[0] };
 int main(void) {
     si_init();
+    int ran[3][NLOOPS] = {{0}};
+    printf("detected %s\n", si_isa_str(si_isa_detected()));
     static const int64_t colss[] = {1, 2, 3, 4, 5, 17, 100, 4096, 25088, 65536, 66000};
     static const int lens[] = {0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 66, 67, 100, 129, 300};
     const int nl = (int)(sizeof lens / sizeof lens[0]);
@@ -90,28 +105,50 @@ int main(void) {
             rq.mul = mul; rq.add = add; rq.act = SI_ACT_LINEAR; rq.out_u8 = 0;
             float *yr = malloc(4 * (size_t)rows), *y = malloc(4 * (size_t)rows);
             si_i8_csrmv_ref(&A, x, &rq, yr);
-            for (si_isa isa = SI_ISA_PORTABLE; isa <= si_isa_detected(); isa++) {
-                si_dispatch_select(isa);
-                memset(y, 0xCD, 4 * (size_t)rows);
-                si_i8_csrmv(&A, x, &rq, y);
-                runs++;
-                for (int64_t r = 0; r < rows; r++)
-                    if (memcmp(y + r, yr + r, 4)) {
-                        printf("FAIL cols %lld %s [%s] row %lld (%d non-zeros, placement %lld): %.9g, ref %.9g\n",
-                               (long long)cols, use16 ? "col16" : "col32", si_isa_str(isa), (long long)r, lens[r / 3],
-                               (long long)(r % 3), (double)y[r], (double)yr[r]);
-                        fails++;
-                        break;
-                    }
-            }
+            for (si_isa isa = SI_ISA_PORTABLE; isa <= si_isa_detected(); isa++)
+                for (int li = 0; li < NLOOPS; li++) {
+                    si_dispatch_select(isa);
+                    if (!si_i8_csrmv_has(loops[li].loop)) continue;
+                    memset(y, 0xCD, 4 * (size_t)rows);
+                    if (li == 0) si_i8_csrmv(&A, x, &rq, y);
+                    else si_i8_csrmv_loop(loops[li].loop, &A, x, &rq, y);
+                    runs++;
+                    ran[isa][li]++;
+                    for (int64_t r = 0; r < rows; r++)
+                        if (memcmp(y + r, yr + r, 4)) {
+                            printf("FAIL %s [%s] cols %lld %s: row %lld, element y[%lld] (%d non-zeros, placement "
+                                   "%s): %.9g, ref %.9g\n",
+                                   loops[li].entry, si_isa_str(isa), (long long)cols, use16 ? "col16" : "col32",
+                                   (long long)r, (long long)r, lens[r / 3],
+                                   r % 3 == 0 ? "at x's end" : r % 3 == 1 ? "at x's start" : "spread",
+                                   (double)y[r], (double)yr[r]);
+                            fails++;
+                            break;
+                        }
+                }
             si_dispatch_select(si_isa_detected());
             munmap(map, (np + 1) * pg);
             free(ptr); free(col); free(c16); free(val); free(mul); free(add); free(yr); free(y);
         }
+    for (int isa = 0; isa <= (int)si_isa_detected(); isa++)
+        for (int li = 0; li < NLOOPS; li++)
+            printf("ran %s %s %d\n", loops[li].entry, si_isa_str((si_isa)isa), ran[isa][li]);
     printf("%d passed, %d failed\n", runs - fails, fails);
     return fails != 0;
 }
 """
+
+_ORDER = ["portable", "avx2", "avx512"]
+
+
+def _applies(entry: str, isa: str) -> bool:
+    """The batch-1 int8 CSR entries' rule: fc_csrmv_i8 everywhere, fc_csrmv_i8_avx2 only above
+    AVX2 (at AVX2 it would be fc_csrmv_i8 itself), fc_csrmv_i8_nogather from AVX2 up."""
+    i = _ORDER.index(isa)
+    return {"fc_csrmv_i8": True, "fc_csrmv_i8_avx2": i > 1, "fc_csrmv_i8_nogather": i >= 1}[entry]
+
+
+ENTRIES = ("fc_csrmv_i8", "fc_csrmv_i8_avx2", "fc_csrmv_i8_nogather")
 
 
 @pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
@@ -133,3 +170,75 @@ def test_csrmv_edge_rows(tmp_path):
     assert r.returncode == 0, f"exit status {r.returncode} (-11: a read past x's end)\n{out}"
     m = re.search(r"^(\d+) passed, (\d+) failed", r.stdout, re.M)
     assert m and int(m.group(2)) == 0 and int(m.group(1)) >= 21, out
+    # every entry's loop ran on all 21 matrices under every ISA cap where it applies, and no other
+    detected = re.search(r"^detected (\w+)", r.stdout, re.M).group(1)
+    ran = {(e, i): int(n) for e, i, n in re.findall(r"^ran (\w+) (\w+) (\d+)", r.stdout, re.M)}
+    for isa in _ORDER[:_ORDER.index(detected) + 1]:
+        for entry in ENTRIES:
+            want = 21 if _applies(entry, isa) else 0
+            assert ran.get((entry, isa)) == want, f"{entry} under {isa}: ran on {ran.get((entry, isa))} matrices, expected {want}\n{out}"
+
+
+def _int8_dense(rng: np.random.Generator, rows_len: list[int], cols: int) -> tuple[list[dict], np.ndarray]:
+    """One int8 dense layer (float output) whose row i has rows_len[i // 3] non-zeros (at most
+    cols) placed against x's end (i % 3 == 0), at its start (1) or spread (2); values of
+    magnitude up to 127, many at 127."""
+    n = 3 * len(rows_len)
+    W = np.zeros((n, cols), np.int8)
+    for i in range(n):
+        ln = min(rows_len[i // 3], cols)
+        if ln == 0:
+            continue
+        c = (np.arange(cols - ln, cols) if i % 3 == 0 else np.arange(ln) if i % 3 == 1
+             else np.sort(rng.choice(cols, ln, replace=False)))
+        v = rng.integers(1, 128, ln) * rng.choice([-1, 1], ln)
+        v[rng.random(ln) < 0.5] = 127
+        W[i, c] = v
+    ws = rng.uniform(0.5, 2.0, n).astype(np.float32) / 127
+    b = rng.integers(-5000, 5000, n).astype(np.int32)
+    layer = {"name": "fc", "type": "dense", "activation": "linear", "W": W, "b": b,
+             "quant": {"input": (1.0 / 255, 0), "output": None, "weight_scale": ws}}
+    x = (rng.integers(0, 256, (3, 1, 1, cols)) / 255.0).astype(np.float32)
+    x[:, 0, 0, -4:] = 1.0  # x's last bytes 255: a wrong read near the end changes the sum
+    return [layer], x
+
+
+@pytest.mark.parametrize("isa", _ORDER)
+@pytest.mark.parametrize("cols", [1000, 66000])  # uint16 columns; int32 (over 65,536 inputs, the most an int8 layer has)
+def test_csrmv_entries_match_numpy(tmp_path, monkeypatch, isa, cols):
+    if _ORDER.index(isa) > _ORDER.index(sparseinfer.isa()):
+        pytest.skip(f"this CPU has {sparseinfer.isa()} at most")
+    sys.path.insert(0, os.path.join(ROOT, "kernels", "tests"))
+    import make_cases
+    lens = [0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129, 255, 256, 257, 300]
+    layers, x = _int8_dense(np.random.default_rng(cols), lens, cols)
+    path = str(tmp_path / "fc_i8.npz")
+    write_model(path, layers, {"shape": [1, 1, cols]}, storage="csr")
+    want = make_cases.reference_forward_int8(layers, x.astype(np.float64)).astype(np.float32)
+    try:
+        sparseinfer.set_isa(isa)
+        # unforced, the planner times every entry that applies (and only those)
+        monkeypatch.delenv("SPARSEINFER_ALGO", raising=False)
+        cands = sparseinfer.load(path, exec="auto", cache="").layers()[0]["candidates_batch1"]
+        want_c = {e for e in ENTRIES if _applies(e, isa)}
+        assert {e for e in cands if e in ENTRIES} == want_c, f"under {isa}: candidates {cands}, expected {want_c}"
+        for entry in ENTRIES:
+            monkeypatch.setenv("SPARSEINFER_ALGO", entry)
+            m = sparseinfer.load(path, exec="sparse", cache="")
+            info = m.layers()[0]
+            assert info["dtype"] == "int8", info
+            if not _applies(entry, isa):
+                assert entry not in info["candidates_batch1"], f"{entry} is a candidate under {isa}"
+                continue
+            assert info["algo_batch1"] == entry, f"{entry} forced under {isa}, ran {info['algo_batch1']}"
+            for s in range(len(x)):
+                got = m.predict(x[s:s + 1]).reshape(-1)
+                bad = np.flatnonzero(got.view(np.uint32) != want[s].view(np.uint32))
+                if bad.size:
+                    r = int(bad[0])
+                    pytest.fail(f"{entry} [{isa}] cols {cols}, sample {s}: row {r}, element y[{r}] "
+                                f"({np.count_nonzero(layers[0]['W'][r])} non-zeros, "
+                                f"{['at x end', 'at x start', 'spread'][r % 3]}): {float(got[r]):.9g}, NumPy {float(want[s][r]):.9g} "
+                                f"({bad.size} elements differ)")
+    finally:
+        sparseinfer.set_isa("auto")

@@ -14,16 +14,28 @@
  *    way) took 0.95 ms warm and 1.35 ms cold against 0.79 and 1.11 ms (fc6 at 4%, one
  *    thread, Sapphire Rapids, both with the prefetch below).
  *  - AVX2: the same with 8 lanes (vpgatherdd ymm), four accumulators, the tail scalar.
- *    Measured only on Sapphire Rapids under the AVX2 cap. Zen 3's vpgatherdd ymm is
- *    microcoded (uops.info: 39 uops, one per 8 cycles), so there this loop should run near
- *    one non-zero per cycle, no faster than the fp32 kernels' compute: its gain would come
- *    from the bytes alone. A variant without gathers (the column by movzx, x's byte by
- *    vpinsrb from memory, 4 x 8 lanes) ran 0.89-0.95 ms warm and 1.22 ms cold here against
- *    0.74-0.79 and 1.15 ms for this loop; it needs a Zen 3 to choose between them.
- *  - Both prefetch the value and column streams MV_PREFETCH non-zeros ahead.
+ *  - AVX2 without gathers (mv_rows_nogather): the column by a scalar load, x's byte by
+ *    vpinsrb from memory, 4 x 8 lanes a step, then as the AVX2 loop. It reads only the
+ *    byte at x + col, so nothing is peeled.
+ *  - All three prefetch the value and column streams MV_PREFETCH non-zeros ahead.
  *  - portable: four scalar int32 sums.
  *  Rows are split among threads by non-zeros (si_part_rows); the requantization of one row
  *  is the scalar rule.
+ *
+ *  Which loop is fastest depends on the CPU's gathers, so each is a registry entry of its
+ *  own (fc/si_fc_i8.c) and the planner times them on the running CPU: fc_csrmv_i8 the active
+ *  ISA's loop (si_i8_csrmv), fc_csrmv_i8_avx2 the AVX2 gather loop where the active ISA is
+ *  AVX-512, fc_csrmv_i8_nogather the loop without gathers from AVX2 up (si_i8_csrmv_loop).
+ *  Sapphire Rapids, fc6 at 4%, one thread (bench/results/csr8_fc6_spr_session6.txt, medians
+ *  of 3 runs): warm, the AVX2 gather loop 0.74 ms and the AVX-512 one 0.76 ms, within noise
+ *  (the planner's times swapped their order from load to load; with 2 threads session 5 had
+ *  1.48x against 1.35x of fp32), 1.50x and 1.49x the faster fp32 entry; without gathers
+ *  0.89 ms, 1.26x. Cold, all about 1.14-1.24 ms, 2.0-2.2x. At 9% cold the loop without
+ *  gathers won (2.66 ms against 2.94). AVX-512 forms with vpdpbusd (VNNI) in place of vpand
+ *  + vpmaddwd + vpaddd measured no faster (0.73-0.74 against 0.71 ms in one harness): the
+ *  loops are bound by the gathers. On AMD Zen 3 vpgatherdd ymm is microcoded (uops.info: 39
+ *  uops, one per 8 cycles), so there the loop without gathers is expected to win; not
+ *  measured (no Zen 3 here), which is why the planner decides, not a CPU rule.
  *
  * csrmm (batch > 1, and the sparse convolution on im2col rows): the samples are the vector
  * dimension. A panel of up to 64 rows of X is transposed into int32 (zero-extended uint8,
@@ -39,7 +51,8 @@
  *  Threads: with at least as many panels as threads, each thread takes whole panels (its own
  *  slot of ws); otherwise the threads transpose the panels together and split the rows.
  *
- * The variant is the active ISA's (si_isa_active()); plain references sit at the end.
+ * si_i8_csrmv and si_i8_csrmm run the active ISA's variant (si_isa_active()); plain
+ * references sit at the end.
  */
 #include "si_internal.h"
 
@@ -235,6 +248,71 @@ SI_TARGET_AVX2 static void mv_rows_avx2(const si_csr8_view *A, int64_t r0, int64
     if (A->col16) mv_avx2_body(A, r0, r1, x, rq, y, 1);
     else mv_avx2_body(A, r0, r1, x, rq, y, 0);
 }
+
+/* No gathers: each of x's bytes by a scalar load at its column, inserted into a vector
+ * (vpinsrb), 4 x 8 lanes a step; the values, products and sums as in the gather loop. Every
+ * read is the one byte at x + col, so no row needs peeling. is16: as above. */
+SI_TARGET_AVX2 SI_INLINE void mv_nogather_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                               const si_requant *rq, void *y, const int is16) {
+    const int8_t *val = A->val;
+    const int32_t *c32 = A->col;
+    const uint16_t *c16 = A->col16;
+    const __m256i z = _mm256_setzero_si256();
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t k = A->ptr[r];
+        const int64_t k1 = A->ptr[r + 1];
+        __m256i a0 = z, a1 = z, a2 = z, a3 = z;
+#define XB(I) x[is16 ? c16[k + (I)] : c32[k + (I)]]
+#define MADD(ACC, XV, V8)                                                                                           \
+    ACC = _mm256_add_epi32(ACC, _mm256_madd_epi16(_mm256_cvtepu8_epi32(XV), _mm256_cvtepi8_epi32(V8)))
+        for (; k + 32 <= k1; k += 32) {
+            MV_PF(val + k + MV_PREFETCH);
+            if (is16) {
+                MV_PF(c16 + k + MV_PREFETCH);
+            } else {
+                MV_PF(c32 + k + MV_PREFETCH);
+                MV_PF(c32 + k + MV_PREFETCH + 16);
+            }
+            __m128i p = _mm_cvtsi32_si128(XB(0)), q = _mm_cvtsi32_si128(XB(8));
+            __m128i u = _mm_cvtsi32_si128(XB(16)), w = _mm_cvtsi32_si128(XB(24));
+#define INS(I)                                                                                                      \
+    p = _mm_insert_epi8(p, XB(I), I);                                                                               \
+    q = _mm_insert_epi8(q, XB(8 + (I)), I);                                                                         \
+    u = _mm_insert_epi8(u, XB(16 + (I)), I);                                                                        \
+    w = _mm_insert_epi8(w, XB(24 + (I)), I);
+            INS(1) INS(2) INS(3) INS(4) INS(5) INS(6) INS(7)
+#undef INS
+            const __m256i vv = _mm256_loadu_si256((const __m256i *)(val + k));
+            const __m128i vA = _mm256_castsi256_si128(vv), vB = _mm256_extracti128_si256(vv, 1);
+            MADD(a0, p, vA);
+            MADD(a1, q, _mm_unpackhi_epi64(vA, vA));
+            MADD(a2, u, vB);
+            MADD(a3, w, _mm_unpackhi_epi64(vB, vB));
+        }
+        for (; k + 8 <= k1; k += 8) {
+            __m128i p = _mm_cvtsi32_si128(XB(0));
+            p = _mm_insert_epi8(p, XB(1), 1); p = _mm_insert_epi8(p, XB(2), 2); p = _mm_insert_epi8(p, XB(3), 3);
+            p = _mm_insert_epi8(p, XB(4), 4); p = _mm_insert_epi8(p, XB(5), 5); p = _mm_insert_epi8(p, XB(6), 6);
+            p = _mm_insert_epi8(p, XB(7), 7);
+            MADD(a0, p, _mm_loadl_epi64((const __m128i *)(val + k)));
+        }
+#undef MADD
+        __m256i t = _mm256_add_epi32(_mm256_add_epi32(a0, a2), _mm256_add_epi32(a1, a3));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        int32_t s = _mm_cvtsi128_si32(h);
+        for (; k < k1; k++) s += val[k] * (int32_t)XB(0);
+#undef XB
+        store_out(rq, r, s, y, r);
+    }
+}
+
+SI_TARGET_AVX2 static void mv_rows_nogather(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
+                                            const si_requant *rq, void *y) {
+    if (A->col16) mv_nogather_body(A, r0, r1, x, rq, y, 1);
+    else mv_nogather_body(A, r0, r1, x, rq, y, 0);
+}
 #endif
 
 static mv_rows_fn mv_rows_for(si_isa isa) {
@@ -246,10 +324,37 @@ static mv_rows_fn mv_rows_for(si_isa isa) {
     return mv_rows_portable;
 }
 
+int si_i8_csrmv_has(si_i8_mv_loop loop) {
+    const si_isa isa = si_isa_active();
+    switch (loop) {
+    case SI_I8_MV_ACTIVE: return 1;
+#if SI_X86
+    case SI_I8_MV_AVX2: return isa > SI_ISA_AVX2;
+    case SI_I8_MV_NOGATHER: return isa >= SI_ISA_AVX2;
+#endif
+    default: (void)isa; return 0;
+    }
+}
+
+/* A loop the active ISA does not have (the cap lowered after planning) runs as the active
+ * one: never an instruction the cap excludes. */
+static mv_rows_fn mv_loop_for(si_i8_mv_loop loop) {
+#if SI_X86
+    if (si_i8_csrmv_has(loop) && loop == SI_I8_MV_AVX2) return mv_rows_avx2;
+    if (si_i8_csrmv_has(loop) && loop == SI_I8_MV_NOGATHER) return mv_rows_nogather;
+#endif
+    (void)loop;
+    return mv_rows_for(si_isa_active());
+}
+
 void si_i8_csrmv(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y) {
+    si_i8_csrmv_loop(SI_I8_MV_ACTIVE, A, x, rq, y);
+}
+
+void si_i8_csrmv_loop(si_i8_mv_loop loop, const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y) {
     if (A->rows <= 0) return;
     if (si_use_reference) { si_i8_csrmv_ref(A, x, rq, y); return; }
-    const mv_rows_fn fn = mv_rows_for(si_isa_active());
+    const mv_rows_fn fn = mv_loop_for(loop);
     const int64_t nnz = A->ptr[A->rows] - A->ptr[0];
     const int nt = si_threads_for(nnz + A->rows, A->rows);
     if (nt <= 1) { fn(A, 0, A->rows, x, rq, y); return; }

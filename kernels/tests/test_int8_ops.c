@@ -1,8 +1,9 @@
 /* Checks the int8 CSR kernels and the uint8 activation ops (issue 12) for every ISA variant
  * this CPU can run (si_dispatch_select, SI_ISA_PORTABLE up to si_isa_detected()):
  *
- *  - csr/si_csr_i8.c: si_i8_csrmv and si_i8_csrmm against si_i8_csrmv_ref / si_i8_csrmm_ref
- *    bit for bit (uint8 and float outputs, relu and linear, zero points 0 / 128 / 255), and
+ *  - csr/si_csr_i8.c: si_i8_csrmv (the loops of fc_csrmv_i8, fc_csrmv_i8_avx2 and
+ *    fc_csrmv_i8_nogather: si_i8_csrmv_loop) and si_i8_csrmm against si_i8_csrmv_ref /
+ *    si_i8_csrmm_ref bit for bit (uint8 and float outputs, relu and linear, zero points 0 / 128 / 255), and
  *    the references against this file's own int64 sums and its own copy of the
  *    requantization rule. Random CSR matrices: empty rows, nnz 0, a single row, 1 and 3
  *    columns (every gather lane near x's end), 65536 columns as uint16, 66000 as int32,
@@ -206,11 +207,17 @@ static void run_csr_case(const char *name, csr8 *M, const rq_case *R, int64_t n,
         }
     if (!bad) check(1, "%s", what);
 
-    for (si_isa isa = SI_ISA_PORTABLE; isa < n_isa; isa++) {
+    /* csrmv: the loop of every batch-1 entry (fc/si_fc_i8.c) the ISA has */
+    static const struct { si_i8_mv_loop loop; const char *entry; } loops[] = {
+        {SI_I8_MV_ACTIVE, "fc_csrmv_i8"}, {SI_I8_MV_AVX2, "fc_csrmv_i8_avx2"},
+        {SI_I8_MV_NOGATHER, "fc_csrmv_i8_nogather"}};
+    for (si_isa isa = SI_ISA_PORTABLE; isa < n_isa; isa++)
+    for (int li = 0; li < (mv ? (int)(sizeof loops / sizeof loops[0]) : 1); li++) {
         si_dispatch_select(isa);
+        if (mv && !si_i8_csrmv_has(loops[li].loop)) continue;
         memset(Y, 0xCD, (size_t)ybytes); /* the gaps of ldy > rows must stay as they were */
         if (mv) {
-            si_i8_csrmv(&M->v, X, &R->rq, Y);
+            si_i8_csrmv_loop(loops[li].loop, &M->v, X, &R->rq, Y);
         } else {
             const int64_t wsb = si_i8_csrmm_ws_bytes(&M->v, n);
             void *ws = xmalloc((size_t)wsb);
@@ -221,8 +228,8 @@ static void run_csr_case(const char *name, csr8 *M, const rq_case *R, int64_t n,
         while (e < ybytes && Y[e] == Yref[e]) e++;
         if (e < ybytes) {
             const int64_t el = e / esz;
-            check(0, "%s %s [%s]: element %lld (sample %lld row %lld): got %.9g, ref %.9g", mv ? "csrmv" : "csrmm",
-                  si_isa_str(isa), what, (long long)el, (long long)(el / ldy), (long long)(el % ldy),
+            check(0, "%s %s [%s]: element %lld (sample %lld row %lld): got %.9g, ref %.9g",
+                  mv ? loops[li].entry : "csrmm", si_isa_str(isa), what, (long long)el, (long long)(el / ldy), (long long)(el % ldy),
                   out_value(Y, u8, el), out_value(Yref, u8, el));
         } else {
             check(1, "%s", what);
