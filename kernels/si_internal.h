@@ -199,7 +199,7 @@ const si_json *si_json_get(const si_json *obj, const char *key);
 
 enum si_act { SI_ACT_LINEAR = 0, SI_ACT_RELU = 1, SI_ACT_SOFTMAX = 2 };
 
-#define SI_MAX_ALGOS 32        /* entries in the registry, at most */
+#define SI_MAX_ALGOS 48        /* entries in the registry, at most (si_plan.c's held() masks: under 62) */
 #define SI_REGIMES 2           /* 0: batch 1, 1: larger batches */
 
 /* Shared weight forms an entry reads; the planner keeps exactly the union of what the

@@ -512,6 +512,7 @@ typedef struct regime_plan {
  * packed copy (a form of its own, for the one-form rule). */
 /* One bit per entry that keeps its own copy: two such entries hold two copies (LeNet-5's int8
  * fc1 kept the VNNI and the AMX packing, 2 x 400 KB, when they counted as one form). */
+_Static_assert(SI_MAX_ALGOS <= 62, "held() keeps one bit per entry above the two form bits");
 static uint64_t held(const si_algo *a) {
     return a->state_only ? UINT64_C(4) << si_algo_index(a) : (uint64_t)a->forms;
 }
