@@ -249,9 +249,14 @@ SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_
     }
 }
 
-#define R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define R1(X) X(0)
+#define R2(X) R1(X) X(1)
+#define R3(X) R2(X) X(2)
+#define R4(X) R3(X) X(3)
+#define R5(X) R4(X) X(4)
+#define R6(X) R5(X) X(5)
 #define MK_DECL(i) __m256i s##i##_0 = _mm256_setzero_si256(), s##i##_1 = _mm256_setzero_si256(); \
-    const int16_t *a##i = a + (i < rows ? i : 0) * lda;
+    const int16_t *a##i = a + (i) * lda;
 #define MK_STEP(i)                                                                            \
     {                                                                                         \
         int32_t p;                                                                            \
@@ -261,31 +266,50 @@ SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_
         s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
     }
 #define MK_OUT(i)                                                                             \
-    if (i < rows) {                                                                           \
-        _mm256_storeu_si256((__m256i *)(m + i * ldm), s##i##_0);                              \
-        _mm256_storeu_si256((__m256i *)(m + i * ldm + 8), s##i##_1);                          \
-    }
+    _mm256_storeu_si256((__m256i *)(m + (i) * ldm), s##i##_0);                                \
+    _mm256_storeu_si256((__m256i *)(m + (i) * ldm + 8), s##i##_1);
 
-/* m[i][0..16) = sum_q a[i][2q, 2q+1] . b[q][0..16)[2] for rows i < rows (<= MR) */
-SI_TARGET_AVX2 static void mk(const int16_t *a, int64_t lda, int rows, const int16_t *b, int64_t cp, int32_t *m,
-                              int64_t ldm) {
-    R6(MK_DECL)
-    for (int64_t q = 0; q < cp; q++) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));
-        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + q * 32 + 16));
-        R6(MK_STEP)
+/* m[i][0..16) = sum_q a[i][2q, 2q+1] . b[q][0..16)[2] for the R rows i of a block, one body per
+ * height: a 49-tile group (VGG19's blocks 4 and 5 at F(4x4) and F(2x2)) runs 8 blocks of 6 and
+ * one of 1, which cost 6 rows when the 6-row body served it */
+#define MK_BODY(H)                                                                            \
+    SI_TARGET_AVX2 static __attribute__((noinline)) void mk##H(const int16_t *a, int64_t lda, const int16_t *b, \
+                                                              int64_t cp, int32_t *m, int64_t ldm) { \
+        R##H(MK_DECL)                                                                         \
+        for (int64_t q = 0; q < cp; q++) {                                                    \
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));             \
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + q * 32 + 16));        \
+            R##H(MK_STEP)                                                                     \
+        }                                                                                     \
+        R##H(MK_OUT)                                                                          \
     }
-    R6(MK_OUT)
-}
+MK_BODY(1)
+MK_BODY(2)
+MK_BODY(3)
+MK_BODY(4)
+MK_BODY(5)
+MK_BODY(6)
+
+typedef void (*mk_fn)(const int16_t *a, int64_t lda, const int16_t *b, int64_t cp, int32_t *m, int64_t ldm);
+static const mk_fn mk_of[MR + 1] = {NULL, mk1, mk2, mk3, mk4, mk5, mk6};
 
 /* M[xi] rows [t0, t1) of the group */
 SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, int64_t ldv, int32_t *M, int64_t ldm,
                                    int64_t t0, int64_t t1) {
-    for (int64_t r = t0; r < t1; r += MR) {
-        const int rows = (int)(t1 - r < MR ? t1 - r : MR);
-        for (int64_t p = 0; p < s->panels; p++)
-            mk(V + r * ldv, ldv, rows, s->u + (xi * s->panels + p) * s->cp * NR * 2, s->cp, M + r * ldm + p * NR, ldm);
+    const int16_t *u = s->u + xi * s->panels * s->cp * NR * 2;
+    if (s->panels * s->cp * NR * 2 * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
+        for (int64_t r = t0; r < t1; r += MR)
+            for (int64_t p = 0; p < s->panels; p++)
+                mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * s->cp * NR * 2, s->cp, M + r * ldm + p * NR,
+                                                 ldm);
+        return;
     }
+    /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass: GEMM alone, 1 thread,
+     * SPR capped to AVX2, C = F = 512 on 49 rows 58-60 -> 64-66 GMAC/s, C = F = 256 on 196 rows
+     * 73-77 -> 79-81, against the rows outer (C = F = 64: 79-81 rows outer, 73-77 panels outer) */
+    for (int64_t p = 0; p < s->panels; p++)
+        for (int64_t r = t0; r < t1; r += MR)
+            mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * s->cp * NR * 2, s->cp, M + r * ldm + p * NR, ldm);
 }
 
 /* 8 sums of channels f0 + [0, 8) requantized into c (n <= 8 of them), as si_requant_f /
