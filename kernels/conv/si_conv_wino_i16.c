@@ -274,9 +274,11 @@ SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_
  * one of 1, which cost 6 rows when the 6-row body served it */
 #define MK_BODY(H)                                                                            \
     SI_TARGET_AVX2 static __attribute__((noinline)) void mk##H(const int16_t *a, int64_t lda, const int16_t *b, \
-                                                              int64_t cp, int32_t *m, int64_t ldm) { \
+                                                              int64_t cp, int32_t *m, int64_t ldm,            \
+                                                              const int16_t *pf) {                            \
         R##H(MK_DECL)                                                                         \
         for (int64_t q = 0; q < cp; q++) {                                                    \
+            _mm_prefetch((const char *)(pf + q * 32), _MM_HINT_T0);                           \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));             \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + q * 32 + 16));        \
             R##H(MK_STEP)                                                                     \
@@ -290,26 +292,31 @@ MK_BODY(4)
 MK_BODY(5)
 MK_BODY(6)
 
-typedef void (*mk_fn)(const int16_t *a, int64_t lda, const int16_t *b, int64_t cp, int32_t *m, int64_t ldm);
+typedef void (*mk_fn)(const int16_t *a, int64_t lda, const int16_t *b, int64_t cp, int32_t *m, int64_t ldm,
+                      const int16_t *pf);
 static const mk_fn mk_of[MR + 1] = {NULL, mk1, mk2, mk3, mk4, mk5, mk6};
 
 /* M[xi] rows [t0, t1) of the group */
 SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, int64_t ldv, int32_t *M, int64_t ldm,
                                    int64_t t0, int64_t t1) {
-    const int16_t *u = s->u + xi * s->panels * s->cp * NR * 2;
-    if (s->panels * s->cp * NR * 2 * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
+    const int64_t pn = s->cp * NR * 2; /* a panel's int16 */
+    const int16_t *u = s->u + xi * s->panels * pn, *end = s->u + s->xi * s->panels * pn;
+    if (s->panels * pn * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
         for (int64_t r = t0; r < t1; r += MR)
             for (int64_t p = 0; p < s->panels; p++)
-                mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * s->cp * NR * 2, s->cp, M + r * ldm + p * NR,
-                                                 ldm);
+                mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm,
+                                                 u + p * pn);
         return;
     }
-    /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass: GEMM alone, 1 thread,
-     * SPR capped to AVX2, C = F = 512 on 49 rows 58-60 -> 64-66 GMAC/s, C = F = 256 on 196 rows
-     * 73-77 -> 79-81, against the rows outer (C = F = 64: 79-81 rows outer, 73-77 panels outer) */
-    for (int64_t p = 0; p < s->panels; p++)
+    /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass, and the first rows
+     * prefetch the next panel: GEMM alone, 1 thread, SPR capped to AVX2, C = F = 512 on 49 rows
+     * 58-60 -> 64-66 GMAC/s, C = F = 256 on 196 rows 73-77 -> 79-81, against the rows outer
+     * (C = F = 64: 79-81 rows outer, 73-77 panels outer) */
+    for (int64_t p = 0; p < s->panels; p++) {
+        const int16_t *b = u + p * pn, *next = b + pn < end ? b + pn : b;
         for (int64_t r = t0; r < t1; r += MR)
-            mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * s->cp * NR * 2, s->cp, M + r * ldm + p * NR, ldm);
+            mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, r == t0 ? next : b);
+    }
 }
 
 /* 8 sums of channels f0 + [0, 8) requantized into c (n <= 8 of them), as si_requant_f /
