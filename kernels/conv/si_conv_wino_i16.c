@@ -541,15 +541,28 @@ SI_TARGET_AVX2 static void in_tile4(const si_layer *L, const uint8_t *in, int64_
             for (int i = 0; i < 6; i++) _mm256_storeu_si256((__m256i *)(V + (i * 6 + j) * ldv + c), o[i]);
         }
     }
-    for (; c < vstride(L); c++) {
-        int r[6][6], o[6], v[6];
+    if (c < vstride(L)) {
+        /* the last channels (VGG19's block1_conv1: all 3) as one vector, through copies of
+         * their bytes (a 16-byte load would read past the input's end), the pad channel 0 */
+        const int64_t w = vstride(L) - c;
+        __m256i r[6][6], o[6];
         for (int y = 0; y < 6; y++) {
-            for (int x = 0; x < 6; x++) v[x] = c < C ? (d[y * 6 + x] ? d[y * 6 + x][c] : z) : 0;
-            BT6(r[y], v[0], v[1], v[2], v[3], v[4], v[5], I_ADD, I_SUB, I_SHL)
+            __m256i v[6];
+            for (int x = 0; x < 6; x++) {
+                uint8_t b[16] = {0};
+                if (d[y * 6 + x]) memcpy(b, d[y * 6 + x] + c, (size_t)(C - c));
+                else memset(b, z, (size_t)(C - c));
+                v[x] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b));
+            }
+            BT6(r[y], v[0], v[1], v[2], v[3], v[4], v[5], V_ADD, V_SUB, V_SHL)
         }
         for (int j = 0; j < 6; j++) {
-            BT6(o, r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j], I_ADD, I_SUB, I_SHL)
-            for (int i = 0; i < 6; i++) V[(i * 6 + j) * ldv + c] = (int16_t)o[i];
+            BT6(o, r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j], V_ADD, V_SUB, V_SHL)
+            for (int i = 0; i < 6; i++) {
+                int16_t t[16];
+                _mm256_storeu_si256((__m256i *)t, o[i]);
+                memcpy(V + (i * 6 + j) * ldv + c, t, (size_t)w * sizeof(int16_t));
+            }
         }
     }
 }
