@@ -1,28 +1,32 @@
-/* conv_winograd_i16: exact Winograd F(2x2, 3x3) in 16-bit integers for int8 3x3 stride-1
- * convolutions, on CPUs whose int8 GEMM has no VNNI (plain AVX2: Zen 3, Haswell to Skylake).
+/* conv_winograd_i16, conv_winograd3_i16, conv_winograd4_i16: exact Winograd F(2x2, 3x3),
+ * F(3x3, 3x3) and F(4x4, 3x3) in 16-bit integers for int8 3x3 stride-1 convolutions, on CPUs
+ * whose int8 GEMM has no VNNI (plain AVX2: Zen 3, Haswell to Skylake). The planner times them
+ * against conv_igemm.
  *
  * Why: without VNNI the int8 im2col GEMM (ops/si_igemm.c, vpmaddubsw) does about 2x the fp32
  * FMA's multiply-adds per cycle, and fp32 Winograd F(4x4, 3x3) saves 4x of them, so fp32
  * beat int8 on VGG19's 3x3 layers. vpmaddwd multiplies int16 pairs at about 1.4x the FMA's
  * rate (register-only loops on Intel SPR capped to AVX2, one core: fp32 FMA 61, vpmaddwd +
- * vpaddd 85, vpmaddubsw + vpmaddwd + vpaddd 111 GMAC/s; bench/isa_peak.c), and F(2x2, 3x3)
- * needs 16 products per 4 outputs where the direct form needs 36.
+ * vpaddd 85, vpmaddubsw + vpmaddwd + vpaddd 111 GMAC/s; bench/isa_peak.c), and F(m x m, 3x3)
+ * needs (m + 2)^2 products per m^2 outputs where the direct form needs 9 m^2: 2.25x, 3.24x and
+ * 4x fewer.
  *
- * Exact: with G2 = 2 G (integers: rows [2 0 0], [1 1 1], [1 -1 1], [0 0 2]), the filter's
- * transform U = G2 g G2^T is 4 G g G^T, integers of at most 9 * 127 = 1143; the input's
- * V = B^T d B sums four uint8 values with signs, at most 4 * 255 = 1020; both are int16, and
- * each vpmaddwd lane (two products) is exact in int32. The output transform Y = A^T M A (A's
- * entries 0 and +-1) then holds 4x the convolution's int32 sum. Every addition wraps modulo
- * 2^32, so Y is exact whenever the true 4 * sum fits int32: |sum| <= 255 * 127 * 9C < 2^29
- * for C <= 1800 (the entry's limit). Y >> 2 is then the very sum conv_igemm computes (uint8
- * input, padding taps at the zero point), and the requantization is its, bit for bit.
+ * Exact: the filter transform scaled to integers, U = 4 G g G^T (F(2x2)), 36 G g G^T (F(3x3))
+ * or D G g G^T D, D = diag(4, 6, 6, 24, 24, 1) (F(4x4), Lavin and Gray's points), at most
+ * 81 * 127; the input's V = B^T d B of uint8 d, at most 100 * 255: both int16, and each
+ * vpmaddwd lane (two products) exact in int32. Every later addition wraps modulo 2^32; the
+ * output transform (F(4x4): A'' = 24 A D^-1, integers) gives 4, 36 or 576 times the sum modulo
+ * 2^32, from which a shift (and a multiply by 9's inverse modulo 2^32) recovers the sum modulo
+ * 2^32, 2^30 or 2^26: exact while |sum| < 2^31, 2^29 (uint8 inputs, C <= MAX_C) or 2^25
+ * (F(4x4): checked per layer, sums_fit_26). That is the sum conv_igemm computes (uint8 input,
+ * padding taps at the zero point), and the requantization is its, bit for bit.
  *
- * The run: tiles of 2x2 outputs (4x4 inputs) in groups whose V (int16) and M (int32) take
- * GROUP_BYTES; per group, in one parallel region: the threads transform their tiles' inputs
- * (16 channels a vector), then take the 16 positions xi a GEMM each, M[xi] = V[xi] U[xi]^T
- * (tiles x C times C x F: a 6-tile x 16-filter block of int32 sums in 12 ymm, per channel pair
- * one 32-bit broadcast of V and two vpmaddwd), then transform their tiles back with the
- * requantization. A following max pool runs after it (no run_pool).
+ * The run: tiles of m x m outputs in groups of V (int16) and M (int32), per thread where every
+ * U[xi] fits half an L2, else shared (GROUP_BYTES, the positions' GEMMs split among the
+ * threads): the input transform (16 channels a vector), per position xi the GEMM M[xi] =
+ * V[xi] U[xi]^T (tiles x C times C x F: a 6-tile x 16-filter block of int32 sums in 12 ymm,
+ * per channel pair one 32-bit broadcast of V and two vpmaddwd), then the output transform with
+ * the requantization, and a following 2x2 max pool for F(2x2) and F(4x4).
  * Reference: the im2col reference of conv_igemm on the layer's int8 weights. */
 #include "si_internal.h"
 
