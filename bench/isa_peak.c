@@ -34,44 +34,34 @@ __attribute__((target("avx2,fma"))) static double fma_loop(long n) {
     return n * NF * 8.0 / dt;
 }
 
-/* the operands differ per chain (w[i]) and x changes every iteration (the asm), so nothing is
- * common to two chains or two iterations */
-__attribute__((target("avx2"))) static double u8_loop(long n) {
-    __m256i a[NI], w[NI];
-    for (int i = 0; i < NI; i++) a[i] = _mm256_set1_epi32(i), w[i] = _mm256_set1_epi8((char)(i + 1));
-    __m256i x = _mm256_set1_epi8(3);
-    const __m256i one = _mm256_set1_epi16(1);
-    const double t = omp_get_wtime();
-    for (long k = 0; k < n; k++) {
-        for (int i = 0; i < NI; i++) a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w[i]), one));
-        __asm__ volatile("" : "+x"(x));
+/* the integer loops: NI chains a += STEP(x, w[i]), the operands different per chain (w[i]) and
+ * x changing every iteration (the asm), so nothing is common to two chains or iterations */
+#define INT_LOOP(NAME, SETW, STEP, MACS)                                                      \
+    __attribute__((target("avx2"))) static double NAME(long n) {                             \
+        __m256i a[NI], w[NI];                                                                 \
+        for (int i = 0; i < NI; i++) a[i] = _mm256_set1_epi32(i), w[i] = SETW(i + 1);         \
+        __m256i x = SETW(3);                                                                  \
+        const __m256i one = _mm256_set1_epi16(1);                                             \
+        (void)one;                                                                            \
+        const double t = omp_get_wtime();                                                     \
+        for (long k = 0; k < n; k++) {                                                        \
+            for (int i = 0; i < NI; i++) a[i] = _mm256_add_epi32(a[i], STEP(x, w[i]));        \
+            __asm__ volatile("" : "+x"(x));                                                   \
+        }                                                                                     \
+        const double dt = omp_get_wtime() - t;                                                \
+        __m256i s = a[0];                                                                     \
+        for (int i = 1; i < NI; i++) s = _mm256_add_epi32(s, a[i]);                           \
+        int b[8];                                                                             \
+        _mm256_storeu_si256((__m256i *)b, s);                                                 \
+        if (b[0] == 12345) printf(" ");                                                       \
+        return n * NI * (double)(MACS) / dt;                                                  \
     }
-    const double dt = omp_get_wtime() - t;
-    __m256i s = a[0];
-    for (int i = 1; i < NI; i++) s = _mm256_add_epi32(s, a[i]);
-    int b[8];
-    _mm256_storeu_si256((__m256i *)b, s);
-    if (b[0] == 12345) printf(" ");
-    return n * NI * 32.0 / dt;
-}
-
-__attribute__((target("avx2"))) static double s16_loop(long n) {
-    __m256i a[NI], w[NI];
-    for (int i = 0; i < NI; i++) a[i] = _mm256_set1_epi32(i), w[i] = _mm256_set1_epi16((short)(i + 1));
-    __m256i x = _mm256_set1_epi16(3);
-    const double t = omp_get_wtime();
-    for (long k = 0; k < n; k++) {
-        for (int i = 0; i < NI; i++) a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(x, w[i]));
-        __asm__ volatile("" : "+x"(x));
-    }
-    const double dt = omp_get_wtime() - t;
-    __m256i s = a[0];
-    for (int i = 1; i < NI; i++) s = _mm256_add_epi32(s, a[i]);
-    int b[8];
-    _mm256_storeu_si256((__m256i *)b, s);
-    if (b[0] == 12345) printf(" ");
-    return n * NI * 16.0 / dt;
-}
+#define SET8(v) _mm256_set1_epi8((char)(v))
+#define SET16(v) _mm256_set1_epi16((short)(v))
+#define U8_STEP(x, w) _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), one) /* 32 u8 x s8 products */
+#define S16_STEP(x, w) _mm256_madd_epi16(x, w)                          /* 16 int16 products */
+INT_LOOP(u8_loop, SET8, U8_STEP, 32)
+INT_LOOP(s16_loop, SET16, S16_STEP, 16)
 
 int main(void) {
     const long n = 100000000;

@@ -564,6 +564,9 @@ void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out
  * set to zero (the quantized 0.0) */
 void si_im2col_u8(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
                   uint8_t zero);
+/* conv/si_conv_i8.c: the int8 convolution's reference on int8 weights w (rows x cols); uint8 in,
+ * the layer's output type out. */
+void si_conv_i8_ref(const si_layer *L, const int8_t *w, const uint8_t *x, int batch, void *out);
 
 /* Per-ISA variants, for si_dispatch.c (defined in the files of their families). */
 #define SI_DECLARE_VARIANTS(ret, name, args) \

@@ -3,10 +3,22 @@ user's ~/.cache (its timings are measured once per layer and reused by later loa
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+
+import pytest
 
 _CACHE_DIR = tempfile.mkdtemp(prefix="sparseinfer-test-cache-")
 os.environ.setdefault("SPARSEINFER_CACHE", os.path.join(_CACHE_DIR, "plan.tsv"))
+
+
+@pytest.fixture
+def c_tools():
+    """The tests that build C programs (the kernels' own tests, sanitizers, the C API example)
+    need cc and bash. The README's set-up has a C compiler (the package's extension is C), so a
+    missing one fails these tests with its name rather than skipping them unseen."""
+    missing = [t for t in ("cc", "bash") if shutil.which(t) is None]
+    assert not missing, f"{' and '.join(missing)} not found on PATH: the C tests need them (README: a C compiler)"
 
 
 # SPARSEINFER_TEST_MEMORY=1: each test's peak resident memory (VmHWM, reset before the test

@@ -17,7 +17,7 @@ from sparseinfer.format import write_model
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "classify.c")
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
+pytestmark = pytest.mark.usefixtures("c_tools")
 
 
 def _config(*flags: str) -> list[str]:

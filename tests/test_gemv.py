@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "kernels", "tests", "run_gemv.sh")
 
 
-@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
+@pytest.mark.usefixtures("c_tools")
 def test_gemv_against_reference():
     env = dict(os.environ, PYTHON=sys.executable)
     r = subprocess.run(["bash", SCRIPT], capture_output=True, text=True, env=env, timeout=900)

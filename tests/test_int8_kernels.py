@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 
@@ -31,7 +30,7 @@ from sparseinfer.format import write_model
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
+@pytest.mark.usefixtures("c_tools")
 @pytest.mark.parametrize("script", ["run_igemm.sh", "run_igemm_amx.sh", "run_int8_ops.sh"])
 def test_int8_kernels(script):
     env = dict(os.environ, PYTHON=sys.executable)
@@ -151,7 +150,7 @@ def _applies(entry: str, isa: str) -> bool:
 ENTRIES = ("fc_csrmv_i8", "fc_csrmv_i8_avx2", "fc_csrmv_i8_nogather")
 
 
-@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
+@pytest.mark.usefixtures("c_tools")
 def test_csrmv_edge_rows(tmp_path):
     src = tmp_path / "csrmv_edges.c"
     src.write_text(_EDGE_C)

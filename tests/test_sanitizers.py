@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "kernels", "tests", "run_sanitized.sh")
 
 
-@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
+@pytest.mark.usefixtures("c_tools")
 def test_loader_under_sanitizers():
     env = dict(os.environ, PYTHON=sys.executable)
     r = subprocess.run(["bash", SCRIPT], capture_output=True, text=True, env=env, timeout=900)
@@ -28,7 +28,7 @@ def test_loader_under_sanitizers():
     assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, out
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.usefixtures("c_tools")
 def test_threads_under_thread_sanitizer():
     """The threads test under ThreadSanitizer (kernels/tests/run_tsan.sh: clang-14 and LLVM's
     OpenMP, installed with apt-get if missing): the process's first loads from 4 threads at

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "kernels", "tests", "run_sparse_kernels.sh")
 
 
-@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("bash") is None, reason="needs cc and bash")
+@pytest.mark.usefixtures("c_tools")
 def test_sparse_kernels():
     env = dict(os.environ, PYTHON=sys.executable)
     t0 = time.monotonic()

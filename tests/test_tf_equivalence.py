@@ -125,18 +125,16 @@ def test_vgg19_generated(vgg19_refs, batch):
     _check_refs(got, refs[f"f32_py{batch}"], refs[f"f64_py{batch}"], f"VGG19 generated batch {batch}")
 
 
+@pytest.mark.usefixtures("c_tools")
 @pytest.mark.parametrize("batch", [1, 8])
 def test_c_example_matches_tensorflow(vgg19_refs, tmp_path, batch):
     """examples/classify.c (the C API alone, compiled against the installed library) on the
     generated VGG19 and on the shipped LeNet-5, against TensorFlow on the same weights."""
-    import shutil
     import subprocess
 
     from prune.keras_io import keras_from_model_file
     from tests.test_c_api import EXAMPLE, _config, _parse
 
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler (cc)")
     exe = tmp_path / "classify"
     subprocess.run(["cc", "-std=c99", "-O1", EXAMPLE, *_config("--cflags", "--libs"), "-o", str(exe)],
                    check=True, capture_output=True, text=True)

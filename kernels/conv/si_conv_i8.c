@@ -149,9 +149,9 @@ static void ig_run_pool(const si_layer *L, const void *st, const float *in, int 
     }
 }
 
-static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
-    int8_t *w = si_i8_packed_weights(L, st); /* all the entry keeps is the packed copy */
-    const uint8_t *x = (const uint8_t *)in;
+/* The int8 convolution by its reference: each output position's uint8 patch (padding taps at
+ * the zero point) times the rows of w (rows x cols int8), requantized; also conv_winograd*_i16's. */
+void si_conv_i8_ref(const si_layer *L, const int8_t *w, const uint8_t *x, int batch, void *out) {
     const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
     si_requant rq;
     si_layer_requant(L, &rq);
@@ -162,6 +162,11 @@ static void ig_run_ref(const si_layer *L, const void *st, const float *in, int b
         si_igemm_ref(row, K, 1, w, F, K, &rq, (char *)out + (size_t)(p * F) * out_elem(L), F);
     }
     free(row);
+}
+
+static void ig_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    int8_t *w = si_i8_packed_weights(L, st); /* all the entry keeps is the packed copy */
+    si_conv_i8_ref(L, w, (const uint8_t *)in, batch, out);
     free(w);
 }
 

@@ -202,19 +202,51 @@ static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; 
 static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 3, batch); }
 static int64_t wi_ws4(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 4, batch); }
 
+/* Tile q's sample and tile row and column (m x m outputs a tile) */
+static void tile_at(const si_layer *L, int mt, int64_t q, int64_t *n, int64_t *ty, int64_t *tx) {
+    const int64_t th = (L->out_h + mt - 1) / mt, tw = (L->out_w + mt - 1) / mt;
+    *n = q / (th * tw);
+    *ty = q % (th * tw) / tw;
+    *tx = q % tw;
+}
+
+/* The k x k pixels from (y0, x0) of sample n of an H x W image: each one's pixel index, or -1
+ * outside the image (an input tap in the padding, an output past a partial tile's edge) */
+static void grid(int64_t n, int64_t H, int64_t W, int64_t y0, int64_t x0, int k, int64_t *pix) {
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            const int64_t y = y0 + i, x = x0 + j;
+            pix[i * k + j] = y >= 0 && y < H && x >= 0 && x < W ? (n * H + y) * W + x : -1;
+        }
+}
+
+/* Tile q's (m + 2) x (m + 2) input window: pointers to each tap's channels, NULL in the padding */
+static void in_taps(const si_layer *L, int mt, const uint8_t *in, int64_t q, const uint8_t **d) {
+    int64_t n, ty, tx, pix[36];
+    tile_at(L, mt, q, &n, &ty, &tx);
+    grid(n, L->in_h, L->in_w, mt * ty - L->pad_top, mt * tx - L->pad_left, mt + 2, pix);
+    for (int t = 0; t < (mt + 2) * (mt + 2); t++) d[t] = pix[t] >= 0 ? in + pix[t] * L->in_c : NULL;
+}
+
+/* Tile q's m x m outputs (NHWC, e bytes a value), or with pool (even m) the m/2 x m/2 outputs
+ * of the 2x2 max pool whose windows it holds: pointers, NULL past the output's edge */
+static void out_pixels(const si_layer *L, int mt, char *out, size_t e, int64_t q, int pool, char **y) {
+    int64_t n, ty, tx, pix[16];
+    const int k = pool ? mt / 2 : mt;
+    tile_at(L, mt, q, &n, &ty, &tx);
+    if (pool) grid(n, L->pool->out_h, L->pool->out_w, k * ty, k * tx, k, pix);
+    else grid(n, L->out_h, L->out_w, k * ty, k * tx, k, pix);
+    for (int t = 0; t < k * k; t++) y[t] = pix[t] >= 0 ? out + (size_t)(pix[t] * L->rows) * e : NULL;
+}
+
 #if SI_X86
 /* V[xi][t][c] = (B^T d B)[xi] of tile q, d the 4x4 input window (taps outside the image at the
  * zero point z), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
 SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
-    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 1) / 2, tw = (L->out_w + 1) / 2;
-    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const int64_t C = L->in_c;
     const uint8_t z = (uint8_t)L->q_in_zero;
     const uint8_t *d[16];
-    for (int y = 0; y < 4; y++)
-        for (int x = 0; x < 4; x++) {
-            const int64_t iy = 2 * ty - L->pad_top + y, ix = 2 * tx - L->pad_left + x;
-            d[y * 4 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
-        }
+    in_taps(L, 2, in, q, d);
     int64_t c = 0;
     const __m256i zv = _mm256_set1_epi16(z);
     for (; c + 16 <= C; c += 16) {
@@ -370,20 +402,11 @@ SI_TARGET_AVX2 SI_INLINE void rq8(__m256i s, const rq8k *k, char *c) {
  * then >> 2 (4x the sum, exactly) and the requantization into out (NHWC). */
 SI_TARGET_AVX2 static void out_tile2(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
                                     int64_t q, char *out, int pool) {
-    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 1) / 2, tw = (OW + 1) / 2;
-    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const int64_t F = L->rows;
     const size_t e = rq->out_u8 ? 1 : sizeof(float);
-    char *y[4] = {NULL, NULL, NULL, NULL};
-    if (pool) { /* the tile is the 2x2 window of pooled output (ty, tx) */
-        const int64_t PH = L->pool->out_h, PW = L->pool->out_w;
-        if (ty < PH && tx < PW) y[0] = out + (size_t)(((n * PH + ty) * PW + tx) * F) * e;
-        else return;
-    } else
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++) {
-                const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
-                y[i * 2 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
-            }
+    char *y[4];
+    out_pixels(L, 2, out, e, q, pool, y); /* with pool: the tile is one 2x2 window */
+    if (pool && !y[0]) return;
     for (int64_t f = 0; f < F; f += 8) {
         const int cnt = (int)(F - f < 8 ? F - f : 8);
         rq8k k8;
@@ -427,15 +450,10 @@ SI_TARGET_AVX2 static void out_tile2(const si_layer *L, const si_requant *rq, co
 #define V_DBL(a) _mm256_add_epi16(a, a)
 
 SI_TARGET_AVX2 static void in_tile3(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
-    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 2) / 3, tw = (L->out_w + 2) / 3;
-    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const int64_t C = L->in_c;
     const uint8_t z = (uint8_t)L->q_in_zero;
     const uint8_t *d[25];
-    for (int y = 0; y < 5; y++)
-        for (int x = 0; x < 5; x++) {
-            const int64_t iy = 3 * ty - L->pad_top + y, ix = 3 * tx - L->pad_left + x;
-            d[y * 5 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
-        }
+    in_taps(L, 3, in, q, d);
     int64_t c = 0;
     const __m256i zv = _mm256_set1_epi16(z);
     for (; c + 16 <= C; c += 16) {
@@ -474,16 +492,11 @@ SI_TARGET_AVX2 static void in_tile3(const si_layer *L, const uint8_t *in, int64_
 
 SI_TARGET_AVX2 static void out_tile3(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
                                      int64_t q, char *out) { /* 3x3 tiles do not hold 2x2 windows: no fused pool */
-    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 2) / 3, tw = (OW + 2) / 3;
-    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const int64_t F = L->rows;
     const size_t e = rq->out_u8 ? 1 : sizeof(float);
     const __m256i inv9 = _mm256_set1_epi32((int32_t)954437177); /* 9 * 954437177 = 2^33 + 1 */
     char *y[9];
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) {
-            const int64_t oy = 3 * ty + i, ox = 3 * tx + j;
-            y[i * 3 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
-        }
+    out_pixels(L, 3, out, e, q, 0, y);
     for (int64_t f = 0; f < F; f += 8) {
         const int cnt = (int)(F - f < 8 ? F - f : 8);
         rq8k k8;
@@ -521,15 +534,10 @@ SI_TARGET_AVX2 static void out_tile3(const si_layer *L, const si_requant *rq, co
 #define V_SHL(a, n) _mm256_slli_epi16(a, n)
 
 SI_TARGET_AVX2 static void in_tile4(const si_layer *L, const uint8_t *in, int64_t q, int16_t *V, int64_t ldv) {
-    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, th = (L->out_h + 3) / 4, tw = (L->out_w + 3) / 4;
-    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const int64_t C = L->in_c;
     const uint8_t z = (uint8_t)L->q_in_zero;
     const uint8_t *d[36];
-    for (int y = 0; y < 6; y++)
-        for (int x = 0; x < 6; x++) {
-            const int64_t iy = 4 * ty - L->pad_top + y, ix = 4 * tx - L->pad_left + x;
-            d[y * 6 + x] = iy >= 0 && iy < H && ix >= 0 && ix < W ? in + ((n * H + iy) * W + ix) * C : NULL;
-        }
+    in_taps(L, 4, in, q, d);
     int64_t c = 0;
     const __m256i zv = _mm256_set1_epi16(z);
     for (; c + 16 <= C; c += 16) {
@@ -588,25 +596,12 @@ SI_TARGET_AVX2 static void in_tile4(const si_layer *L, const uint8_t *in, int64_
 
 SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
                                      int64_t q, char *out, int pool) {
-    const int64_t F = L->rows, OH = L->out_h, OW = L->out_w, th = (OH + 3) / 4, tw = (OW + 3) / 4;
-    const int64_t n = q / (th * tw), ty = q % (th * tw) / tw, tx = q % tw;
+    const int64_t F = L->rows;
     const size_t e = rq->out_u8 ? 1 : sizeof(float);
     const __m256i inv9 = _mm256_set1_epi32((int32_t)954437177);
     char *y[16];
-    if (pool) { /* the tile holds the 2x2 windows of pooled outputs (2 ty + i, 2 tx + j) */
-        const int64_t PH = L->pool->out_h, PW = L->pool->out_w;
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++) {
-                const int64_t py = 2 * ty + i, px = 2 * tx + j;
-                y[i * 2 + j] = py < PH && px < PW ? out + (size_t)(((n * PH + py) * PW + px) * F) * e : NULL;
-            }
-        if (!y[0]) return; /* (its windows past the pooled output's first row and column) */
-    } else
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
-                const int64_t oy = 4 * ty + i, ox = 4 * tx + j;
-                y[i * 4 + j] = oy < OH && ox < OW ? out + (size_t)(((n * OH + oy) * OW + ox) * F) * e : NULL;
-            }
+    out_pixels(L, 4, out, e, q, pool, y); /* with pool: its four 2x2 windows */
+    if (pool && !y[0]) return;             /* (windows past the pooled output's last row and column) */
     for (int64_t f = 0; f < F; f += 8) {
         const int cnt = (int)(F - f < 8 ? F - f : 8);
         rq8k k8;
@@ -731,18 +726,7 @@ static void wi_run_pool(const si_layer *L, const void *st, const float *in, int 
 
 static void wi_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
     (void)st;
-    const uint8_t *x = (const uint8_t *)in;
-    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
-    const size_t e = L->q_out_u8 ? 1 : sizeof(float);
-    si_requant rq;
-    si_layer_requant(L, &rq);
-    uint8_t *row = malloc((size_t)(K ? K : 1));
-    if (!row) abort(); /* the reference is for tests */
-    for (int64_t p = 0; p < P; p++) {
-        si_im2col_u8(L, x, p, 1, row, K, (uint8_t)L->q_in_zero);
-        si_igemm_ref(row, K, 1, L->w8, F, K, &rq, (char *)out + (size_t)(p * F) * e, F);
-    }
-    free(row);
+    si_conv_i8_ref(L, L->w8, (const uint8_t *)in, batch, out);
 }
 
 const si_algo si_algo_conv_winograd_i16 = {

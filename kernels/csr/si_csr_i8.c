@@ -198,6 +198,26 @@ SI_TARGET_AVX512 static void mv_rows_avx512(const si_csr8_view *A, int64_t r0, i
     else mv_avx512_body(A, r0, r1, x, rq, y, 0);
 }
 
+/* The AVX2 loops' prefetch of the value and column streams MV_PREFETCH non-zeros ahead, and
+ * the sum of their four accumulators' lanes */
+SI_TARGET_AVX2 SI_INLINE void mv_pf_avx2(const int8_t *val, const uint16_t *c16, const int32_t *c32, int64_t k,
+                                         int is16) {
+    MV_PF(val + k + MV_PREFETCH);
+    if (is16) {
+        MV_PF(c16 + k + MV_PREFETCH);
+    } else {
+        MV_PF(c32 + k + MV_PREFETCH);
+        MV_PF(c32 + k + MV_PREFETCH + 16);
+    }
+}
+SI_TARGET_AVX2 SI_INLINE int32_t hsum4_avx2(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+    const __m256i t = _mm256_add_epi32(_mm256_add_epi32(a0, a2), _mm256_add_epi32(a1, a3));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+    return _mm_cvtsi128_si32(h);
+}
+
 /* is16: a constant where inlined, so each column type gets its own loop */
 SI_TARGET_AVX2 SI_INLINE void mv_avx2_body(const si_csr8_view *A, int64_t r0, int64_t r1, const uint8_t *x,
                                         const si_requant *rq, void *y, const int is16) {
@@ -218,13 +238,7 @@ SI_TARGET_AVX2 SI_INLINE void mv_avx2_body(const si_csr8_view *A, int64_t r0, in
         ACC = _mm256_add_epi32(ACC, _mm256_madd_epi16(xv, v));                                                      \
     } while (0)
         for (; k + 32 <= k1; k += 32) {
-            MV_PF(val + k + MV_PREFETCH);
-            if (is16) {
-                MV_PF(c16 + k + MV_PREFETCH);
-            } else {
-                MV_PF(c32 + k + MV_PREFETCH);
-                MV_PF(c32 + k + MV_PREFETCH + 16);
-            }
+            mv_pf_avx2(val, c16, c32, k, is16);
             STEP(k, a0);
             STEP(k + 8, a1);
             STEP(k + 16, a2);
@@ -233,11 +247,7 @@ SI_TARGET_AVX2 SI_INLINE void mv_avx2_body(const si_csr8_view *A, int64_t r0, in
         for (; k + 8 <= k1; k += 8) STEP(k, a0);
 #undef STEP
 #undef COLS
-        __m256i t = _mm256_add_epi32(_mm256_add_epi32(a0, a2), _mm256_add_epi32(a1, a3));
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
-        s += _mm_cvtsi128_si32(h);
+        s += hsum4_avx2(a0, a1, a2, a3);
         for (; k < k1; k++) s += val[k] * (int32_t)x[is16 ? c16[k] : c32[k]];
         store_out(rq, r, s, y, r);
     }
@@ -266,13 +276,7 @@ SI_TARGET_AVX2 SI_INLINE void mv_nogather_body(const si_csr8_view *A, int64_t r0
 #define MADD(ACC, XV, V8)                                                                                           \
     ACC = _mm256_add_epi32(ACC, _mm256_madd_epi16(_mm256_cvtepu8_epi32(XV), _mm256_cvtepi8_epi32(V8)))
         for (; k + 32 <= k1; k += 32) {
-            MV_PF(val + k + MV_PREFETCH);
-            if (is16) {
-                MV_PF(c16 + k + MV_PREFETCH);
-            } else {
-                MV_PF(c32 + k + MV_PREFETCH);
-                MV_PF(c32 + k + MV_PREFETCH + 16);
-            }
+            mv_pf_avx2(val, c16, c32, k, is16);
             __m128i p = _mm_cvtsi32_si128(XB(0)), q = _mm_cvtsi32_si128(XB(8));
             __m128i u = _mm_cvtsi32_si128(XB(16)), w = _mm_cvtsi32_si128(XB(24));
 #define INS(I)                                                                                                      \
@@ -297,11 +301,7 @@ SI_TARGET_AVX2 SI_INLINE void mv_nogather_body(const si_csr8_view *A, int64_t r0
             MADD(a0, p, _mm_loadl_epi64((const __m128i *)(val + k)));
         }
 #undef MADD
-        __m256i t = _mm256_add_epi32(_mm256_add_epi32(a0, a2), _mm256_add_epi32(a1, a3));
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
-        int32_t s = _mm_cvtsi128_si32(h);
+        int32_t s = hsum4_avx2(a0, a1, a2, a3);
         for (; k < k1; k++) s += val[k] * (int32_t)XB(0);
 #undef XB
         store_out(rq, r, s, y, r);
