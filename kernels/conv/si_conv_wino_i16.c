@@ -305,16 +305,17 @@ SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_
     _mm256_storeu_si256((__m256i *)(m + (i) * ldm), s##i##_0);                                \
     _mm256_storeu_si256((__m256i *)(m + (i) * ldm + 8), s##i##_1);
 
-/* m[i][0..16) = sum_q a[i][2q, 2q+1] . b[q][0..16)[2] for the R rows i of a block, one body per
+/* m[i][0..16) = sum_q a[i][2q, 2q+1] . b[q][0..16)[2] for the R rows i of a block, prefetching
+ * the lines pf[q * 32] of q < npf (a share of the next panel of U), one body per
  * height: a 49-tile group (VGG19's blocks 4 and 5 at F(4x4) and F(2x2)) runs 8 blocks of 6 and
  * one of 1, which cost 6 rows when the 6-row body served it */
 #define MK_BODY(H)                                                                            \
     SI_TARGET_AVX2 static __attribute__((noinline)) void mk##H(const int16_t *a, int64_t lda, const int16_t *b, \
                                                               int64_t cp, int32_t *m, int64_t ldm,            \
-                                                              const int16_t *pf) {                            \
+                                                              const int16_t *pf, int64_t npf) {               \
         R##H(MK_DECL)                                                                         \
         for (int64_t q = 0; q < cp; q++) {                                                    \
-            _mm_prefetch((const char *)(pf + q * 32), _MM_HINT_T0);                           \
+            if (q < npf) _mm_prefetch((const char *)(pf + q * 32), _MM_HINT_T0);              \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));             \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + q * 32 + 16));        \
             R##H(MK_STEP)                                                                     \
@@ -329,7 +330,7 @@ MK_BODY(5)
 MK_BODY(6)
 
 typedef void (*mk_fn)(const int16_t *a, int64_t lda, const int16_t *b, int64_t cp, int32_t *m, int64_t ldm,
-                      const int16_t *pf);
+                      const int16_t *pf, int64_t npf);
 static const mk_fn mk_of[MR + 1] = {NULL, mk1, mk2, mk3, mk4, mk5, mk6};
 
 /* M[xi] rows [t0, t1) of the group */
@@ -341,17 +342,22 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
         for (int64_t r = t0; r < t1; r += MR)
             for (int64_t p = 0; p < s->panels; p++)
                 mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm,
-                                                 u + p * pn);
+                                                 u + p * pn, 0);
         return;
     }
-    /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass, and the first rows
-     * prefetch the next panel: GEMM alone, 1 thread, SPR capped to AVX2, C = F = 512 on 49 rows
-     * 58-60 -> 64-66 GMAC/s, C = F = 256 on 196 rows 73-77 -> 79-81, against the rows outer
-     * (C = F = 64: 79-81 rows outer, 73-77 panels outer) */
+    /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass, and the row blocks
+     * prefetch the next panel, each its share of the lines (ch). GEMM alone, 1 thread, SPR
+     * capped to AVX2, C = F = 512 on 49 rows 58-60 -> 64-66 GMAC/s, C = F = 256 on 196 rows
+     * 73-77 -> 79-81, against the rows outer (C = F = 64: 79-81 rows outer, 73-77 panels
+     * outer). In VGG19 (int8, 2 threads), where blocks 4 and 5's U come from memory, the lines
+     * shared out instead of all prefetched by the first block: 48.6-50.9 -> 46.8-47.5 ms */
+    const int64_t nb = (t1 - t0 + MR - 1) / MR, ch = (s->cp + nb - 1) / nb;
     for (int64_t p = 0; p < s->panels; p++) {
         const int16_t *b = u + p * pn, *next = b + pn < end ? b + pn : b;
-        for (int64_t r = t0; r < t1; r += MR)
-            mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, r == t0 ? next : b);
+        for (int64_t r = t0, k = 0; r < t1; r += MR, k++) {
+            const int64_t q0 = k * ch, nq = q0 >= s->cp ? 0 : s->cp - q0 < ch ? s->cp - q0 : ch;
+            mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
+        }
     }
 }
 
