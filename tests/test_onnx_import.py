@@ -270,9 +270,9 @@ def test_flat_input_mlp(tmp_path):
 def test_tf2onnx_lenet(tmp_path):
     """A Keras LeNet-style model (NHWC) through tf2onnx: its Reshape to NCHW, its
     Shape/Slice/Concat flatten and MatMul + Add; against onnxruntime and Keras."""
-    tf = pytest.importorskip("tensorflow")
-    tf2onnx = pytest.importorskip("tf2onnx")
+    tf = pytest.importorskip("tensorflow")  # the runtime-only install has no TensorFlow
     import keras
+    import tf2onnx  # in the test extra: not skipped where TensorFlow is
 
     keras.utils.set_random_seed(12)
     L = keras.layers
