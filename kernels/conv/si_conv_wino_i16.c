@@ -369,6 +369,7 @@ typedef struct rq8k {
     __m256 mul, add, inv, lo, hi;
     __m256i z, m;
     int relu, u8, n;
+    int relu_in_clamp; /* uint8 out at zero point 0: the clamp's max at 0 is the ReLU (inv > 0) */
 } rq8k;
 
 SI_TARGET_AVX2 SI_INLINE void rq8_prep(const si_requant *rq, int64_t f0, int n, rq8k *k) {
@@ -381,12 +382,13 @@ SI_TARGET_AVX2 SI_INLINE void rq8_prep(const si_requant *rq, int64_t f0, int n, 
     k->z = _mm256_set1_epi32(rq->zero);
     k->relu = rq->act == SI_ACT_RELU;
     k->u8 = rq->out_u8;
+    k->relu_in_clamp = rq->out_u8 && rq->zero == 0;
     k->n = n;
 }
 
 SI_TARGET_AVX2 SI_INLINE void rq8(__m256i s, const rq8k *k, char *c) {
     __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), k->mul, k->add);
-    if (k->relu) y = _mm256_max_ps(y, _mm256_setzero_ps());
+    if (k->relu && !k->relu_in_clamp) y = _mm256_max_ps(y, _mm256_setzero_ps());
     if (!k->u8) {
         if (k->n == 8) _mm256_storeu_ps((float *)c, y);
         else _mm256_maskstore_ps((float *)c, k->m, y);
@@ -520,8 +522,8 @@ SI_TARGET_AVX2 static void out_tile3(const si_layer *L, const si_requant *rq, co
             AT5(o, s[i][0], s[i][1], s[i][2], s[i][3], s[i][4])
             for (int j = 0; j < 3; j++)
                 if (y[i * 3 + j]) {
-                    const __m256i t = _mm256_mullo_epi32(_mm256_srai_epi32(o[j], 2), inv9);
-                    rq8(_mm256_srai_epi32(_mm256_slli_epi32(t, 2), 2), &k8, y[i * 3 + j] + (size_t)f * e);
+                    /* o is 4 x (9 sum mod 2^30): o inv9 = 4 x (sum mod 2^30) modulo 2^32 */
+                    rq8(_mm256_srai_epi32(_mm256_mullo_epi32(o[j], inv9), 2), &k8, y[i * 3 + j] + (size_t)f * e);
                 }
         }
     }
@@ -622,8 +624,8 @@ SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, co
         for (int i = 0; i < 4; i++) {
             AT6(o, s[i][0], s[i][1], s[i][2], s[i][3], s[i][4], s[i][5])
             for (int j = 0; j < 4; j++) {
-                const __m256i t = _mm256_mullo_epi32(_mm256_srai_epi32(o[j], 6), inv9);
-                yr[i][j] = _mm256_srai_epi32(_mm256_slli_epi32(t, 6), 6);
+                /* o is 64 x (9 sum mod 2^26): o inv9 = 64 x (sum mod 2^26) modulo 2^32 */
+                yr[i][j] = _mm256_srai_epi32(_mm256_mullo_epi32(o[j], inv9), 6);
             }
         }
         if (pool) { /* the requantization is monotone (mul > 0): the max of the sums, requantized */
