@@ -482,8 +482,11 @@ def test_reduce_range_auto_follows_the_runtime():
              "from sparseinfer.quantization import choose_reduce_range\n"
              "print(json.dumps([sparseinfer.int8_isa(), *choose_reduce_range('auto')]))\n")
     seen = {}
+    # "avx512vnni_only_capped": a CPU with AVX-512 VNNI but not AVX-VNNI (Zen 4, Ice Lake)
+    # capped to avx2 has no VNNI: the VEX vpdpbusd would be an illegal instruction there
     for name, env in (("default", {}), ("avx2", {"SPARSEINFER_ISA": "avx2"}), ("novnni", NO_VNNI),
-                      ("portable", {"SPARSEINFER_ISA": "portable"})):
+                      ("portable", {"SPARSEINFER_ISA": "portable"}),
+                      ("avx512vnni_only_capped", {"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "avxvnni"})):
         e = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
         r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env={**e, **env}, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -493,6 +496,7 @@ def test_reduce_range_auto_follows_the_runtime():
     assert seen["portable"] == "portable"
     if sparseinfer.isa() != "portable":  # an x86 CPU with AVX2
         assert seen["novnni"] == "avx2"
+        assert seen["avx512vnni_only_capped"] == "avx2", seen
 
 
 def test_reduced_range_bit_exact_without_vnni(reduced, mnist, tmp_path):

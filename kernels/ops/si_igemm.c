@@ -90,6 +90,8 @@
  * The tests and the benchmark set it to 0 to run the vpmaddwd path on a VNNI CPU (read when
  * weights are packed). */
 int si_igemm_vnni = 1;
+/* 0 ($SPARSEINFER_DISABLE=avxvnni): the CPU's AVX-VNNI (VEX) form left unused, as on Zen 4 */
+int si_igemm_avxvnni = 1;
 /* 1: pack pair-safe weights for the vpmaddubsw kernel on AVX2 without VNNI; 0 (the tests, the
  * benchmark's "before", SPARSEINFER_DISABLE=maddubs): always the vpmaddwd one. */
 int si_igemm_maddubs = 1;
@@ -675,16 +677,22 @@ int si_i8_pair_safe(const int8_t *w, int64_t n, int64_t k) {
 }
 
 /* 2: AVX-512 VNNI, 1: AVX-VNNI only, 0: neither */
-static int cpu_vnni(void) {
+/* The VNNI forms the kernels may use here: SI_VNNI_AVX (AVX-VNNI, the VEX vpdpbusd / vpdpwssd on
+ * ymm: Alder Lake and later, Sapphire Rapids, Zen 5) and SI_VNNI_512 (AVX-512 VNNI: Ice Lake,
+ * Zen 4, Sapphire Rapids), without those $SPARSEINFER_DISABLE names ("vnni": both; "avxvnni":
+ * the VEX form, as on Zen 4 and Ice Lake, which have only the AVX-512 one). CPUID leaf 7:
+ * subleaf 0 ECX bit 11 AVX512_VNNI, subleaf 1 EAX bit 4 AVX-VNNI (read directly: clang-14's
+ * __builtin_cpu_supports has no "avxvnni"); the OS's saving of the registers is what the ISA
+ * check (si_isa_active) already established. The ISA cap decides which form applies: the VEX
+ * one is not an AVX-512 instruction, so a Zen 4 capped to avx2 has no VNNI. */
+int si_cpu_vnni(void) {
 #if SI_X86
-    /* CPUID leaf 7: subleaf 0 ECX bit 11 AVX512_VNNI, subleaf 1 EAX bit 4 AVX-VNNI (read
-     * directly: clang-14's __builtin_cpu_supports has no "avxvnni"); the OS's saving of the
-     * registers is what the ISA check (si_isa_active) already established */
+    if (!si_igemm_vnni) return 0;
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     const int v512 = (c >> 11) & 1;
     const int v256 = __get_cpuid_count(7, 1, &a, &b, &c, &d) ? (a >> 4) & 1 : 0;
-    return v512 ? 2 : v256 ? 1 : 0;
+    return (v512 ? SI_VNNI_512 : 0) | (v256 && si_igemm_avxvnni ? SI_VNNI_AVX : 0);
 #else
     return 0;
 #endif
@@ -695,11 +703,11 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
     b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
-    const int vnni = si_igemm_vnni ? cpu_vnni() : 0;
-    if (isa >= SI_ISA_AVX512 && vnni == 2) {
+    const int vnni = si_cpu_vnni();
+    if (isa >= SI_ISA_AVX512 && (vnni & SI_VNNI_512)) {
         h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
-    } else if (isa >= SI_ISA_AVX2 && vnni) {
+    } else if (isa >= SI_ISA_AVX2 && (vnni & SI_VNNI_AVX)) {
         h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2 && si_igemm_maddubs && si_i8_pair_safe(w, n, k)) {
@@ -753,8 +761,8 @@ const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const 
 int si_igemm_has_vnni(void) {
 #if SI_X86
     const si_isa isa = si_isa_active();
-    const int v = si_igemm_vnni ? cpu_vnni() : 0;
-    return (isa >= SI_ISA_AVX512 && v == 2) || (isa >= SI_ISA_AVX2 && v >= 1);
+    const int v = si_cpu_vnni();
+    return (isa >= SI_ISA_AVX512 && (v & SI_VNNI_512)) || (isa >= SI_ISA_AVX2 && (v & SI_VNNI_AVX));
 #else
     return 0;
 #endif
@@ -764,9 +772,9 @@ const char *si_int8_isa_name(void) {
     si_init();
 #if SI_X86
     const si_isa isa = si_isa_active();
-    const int v = si_igemm_vnni ? cpu_vnni() : 0;
-    if (isa >= SI_ISA_AVX512 && v == 2) return "avx512_vnni";
-    if (isa >= SI_ISA_AVX2 && v >= 1) return "avx_vnni";
+    const int v = si_cpu_vnni();
+    if (isa >= SI_ISA_AVX512 && (v & SI_VNNI_512)) return "avx512_vnni";
+    if (isa >= SI_ISA_AVX2 && (v & SI_VNNI_AVX)) return "avx_vnni";
     if (isa >= SI_ISA_AVX2) return "avx2";
 #endif
     return "portable";

@@ -107,7 +107,8 @@ double si_now(void) {
  * has) so one machine can run every variant it supports. */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 /* $SPARSEINFER_DISABLE: a comma-separated list of CPU features the kernels must not use
- * ("amx", "vnni"; "maddubs": the int8 GEMM's vpmaddubsw kernel on AVX2), to measure on one
+ * ("amx", "vnni"; "avxvnni": only the VEX form of VNNI, as on Zen 4; "maddubs": the int8 GEMM's
+ * vpmaddubsw kernel on AVX2), to measure on one
  * machine what CPUs without them get. */
 int si_feature_disabled(const char *name) {
     const char *list = getenv("SPARSEINFER_DISABLE");
@@ -117,10 +118,11 @@ int si_feature_disabled(const char *name) {
     return 0;
 }
 
-extern int si_igemm_vnni, si_igemm_maddubs; /* ops/si_igemm.c */
+extern int si_igemm_vnni, si_igemm_avxvnni, si_igemm_maddubs; /* ops/si_igemm.c */
 
 static void init_library(void) {
     if (si_feature_disabled("vnni")) si_igemm_vnni = 0;
+    if (si_feature_disabled("avxvnni")) si_igemm_avxvnni = 0;
     if (si_feature_disabled("maddubs")) si_igemm_maddubs = 0;
     const char *v = getenv("SPARSEINFER_MKL_THREADING"); /* "intel": MKL's own OpenMP, for comparison */
     mkl_set_threading_layer(v && strcmp(v, "intel") == 0 ? MKL_THREADING_INTEL : MKL_THREADING_GNU);
