@@ -346,14 +346,24 @@ _WI16_CHILD = ("import sys, json, numpy as np, sparseinfer\n"
                "    np.save(f'{sys.argv[1]}/p{i}.npy', m.predict(x).reshape(len(x), -1))\n"
                "    l = m.layers()[0]\n"
                "    out.append([l['algo_batch1'], l['algo_batchn'], sorted(l['candidates_batch1'])])\n"
-               "print(json.dumps(out))\n")
+               "print(json.dumps([sparseinfer.int8_isa(), out]))\n")
 
 
+# the int16 GEMM kernel each run takes: vpmaddwd + vpaddd (plain AVX2), the VEX vpdpwssd
+# (AVX-VNNI, under the avx2 cap), the one on zmm (AVX-512 VNNI); the child says which
+# by sparseinfer.int8_isa() (the same choice, ops/si_igemm.c's si_cpu_vnni under the cap)
+_WI16_KERNELS = {"maddwd": ({"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni"}, "avx2"),
+                 "dpwssd_vex": ({"SPARSEINFER_ISA": "avx2"}, "avx_vnni"),
+                 "dpwssd_zmm": ({"SPARSEINFER_ISA": "avx512", "SPARSEINFER_DISABLE": "amx"}, "avx512_vnni")}
+
+
+@pytest.mark.parametrize("kern", sorted(_WI16_KERNELS))
 @pytest.mark.parametrize("algo", ["conv_winograd_i16", "conv_winograd3_i16", "conv_winograd4_i16"])
-def test_winograd_i16_exact(tmp_path, algo):
-    """The int16 Winograd entries (F(2x2), F(3x3) and F(4x4) of 3x3, for CPUs whose int8 GEMM
-    has no VNNI: here the AVX2 cap with VNNI disabled, in a child process) give the int8
-    convolution's exact sums: their outputs equal the NumPy int8 reference's bit for bit, over
+def test_winograd_i16_exact(tmp_path, algo, kern):
+    """The int16 Winograd entries (F(2x2), F(3x3) and F(4x4) of 3x3), with each of their GEMM
+    kernels (vpmaddwd + vpaddd under the AVX2 cap with VNNI disabled; vpdpwssd, VEX under the cap
+    and on zmm at AVX-512 with AMX disabled; in child processes) give the int8 convolution's exact
+    sums: their outputs equal the NumPy int8 reference's bit for bit, over
     channel counts with and without a vector tail, odd output sizes (partial tiles), valid and
     same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float
     ones without, the largest transformed values and sums whose scaled transform wraps int32,
@@ -385,11 +395,15 @@ def test_winograd_i16_exact(tmp_path, algo):
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
         paths.append(str(path))
         wants.append((want, make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)))
-    env = dict(os.environ, SPARSEINFER_ISA="avx2", SPARSEINFER_DISABLE="vnni", SPARSEINFER_ALGO=algo)
+    kenv, want_isa = _WI16_KERNELS[kern]
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
+    env.update(kenv, SPARSEINFER_ALGO=algo)
     r = subprocess.run([sys.executable, "-c", _WI16_CHILD, str(tmp_path), *paths], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    got_algos = json.loads(r.stdout)
+    isa, got_algos = json.loads(r.stdout)
+    if isa != want_isa:  # checked before the results: the kernels ran, but not the ones meant
+        pytest.skip(f"this CPU has no {want_isa} under {kenv} (int8 dot product: {isa})")
     for i, (case, want) in enumerate(zip(cases, wants)):
         if i == len(_WI16_CASES):  # one step past F(4x4)'s bound
             assert algo not in got_algos[i][2] and got_algos[i][0] != algo, got_algos[i]

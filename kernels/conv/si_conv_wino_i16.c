@@ -1,7 +1,6 @@
 /* conv_winograd_i16, conv_winograd3_i16, conv_winograd4_i16: exact Winograd F(2x2, 3x3),
- * F(3x3, 3x3) and F(4x4, 3x3) in 16-bit integers for int8 3x3 stride-1 convolutions, on CPUs
- * whose int8 GEMM has no VNNI (plain AVX2: Zen 3, Haswell to Skylake). The planner times them
- * against conv_igemm.
+ * F(3x3, 3x3) and F(4x4, 3x3) in 16-bit integers for int8 3x3 stride-1 convolutions, on every
+ * CPU with AVX2. The planner times them against conv_igemm (and its AMX form).
  *
  * Why: without VNNI the int8 im2col GEMM (ops/si_igemm.c, vpmaddubsw) does about 2x the fp32
  * FMA's multiply-adds per cycle, and fp32 Winograd F(4x4, 3x3) saves 4x of them, so fp32
@@ -9,12 +8,19 @@
  * rate (register-only loops on Intel SPR capped to AVX2, one core: fp32 FMA 61, vpmaddwd +
  * vpaddd 85, vpmaddubsw + vpmaddwd + vpaddd 111 GMAC/s; bench/isa_peak.c), and F(m x m, 3x3)
  * needs (m + 2)^2 products per m^2 outputs where the direct form needs 9 m^2: 2.25x, 3.24x and
- * 4x fewer.
+ * 4x fewer. With VNNI, vpdpwssd (int16 pairs into int32, the add included) does half
+ * vpdpbusd's products per instruction, so F(4x4) does 2x the int8 GEMM's work per instruction:
+ * VGG19 int8 on SPR, 2 threads, batch 1: 55 -> 37 ms under AVX-VNNI (avx2 cap), 34.5 -> 30.6 ms
+ * with AVX-512 VNNI and AMX disabled (the planner then takes F(4x4) on 8 of 16 layers).
+ *
+ * GEMM kernels (kern_of, by the CPU and the ISA cap): vpmaddwd + vpaddd on ymm (plain AVX2:
+ * Zen 3, Haswell to Comet Lake), the VEX vpdpwssd on ymm (AVX-VNNI: Alder Lake and later), and
+ * vpdpwssd on zmm (AVX-512 VNNI: Ice Lake, Zen 4, Sapphire Rapids).
  *
  * Exact: the filter transform scaled to integers, U = 4 G g G^T (F(2x2)), 36 G g G^T (F(3x3))
  * or D G g G^T D, D = diag(4, 6, 6, 24, 24, 1) (F(4x4), Lavin and Gray's points), at most
  * 81 * 127; the input's V = B^T d B of uint8 d, at most 100 * 255: both int16, and each
- * vpmaddwd lane (two products) exact in int32. Every later addition wraps modulo 2^32; the
+ * vpmaddwd (or vpdpwssd) lane's two products exact in int32. Every later addition wraps modulo 2^32; the
  * output transform (F(4x4): A'' = 24 A D^-1, integers) gives 4, 36 or 576 times the sum modulo
  * 2^32, from which a shift (and a multiply by 9's inverse modulo 2^32) recovers the sum modulo
  * 2^32, 2^30 or 2^26: exact while |sum| < 2^31, 2^29 (uint8 inputs, C <= MAX_C) or 2^25
@@ -47,7 +53,16 @@ typedef struct wi_state {
     int m, xi;           /* F(m x m, 3x3): 2 or 3; xi = (m + 2)^2 positions of an input tile */
     int16_t *u;          /* [xi][panels][cp][NR][2]: U[x][p * NR + j][2 q + e] */
     int64_t cp, panels;  /* channel pairs, panels of NR filters */
+    int kern;            /* the GEMM kernels (kern_of): 0 vpmaddwd + vpaddd, 1 VEX vpdpwssd, 2 zmm vpdpwssd */
 } wi_state;
+
+/* The GEMM kernels for this CPU under the ISA cap: vpdpwssd on zmm where AVX-512 VNNI is
+ * allowed, else the VEX one on ymm where AVX-VNNI is, else vpmaddwd + vpaddd */
+static int kern_of(void) {
+    const int v = si_cpu_vnni();
+    if (si_isa_active() >= SI_ISA_AVX512 && (v & SI_VNNI_512)) return 2;
+    return v & SI_VNNI_AVX ? 1 : 0;
+}
 
 /* the entry's tile (si_algo has no parameter: one applies / prepare pair per m) */
 static int xi_of(int m) { return (m + 2) * (m + 2); }
@@ -58,8 +73,7 @@ static int wi_applies(const si_layer *L, int regime) {
     (void)regime;
 #if SI_X86
     return L->type == SI_LAYER_CONV2D && L->q && L->kh == 3 && L->kw == 3 && L->sh == 1 && L->sw == 1 &&
-           L->out_h > 0 && L->out_w > 0 && L->in_c <= MAX_C && si_isa_active() >= SI_ISA_AVX2 &&
-           !si_igemm_has_vnni();
+           L->out_h > 0 && L->out_w > 0 && L->in_c <= MAX_C && si_isa_active() >= SI_ISA_AVX2;
 #else
     (void)L;
     return 0;
@@ -90,6 +104,7 @@ static si_status_t wi_prepare_m(si_layer *L, int mt, void **out) {
     if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
     s->m = mt;
     s->xi = X;
+    s->kern = kern_of();
     s->cp = (C + 1) / 2;
     s->panels = (F + NR - 1) / NR;
     const int64_t n = X * s->panels * s->cp * NR * 2;
@@ -293,55 +308,120 @@ SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_
 #define R6(X) R5(X) X(5)
 #define MK_DECL(i) __m256i s##i##_0 = _mm256_setzero_si256(), s##i##_1 = _mm256_setzero_si256(); \
     const int16_t *a##i = a + (i) * lda;
-#define MK_STEP(i)                                                                            \
+/* one channel pair of row i: s += a[i][2q, 2q+1] . b0 / b1 by DOT, vpmaddwd + vpaddd on plain
+ * AVX2, one vpdpwssd (the same int16 pair products, summed into the int32 lanes modulo 2^32)
+ * with AVX-VNNI */
+#define DOT_W(S, A, B) _mm256_add_epi32(S, _mm256_madd_epi16(A, B))
+#define DOT_X(S, A, B) _mm256_dpwssd_avx_epi32(S, A, B)
+#define MK_STEP_(i, DOT)                                                                      \
     {                                                                                         \
         int32_t p;                                                                            \
         memcpy(&p, a##i + 2 * q, 4);                                                          \
         const __m256i av = _mm256_set1_epi32(p);                                              \
-        s##i##_0 = _mm256_add_epi32(s##i##_0, _mm256_madd_epi16(av, b0));                     \
-        s##i##_1 = _mm256_add_epi32(s##i##_1, _mm256_madd_epi16(av, b1));                     \
+        s##i##_0 = DOT(s##i##_0, av, b0);                                                     \
+        s##i##_1 = DOT(s##i##_1, av, b1);                                                     \
     }
+#define MK_STEP_W(i) MK_STEP_(i, DOT_W)
+#define MK_STEP_X(i) MK_STEP_(i, DOT_X)
 #define MK_OUT(i)                                                                             \
     _mm256_storeu_si256((__m256i *)(m + (i) * ldm), s##i##_0);                                \
     _mm256_storeu_si256((__m256i *)(m + (i) * ldm + 8), s##i##_1);
+
+#define WI_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
+#define WI_TARGET_VNNI512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 
 /* m[i][0..16) = sum_q a[i][2q, 2q+1] . b[q][0..16)[2] for the R rows i of a block, prefetching
  * the lines pf[q * 32] of q < npf (a share of the next panel of U), one body per
  * height: a 49-tile group (VGG19's blocks 4 and 5 at F(4x4) and F(2x2)) runs 8 blocks of 6 and
  * one of 1, which cost 6 rows when the 6-row body served it */
-#define MK_BODY(H)                                                                            \
-    SI_TARGET_AVX2 static __attribute__((noinline)) void mk##H(const int16_t *a, int64_t lda, const int16_t *b, \
-                                                              int64_t cp, int32_t *m, int64_t ldm,            \
-                                                              const int16_t *pf, int64_t npf) {               \
+#define MK_BODY(NAME, H, TARGET, STEP)                                                        \
+    TARGET static __attribute__((noinline)) void NAME##H(const int16_t *a, int64_t lda, const int16_t *b, \
+                                                         int64_t cp, int32_t *m, int64_t ldm,                 \
+                                                         const int16_t *pf, int64_t npf) {                    \
         R##H(MK_DECL)                                                                         \
         for (int64_t q = 0; q < cp; q++) {                                                    \
             if (q < npf) _mm_prefetch((const char *)(pf + q * 32), _MM_HINT_T0);              \
             const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));             \
             const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + q * 32 + 16));        \
-            R##H(MK_STEP)                                                                     \
+            R##H(STEP)                                                                        \
         }                                                                                     \
         R##H(MK_OUT)                                                                          \
     }
-MK_BODY(1)
-MK_BODY(2)
-MK_BODY(3)
-MK_BODY(4)
-MK_BODY(5)
-MK_BODY(6)
+#define MK_SET(NAME, TARGET, STEP)                                                            \
+    MK_BODY(NAME, 1, TARGET, STEP) MK_BODY(NAME, 2, TARGET, STEP) MK_BODY(NAME, 3, TARGET, STEP) \
+    MK_BODY(NAME, 4, TARGET, STEP) MK_BODY(NAME, 5, TARGET, STEP) MK_BODY(NAME, 6, TARGET, STEP)
+MK_SET(mk, SI_TARGET_AVX2, MK_STEP_W)
+MK_SET(mkx, WI_TARGET_AVXVNNI, MK_STEP_X)
+
+/* AVX-512 VNNI: a channel pair's 16 filters (64 bytes of U) in one zmm, one vpdpwssd per row
+ * (twice the ymm form's products per instruction where 512-bit operations issue on two ports,
+ * Intel; the same where they are split in two, Zen 4). Two sums a row, for even and odd
+ * channel pairs, added at the end (modulo 2^32 like every sum here): one a row left 6 chains
+ * for vpdpwssd's 5-cycle latency, and the 6-row kernel ran at half its port bound. */
+/* s += a . b by vpdpwssd in place: through _mm512_dpwssd_epi32 GCC 12 copied every sum out
+ * and back each step (24 moves per 12 vpdpwssd) */
+#define DPWSSD_Z(S, A, B) __asm__("vpdpwssd %2, %1, %0" : "+v"(S) : "v"(A), "v"(B))
+#define MZ_DECL(i)                                                                            \
+    __m512i s##i = _mm512_setzero_si512(), t##i = _mm512_setzero_si512();                     \
+    const int16_t *a##i = a + (i) * lda;
+#define MZ_STEP(i)                                                                            \
+    {                                                                                         \
+        int32_t p0, p1;                                                                       \
+        memcpy(&p0, a##i + 2 * q, 4);                                                         \
+        memcpy(&p1, a##i + 2 * q + 2, 4);                                                     \
+        DPWSSD_Z(s##i, _mm512_set1_epi32(p0), b0);                                            \
+        DPWSSD_Z(t##i, _mm512_set1_epi32(p1), b1);                                            \
+    }
+#define MZ_LAST(i)                                                                            \
+    {                                                                                         \
+        int32_t p0;                                                                           \
+        memcpy(&p0, a##i + 2 * q, 4);                                                         \
+        DPWSSD_Z(s##i, _mm512_set1_epi32(p0), b0);                                            \
+    }
+#define MZ_OUT(i) _mm512_storeu_si512((void *)(m + (i) * ldm), _mm512_add_epi32(s##i, t##i));
+#define MZ_BODY(H)                                                                            \
+    WI_TARGET_VNNI512 static __attribute__((noinline)) void mkz##H(const int16_t *a, int64_t lda, const int16_t *b, \
+                                                                  int64_t cp, int32_t *m, int64_t ldm,            \
+                                                                  const int16_t *pf, int64_t npf) {               \
+        R##H(MZ_DECL)                                                                         \
+        int64_t q = 0;                                                                        \
+        for (; q + 2 <= cp; q += 2) {                                                         \
+            if (q < npf) _mm_prefetch((const char *)(pf + q * 32), _MM_HINT_T0);              \
+            if (q + 1 < npf) _mm_prefetch((const char *)(pf + q * 32 + 32), _MM_HINT_T0);     \
+            const __m512i b0 = _mm512_loadu_si512((const void *)(b + q * 32));                \
+            const __m512i b1 = _mm512_loadu_si512((const void *)(b + q * 32 + 32));           \
+            R##H(MZ_STEP)                                                                     \
+        }                                                                                     \
+        if (q < cp) {                                                                         \
+            if (q < npf) _mm_prefetch((const char *)(pf + q * 32), _MM_HINT_T0);              \
+            const __m512i b0 = _mm512_loadu_si512((const void *)(b + q * 32));                \
+            R##H(MZ_LAST)                                                                     \
+        }                                                                                     \
+        R##H(MZ_OUT)                                                                          \
+    }
+MZ_BODY(1)
+MZ_BODY(2)
+MZ_BODY(3)
+MZ_BODY(4)
+MZ_BODY(5)
+MZ_BODY(6)
 
 typedef void (*mk_fn)(const int16_t *a, int64_t lda, const int16_t *b, int64_t cp, int32_t *m, int64_t ldm,
                       const int16_t *pf, int64_t npf);
 static const mk_fn mk_of[MR + 1] = {NULL, mk1, mk2, mk3, mk4, mk5, mk6};
+static const mk_fn mkx_of[MR + 1] = {NULL, mkx1, mkx2, mkx3, mkx4, mkx5, mkx6};
+static const mk_fn mkz_of[MR + 1] = {NULL, mkz1, mkz2, mkz3, mkz4, mkz5, mkz6};
 
 /* M[xi] rows [t0, t1) of the group */
 SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, int64_t ldv, int32_t *M, int64_t ldm,
                                    int64_t t0, int64_t t1) {
+    const mk_fn *mk = s->kern == 2 ? mkz_of : s->kern == 1 ? mkx_of : mk_of;
     const int64_t pn = s->cp * NR * 2; /* a panel's int16 */
     const int16_t *u = s->u + xi * s->panels * pn, *end = s->u + s->xi * s->panels * pn;
     if (s->panels * pn * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
         for (int64_t r = t0; r < t1; r += MR)
             for (int64_t p = 0; p < s->panels; p++)
-                mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm,
+                mk[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm,
                                                  u + p * pn, 0);
         return;
     }
@@ -356,7 +436,7 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
         const int16_t *b = u + p * pn, *next = b + pn < end ? b + pn : b;
         for (int64_t r = t0, k = 0; r < t1; r += MR, k++) {
             const int64_t q0 = k * ch, nq = q0 >= s->cp ? 0 : s->cp - q0 < ch ? s->cp - q0 : ch;
-            mk_of[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
+            mk[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
         }
     }
 }
