@@ -217,6 +217,7 @@ typedef struct si_layer {
     /* weights: rows = outputs, cols = inputs (conv: kh*kw*in_c) */
     int64_t rows, cols;
     si_storage storage;      /* as stored in the file */
+    int64_t compact_bytes;   /* SI_STORAGE_COMPACT: the bytes of its index and value streams */
     float *w;                /* SI_FORM_DENSE: rows * cols, row-major, or NULL */
     float *csr_val;          /* SI_FORM_CSR: nnz values (NULL when nnz == 0 is allowed) */
     int32_t *csr_col;        /*   nnz column indices, sorted within a row */
@@ -256,7 +257,8 @@ typedef struct si_layer {
 } si_layer;
 
 /* Decodes a layer's compact weight (io/si_compact.c; the manifest's "weight" object w) into
- * L's CSR float32 form: csr_val, csr_col, csr_ptr, nnz, storage SI_STORAGE_CSR. L's rows and
+ * L's CSR float32 form: csr_val, csr_col, csr_ptr, nnz; storage SI_STORAGE_COMPACT and
+ * compact_bytes (what si_model_layer_info reports; the kernels read the form). L's rows and
  * cols must be set. On failure what it allocated stays in L for si_model_free. */
 si_status_t si_compact_decode(const si_npz *npz, const si_json *w, si_layer *L, const char *where);
 

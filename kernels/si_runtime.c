@@ -107,7 +107,9 @@ si_status_t si_model_layer_info(const si_model *m, int i, si_layer_info *out) {
         const int vb = L->q ? 1 : 4; /* bytes per value; int8 layers add an int32 bias and a float32 scale per row */
         int64_t csr = vb * L->nnz + (L->cols <= SI_FILE_COL16_MAX_COLS ? 2 : 4) * L->nnz +
                       (L->nnz < (INT64_C(1) << 31) ? 4 : 8) * (L->rows + 1) + 16;
-        info->weight_bytes = (L->storage == SI_STORAGE_DENSE ? mul_sat(vb, L->rows * L->cols) : csr) + 4 * bias +
+        const int64_t w = L->storage == SI_STORAGE_DENSE ? mul_sat(vb, L->rows * L->cols)
+                          : L->storage == SI_STORAGE_COMPACT ? L->compact_bytes : csr;
+        info->weight_bytes = w + 4 * bias +
                              (L->q ? 4 * L->rows : 0);
         info->dtype = L->q ? "int8" : "float32";
         if (L->q) {

@@ -159,7 +159,8 @@ typedef enum si_layer_type {
 typedef enum si_storage {
     SI_STORAGE_NONE = 0,  /* layer has no weights */
     SI_STORAGE_DENSE = 1,
-    SI_STORAGE_CSR = 2
+    SI_STORAGE_CSR = 2,
+    SI_STORAGE_COMPACT = 3 /* since 0.4: compact streams (docs/format.md), decoded to CSR at load */
 } si_storage;
 
 /* The family of the algorithm a layer runs (its name is in si_layer_info.algo_*). */
@@ -181,7 +182,8 @@ typedef struct si_layer_info {
     int64_t params;        /* dense parameter count: rows * cols + bias */
     int64_t nnz;           /* non-zero weights (dense storage: counted at load) */
     si_storage storage;    /* as stored in the file */
-    int64_t weight_bytes;  /* bytes of weights + bias as stored in the file's format */
+    int64_t weight_bytes;  /* bytes of weights + bias as stored in the file's format (compact:
+                            * its index and value streams, codebook and scales) */
     int64_t memory_bytes;  /* bytes the loaded layer holds (both forms if both are used) */
     si_exec exec_batch1;   /* how it runs at batch 1 */
     si_exec exec_batchn;   /* how it runs at larger batches */

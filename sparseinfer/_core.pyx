@@ -12,7 +12,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from sparseinfer._csparseinfer cimport *
 
 LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "relu", "softmax", "flatten")
-STORAGE = ("none", "dense", "csr")
+STORAGE = ("none", "dense", "csr", "compact")
 EXEC = {-1: "none", 0: "dense", 1: "sparse", 2: "sparse-mkl"}
 POLICIES = {"auto": SI_POLICY_AUTO, "dense": SI_POLICY_DENSE, "sparse": SI_POLICY_SPARSE}
 SPARSE_IMPLS = {"auto": SI_SPARSE_AUTO, "own": SI_SPARSE_OWN, "mkl": SI_SPARSE_MKL}

@@ -14,7 +14,8 @@ def model_info(path: str, exec: str = "auto", sparse: str = "auto", threads: int
     model = load(path, threads=threads, exec=exec, sparse=sparse, **plan)
     load_s = time.perf_counter() - t0
     layers = model.layers()
-    # A compact layer runs as CSR (the C side's storage); its bytes are the file's streams.
+    # A compact layer: the C side counts its streams' data; here the bytes they take in the
+    # file (ZIP members, .npy headers and deflate included), as for `info`'s stream table.
     from .storage import file_streams
     streams = file_streams(path)["layers"]
     for l in layers:

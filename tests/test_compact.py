@@ -231,6 +231,14 @@ def test_shipped_compressed_lenet5():
     assert LENET_BYTES / size >= LENET_COMPRESSED_MIN_RATIO, f"{LENET_BYTES / size:.1f}x"
     m = sparseinfer.load(LENET_COMPRESSED, plan="nomeasure")
     assert m.output_size == 10
+    # the C runtime's layer info: storage "compact" (it said "csr", the form it runs), and its
+    # bytes the streams' data (index, codes, codebook) plus the float32 bias, not a CSR estimate
+    with np.load(LENET_COMPRESSED, allow_pickle=False) as z:
+        for L, info in zip([L for L in man["layers"] if "weight" in L], [l for l in m.layers() if l["weight_shape"]]):
+            pre = L["weight"]["prefix"]
+            data = sum(z[k].nbytes for k in z.files if k.startswith(pre + "."))
+            bias = 4 * info["weight_shape"][0] if L.get("bias") else 0
+            assert (info["name"], info["storage"], info["bytes"]) == (L["name"], "compact", data + bias), (info, data)
 
 
 def test_bad_options(tmp_path):

@@ -188,7 +188,9 @@ si_status_t si_compact_decode(const si_npz *npz, const si_json *w, si_layer *L, 
         return si_fail(SI_ERR_MODEL, "%s: compact values '%s' is not codebook4, codebook8, int8 or float32", where, values);
     }
 
-    L->storage = SI_STORAGE_CSR;
+    L->storage = SI_STORAGE_COMPACT; /* runs as CSR: the form below */
+    L->compact_bytes = ix->count + (codes ? codes->count : 0) + (book ? 4 * book->count : 0) +
+                       (q8 ? q8->count : 0) + (scale ? 4 * scale->count : 0) + (f32 ? 4 * f32->count : 0);
     L->nnz = nnz;
     L->csr_val = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(float));
     L->csr_col = si_alloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
