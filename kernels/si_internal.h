@@ -482,7 +482,8 @@ void si_unpack_b8(const si_packed_b8 *B, int8_t *w); /* w (n x k) back from the 
 int si_igemm_has_vnni(void);
 #define SI_VNNI_AVX 1 /* si_cpu_vnni(): AVX-VNNI (VEX, ymm) */
 #define SI_VNNI_512 2 /* AVX-512 VNNI */
-int si_cpu_vnni(void);
+int si_cpu_vnni(void);  /* the forms the CPU has (less $SPARSEINFER_DISABLE) */
+int si_vnni_form(void); /* the one the kernels use under the ISA cap, or 0 */
 /* Can AVX2's vpmaddubsw take these n x k int8 weights exactly (no pair of adjacent inputs'
  * products saturating int16 against any uint8 activations)? See ops/si_igemm.c. */
 int si_i8_pair_safe(const int8_t *w, int64_t n, int64_t k);

@@ -56,12 +56,11 @@ typedef struct wi_state {
     int kern;            /* the GEMM kernels (kern_of): 0 vpmaddwd + vpaddd, 1 VEX vpdpwssd, 2 zmm vpdpwssd */
 } wi_state;
 
-/* The GEMM kernels for this CPU under the ISA cap: vpdpwssd on zmm where AVX-512 VNNI is
- * allowed, else the VEX one on ymm where AVX-VNNI is, else vpmaddwd + vpaddd */
+/* The GEMM kernels for this CPU under the ISA cap, as the int8 GEMM's (si_vnni_form): vpdpwssd
+ * on zmm, the VEX one on ymm, else vpmaddwd + vpaddd */
 static int kern_of(void) {
-    const int v = si_cpu_vnni();
-    if (si_isa_active() >= SI_ISA_AVX512 && (v & SI_VNNI_512)) return 2;
-    return v & SI_VNNI_AVX ? 1 : 0;
+    const int v = si_vnni_form();
+    return v == SI_VNNI_512 ? 2 : v == SI_VNNI_AVX ? 1 : 0;
 }
 
 /* the entry's tile (si_algo has no parameter: one applies / prepare pair per m) */
@@ -448,8 +447,7 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
 typedef struct rq8k {
     __m256 mul, add, inv, lo, hi;
     __m256i z, m;
-    int relu, u8, n;
-    int relu_in_clamp; /* uint8 out at zero point 0: the clamp's max at 0 is the ReLU (inv > 0) */
+    int relu, u8, n; /* relu: the max at 0 before the scaling (not where the clamp does it) */
 } rq8k;
 
 SI_TARGET_AVX2 SI_INLINE void rq8_prep(const si_requant *rq, int64_t f0, int n, rq8k *k) {
@@ -460,15 +458,15 @@ SI_TARGET_AVX2 SI_INLINE void rq8_prep(const si_requant *rq, int64_t f0, int n, 
     k->lo = _mm256_set1_ps((float)-rq->zero);
     k->hi = _mm256_set1_ps((float)(255 - rq->zero));
     k->z = _mm256_set1_epi32(rq->zero);
-    k->relu = rq->act == SI_ACT_RELU;
+    /* uint8 out at zero point 0: the clamp's max at 0 is the ReLU (inv > 0) */
+    k->relu = rq->act == SI_ACT_RELU && !(rq->out_u8 && rq->zero == 0);
     k->u8 = rq->out_u8;
-    k->relu_in_clamp = rq->out_u8 && rq->zero == 0;
     k->n = n;
 }
 
 SI_TARGET_AVX2 SI_INLINE void rq8(__m256i s, const rq8k *k, char *c) {
     __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), k->mul, k->add);
-    if (k->relu && !k->relu_in_clamp) y = _mm256_max_ps(y, _mm256_setzero_ps());
+    if (k->relu) y = _mm256_max_ps(y, _mm256_setzero_ps());
     if (!k->u8) {
         if (k->n == 8) _mm256_storeu_ps((float *)c, y);
         else _mm256_maskstore_ps((float *)c, k->m, y);

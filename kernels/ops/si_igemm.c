@@ -676,7 +676,6 @@ int si_i8_pair_safe(const int8_t *w, int64_t n, int64_t k) {
     return 1;
 }
 
-/* 2: AVX-512 VNNI, 1: AVX-VNNI only, 0: neither */
 /* The VNNI forms the kernels may use here: SI_VNNI_AVX (AVX-VNNI, the VEX vpdpbusd / vpdpwssd on
  * ymm: Alder Lake and later, Sapphire Rapids, Zen 5) and SI_VNNI_512 (AVX-512 VNNI: Ice Lake,
  * Zen 4, Sapphire Rapids), without those $SPARSEINFER_DISABLE names ("vnni": both; "avxvnni":
@@ -698,16 +697,26 @@ int si_cpu_vnni(void) {
 #endif
 }
 
+/* The one VNNI form the kernels use under the ISA cap: SI_VNNI_512 (zmm) at the avx512 cap,
+ * else SI_VNNI_AVX (the VEX form on ymm) from the avx2 cap up, else 0 */
+int si_vnni_form(void) {
+    const si_isa isa = si_isa_active();
+    const int v = si_cpu_vnni();
+    if (isa >= SI_ISA_AVX512 && (v & SI_VNNI_512)) return SI_VNNI_512;
+    if (isa >= SI_ISA_AVX2 && (v & SI_VNNI_AVX)) return SI_VNNI_AVX;
+    return 0;
+}
+
 si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k, si_packed_b8 *out) {
     memset(out, 0, sizeof *out);
     b8_pack h = {"portable", 4, 16, 4, KC, 0, 0, 0, 0, uk_portable, gv_portable, NULL};
     si_isa isa = si_isa_active();
 #if SI_X86
-    const int vnni = si_cpu_vnni();
-    if (isa >= SI_ISA_AVX512 && (vnni & SI_VNNI_512)) {
+    const int vnni = si_vnni_form();
+    if (vnni == SI_VNNI_512) {
         h = (b8_pack){"vnni512", VNNI_MR, 32, 4, KC_VNNI, 1, 0, 0, 0, uk_vnni512, gv_vnni512, NULL};
         isa = SI_ISA_AVX512;
-    } else if (isa >= SI_ISA_AVX2 && (vnni & SI_VNNI_AVX)) {
+    } else if (vnni == SI_VNNI_AVX) {
         h = (b8_pack){"avx2_vnni", 6, 16, 4, KC, 0, 0, 0, 0, uk_avxvnni, gv_avxvnni, NULL};
         isa = SI_ISA_AVX2;
     } else if (isa >= SI_ISA_AVX2 && si_igemm_maddubs && si_i8_pair_safe(w, n, k)) {
@@ -758,24 +767,15 @@ si_status_t si_pack_b8(const char *layer, const int8_t *w, int64_t n, int64_t k,
 const char *si_igemm_kernel_name(const si_packed_b8 *b);
 const char *si_igemm_kernel_name(const si_packed_b8 *b) { return b->b ? ((const b8_pack *)b->b)->kernel : "none"; }
 
-int si_igemm_has_vnni(void) {
-#if SI_X86
-    const si_isa isa = si_isa_active();
-    const int v = si_cpu_vnni();
-    return (isa >= SI_ISA_AVX512 && (v & SI_VNNI_512)) || (isa >= SI_ISA_AVX2 && (v & SI_VNNI_AVX));
-#else
-    return 0;
-#endif
-}
+int si_igemm_has_vnni(void) { return si_vnni_form() != 0; }
 
 const char *si_int8_isa_name(void) {
     si_init();
 #if SI_X86
-    const si_isa isa = si_isa_active();
-    const int v = si_cpu_vnni();
-    if (isa >= SI_ISA_AVX512 && (v & SI_VNNI_512)) return "avx512_vnni";
-    if (isa >= SI_ISA_AVX2 && (v & SI_VNNI_AVX)) return "avx_vnni";
-    if (isa >= SI_ISA_AVX2) return "avx2";
+    const int v = si_vnni_form();
+    if (v == SI_VNNI_512) return "avx512_vnni";
+    if (v == SI_VNNI_AVX) return "avx_vnni";
+    if (si_isa_active() >= SI_ISA_AVX2) return "avx2";
 #endif
     return "portable";
 }
