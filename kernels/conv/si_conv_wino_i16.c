@@ -411,15 +411,15 @@ static const mk_fn mk_of[MR + 1] = {NULL, mk1, mk2, mk3, mk4, mk5, mk6};
 static const mk_fn mkx_of[MR + 1] = {NULL, mkx1, mkx2, mkx3, mkx4, mkx5, mkx6};
 static const mk_fn mkz_of[MR + 1] = {NULL, mkz1, mkz2, mkz3, mkz4, mkz5, mkz6};
 
-/* M[xi] rows [t0, t1) of the group */
+/* M[xi] rows [t0, t1), panels [p0, p1) of the group */
 SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, int64_t ldv, int32_t *M, int64_t ldm,
-                                   int64_t t0, int64_t t1) {
+                                   int64_t t0, int64_t t1, int64_t p0, int64_t p1) {
     const mk_fn *mk = s->kern == 2 ? mkz_of : s->kern == 1 ? mkx_of : mk_of;
     const int64_t pn = s->cp * NR * 2; /* a panel's int16 */
     const int16_t *u = s->u + xi * s->panels * pn, *end = s->u + s->xi * s->panels * pn;
     if (s->panels * pn * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
         for (int64_t r = t0; r < t1; r += MR)
-            for (int64_t p = 0; p < s->panels; p++)
+            for (int64_t p = p0; p < p1; p++)
                 mk[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm,
                                                  u + p * pn, 0);
         return;
@@ -429,9 +429,10 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
      * capped to AVX2, C = F = 512 on 49 rows 58-60 -> 64-66 GMAC/s, C = F = 256 on 196 rows
      * 73-77 -> 79-81, against the rows outer (C = F = 64: 79-81 rows outer, 73-77 panels
      * outer). In VGG19 (int8, 2 threads), where blocks 4 and 5's U come from memory, the lines
-     * shared out instead of all prefetched by the first block: 48.6-50.9 -> 46.8-47.5 ms */
+     * shared out instead of all prefetched by the first block: 48.2-49.6 -> 47.1-47.8 ms (the
+     * two builds alternating, 4 runs each) */
     const int64_t nb = (t1 - t0 + MR - 1) / MR, ch = (s->cp + nb - 1) / nb;
-    for (int64_t p = 0; p < s->panels; p++) {
+    for (int64_t p = p0; p < p1; p++) {
         const int16_t *b = u + p * pn, *next = b + pn < end ? b + pn : b;
         for (int64_t r = t0, k = 0; r < t1; r += MR, k++) {
             const int64_t q0 = k * ch, nq = q0 >= s->cp ? 0 : s->cp - q0 < ch ? s->cp - q0 : ch;
@@ -756,7 +757,8 @@ static void wi_go(const si_layer *L, const void *st, const float *in, int batch,
             for (int64_t g0 = 0; g0 < tiles; g0 += G) {
                 const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
                 in_tiles(L, mt, x, g0, gn, V, ldv, G);
-                for (int xi = 0; xi < X; xi++) gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn);
+                for (int xi = 0; xi < X; xi++)
+                    gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn, 0, s->panels);
                 out_tiles(L, mt, &rq, M, ldm, G, g0, gn, (char *)out, pool);
             }
         }
@@ -767,17 +769,20 @@ static void wi_go(const si_layer *L, const void *st, const float *in, int batch,
 #pragma omp parallel num_threads(nt) if (nt > 1)
     for (int64_t g0 = 0; g0 < tiles; g0 += G) {
         const int64_t gn = tiles - g0 < G ? tiles - g0 : G;
-        /* the GEMMs as (position, half of the rows) where the positions do not split evenly
-         * among the threads (F(3x3)'s 25 on 2) */
-        const int halves = X % nt && gn >= 4 * MR ? 2 : 1;
-        const int64_t half = (gn / 2 + MR - 1) / MR * MR;
+        /* the GEMMs as (position, half of the panels) where the positions do not split evenly
+         * among the threads (F(3x3)'s 25 on 2): each half reads half of U[xi], for all the
+         * rows. Halves of the rows instead read all of U[xi] twice, each panel for half the
+         * rows. VGG19's block 5 (25 rows, 13 MB of U a layer, from memory), int8, 2 threads,
+         * SPR capped to AVX2: 1.67-1.75 -> 1.43-1.59 ms a layer; the model 47.3-49.0 -> 47.1-47.8 */
+        const int halves = X % nt && s->panels >= 2 ? 2 : 1;
+        const int64_t half = s->panels / 2;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < gn; t++) in_tiles(L, mt, x, g0 + t, 1, V + t * ldv, ldv, G);
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < X * halves; it++) {
             const int xi = it / halves;
-            const int64_t t0 = halves == 1 ? 0 : it % 2 ? half : 0, t1 = halves == 1 ? gn : it % 2 ? gn : half;
-            gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, t0, t1);
+            const int64_t p0 = halves == 1 ? 0 : it % 2 ? half : 0, p1 = halves == 1 ? s->panels : it % 2 ? s->panels : half;
+            gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn, p0, p1);
         }
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < gn; t++) out_tiles(L, mt, &rq, M + t * ldm, ldm, G, g0 + t, 1, (char *)out, pool);
