@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
+import json
 import os
 import shutil
 import statistics
@@ -67,8 +68,6 @@ def _core_path() -> str:
 
 
 def _run(build: str, core: str, args, cache: str, calls: int) -> dict:
-    import json
-
     shutil.copyfile(build, core)
     env = dict(os.environ, SPARSEINFER_CACHE=cache)
     if args.threads:

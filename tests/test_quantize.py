@@ -351,7 +351,7 @@ _WI16_CHILD = ("import sys, json, numpy as np, sparseinfer\n"
 
 # the int16 GEMM kernel each run takes: vpmaddwd + vpaddd (plain AVX2), the VEX vpdpwssd
 # (AVX-VNNI, under the avx2 cap), the one on zmm (AVX-512 VNNI); the child says which
-# by sparseinfer.int8_isa() (the same choice, ops/si_igemm.c's si_cpu_vnni under the cap)
+# by sparseinfer.int8_isa() (the same choice: ops/si_igemm.c's si_vnni_form)
 _WI16_KERNELS = {"maddwd": ({"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni"}, "avx2"),
                  "dpwssd_vex": ({"SPARSEINFER_ISA": "avx2"}, "avx_vnni"),
                  "dpwssd_zmm": ({"SPARSEINFER_ISA": "avx512", "SPARSEINFER_DISABLE": "amx"}, "avx512_vnni")}

@@ -787,14 +787,15 @@ static void wi_go(const si_layer *L, const void *st, const float *in, int batch,
          * rows. VGG19's block 5 (25 rows, 13 MB of U a layer, from memory), int8, 2 threads,
          * SPR capped to AVX2: 1.67-1.75 -> 1.43-1.59 ms a layer; the model 47.3-49.0 -> 47.1-47.8 */
         const int halves = X % nt && s->panels >= 2 ? 2 : 1;
-        const int64_t half = s->panels / 2;
+        const int64_t half = halves == 2 ? s->panels / 2 : s->panels; /* the first item's panels */
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < gn; t++) in_tiles(L, mt, x, g0 + t, 1, V + t * ldv, ldv, G);
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < X * halves; it++) {
             const int xi = it / halves;
-            const int64_t p0 = halves == 1 ? 0 : it % 2 ? half : 0, p1 = halves == 1 ? s->panels : it % 2 ? s->panels : half;
-            gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn, p0, p1);
+            const int second = it % halves;
+            gemm_xi(s, xi, V + xi * G * ldv, ldv, M + xi * G * ldm, ldm, 0, gn, second ? half : 0,
+                    second ? s->panels : half);
         }
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < gn; t++) out_tiles(L, mt, &rq, M + t * ldm, ldm, G, g0 + t, 1, (char *)out, pool);
