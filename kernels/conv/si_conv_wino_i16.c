@@ -423,17 +423,24 @@ static const mk_fn mk_of[MR + 1] = {NULL, mk1, mk2, mk3, mk4, mk5, mk6};
 static const mk_fn mkx_of[MR + 1] = {NULL, mkx1, mkx2, mkx3, mkx4, mkx5, mkx6};
 static const mk_fn mkz_of[MR + 1] = {NULL, mkz1, mkz2, mkz3, mkz4, mkz5, mkz6};
 
+/* The height of row block k when n rows go as nb blocks of near-equal height (nb = n / MR
+ * rounded up): 49 rows as four blocks of 6 and five of 5, not eight of 6 and one of 1. The
+ * kernels are bound by their vpmaddwd and vpaddd (or vpdpwssd) per row, the same at every
+ * height from 4 to 6, while the 1-row one ran at about 0.4x their speed a row: 4% of the time
+ * of a 49-tile layer (VGG19's block 4 at F(4x4)) for 2% of its rows. */
+static int rows_in(int64_t k, int64_t n, int64_t nb) { return (int)(n / nb + (k < n % nb)); }
+
 /* M[xi] rows [t0, t1), panels [p0, p1) of the group */
 SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, int64_t ldv, int32_t *M, int64_t ldm,
                                    int64_t t0, int64_t t1, int64_t p0, int64_t p1) {
     const mk_fn *mk = s->kern == 2 ? mkz_of : s->kern == 1 ? mkx_of : mk_of;
     const int64_t pn = s->cp * NR * 2; /* a panel's int16 */
     const int16_t *u = s->u + xi * s->panels * pn, *end = s->u + s->xi * s->panels * pn;
+    const int64_t n = t1 - t0, nb = (n + MR - 1) / MR; /* row blocks of near-equal height */
     if (s->panels * pn * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
-        for (int64_t r = t0; r < t1; r += MR)
+        for (int64_t k = 0, r = t0; k < nb; r += rows_in(k, n, nb), k++)
             for (int64_t p = p0; p < p1; p++)
-                mk[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm,
-                                                 u + p * pn, 0);
+                mk[rows_in(k, n, nb)](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm, u + p * pn, 0);
         return;
     }
     /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass, and the row blocks
@@ -443,12 +450,12 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
      * outer). In VGG19 (int8, 2 threads), where blocks 4 and 5's U come from memory, the lines
      * shared out instead of all prefetched by the first block: 48.2-49.6 -> 47.1-47.8 ms (the
      * two builds alternating, 4 runs each) */
-    const int64_t nb = (t1 - t0 + MR - 1) / MR, ch = (s->cp + nb - 1) / nb;
+    const int64_t ch = (s->cp + nb - 1) / nb;
     for (int64_t p = p0; p < p1; p++) {
         const int16_t *b = u + p * pn, *next = b + pn < end ? b + pn : b;
-        for (int64_t r = t0, k = 0; r < t1; r += MR, k++) {
+        for (int64_t k = 0, r = t0; k < nb; r += rows_in(k, n, nb), k++) {
             const int64_t q0 = k * ch, nq = q0 >= s->cp ? 0 : s->cp - q0 < ch ? s->cp - q0 : ch;
-            mk[t1 - r < MR ? t1 - r : MR](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
+            mk[rows_in(k, n, nb)](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
         }
     }
 }
@@ -679,19 +686,23 @@ SI_TARGET_AVX2 static void in_tile4(const si_layer *L, const uint8_t *in, int64_
 }
 
 /* Y = A''^T M A'', A''^T = 24 A^T D^-1 = [6 4 4 1 1 0; 0 4 -4 2 -2 0; 0 4 4 4 4 0;
- * 0 4 -4 8 -8 24]: 576x the sum modulo 2^32. >> 6 gives 9x the sum modulo 2^26; times 9's
- * inverse, sign-extended from 26 bits, the sum (sums_fit_26). */
+ * 0 4 -4 8 -8 24]: 576x the sum modulo 2^32. Rows 1, 2 and 3 have the common factors 2, 4
+ * and 4, left out of each pass (AT6: o[1] half of row 1, o[2] and o[3] a quarter), so output
+ * (i, j) holds 576 / 2^(k_i + k_j) times the sum, k = (0, 1, 2, 2); >> (6 - k_i - k_j) gives 9x
+ * the sum modulo 2^(26 + k_i + k_j), and times 9's inverse, sign-extended from 26 bits or more,
+ * the sum (sums_fit_26). 17 additions and shifts a pass instead of 22: the output transform
+ * was 5% of the int8 VGG19's time (AVX2 cap). */
 #define S32(a, n) _mm256_slli_epi32(a, n)
 #define AT6(o, m0, m1, m2, m3, m4, m5)                                                        \
     {                                                                                         \
         const __m256i p12 = _mm256_add_epi32(m1, m2), d12 = _mm256_sub_epi32(m1, m2);         \
         const __m256i p34 = _mm256_add_epi32(m3, m4), d34 = _mm256_sub_epi32(m3, m4);         \
-        o[0] = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(S32(m0, 2), S32(m0, 1)), S32(p12, 2)), p34); \
-        o[1] = _mm256_add_epi32(S32(d12, 2), S32(d34, 1));                                    \
-        o[2] = S32(_mm256_add_epi32(p12, p34), 2);                                            \
-        o[3] = _mm256_add_epi32(_mm256_add_epi32(S32(d12, 2), S32(d34, 3)),                   \
-                                _mm256_add_epi32(S32(m5, 4), S32(m5, 3)));                    \
+        o[0] = _mm256_add_epi32(_mm256_add_epi32(S32(_mm256_add_epi32(m0, p12), 2), S32(m0, 1)), p34); \
+        o[1] = _mm256_add_epi32(S32(d12, 1), d34);                                            \
+        o[2] = _mm256_add_epi32(p12, p34);                                                    \
+        o[3] = _mm256_add_epi32(d12, S32(_mm256_add_epi32(_mm256_add_epi32(d34, m5), S32(m5, 1)), 1)); \
     }
+static const int AT6_K[4] = {0, 1, 2, 2}; /* log2 of the factor each AT6 row leaves out */
 
 SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, const int32_t *M, int64_t ldx,
                                      int64_t q, char *out, int pool) {
@@ -716,7 +727,7 @@ SI_TARGET_AVX2 static void out_tile4(const si_layer *L, const si_requant *rq, co
             AT6(o, s[i][0], s[i][1], s[i][2], s[i][3], s[i][4], s[i][5])
             for (int j = 0; j < 4; j++) {
                 /* o is 64 x (9 sum mod 2^26): o inv9 = 64 x (sum mod 2^26) modulo 2^32 */
-                yr[i][j] = _mm256_srai_epi32(_mm256_mullo_epi32(o[j], inv9), 6);
+                yr[i][j] = _mm256_srai_epi32(_mm256_mullo_epi32(o[j], inv9), 6 - AT6_K[i] - AT6_K[j]);
             }
         }
         if (pool) { /* the requantization is monotone (mul > 0): the max of the sums, requantized */
