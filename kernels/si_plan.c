@@ -375,6 +375,15 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         in[i] = (float)(s >> 40) * (1.0f / 16777216.0f);
     }
+    if (L->q) { /* an int8 layer reads uint8: a ReLU's output at zero point 0, half of it 0 (fc_skip_i8
+                 * reads only the non-zero inputs' weights; VGG19's block5_pool was 41% 0 on the random
+                 * weights of ../shared/peers); the other entries' speed does not depend on the values */
+        uint8_t *b = (uint8_t *)in;
+        for (int64_t i = 0; i < in_n; i++) {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            b[i] = (s >> 63) ? 0 : (uint8_t)(1 + (s >> 32) % 255);
+        }
+    }
     /* Warm-up, one run each; a candidate over HOPELESS times the fastest warm-up cannot win
      * within noise, keeps its warm-up time and is not timed further (sparse kernels on dense
      * weights would otherwise take most of the budget). */

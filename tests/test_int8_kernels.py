@@ -241,3 +241,70 @@ def test_csrmv_entries_match_numpy(tmp_path, monkeypatch, isa, cols):
                                 f"({bad.size} elements differ)")
     finally:
         sparseinfer.set_isa("auto")
+
+
+# fc_skip_i8 (batch 1): reads only the weights of the non-zero inputs. Cases: (rows, cols,
+# fraction of inputs at uint8 0, input zero point, activation, uint8 output).
+_SKIP_CASES = [
+    (1, 1, 0.0, 0, "linear", False),
+    (31, 33, 0.5, 0, "relu", True),      # an odd count of non-zero inputs is likely
+    (33, 1000, 0.0, 7, "linear", False),  # no zeros, a zero point: uint8 0 is then not the value 0
+    (100, 1000, 0.5, 7, "relu", True),
+    (64, 1000, 1.0, 0, "relu", True),     # every input 0: the bias alone
+    (70, 999, 0.9, 0, "softmax", False),
+    (40, 66000, 0.6, 3, "linear", False),  # the most inputs an int8 layer has
+]
+
+
+@pytest.mark.parametrize("case", range(len(_SKIP_CASES)))
+def test_fc_skip_matches_numpy(tmp_path, monkeypatch, case):
+    """fc_skip_i8 (int8 fully connected at batch 1 over the non-zero inputs' rows of W^T) gives
+    the NumPy int8 reference's outputs bit for bit, whatever the share of zero inputs, with
+    weights at +-127 against inputs at 255; it is a candidate from AVX2 up only."""
+    if sparseinfer.isa() == "portable":
+        pytest.skip("fc_skip_i8 needs AVX2")
+    sys.path.insert(0, os.path.join(ROOT, "kernels", "tests"))
+    import make_cases
+    rows, cols, zfrac, zin, act, u8 = _SKIP_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    W = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
+    W[rng.random(W.shape) < 0.3] = 127
+    W[rng.random(W.shape) < 0.1] = -127
+    scale = 1.0 / 64
+    quant = {"input": (scale, zin), "weight_scale": rng.uniform(0.5, 2.0, rows).astype(np.float32) / 127 / cols,
+             "output": (0.05, 3) if u8 else None}
+    layers = [{"name": "fc", "type": "dense", "activation": act, "W": W,
+               "b": rng.integers(-5000, 5000, rows).astype(np.int32), "quant": quant}]
+    path = str(tmp_path / "skip.npz")
+    write_model(path, layers, {"shape": [1, 1, cols]})
+    q = rng.integers(1, 256, (2, cols))
+    q[rng.random(q.shape) < zfrac] = 0
+    q[:, -3:] = np.where(zfrac < 1.0, 255, 0)  # the last inputs at 255 (or 0 with every input 0)
+    x = ((q - zin) * scale).astype(np.float32).reshape(2, 1, 1, cols)
+    want = make_cases.reference_forward_int8(layers, x.astype(np.float64)).astype(np.float32)
+    if act == "softmax":  # the softmax's float rounding is the runtime's: fc_igemm's outputs are the reference
+        monkeypatch.setenv("SPARSEINFER_ALGO", "fc_igemm")
+        m = sparseinfer.load(path, cache="")
+        assert m.layers()[0]["algo_batch1"] == "fc_igemm"
+        ig = np.stack([m.predict(x[s:s + 1]).reshape(-1) for s in range(len(x))])
+        np.testing.assert_allclose(ig, want.reshape(ig.shape), rtol=1e-6, atol=0)
+        want = ig
+    monkeypatch.setenv("SPARSEINFER_ALGO", "fc_skip_i8")
+    m = sparseinfer.load(path, cache="")
+    info = m.layers()[0]
+    assert info["algo_batch1"] == "fc_skip_i8", info
+    for s in range(len(x)):
+        got = m.predict(x[s:s + 1]).reshape(-1)
+        bad = np.flatnonzero(got.view(np.uint32) != want[s].reshape(-1).view(np.uint32))
+        if bad.size:
+            r = int(bad[0])
+            pytest.fail(f"case {_SKIP_CASES[case]}, sample {s} ({int(np.count_nonzero(q[s]))} non-zero inputs): "
+                        f"element y[{r}] = {float(got[r]):.9g}, NumPy {float(want[s].reshape(-1)[r]):.9g} "
+                        f"({bad.size} elements differ)")
+    try:
+        sparseinfer.set_isa("portable")
+        monkeypatch.delenv("SPARSEINFER_ALGO")
+        cands = sparseinfer.load(path, cache="").layers()[0]["candidates_batch1"]
+        assert "fc_skip_i8" not in cands, cands
+    finally:
+        sparseinfer.set_isa("auto")

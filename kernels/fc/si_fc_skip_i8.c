@@ -1,0 +1,200 @@
+/* fc_skip_i8: an int8 fully connected layer at batch 1 that reads only the weights of its
+ * non-zero inputs, exactly.
+ *
+ * Why: at batch 1 a dense layer streams its weights from memory once per call (VGG19's fc1:
+ * 103 MB of int8, about 10% of the int8 network's time under the AVX2 cap), and the input of
+ * a layer after a ReLU is largely 0 (VGG19's block5_pool on the random weights of
+ * ../shared/peers: 41%; on trained networks more). A 0 input (uint8 0, whatever the zero
+ * point) adds nothing to the sums, so its weights need not be read. They can be skipped only
+ * where they lie apart from the rest: the weights are kept transposed, one row of all the
+ * outputs' weights per input (W^T, 4 KB for 4,096 outputs), so a skipped input is a whole
+ * stretch of memory that no hardware prefetcher fetches.
+ *
+ * The run: the non-zero inputs' indices (a vector scan), then each thread takes a range of
+ * the outputs and keeps their int32 sums in its scratch (8 KB for 2,048); per pair of
+ * non-zero inputs (k1, k2) it interleaves their weight rows' bytes, widens them to int16 pairs
+ * and adds x[k1] w[k1][n] + x[k2] w[k2][n] by vpmaddwd (exact: |x| <= 255, |w| <= 128),
+ * prefetching the rows of the pair PF_PAIRS ahead; then the requantization of its outputs.
+ * The sums are those of every other int8 entry, so the outputs are bit for bit theirs.
+ * Reference: si_igemm_ref on the weights transposed back. */
+#include "si_internal.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if SI_X86
+#include <immintrin.h>
+#endif
+
+#define PF_PAIRS 4 /* pairs of rows prefetched ahead */
+
+typedef struct sk_state {
+    int8_t *wt;     /* [cols][ldw]: input k's weights to every output, zero past rows */
+    int64_t ldw;    /* rows rounded up to 32 */
+} sk_state;
+
+static int sk_applies(const si_layer *L, int regime) {
+#if SI_X86
+    return L->type == SI_LAYER_DENSE && L->q && regime == 0 && si_isa_active() >= SI_ISA_AVX2;
+#else
+    (void)L; (void)regime;
+    return 0;
+#endif
+}
+
+static void sk_release(void *p) {
+    sk_state *s = p;
+    if (!s) return;
+    si_free(s->wt);
+    free(s);
+}
+
+static si_status_t sk_prepare(si_layer *L, void **out) {
+    sk_state *s = calloc(1, sizeof *s);
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    s->ldw = (L->rows + 31) / 32 * 32;
+    const int64_t bytes = L->cols * s->ldw;
+    s->wt = si_alloc((size_t)bytes);
+    if (!s->wt) {
+        free(s);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the transposed weights (%lld MB)", L->name,
+                       (long long)(bytes >> 20));
+    }
+    memset(s->wt, 0, (size_t)(L->cols * s->ldw));
+    /* the transpose in 64 x 64 blocks (fc1's 103 MB: one pass, cache lines reused) */
+    for (int64_t n0 = 0; n0 < L->rows; n0 += 64)
+        for (int64_t k0 = 0; k0 < L->cols; k0 += 64)
+            for (int64_t k = k0; k < k0 + 64 && k < L->cols; k++)
+                for (int64_t n = n0; n < n0 + 64 && n < L->rows; n++) s->wt[k * s->ldw + n] = L->w8[n * L->cols + k];
+    *out = s;
+    return SI_OK;
+}
+
+static int64_t sk_bytes(const si_layer *L, const void *st) {
+    const sk_state *s = st;
+    return s ? L->cols * s->ldw : 0;
+}
+
+/* the indices of the non-zero inputs: cols + 2 int32; each thread's sums: ldw int32 */
+static int64_t sk_ws(const si_layer *L, const void *st, int batch) {
+    (void)batch;
+    const sk_state *s = st;
+    const int64_t ldw = s ? s->ldw : (L->rows + 31) / 32 * 32;
+    return L->cols + 2 + 16 + si_max_threads() * (ldw + 16);
+}
+
+#if SI_X86
+/* idx[0, n) = the k < cols with x[k] != 0, ascending; returns n */
+SI_TARGET_AVX2 static int64_t nonzeros(const uint8_t *x, int64_t cols, int32_t *idx) {
+    int64_t n = 0, k = 0;
+    for (; k + 32 <= cols; k += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(x + k));
+        uint32_t m = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_setzero_si256()));
+        while (m) {
+            idx[n++] = (int32_t)(k + __builtin_ctz(m));
+            m &= m - 1;
+        }
+    }
+    for (; k < cols; k++)
+        if (x[k]) idx[n++] = (int32_t)k;
+    return n;
+}
+
+/* acc[0, ldw) = sum over the non-zero inputs idx[j0, j1) of x[k] wt[k][n], the pairs (idx[j],
+ * idx[j + 1]) from j0 (even) on; j1 - j0 odd: the last row once, times 0 */
+SI_TARGET_AVX2 static void sk_span(const sk_state *s, const uint8_t *x, const int32_t *idx, int64_t j0, int64_t nz,
+                                   int32_t *acc) {
+    const int64_t ldw = s->ldw, n0 = 0, n1 = ldw;
+    memset(acc, 0, (size_t)ldw * sizeof(int32_t));
+    for (int64_t j = j0; j < nz; j += 2) {
+        const int64_t k1 = idx[j], k2 = j + 1 < nz ? idx[j + 1] : k1;
+        const int32_t x2 = j + 1 < nz ? x[k2] : 0; /* an odd count: the last row once, times 0 */
+        const __m256i xp = _mm256_set1_epi32((int32_t)x[k1] | x2 << 16);
+        const int8_t *a = s->wt + k1 * ldw, *b = s->wt + k2 * ldw;
+        const int64_t jp = j + 2 * PF_PAIRS;
+        const int8_t *pa = jp < nz ? s->wt + (int64_t)idx[jp] * ldw : a;
+        const int8_t *pb = jp + 1 < nz ? s->wt + (int64_t)idx[jp + 1] * ldw : b;
+        for (int64_t n = n0; n < n1; n += 32) {
+            if (!((n - n0) & 32)) { /* a 64-byte line of each row every other step */
+                _mm_prefetch((const char *)(pa + n), _MM_HINT_T0);
+                _mm_prefetch((const char *)(pb + n), _MM_HINT_T0);
+            }
+            const __m256i va = _mm256_load_si256((const __m256i *)(a + n));
+            const __m256i vb = _mm256_load_si256((const __m256i *)(b + n));
+            /* bytes (a_i, b_i): lo holds outputs 0-7 | 16-23, hi 8-15 | 24-31 */
+            const __m256i lo = _mm256_unpacklo_epi8(va, vb), hi = _mm256_unpackhi_epi8(va, vb);
+            int32_t *c = acc + n;
+            __m256i s0 = _mm256_load_si256((const __m256i *)c), s1 = _mm256_load_si256((const __m256i *)(c + 8));
+            __m256i s2 = _mm256_load_si256((const __m256i *)(c + 16)), s3 = _mm256_load_si256((const __m256i *)(c + 24));
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(lo)), xp));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(hi)), xp));
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(lo, 1)), xp));
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(hi, 1)), xp));
+            _mm256_store_si256((__m256i *)c, s0);
+            _mm256_store_si256((__m256i *)(c + 8), s1);
+            _mm256_store_si256((__m256i *)(c + 16), s2);
+            _mm256_store_si256((__m256i *)(c + 24), s3);
+        }
+    }
+}
+#endif
+
+static void sk_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+#if SI_X86
+    const sk_state *s = st;
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    int32_t *idx = (int32_t *)ws;
+    int32_t *acc = (int32_t *)(((uintptr_t)(idx + L->cols + 2) + 63) & ~(uintptr_t)63);
+    const size_t e = rq.out_u8 ? 1 : sizeof(float);
+    for (int bi = 0; bi < batch; bi++) {
+        const uint8_t *x = (const uint8_t *)in + (int64_t)bi * L->cols;
+        char *y = (char *)out + (size_t)(bi * L->rows) * e;
+        const int64_t nz = nonzeros(x, L->cols, idx);
+        const int nt = si_threads_for(nz * s->ldw, (nz + 1) / 2 > 0 ? (nz + 1) / 2 : 1);
+        /* each thread a share of the pairs of non-zero inputs over all the outputs (whole rows
+         * of W^T, which the prefetchers stream), then the shares' sums added, the outputs split */
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
+            const int64_t pairs = (nz + 1) / 2;
+            const int64_t j0 = pairs * t / n_t * 2, j1 = pairs * (t + 1) / n_t * 2;
+            int32_t *mine = acc + t * (s->ldw + 16);
+            sk_span(s, x, idx, j0, j1 < nz ? j1 : nz, mine);
+#pragma omp barrier
+            const int64_t spans = s->ldw / 32, n0 = spans * t / n_t * 32, n1 = spans * (t + 1) / n_t * 32;
+            for (int64_t n = n0; n < n1 && n < L->rows; n++) {
+                int32_t sum = 0;
+                for (int u = 0; u < n_t; u++) sum += acc[u * (s->ldw + 16) + n]; /* int32: exact */
+                const float v = si_requant_f(&rq, n, sum);
+                if (rq.out_u8) ((uint8_t *)y)[n] = si_requant_u8(&rq, v);
+                else ((float *)y)[n] = v;
+            }
+        }
+    }
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, batch, L->rows); /* float output (the loader's rule) */
+#else
+    (void)L; (void)st; (void)in; (void)batch; (void)out; (void)ws; /* never applies */
+#endif
+}
+
+static void sk_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    const sk_state *s = st;
+    int8_t *w = malloc((size_t)(L->rows * L->cols));
+    if (!w) return; /* the references run in tests only, on small layers */
+    for (int64_t k = 0; k < L->cols; k++)
+        for (int64_t n = 0; n < L->rows; n++) w[n * L->cols + k] = s->wt[k * s->ldw + n];
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    si_igemm_ref((const uint8_t *)in, L->cols, batch, w, L->rows, L->cols, &rq, out, L->rows);
+    free(w);
+    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, batch, L->rows);
+}
+
+const si_algo si_algo_fc_skip_i8 = {
+    .name = "fc_skip_i8", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
+    .state_only = 1,
+    .applies = sk_applies, .prepare = sk_prepare, .ws_floats = sk_ws, .run = sk_run, .run_ref = sk_run_ref,
+    .bytes = sk_bytes, .release = sk_release,
+};
