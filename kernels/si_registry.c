@@ -12,7 +12,7 @@ extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_s
     si_algo_conv_winograd3_i16, si_algo_conv_winograd4_i16;
 extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmv_gather, si_algo_fc_csrmm,
     si_algo_fc_mkl, si_algo_fc_igemm, si_algo_fc_igemm_amx, si_algo_fc_csrmv_i8, si_algo_fc_csrmv_i8_avx2,
-    si_algo_fc_csrmv_i8_nogather, si_algo_fc_csrmm_i8, si_algo_fc_skip_i8;
+    si_algo_fc_csrmv_i8_nogather, si_algo_fc_csrmm_i8, si_algo_fc_skip_i8, si_algo_fc_skip;
 
 const si_algo *const si_algos[] = {
     &si_algo_conv_gemm,    /* conv/si_conv_gemm.c: im2col + MKL sgemm */
@@ -31,6 +31,7 @@ const si_algo *const si_algos[] = {
     &si_algo_fc_csrmv_gather, /* fc/si_fc_csr.c: the same, x gathered by vector loads */
     &si_algo_fc_csrmm,     /* fc/si_fc_csr.c: own CSR mm (batch > 1) */
     &si_algo_fc_mkl,       /* fc/si_fc_mkl.c: MKL sparse BLAS mv / mm (reference) */
+    &si_algo_fc_skip,      /* fc/si_fc_skip.c: dense at batch 1, reading only the non-zero inputs' weights */
     /* int8 layers only (si_algo.int8): */
     &si_algo_conv_igemm,   /* conv/si_conv_i8.c: uint8 im2col + the int8 GEMM on packed filters */
     &si_algo_conv_igemm_amx, /* conv/si_conv_i8.c: the same on AMX tiles (where the CPU and OS have them) */
@@ -46,7 +47,7 @@ const si_algo *const si_algos[] = {
     &si_algo_fc_csrmv_i8_avx2, /* fc/si_fc_i8.c: the same by the AVX2 gather loop (where the ISA is AVX-512) */
     &si_algo_fc_csrmv_i8_nogather, /* fc/si_fc_i8.c: the same without gathers (AVX2) */
     &si_algo_fc_csrmm_i8,  /* fc/si_fc_i8.c: int8 CSR mm (batch > 1) */
-    &si_algo_fc_skip_i8,   /* fc/si_fc_skip_i8.c: int8 at batch 1, reading only the non-zero inputs' weights */
+    &si_algo_fc_skip_i8,   /* fc/si_fc_skip.c: int8 at batch 1, reading only the non-zero inputs' weights */
     NULL,
 };
 /* the planner and the layers keep per-entry arrays of SI_MAX_ALGOS */

@@ -308,3 +308,39 @@ def test_fc_skip_matches_numpy(tmp_path, monkeypatch, case):
         assert "fc_skip_i8" not in cands, cands
     finally:
         sparseinfer.set_isa("auto")
+
+
+@pytest.mark.parametrize("case", range(len(_SKIP_CASES)))
+def test_fc_skip_fp32_matches_numpy(tmp_path, monkeypatch, case):
+    """fc_skip (fp32 fully connected at batch 1 over the non-zero inputs' rows of W^T) against
+    the float64 NumPy forward pass: within 2e-6 of the largest |w| |x| sum of each output
+    (float32 sums in another order), whatever the share of zero inputs; softmax outputs within
+    2e-6 of the largest such sum of the sample."""
+    if sparseinfer.isa() == "portable":
+        pytest.skip("fc_skip needs AVX2")
+    rows, cols, zfrac, _, act, _ = _SKIP_CASES[case]
+    rng = np.random.default_rng(200 + case)
+    W = rng.standard_normal((rows, cols)).astype(np.float32)
+    b = rng.standard_normal(rows).astype(np.float32)
+    layers = [{"name": "fc", "type": "dense", "activation": act, "W": W, "b": b}]
+    path = str(tmp_path / "skipf.npz")
+    write_model(path, layers, {"shape": [1, 1, cols]})
+    x = rng.uniform(0, 1, (2, cols)).astype(np.float32)
+    x[rng.random(x.shape) < zfrac] = 0
+    z = W.astype(np.float64) @ x.T.astype(np.float64) + b[:, None]
+    bound = np.abs(W).astype(np.float64) @ np.abs(x.T).astype(np.float64) + np.abs(b)[:, None]
+    if act == "relu":
+        z = np.maximum(z, 0)
+    if act == "softmax":
+        e = np.exp(z - z.max(axis=0))
+        z = e / e.sum(axis=0)
+        bound = np.broadcast_to(bound.max(axis=0), z.shape)  # a logit's error moves the outputs by at most as much
+    monkeypatch.setenv("SPARSEINFER_ALGO", "fc_skip")
+    m = sparseinfer.load(path, cache="")
+    assert m.layers()[0]["algo_batch1"] == "fc_skip", m.layers()[0]
+    for s in range(len(x)):
+        got = m.predict(x[s].reshape(1, 1, 1, cols)).reshape(-1).astype(np.float64)
+        err = np.abs(got - z[:, s]) / np.maximum(bound[:, s], 1e-30)
+        r = int(np.argmax(err))
+        assert err[r] <= 2e-6, (f"case {_SKIP_CASES[case]}, sample {s}: element y[{r}] = {got[r]:.9g}, "
+                                f"NumPy {z[r, s]:.9g} (error {err[r]:.3g} of the |w||x| sum)")

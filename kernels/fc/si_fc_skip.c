@@ -1,5 +1,6 @@
-/* fc_skip_i8: an int8 fully connected layer at batch 1 that reads only the weights of its
- * non-zero inputs, exactly.
+/* fc_skip_i8 and fc_skip: int8 and fp32 fully connected layers at batch 1 that read only the
+ * weights of their non-zero inputs (fc_skip_i8 exactly; fc_skip in another order of the
+ * float additions than fc_gemv, within the usual rounding).
  *
  * Why: at batch 1 a dense layer streams its weights from memory once per call (VGG19's fc1:
  * 103 MB of int8, about 10% of the int8 network's time under the AVX2 cap), and the input of
@@ -197,4 +198,156 @@ const si_algo si_algo_fc_skip_i8 = {
     .state_only = 1,
     .applies = sk_applies, .prepare = sk_prepare, .ws_floats = sk_ws, .run = sk_run, .run_ref = sk_run_ref,
     .bytes = sk_bytes, .release = sk_release,
+};
+
+/* ---- fc_skip: the same for fp32 layers ----------------------------------------------------
+ * W^T as float rows (ldw: rows rounded up to 16); each thread a share of the non-zero inputs,
+ * four at a time into its float sums (4 FMAs per 8 outputs between a load and a store of the
+ * sums), the shares then added in thread order (the same order every run), the bias and the
+ * activation. VGG19's fp32 fc1 is 411 MB at batch 1. */
+
+typedef struct skf_state {
+    float *wt;      /* [cols][ldw] */
+    int64_t ldw;
+} skf_state;
+
+static int skf_applies(const si_layer *L, int regime) {
+#if SI_X86
+    return L->type == SI_LAYER_DENSE && !L->q && regime == 0 && si_isa_active() >= SI_ISA_AVX2;
+#else
+    (void)L; (void)regime;
+    return 0;
+#endif
+}
+
+static void skf_release(void *p) {
+    skf_state *s = p;
+    if (!s) return;
+    si_free(s->wt);
+    free(s);
+}
+
+static si_status_t skf_prepare(si_layer *L, void **out) {
+    skf_state *s = calloc(1, sizeof *s);
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    s->ldw = (L->rows + 15) / 16 * 16;
+    const int64_t n = L->cols * s->ldw;
+    s->wt = si_alloc((size_t)n * sizeof(float));
+    if (!s->wt) {
+        free(s);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory for the transposed weights (%lld MB)", L->name,
+                       (long long)(n * 4 >> 20));
+    }
+    memset(s->wt, 0, (size_t)n * sizeof(float));
+    for (int64_t n0 = 0; n0 < L->rows; n0 += 64)
+        for (int64_t k0 = 0; k0 < L->cols; k0 += 64)
+            for (int64_t k = k0; k < k0 + 64 && k < L->cols; k++)
+                for (int64_t r = n0; r < n0 + 64 && r < L->rows; r++) s->wt[k * s->ldw + r] = L->w[r * L->cols + k];
+    *out = s;
+    return SI_OK;
+}
+
+static int64_t skf_bytes(const si_layer *L, const void *st) {
+    const skf_state *s = st;
+    return s ? L->cols * s->ldw * (int64_t)sizeof(float) : 0;
+}
+
+static int64_t skf_ws(const si_layer *L, const void *st, int batch) {
+    (void)batch;
+    const skf_state *s = st;
+    const int64_t ldw = s ? s->ldw : (L->rows + 15) / 16 * 16;
+    return L->cols + 4 + 16 + si_max_threads() * (ldw + 16);
+}
+
+#if SI_X86
+SI_TARGET_AVX2 static int64_t nonzeros_f(const float *x, int64_t cols, int32_t *idx) {
+    int64_t n = 0, k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + k), _mm256_setzero_ps(), _CMP_EQ_OQ)) & 0xffu;
+        while (m) {
+            idx[n++] = (int32_t)(k + __builtin_ctz(m));
+            m &= m - 1;
+        }
+    }
+    for (; k < cols; k++)
+        if (x[k] != 0.0f) idx[n++] = (int32_t)k; /* NaN is not 0: it reaches the sums */
+    return n;
+}
+
+/* acc[0, ldw) = sum over idx[j0, j1) of x[k] wt[k][n] */
+SI_TARGET_AVX2 static void skf_span(const skf_state *s, const float *x, const int32_t *idx, int64_t j0, int64_t j1,
+                                    float *acc) {
+    const int64_t ldw = s->ldw;
+    memset(acc, 0, (size_t)ldw * sizeof(float));
+    for (int64_t j = j0; j < j1; j += 4) {
+        const float *w[4];
+        __m256 xv[4];
+        for (int u = 0; u < 4; u++) {
+            const int64_t k = j + u < j1 ? idx[j + u] : idx[j];
+            w[u] = s->wt + k * ldw;
+            xv[u] = _mm256_set1_ps(j + u < j1 ? x[k] : 0.0f);
+        }
+        const int64_t jp = j + 4 * PF_PAIRS;
+        const float *pf[4];
+        for (int u = 0; u < 4; u++) pf[u] = jp + u < j1 ? s->wt + (int64_t)idx[jp + u] * ldw : w[u];
+        for (int64_t n = 0; n < ldw; n += 16) {
+            for (int u = 0; u < 4; u++) _mm_prefetch((const char *)(pf[u] + n), _MM_HINT_T0);
+            __m256 a0 = _mm256_load_ps(acc + n), a1 = _mm256_load_ps(acc + n + 8);
+            for (int u = 0; u < 4; u++) {
+                a0 = _mm256_fmadd_ps(xv[u], _mm256_load_ps(w[u] + n), a0);
+                a1 = _mm256_fmadd_ps(xv[u], _mm256_load_ps(w[u] + n + 8), a1);
+            }
+            _mm256_store_ps(acc + n, a0);
+            _mm256_store_ps(acc + n + 8, a1);
+        }
+    }
+}
+#endif
+
+static void skf_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+#if SI_X86
+    const skf_state *s = st;
+    int32_t *idx = (int32_t *)ws;
+    float *acc = (float *)(((uintptr_t)(idx + L->cols + 4) + 63) & ~(uintptr_t)63);
+    for (int bi = 0; bi < batch; bi++) {
+        const float *x = in + (int64_t)bi * L->cols;
+        float *y = out + (int64_t)bi * L->rows;
+        const int64_t nz = nonzeros_f(x, L->cols, idx);
+        const int64_t quads = (nz + 3) / 4;
+        const int nt = si_threads_for(nz * s->ldw, quads > 0 ? quads : 1);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            const int t = omp_get_thread_num(), n_t = omp_get_num_threads();
+            const int64_t j0 = quads * t / n_t * 4, j1 = quads * (t + 1) / n_t * 4;
+            skf_span(s, x, idx, j0, j1 < nz ? j1 : nz, acc + t * (s->ldw + 16));
+#pragma omp barrier
+            const int64_t spans = s->ldw / 16, n0 = spans * t / n_t * 16, n1 = spans * (t + 1) / n_t * 16;
+            for (int64_t n = n0; n < n1 && n < L->rows; n++) {
+                float sum = acc[n];
+                for (int u = 1; u < n_t; u++) sum += acc[u * (s->ldw + 16) + n];
+                y[n] = sum;
+            }
+        }
+    }
+    si_bias_act(L, out, batch);
+#else
+    (void)L; (void)st; (void)in; (void)batch; (void)out; (void)ws; /* never applies */
+#endif
+}
+
+static void skf_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
+    const skf_state *s = st;
+    for (int bi = 0; bi < batch; bi++)
+        for (int64_t n = 0; n < L->rows; n++) {
+            double sum = 0;
+            for (int64_t k = 0; k < L->cols; k++) sum += (double)s->wt[k * s->ldw + n] * in[(int64_t)bi * L->cols + k];
+            out[(int64_t)bi * L->rows + n] = (float)sum;
+        }
+    si_bias_act_ref(L, out, batch);
+}
+
+const si_algo si_algo_fc_skip = {
+    .name = "fc_skip", .type = SI_LAYER_DENSE, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .state_only = 1,
+    .applies = skf_applies, .prepare = skf_prepare, .ws_floats = skf_ws, .run = skf_run, .run_ref = skf_run_ref,
+    .bytes = skf_bytes, .release = skf_release,
 };
