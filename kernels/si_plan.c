@@ -374,16 +374,11 @@ static si_status_t time_candidates(si_layer *L, const problem *p, const si_algo 
      * weights; VGG19's block5_pool was 41% 0 on the random weights of ../shared/peers), the rest
      * uniform in (0, 1); the other entries' speed does not depend on the values */
     uint64_t s = 0x9E3779B97F4A7C15ull;
+    uint8_t *b = (uint8_t *)in; /* an int8 layer reads uint8: the same at zero point 0 */
     for (int64_t i = 0; i < in_n; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        in[i] = (s >> 63) ? 0.0f : (float)(((s >> 39) & 0xFFFFFF) | 1) * (1.0f / 16777216.0f);
-    }
-    if (L->q) { /* an int8 layer reads uint8: the same at zero point 0 */
-        uint8_t *b = (uint8_t *)in;
-        for (int64_t i = 0; i < in_n; i++) {
-            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-            b[i] = (s >> 63) ? 0 : (uint8_t)(1 + (s >> 32) % 255);
-        }
+        if (L->q) b[i] = (s >> 63) ? 0 : (uint8_t)(1 + (s >> 32) % 255);
+        else in[i] = (s >> 63) ? 0.0f : (float)(((s >> 39) & 0xFFFFFF) | 1) * (1.0f / 16777216.0f);
     }
     /* Warm-up, one run each; a candidate over HOPELESS times the fastest warm-up cannot win
      * within noise, keeps its warm-up time and is not timed further (sparse kernels on dense

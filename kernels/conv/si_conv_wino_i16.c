@@ -337,8 +337,7 @@ SI_TARGET_AVX2 static void in_tile2(const si_layer *L, const uint8_t *in, int64_
  * the lines pf[j * 32] of j < npf (a share of the next panel of U) one every cp / npf steps,
  * not in a burst at the start (VGG19 block 5 int8, U from memory, AVX2 cap, SPR, 2 threads:
  * 1.42-1.52 -> 1.31-1.35 ms a layer; the zmm kernel keeps its two a step), one body per
- * height: a 49-tile group (VGG19's blocks 4 and 5 at F(4x4) and F(2x2)) runs 8 blocks of 6 and
- * one of 1, which cost 6 rows when the 6-row body served it */
+ * height (rows_in: a group's rows go as blocks of near-equal height, up to 6) */
 #define MK_BODY(NAME, H, TARGET, STEP)                                                        \
     TARGET static __attribute__((noinline)) void NAME##H(const int16_t *a, int64_t lda, const int16_t *b, \
                                                          int64_t cp, int32_t *m, int64_t ldm,                 \
@@ -438,9 +437,11 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
     const int16_t *u = s->u + xi * s->panels * pn, *end = s->u + s->xi * s->panels * pn;
     const int64_t n = t1 - t0, nb = (n + MR - 1) / MR; /* row blocks of near-equal height */
     if (s->panels * pn * 2 <= 16384) { /* U[xi] within half an L1: the rows' V from L1 too */
-        for (int64_t k = 0, r = t0; k < nb; r += rows_in(k, n, nb), k++)
+        for (int64_t k = 0, r = t0, h; k < nb; r += h, k++) {
+            h = rows_in(k, n, nb);
             for (int64_t p = p0; p < p1; p++)
-                mk[rows_in(k, n, nb)](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm, u + p * pn, 0);
+                mk[h](V + r * ldv, ldv, u + p * pn, s->cp, M + r * ldm + p * NR, ldm, u + p * pn, 0);
+        }
         return;
     }
     /* else a panel of U (cp x 64 bytes) stays in L1 while the rows pass, and the row blocks
@@ -453,9 +454,10 @@ SI_TARGET_AVX2 static void gemm_xi(const wi_state *s, int xi, const int16_t *V, 
     const int64_t ch = (s->cp + nb - 1) / nb;
     for (int64_t p = p0; p < p1; p++) {
         const int16_t *b = u + p * pn, *next = b + pn < end ? b + pn : b;
-        for (int64_t k = 0, r = t0; k < nb; r += rows_in(k, n, nb), k++) {
+        for (int64_t k = 0, r = t0, h; k < nb; r += h, k++) {
+            h = rows_in(k, n, nb);
             const int64_t q0 = k * ch, nq = q0 >= s->cp ? 0 : s->cp - q0 < ch ? s->cp - q0 : ch;
-            mk[rows_in(k, n, nb)](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
+            mk[h](V + r * ldv, ldv, b, s->cp, M + r * ldm + p * NR, ldm, next + q0 * 32, nq);
         }
     }
 }
