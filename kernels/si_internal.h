@@ -570,6 +570,11 @@ void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out
  * set to zero (the quantized 0.0) */
 void si_im2col_u8(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
                   uint8_t zero);
+/* The same rows on the caller's thread, for kernel rows of at most 16 bytes (kw * in_c <= 16;
+ * ldc = cols): 16-byte moves that may write up to 16 bytes past the m rows (the caller's slack); in_end:
+ * one past the input's last byte. */
+void si_im2col_u8_short(const si_layer *L, const uint8_t *in, const uint8_t *in_end, int64_t p0, int64_t m,
+                        uint8_t *col, uint8_t zero);
 /* conv/si_conv_i8.c: the int8 convolution's reference on int8 weights w (rows x cols); uint8 in,
  * the layer's output type out. */
 void si_conv_i8_ref(const si_layer *L, const int8_t *w, const uint8_t *x, int batch, void *out);

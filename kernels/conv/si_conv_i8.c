@@ -46,9 +46,44 @@ static int amx_applies(const si_layer *L, int regime) {
     return L->type == SI_LAYER_CONV2D && L->q && si_amx_available();
 }
 
+/* Layers whose kernel rows are at most 16 bytes (kw * in_c: an RGB network's first layer,
+ * 3 x 3 x 3 = 27 inputs) unroll their patches per thread, FUSE_ROWS rows at a time into a
+ * buffer that stays in L1 (6.8 KB at k = 27), and multiply them at once: one parallel region,
+ * no pass of the whole patch matrix through L2 and no barrier between the two (block1_conv1:
+ * 50,176 rows of 27 bytes). FUSE_ROWS is the GEMM's chunk (MC), a multiple of its row blocks. */
+#define FUSE_ROWS 252
+#define FUSE_MAX_THREADS 64
+#define FUSE_SLACK 64 /* si_im2col_u8_short's spill past a chunk's rows, rounded up to a line */
+
+static int fused(const si_layer *L) { return !pointwise(L) && L->kw * L->in_c <= 16 && L->cols <= 16 * 16; }
+
+static int64_t fuse_stride(const si_layer *L) { return (FUSE_ROWS * L->cols + FUSE_SLACK + 63) / 64 * 64; }
+
 static int64_t ig_ws(const si_layer *L, const void *st, int batch) {
     (void)st;
+    if (fused(L)) return (FUSE_MAX_THREADS * fuse_stride(L) + 3) / 4 + 16;
     return pointwise(L) ? 0 : (chunk_rows(L, batch) * L->cols + 3) / 4 + 16;
+}
+
+static void ig_run_fused(const si_layer *L, const void *st, const uint8_t *x, int batch, void *out, uint8_t *ws,
+                         const si_requant *rq) {
+    const int64_t P = (int64_t)batch * L->out_h * L->out_w, K = L->cols, F = L->rows;
+    const uint8_t *x_end = x + (int64_t)batch * L->in_h * L->in_w * L->in_c;
+    const int64_t chunks = (P + FUSE_ROWS - 1) / FUSE_ROWS;
+    int nt = si_threads_for(P * F * K / 4, chunks);
+    if (nt > FUSE_MAX_THREADS) nt = FUSE_MAX_THREADS;
+    const size_t esz = out_elem(L);
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        uint8_t *a = ws + t * fuse_stride(L);
+        /* whole chunks per thread, as even as they come */
+        for (int64_t c = chunks * t / n; c < chunks * (t + 1) / n; c++) {
+            const int64_t p0 = c * FUSE_ROWS, m = P - p0 < FUSE_ROWS ? P - p0 : FUSE_ROWS;
+            si_im2col_u8_short(L, x, x_end, p0, m, a, (uint8_t)L->q_in_zero);
+            si_i8_gemm_rows(st, a, K, m, rq, (char *)out + (size_t)(p0 * F) * esz, F);
+        }
+    }
 }
 
 static void ig_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
@@ -57,6 +92,7 @@ static void ig_run(const si_layer *L, const void *st, const float *in, int batch
     const int64_t chunk = pointwise(L) ? P : chunk_rows(L, batch);
     si_requant rq;
     si_layer_requant(L, &rq);
+    if (fused(L)) { ig_run_fused(L, st, x, batch, out, (uint8_t *)ws, &rq); return; }
     for (int64_t p0 = 0; p0 < P; p0 += chunk) {
         const int64_t m = P - p0 < chunk ? P - p0 : chunk;
         const uint8_t *a = x + p0 * K;

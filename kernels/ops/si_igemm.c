@@ -543,6 +543,24 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
     _mm512_mask_cvtepi32_storeu_epi8(c, q->m[h], _mm512_add_epi32(_mm512_cvtps_epi32(t), q->zero));
 }
 
+/* Both halves of a row: with uint8 output and all 32 columns, the two halves narrowed in
+ * registers (vpmovdb) and written by one 32-byte store */
+SI_TARGET_VNNI SI_INLINE void rq32_store2(const rq32 *q, __m512i s0, __m512i s1, int has1, void *c) {
+    if (!q->u8 || q->m[1] != (__mmask16)0xFFFF) {
+        rq32_store(q, 0, s0, c);
+        if (has1) rq32_store(q, 1, s1, (char *)c + 16 * (q->u8 ? 1 : sizeof(float)));
+        return;
+    }
+    __m512 y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), q->mul[0], q->add[0]);
+    __m512 y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), q->mul[1], q->add[1]);
+    if (q->relu) { y0 = _mm512_max_ps(y0, _mm512_setzero_ps()); y1 = _mm512_max_ps(y1, _mm512_setzero_ps()); }
+    const __m512 t0 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y0, q->inv), q->lo), q->hi);
+    const __m512 t1 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y1, q->inv), q->lo), q->hi);
+    const __m128i b0 = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(t0), q->zero));
+    const __m128i b1 = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(t1), q->zero));
+    _mm256_storeu_si256((__m256i *)c, _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1));
+}
+
 /* vnni512's bodies, one per block height (the rows' lists and the switch: as AVX2's) */
 #define VNNI_MR 14
 
@@ -568,8 +586,7 @@ SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *
         _mm512_storeu_si512(acc + (i) * 32 + 16, s##i##_1);                                   \
     } else {                                                                                  \
         char *cr = (char *)c + (size_t)((i) * ldc) * esz;                                     \
-        rq32_store(&q, 0, s##i##_0, cr);                                                      \
-        if (m1) rq32_store(&q, 1, s##i##_1, cr + 16 * esz);                                   \
+        rq32_store2(&q, s##i##_0, s##i##_1, m1 != 0, cr);                                     \
     }
 
 /* unrolled so that GCC indexes the rows' pointers by one counter instead of stepping each */

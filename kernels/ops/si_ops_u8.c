@@ -257,6 +257,39 @@ SI_TARGET_AVX512 static void im2col_avx512(const si_layer *L, const uint8_t *in,
 }
 #endif
 
+/* Rows [p0, p0 + m) on the caller's thread, for kernel rows of at most 16 bytes (the first
+ * layer of an RGB network: 3 x 3 = 9): each kernel row inside the image is one 16-byte move
+ * (a plain load and store, SSE2 on every x86-64), each one outside a 16-byte store of the
+ * zero point, in increasing address order, so the 16 - kw * C bytes each writes past its run
+ * are written again by the run after it; only the last row's spill (at most 16 bytes) lands
+ * past col's m rows, which the caller provides. A load that would pass in_end (the input's
+ * last byte + 1) copies its run exactly, as do the rows whose window crosses the left or right
+ * border. The rows come out equal to si_im2col_u8's (ldc == kh * kw * C). */
+void si_im2col_u8_short(const si_layer *L, const uint8_t *in, const uint8_t *in_end, int64_t p0, int64_t m,
+                        uint8_t *col, uint8_t zero) {
+    const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
+    const int64_t run = L->kw * C, ldc = L->kh * run;
+    uint8_t zv[16];
+    memset(zv, zero, sizeof zv);
+    int64_t n = p0 / (OH * OW), oh = p0 % (OH * OW) / OW, ow = p0 % OW - 1;
+    for (int64_t r = 0; r < m; r++) {
+        if (++ow == OW) { ow = 0; if (++oh == OH) { oh = 0; n++; } }
+        uint8_t *d = col + r * ldc;
+        const int64_t x0 = ow * L->sw - L->pad_left;
+        if (x0 < 0 || x0 + L->kw > W) { /* a border column: exact runs */
+            im2col_portable(L, in, n * OH * OW + oh * OW + ow, 1, d, ldc, zero);
+            continue;
+        }
+        for (int i = 0; i < L->kh; i++, d += run) {
+            const int64_t y = oh * L->sh - L->pad_top + i;
+            if (y < 0 || y >= H) { memcpy(d, zv, 16); continue; }
+            const uint8_t *src = in + ((n * H + y) * W + x0) * C;
+            if (src + 16 <= in_end) memcpy(d, src, 16);
+            else memcpy(d, src, (size_t)run);
+        }
+    }
+}
+
 void si_im2col_u8(const si_layer *L, const uint8_t *in, int64_t p0, int64_t m, uint8_t *col, int64_t ldc,
                   uint8_t zero) {
     if (m <= 0) return;

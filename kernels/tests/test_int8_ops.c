@@ -382,6 +382,26 @@ static void test_im2col(const char *name, int64_t H, int64_t W, int64_t C, int k
                 check(1, "im2col");
             }
             free(col);
+            /* si_im2col_u8_short (rows of ldc = K; up to 16 bytes of spill past the m rows,
+             * nothing past that; the input read only up to in_end, which ASan checks here:
+             * in is exactly ni bytes) on layers whose kernel rows fit 16 bytes */
+            if (isa == SI_ISA_PORTABLE && kw * C <= 16) {
+                const int64_t sb = m * K + 16 + 8;
+                uint8_t *sc = xmalloc((size_t)sb);
+                memset(sc, 0xAB, (size_t)sb);
+                si_im2col_u8_short(&L, in, in + ni, p0, m, sc, zero);
+                int64_t bad = -1;
+                for (int64_t i = 0; i < sb && bad < 0; i++) {
+                    const float f = i < m * K ? fcol[(p0 + i / K) * K + i % K] : -1.0f;
+                    if (i < m * K ? sc[i] != (f == 0.0f ? zero : (int)f) : i >= m * K + 16 && sc[i] != 0xAB) bad = i;
+                }
+                if (bad >= 0)
+                    check(0, "im2col_u8_short %s rows [%lld, +%lld): byte %lld (row %lld column %lld): got %d", name,
+                          (long long)p0, (long long)m, (long long)bad, (long long)(bad / K), (long long)(bad % K),
+                          sc[bad]);
+                else check(1, "im2col_short");
+                free(sc);
+            }
         }
     }
     si_dispatch_select(si_isa_detected());
@@ -433,6 +453,9 @@ int main(int argc, char **argv) {
     test_im2col("3x3_s2_valid_10x9x4_b2", 10, 9, 4, 3, 3, 2, 0, 2, 255);
     test_im2col("1x1_s2_same_7x7x6_b2", 7, 7, 6, 1, 1, 2, 1, 2, 3);
     test_im2col("5x3_s1_same_6x7x1_b2", 6, 7, 1, 5, 3, 1, 1, 2, 9);
+    test_im2col("3x3_s1_same_13x11x3_b2", 13, 11, 3, 3, 3, 1, 1, 2, 121); /* an RGB first layer */
+    test_im2col("5x5_s1_valid_12x12x1_b3", 12, 12, 1, 5, 5, 1, 0, 3, 0);  /* LeNet-5's conv1 */
+    test_im2col("2x4_s2_same_9x10x4_b1", 9, 10, 4, 2, 4, 2, 1, 1, 17);   /* 16-byte kernel rows */
     if (!quick) test_im2col("3x3_s1_same_threaded_40x40x64_b2", 40, 40, 64, 3, 3, 1, 1, 2, 128);
 
     printf("%d passed, %d failed\n", passed, failed);
