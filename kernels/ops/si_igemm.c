@@ -207,6 +207,7 @@ SI_TARGET_AVX2 SI_INLINE void rq_store8_avx2(__m256i s, const si_requant *rq, in
 typedef struct rq16 {
     __m256 m0, a0, m1, a1, inv, lo, hi;
     __m256i z;
+    int relu, z0; /* after a ReLU y * inv >= 0 >= -zero: the lower clamp changes nothing; z0: zero == 0 */
 } rq16;
 SI_TARGET_AVX2 SI_INLINE void rq16_prep(const si_requant *rq, int64_t j0, rq16 *k) {
     k->m0 = _mm256_loadu_ps(rq->mul + j0);
@@ -217,14 +218,20 @@ SI_TARGET_AVX2 SI_INLINE void rq16_prep(const si_requant *rq, int64_t j0, rq16 *
     k->lo = _mm256_set1_ps((float)-rq->zero);
     k->hi = _mm256_set1_ps((float)(255 - rq->zero));
     k->z = _mm256_set1_epi32(rq->zero);
+    k->relu = rq->act == SI_ACT_RELU;
+    k->z0 = rq->zero == 0;
 }
 SI_TARGET_AVX2 SI_INLINE __m256 rq16_y(__m256i s, __m256 m, __m256 a, int relu) {
     const __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), m, a);
     return relu ? _mm256_max_ps(y, _mm256_setzero_ps()) : y;
 }
+/* The rule's steps, less those that change nothing: after a ReLU the lower clamp, with a zero
+ * point of 0 its addition (a ReLU's output is usually quantized with zero 0). */
 SI_TARGET_AVX2 SI_INLINE __m256i rq16_q(__m256 y, const rq16 *k) {
-    const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, k->inv), k->lo), k->hi);
-    return _mm256_add_epi32(_mm256_cvtps_epi32(t), k->z);
+    __m256 t = _mm256_mul_ps(y, k->inv);
+    if (!k->relu) t = _mm256_max_ps(t, k->lo);
+    const __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(t, k->hi));
+    return k->z0 ? q : _mm256_add_epi32(q, k->z);
 }
 SI_TARGET_AVX2 SI_INLINE void rq16_row(__m256i s0, __m256i s1, const rq16 *k, const si_requant *rq, char *c) {
     const int relu = rq->act == SI_ACT_RELU;
@@ -534,13 +541,19 @@ SI_TARGET_VNNI SI_INLINE void rq32_init(rq32 *q, const si_requant *rq, int64_t j
     q->u8 = rq->out_u8;
 }
 
+/* a row half's 16 values to int32 in [0, 255]. (Leaving out the steps that change nothing, as
+ * rq16_q does, made GCC spill vn_14's sums: 1.3x slower on Zen 5.) */
+SI_TARGET_VNNI SI_INLINE __m512i rq32_q(const rq32 *q, __m512 y) {
+    const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y, q->inv), q->lo), q->hi);
+    return _mm512_add_epi32(_mm512_cvtps_epi32(t), q->zero);
+}
+
 /* the same steps as rq_store16_avx512: half h (columns 16 h + [0, 16)) of a row */
 SI_TARGET_VNNI SI_INLINE void rq32_store(const rq32 *q, int h, __m512i s, void *c) {
     __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), q->mul[h], q->add[h]);
     if (q->relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
     if (!q->u8) { _mm512_mask_storeu_ps(c, q->m[h], y); return; }
-    const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y, q->inv), q->lo), q->hi);
-    _mm512_mask_cvtepi32_storeu_epi8(c, q->m[h], _mm512_add_epi32(_mm512_cvtps_epi32(t), q->zero));
+    _mm512_mask_cvtepi32_storeu_epi8(c, q->m[h], rq32_q(q, y));
 }
 
 /* Both halves of a row: with uint8 output and all 32 columns, the two halves narrowed in
@@ -554,10 +567,7 @@ SI_TARGET_VNNI SI_INLINE void rq32_store2(const rq32 *q, __m512i s0, __m512i s1,
     __m512 y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), q->mul[0], q->add[0]);
     __m512 y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), q->mul[1], q->add[1]);
     if (q->relu) { y0 = _mm512_max_ps(y0, _mm512_setzero_ps()); y1 = _mm512_max_ps(y1, _mm512_setzero_ps()); }
-    const __m512 t0 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y0, q->inv), q->lo), q->hi);
-    const __m512 t1 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(y1, q->inv), q->lo), q->hi);
-    const __m128i b0 = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(t0), q->zero));
-    const __m128i b1 = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(t1), q->zero));
+    const __m128i b0 = _mm512_cvtepi32_epi8(rq32_q(q, y0)), b1 = _mm512_cvtepi32_epi8(rq32_q(q, y1));
     _mm256_storeu_si256((__m256i *)c, _mm256_inserti128_si256(_mm256_castsi128_si256(b0), b1, 1));
 }
 

@@ -263,29 +263,38 @@ SI_TARGET_AVX512 static void im2col_avx512(const si_layer *L, const uint8_t *in,
  * zero point, in increasing address order, so the 16 - kw * C bytes each writes past its run
  * are written again by the run after it; only the last row's spill (at most 16 bytes) lands
  * past col's m rows, which the caller provides. A load that would pass in_end (the input's
- * last byte + 1) copies its run exactly, as do the rows whose window crosses the left or right
- * border. The rows come out equal to si_im2col_u8's (ldc == kh * kw * C). */
+ * last byte + 1) copies its run exactly; a window that crosses the left or right border is the
+ * zero point's 16 bytes, then its taps inside the image byte by byte. The rows come out equal
+ * to si_im2col_u8's (ldc == kh * kw * C). */
 void si_im2col_u8_short(const si_layer *L, const uint8_t *in, const uint8_t *in_end, int64_t p0, int64_t m,
                         uint8_t *col, uint8_t zero) {
+    /* the geometry in locals: the byte stores may alias *L, which the compiler would reload */
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, OH = L->out_h, OW = L->out_w;
-    const int64_t run = L->kw * C, ldc = L->kh * run;
+    const int64_t kh = L->kh, kw = L->kw, sh = L->sh, sw = L->sw, pt = L->pad_top, pl = L->pad_left;
+    const int64_t run = kw * C, ldc = kh * run;
     uint8_t zv[16];
     memset(zv, zero, sizeof zv);
-    int64_t n = p0 / (OH * OW), oh = p0 % (OH * OW) / OW, ow = p0 % OW - 1;
-    for (int64_t r = 0; r < m; r++) {
-        if (++ow == OW) { ow = 0; if (++oh == OH) { oh = 0; n++; } }
-        uint8_t *d = col + r * ldc;
-        const int64_t x0 = ow * L->sw - L->pad_left;
-        if (x0 < 0 || x0 + L->kw > W) { /* a border column: exact runs */
-            im2col_portable(L, in, n * OH * OW + oh * OW + ow, 1, d, ldc, zero);
-            continue;
-        }
-        for (int i = 0; i < L->kh; i++, d += run) {
-            const int64_t y = oh * L->sh - L->pad_top + i;
-            if (y < 0 || y >= H) { memcpy(d, zv, 16); continue; }
-            const uint8_t *src = in + ((n * H + y) * W + x0) * C;
-            if (src + 16 <= in_end) memcpy(d, src, 16);
-            else memcpy(d, src, (size_t)run);
+    for (int64_t r = 0; r < m;) {
+        /* the positions of one output row: [ow0, ow1) */
+        const int64_t p = p0 + r, n = p / (OH * OW), oh = p % (OH * OW) / OW, ow0 = p % OW;
+        const int64_t ow1 = ow0 + (m - r < OW - ow0 ? m - r : OW - ow0);
+        const uint8_t *img = in + n * H * W * C;
+        for (int64_t ow = ow0; ow < ow1; ow++, r++) {
+            uint8_t *d = col + r * ldc;
+            const int64_t x0 = ow * sw - pl;
+            const int border = x0 < 0 || x0 + kw > W;
+            for (int64_t i = 0; i < kh; i++, d += run) {
+                const int64_t y = oh * sh - pt + i;
+                if (y < 0 || y >= H) { memcpy(d, zv, 16); continue; }
+                const uint8_t *src = img + (y * W + x0) * C;
+                if (border) { /* the window crosses the left or right edge: the zero point, then the taps inside */
+                    memcpy(d, zv, 16);
+                    for (int64_t j = 0; j < kw; j++)
+                        if (x0 + j >= 0 && x0 + j < W)
+                            for (int64_t c = 0; c < C; c++) d[j * C + c] = src[j * C + c];
+                } else if (src + 16 <= in_end) memcpy(d, src, 16);
+                else memcpy(d, src, (size_t)run);
+            }
         }
     }
 }
