@@ -75,10 +75,11 @@ static void ig_run_fused(const si_layer *L, const void *st, const uint8_t *x, in
     const size_t esz = out_elem(L);
 #pragma omp parallel num_threads(nt)
     {
-        const int t = omp_get_thread_num(), n = omp_get_num_threads();
-        uint8_t *a = ws + t * fuse_stride(L);
-        /* whole chunks per thread, as even as they come */
-        for (int64_t c = chunks * t / n; c < chunks * (t + 1) / n; c++) {
+        uint8_t *a = ws + omp_get_thread_num() * fuse_stride(L);
+        /* chunks handed out as the threads come: a core that another process slows down
+         * takes fewer (even shares left the other thread waiting for it) */
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t c = 0; c < chunks; c++) {
             const int64_t p0 = c * FUSE_ROWS, m = P - p0 < FUSE_ROWS ? P - p0 : FUSE_ROWS;
             si_im2col_u8_short(L, x, x_end, p0, m, a, (uint8_t)L->q_in_zero);
             si_i8_gemm_rows(st, a, K, m, rq, (char *)out + (size_t)(p0 * F) * esz, F);
