@@ -420,6 +420,73 @@ def test_winograd_i16_exact(tmp_path, algo, kern):
                                    f"at (sample, element) {bad[:3].tolist()}: {got[tuple(bad[0])]} vs {w[tuple(bad[0])]}")
 
 
+# conv_igemm's fused first-layer path (kernel rows of at most 16 bytes: patches unrolled per
+# thread into L1 by 16-byte moves, si_im2col_u8_short): C, F, kernel, H, W, padding, input zero
+# point, output zero point (None: float output, no ReLU), batch, stride
+_SMALL_ROW_CASES = [
+    (3, 64, (3, 3), 13, 11, "same", 121, 0, 3, 1),      # an RGB first layer, taps at the zero point
+    (3, 20, (3, 3), 9, 8, "valid", 0, None, 1, 1),
+    (1, 20, (5, 5), 12, 12, "valid", 7, 3, 2, 1),       # LeNet-5's conv1
+    (4, 33, (3, 4), 10, 9, "same", 255, 9, 2, 1),       # kernel rows of exactly 16 bytes
+    (3, 64, (3, 3), 40, 40, "same", 100, 0, 1, 1),      # 1,600 rows: several chunks on each thread
+    (3, 16, (3, 3), 11, 12, "same", 30, 5, 2, 2)]       # stride 2
+# the int8 GEMM kernel each run takes (sparseinfer.int8_isa(), and the weights: pair-safe ones for
+# vpmaddubsw, others for vpmaddwd)
+_IGEMM_KERNELS = {"vnni512": ({"SPARSEINFER_ISA": "avx512", "SPARSEINFER_DISABLE": "amx"}, "avx512_vnni", False),
+                  "avx_vnni": ({"SPARSEINFER_ISA": "avx2"}, "avx_vnni", False),
+                  "maddubs": ({"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni"}, "avx2", True),
+                  "maddwd": ({"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni,maddubs"}, "avx2", False),
+                  "portable": ({"SPARSEINFER_ISA": "portable"}, "portable", False)}
+
+
+@pytest.mark.parametrize("kern", sorted(_IGEMM_KERNELS))
+def test_conv_igemm_small_rows_exact(tmp_path, kern):
+    """conv_igemm on layers whose kernel rows fit 16 bytes (each thread unrolls its rows of
+    patches into L1 and multiplies them in the same pass) with each int8 GEMM kernel (child
+    processes under ISA caps): outputs equal the NumPy int8 reference's bit for bit, at batch 1
+    (trace of one sample) and above, for 'same' padding at input zero points 0 to 255, 'valid',
+    a 5 x 5 kernel on one channel, 16-byte kernel rows, stride 2, enough rows for several chunks
+    a thread, uint8 outputs with ReLU and float ones without."""
+    rng = np.random.default_rng(23)
+    kenv, want_isa, pair_safe = _IGEMM_KERNELS[kern]
+    paths, wants = [], []
+    for i, (C, F, (kh, kw), H, W, pad, zin, zout, batch, stride) in enumerate(_SMALL_ROW_CASES):
+        K = kh * kw * C
+        lim = 64 if pair_safe else 127
+        Wt = rng.integers(-lim, lim + 1, (F, K)).astype(np.int8)
+        Wt[0], Wt[1] = lim, -lim
+        quant = {"input": (0.02, zin), "weight_scale": np.full(F, 1e-3, np.float32)}
+        if zout is not None:
+            quant["output"] = (0.002 * K, zout)
+        layers = [{"name": "c", "type": "conv2d", "kernel": [kh, kw], "strides": [stride, stride], "padding": pad,
+                   "W": Wt, "activation": "relu" if zout is not None else "linear",
+                   "b": rng.integers(-3000, 3000, F).astype(np.int32), "quant": quant}]
+        path = tmp_path / f"s{i}.npz"
+        write_model(path, layers, {"shape": [H, W, C]})
+        read, _ = read_layers_int8(str(path))
+        x = rng.uniform(-5, 5, (batch, H, W, C)).astype(np.float32)
+        np.save(tmp_path / f"x{i}.npy", x)
+        want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
+        assert len(np.unique(want)) > 2, "the case's outputs do not vary"
+        paths.append(str(path))
+        wants.append(want.reshape(len(want), -1))
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
+    env.update(kenv, SPARSEINFER_ALGO="conv_igemm")
+    r = subprocess.run([sys.executable, "-c", _WI16_CHILD, str(tmp_path), *paths], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    isa, got_algos = json.loads(r.stdout)
+    if isa != want_isa:
+        pytest.skip(f"this CPU has no {want_isa} under {kenv} (int8 dot product: {isa})")
+    for i, (case, want) in enumerate(zip(_SMALL_ROW_CASES, wants)):
+        assert got_algos[i][:2] == ["conv_igemm", "conv_igemm"], (case, got_algos[i])
+        for name, w in ((f"y{i}", want), (f"y1_{i}", want[:1]), (f"p{i}", want)):
+            got = np.load(tmp_path / f"{name}.npy")
+            bad = np.argwhere(got != w)
+            assert bad.size == 0, (f"case {case} ({name}, {kern}): conv_igemm differs from the NumPy int8 reference "
+                                   f"at (sample, element) {bad[:3].tolist()}: {got[tuple(bad[0])]} vs {w[tuple(bad[0])]}")
+
+
 # ---- reduce_range: weights in [-64, 64], vpmaddubsw on AVX2 without VNNI ------------------------
 
 NO_VNNI = {"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "vnni"}
