@@ -212,14 +212,34 @@ def _comma_locale() -> str | None:
         locale.setlocale(locale.LC_ALL, saved)
 
 
-def test_load_under_decimal_comma_locale(outdir):
+def _built_comma_locale(where: str) -> str | None:
+    """de_DE.UTF-8 compiled by localedef into `where` (glibc reads it there through LOCPATH),
+    from the locale sources a Debian system carries in /usr/share/i18n even with no locale
+    generated; None where localedef or the sources are missing."""
+    import shutil
+    if not shutil.which("localedef") or not os.path.isdir("/usr/share/i18n/locales"):
+        return None
+    r = subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", os.path.join(where, "de_DE.UTF-8")],
+                       capture_output=True, text=True, timeout=120)
+    probe = subprocess.run([sys.executable, "-c", "import locale; locale.setlocale(locale.LC_ALL, 'de_DE.UTF-8'); "
+                            "print(locale.localeconv()['decimal_point'])"], capture_output=True, text=True,
+                           env={**os.environ, "LOCPATH": where}, timeout=60)
+    return "de_DE.UTF-8" if r.returncode == 0 and probe.stdout.strip() == "," else None
+
+
+def test_load_under_decimal_comma_locale(outdir, tmp_path):
     """A host that calls setlocale(LC_ALL, "de_DE.UTF-8") still reads manifests, whose
     numbers ("mean": [0.5]) use JSON's decimal point (issue 13, item 3), and gets the same
-    outputs bit for bit. In a subprocess, so the locale does not leak into other tests."""
-    name = _comma_locale()
+    outputs bit for bit. In a subprocess, so the locale does not leak into other tests. Where
+    no such locale is installed (a fresh Debian machine has only C and POSIX), the test
+    compiles one into its temporary directory."""
+    name, env = _comma_locale(), dict(os.environ)
     if name is None:
-        pytest.skip("no decimal-comma locale installed (Debian: apt-get install locales; "
-                    "uncomment de_DE.UTF-8 in /etc/locale.gen; locale-gen)")
+        name = _built_comma_locale(str(tmp_path))
+        env["LOCPATH"] = str(tmp_path)
+    if name is None:
+        pytest.skip("no decimal-comma locale installed, and none could be compiled (localedef and "
+                    "/usr/share/i18n/locales: Debian's libc-bin and locales)")
     path = os.path.join(outdir, "good_lenet.npz")
     code = ("import locale, sys, numpy as np, sparseinfer\n"
             f"locale.setlocale(locale.LC_ALL, {name!r})\n"
@@ -227,7 +247,7 @@ def test_load_under_decimal_comma_locale(outdir):
             "m = sparseinfer.load(sys.argv[1], plan='nomeasure')\n"
             "x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)\n"
             "sys.stdout.write(m.predict(x).tobytes().hex())\n")
-    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, f"load under {name} failed:\n{r.stderr}"
     x = np.linspace(-1, 1, 3 * 16 * 16 * 2, dtype=np.float32).reshape(3, 16, 16, 2)
     want = sparseinfer.load(path, plan="nomeasure").predict(x)
