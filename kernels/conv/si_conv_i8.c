@@ -55,6 +55,7 @@ static int amx_applies(const si_layer *L, int regime) {
 #define FUSE_MAX_THREADS 64
 #define FUSE_SLACK 64 /* si_im2col_u8_short's spill past a chunk's rows, rounded up to a line */
 
+/* kh <= 16 too (cols <= 256), so a thread's buffer is at most 64 KB and ig_ws's 64 of them 4 MB */
 static int fused(const si_layer *L) { return !pointwise(L) && L->kw * L->in_c <= 16 && L->cols <= 16 * 16; }
 
 static int64_t fuse_stride(const si_layer *L) { return (FUSE_ROWS * L->cols + FUSE_SLACK + 63) / 64 * 64; }
