@@ -18,3 +18,37 @@ PY
 
 MKL_INC="$(si_dist_dir mkl-include mkl.h)"
 MKL_LIB="$(si_dist_dir mkl libmkl_rt.so.3)"
+
+# The library's sources compiled once per set of flags and shared by the test scripts
+# (run_igemm.sh, run_igemm_amx.sh, run_int8_ops.sh and run_sparse_kernels.sh build the same
+# two: -O2 and ASan + UBSan), each file on its own and as many at once as there are cores.
+#   si_objects FLAGS...   (needs KERNELS and CC) sets SI_OBJS to the objects of every
+#                         kernels/**/si_*.c, the tests excepted
+# The cache ($SI_OBJ_CACHE, default $TMPDIR/sparseinfer-objs) is keyed by the flags, the
+# compiler's version and the contents of every .c and .h under kernels/ (tests excepted), so an
+# edit anywhere builds afresh; a build goes to a private directory renamed into place when
+# complete, so a concurrent or interrupted one never leaves half a set.
+si_objects() {
+    local key dir tmp src rel obj fail=0 jobs pids=()
+    key="$({ printf '%s\n' "$@"; "$CC" --version 2>&1 | head -1
+             find "$KERNELS" -path "$KERNELS/tests" -prune -o \( -name '*.c' -o -name '*.h' \) -print | sort |
+                 while read -r f; do printf '%s\n' "$f"; cat "$f"; done; } | sha1sum | cut -c1-20)"
+    dir="${SI_OBJ_CACHE:-${TMPDIR:-/tmp}/sparseinfer-objs}/$key"
+    if [ ! -f "$dir/complete" ]; then
+        mkdir -p "$(dirname "$dir")"
+        tmp="$(mktemp -d "$dir.part.XXXXXX")"
+        jobs="$(nproc 2>/dev/null || echo 2)"
+        while read -r src; do
+            rel="${src#"$KERNELS"/}"
+            obj="$tmp/${rel//\//_}"
+            "$CC" "$@" -c "$src" -o "${obj%.c}.o" &
+            pids+=($!)
+            if [ "${#pids[@]}" -ge "$jobs" ]; then wait "${pids[0]}" || fail=1; pids=("${pids[@]:1}"); fi
+        done < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
+        for p in "${pids[@]}"; do wait "$p" || fail=1; done
+        if [ "$fail" -ne 0 ]; then rm -rf "$tmp"; echo "si_objects: compiling the library with $* failed" >&2; return 1; fi
+        touch "$tmp/complete"
+        mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp" # another build got there first: same objects
+    fi
+    SI_OBJS=("$dir"/*.o)
+}

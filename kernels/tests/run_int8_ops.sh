@@ -33,16 +33,18 @@ mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 's
 # The sanitized build goes on in the background while the optimised one builds and runs
 # (the whole script has to stay well under a minute).
 echo "== build (ASan + UBSan, in the background)"
-"$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-    -I"$KERNELS" -I"$MKL_INC" \
-    "${SOURCES[@]}" "$HERE/test_int8_ops.c" \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_int8_asan" &
+ASAN_FLAGS=(-std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined
+            -fno-omit-frame-pointer -I"$KERNELS" -I"$MKL_INC")
+( si_objects "${ASAN_FLAGS[@]}"
+  "$CC" "${ASAN_FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_int8_ops.c" \
+      -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_int8_asan" ) &
 ASAN_BUILD=$!
 trap 'wait "$ASAN_BUILD" 2>/dev/null || true; rm -rf "$WORK"' EXIT  # let it finish before removing $WORK
 
 echo "== build (-O2)"
-"$CC" -std=c11 -O2 -g -fopenmp -I"$KERNELS" -I"$MKL_INC" \
-    "${SOURCES[@]}" "$HERE/test_int8_ops.c" \
+OPT_FLAGS=(-std=c11 -O2 -g -fopenmp -I"$KERNELS" -I"$MKL_INC")
+si_objects "${OPT_FLAGS[@]}"
+"$CC" "${OPT_FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_int8_ops.c" \
     -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_int8"
 echo "== run (-O2)"
 "$WORK/test_int8"
