@@ -27,13 +27,12 @@ mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 's
 [ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
 
 echo "== build (ASan + UBSan)"
-"$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-    -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
-    "${SOURCES[@]}" "$HERE/test_loader.c" \
+FLAGS=(-std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+       -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC")
+si_objects "${FLAGS[@]}" # the library once (mkl_env.sh's cache), for both tests
+"$CC" "${FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_loader.c" \
     -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_loader"
-"$CC" -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-    -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" \
-    "${SOURCES[@]}" "$HERE/test_threads.c" \
+"$CC" "${FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_threads.c" \
     -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -lpthread -o "$WORK/test_threads"
 
 echo "== cases"
