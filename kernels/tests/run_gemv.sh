@@ -30,25 +30,23 @@ LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz)
 mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
 [ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
 
-build() { # name flags...: builds $WORK/name from the whole library and the test
+# Warnings are errors in the GEMV kernel, the bandwidth probe and the test (the other sources
+# belong to other tests), checked by compiling them alone at -O3 (some warnings need the optimiser).
+for src in "$KERNELS/fc/si_fc_gemv.c" "$KERNELS/util/si_bandwidth.c" "$HERE/test_gemv.c"; do
+    "$CC" -std=c11 -O3 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -c "$src" -o "$WORK/check.o"
+done
+
+build() { # name flags...: builds $WORK/name from the whole library (si_objects: mkl_env.sh's cache) and the test
     local name="$1"; shift
-    local flags=(-std=c11 -fopenmp -Wall -Wextra -I"$KERNELS" -I"$MKL_INC" "$@")
-    local objs=() src rel werror obj
-    mkdir -p "$WORK/$name.o"
-    for src in "${SOURCES[@]}" "$HERE/test_gemv.c"; do
-        rel="${src#"$KERNELS"/}"
-        werror=()
-        case "$rel" in fc/si_fc_gemv.c|util/si_bandwidth.c|tests/test_gemv.c) werror=(-Werror) ;; esac
-        obj="$WORK/$name.o/${rel//\//_}"; obj="${obj%.c}.o"
-        "$CC" "${flags[@]}" "${werror[@]}" -c "$src" -o "$obj"
-        objs+=("$obj")
-    done
-    "$CC" "${flags[@]}" "${objs[@]}" "${LIBS[@]}" -o "$WORK/$name"
+    si_objects "$@"
+    "$CC" "$@" "${SI_OBJS[@]}" "$HERE/test_gemv.c" "${LIBS[@]}" -o "$WORK/$name"
     echo "== $name: whole library (${#SOURCES[@]} sources under kernels/)"
 }
 
-build test_gemv -O3
-build test_gemv_asan -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+build test_gemv -std=c11 -O3 -fopenmp -I"$KERNELS" -I"$MKL_INC"
+# the same flags as the other scripts' sanitized builds, whose objects it shares
+build test_gemv_asan -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -fno-omit-frame-pointer -I"$KERNELS" -I"$MKL_INC"
 
 total_p=0; total_f=0; rc=0
 run() { # name args...
