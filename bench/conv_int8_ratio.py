@@ -50,10 +50,6 @@ def load_pinned(path: str, pin: str | None) -> "sparseinfer.Model":
             os.environ["SPARSEINFER_ALGO"] = old
 
 
-def quantize_quiet(path: str, qpath: str, x: np.ndarray, keep_fp32) -> None:
-    sparseinfer.quantize(path, qpath, calibration=x, keep_fp32=keep_fp32, progress=None)
-
-
 def image_like(rng: np.random.Generator, n: int) -> np.ndarray:
     """Mean-subtracted 8-bit pixels (VGG19's preprocessing range), smooth enough to be an image."""
     base = rng.random((n, 28, 28, 3), dtype=np.float32)
@@ -92,26 +88,25 @@ def main(argv: list[str] | None = None) -> int:
                     x[rng.random(x.shape) < 0.5] = 0.0
                 path, _ = one_layer_file(tmp, layer, shp, 1.0)
                 qpath = path[:-4] + "_int8.npz"
-                quantize_quiet(path, qpath, x, None)
+                sparseinfer.quantize(path, qpath, calibration=x, keep_fp32=None, progress=None)
                 pairs.append((layer["name"], path, qpath, x))
         else:
             path = os.path.join(tmp, "vgg19.npz")
             write_model(path, layers, spec, name="vgg19")
             qpath = os.path.join(tmp, "vgg19_int8.npz")
             print("# quantizing VGG19 (8 calibration inputs)", flush=True)
-            quantize_quiet(path, qpath, image_like(rng, 8), "last")
+            sparseinfer.quantize(path, qpath, calibration=image_like(rng, 8), keep_fp32="last", progress=None)
             pairs = [(None, path, qpath, image_like(rng, 1))]
         for only, path, qpath, x in pairs:
             f32, i8 = load_pinned(path, "conv_gemm"), load_pinned(qpath, None)
-            names = [l["name"] for l in f32.layers()]
+            l32, l8 = f32.layers(), i8.layers()
             ms = {"fp32": [], "int8": []}
             for _ in range(a.rounds):
                 ms["fp32"].append(np.median(f32.profile_layers(x, repeats=a.repeats, warmup=1), axis=0))
                 ms["int8"].append(np.median(i8.profile_layers(x, repeats=a.repeats, warmup=1), axis=0))
             med = {k: np.median(np.array(v), axis=0) * 1e3 for k, v in ms.items()}
-            l8 = i8.layers()
-            for j, name in enumerate(names):
-                if f32.layers()[j]["type"] != "conv2d" or (want and name not in want) or (only and name != only):
+            for j, name in enumerate(l["name"] for l in l32):
+                if l32[j]["type"] != "conv2d" or (want and name not in want) or (only and name != only):
                     continue
                 r = float(med["fp32"][j] / med["int8"][j])
                 rec = {"layer": name, "fp32_conv_gemm_ms": float(med["fp32"][j]), "int8_ms": float(med["int8"][j]),

@@ -24,11 +24,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-gemv.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-LIBS=(-L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz)
-
-# Every library source (kernels/si_*.c and its subfolders), not the tests.
-mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
-[ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
 
 # Warnings are errors in the GEMV kernel, the bandwidth probe and the test (the other sources
 # belong to other tests), checked by compiling them alone at -O3 (some warnings need the optimiser).
@@ -39,14 +34,12 @@ done
 build() { # name flags...: builds $WORK/name from the whole library (si_objects: mkl_env.sh's cache) and the test
     local name="$1"; shift
     si_objects "$@"
-    "$CC" "$@" "${SI_OBJS[@]}" "$HERE/test_gemv.c" "${LIBS[@]}" -o "$WORK/$name"
-    echo "== $name: whole library (${#SOURCES[@]} sources under kernels/)"
+    "$CC" "$@" "${SI_OBJS[@]}" "$HERE/test_gemv.c" "${SI_LIBS[@]}" -o "$WORK/$name"
+    echo "== $name: whole library (${#SI_OBJS[@]} sources under kernels/)"
 }
 
 build test_gemv -std=c11 -O3 -fopenmp -I"$KERNELS" -I"$MKL_INC"
-# the same flags as the other scripts' sanitized builds, whose objects it shares
-build test_gemv_asan -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -fno-omit-frame-pointer -I"$KERNELS" -I"$MKL_INC"
+build test_gemv_asan "${SI_ASAN_FLAGS[@]}" # the other scripts' sanitized objects
 
 total_p=0; total_f=0; rc=0
 run() { # name args...

@@ -23,9 +23,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-igemm-amx.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-# Every library source (kernels/si_*.c and its subfolders), not the tests.
-mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
-[ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
 
 # Only the AMX GEMM and its test are -Werror here: the others belong to other tests.
 "$CC" -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -fsyntax-only \
@@ -33,19 +30,14 @@ mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 's
 
 # The sanitized build goes on in the background while the optimised one builds and runs.
 echo "== build (ASan + UBSan, in the background)"
-ASAN_FLAGS=(-std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined
-            -fno-omit-frame-pointer -I"$KERNELS" -I"$MKL_INC")
-( si_objects "${ASAN_FLAGS[@]}"
-  "$CC" "${ASAN_FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_igemm_amx.c" \
-      -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_igemm_amx_asan" ) &
+( si_objects "${SI_ASAN_FLAGS[@]}"
+  "$CC" "${SI_ASAN_FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_igemm_amx.c" "${SI_LIBS[@]}" -o "$WORK/test_igemm_amx_asan" ) &
 ASAN_BUILD=$!
 trap 'wait "$ASAN_BUILD" 2>/dev/null || true; rm -rf "$WORK"' EXIT  # let it finish before removing $WORK
 
 echo "== build (-O2)"
-OPT_FLAGS=(-std=c11 -O2 -g -fopenmp -I"$KERNELS" -I"$MKL_INC")
-si_objects "${OPT_FLAGS[@]}"
-"$CC" "${OPT_FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_igemm_amx.c" \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_igemm_amx"
+si_objects "${SI_OPT_FLAGS[@]}"
+"$CC" "${SI_OPT_FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_igemm_amx.c" "${SI_LIBS[@]}" -o "$WORK/test_igemm_amx"
 echo "== run (-O2)"
 "$WORK/test_igemm_amx"
 

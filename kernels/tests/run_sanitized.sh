@@ -22,18 +22,12 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sanitized.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-# Every library source (kernels/si_*.c and its subfolders), not the tests.
-mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
-[ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
 
 echo "== build (ASan + UBSan)"
-FLAGS=(-std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-       -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC")
+FLAGS=("${SI_ASAN_FLAGS[@]}" -Wall -Wextra -Werror)
 si_objects "${FLAGS[@]}" # the library once (mkl_env.sh's cache), for both tests
-"$CC" "${FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_loader.c" \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -o "$WORK/test_loader"
-"$CC" "${FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_threads.c" \
-    -L"$MKL_LIB" -l:libmkl_rt.so.3 -Wl,-rpath,"$MKL_LIB" -lm -lz -lpthread -o "$WORK/test_threads"
+"$CC" "${FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_loader.c" "${SI_LIBS[@]}" -o "$WORK/test_loader"
+"$CC" "${FLAGS[@]}" "${SI_OBJS[@]}" "$HERE/test_threads.c" "${SI_LIBS[@]}" -lpthread -o "$WORK/test_threads"
 
 echo "== cases"
 "$PYTHON" "$HERE/make_cases.py" "$WORK/cases"
