@@ -1,11 +1,13 @@
 /* Errors, memory, thread counts and the once-per-process set-up. Calls no kernel. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include "si_internal.h"
 
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <mkl.h>
@@ -72,16 +74,31 @@ void si_limit_end(void) { lim.on = 0; }
 int64_t si_limit_refused(void) { return lim.refused; }
 int64_t si_limit_held(void) { return lim.held; }
 
+/* Buffers of 4 MB and more (weights, Winograd filters, scratch) start on a 2 MB boundary and
+ * span whole 2 MB pages, which Linux may then back with transparent huge pages (THP "madvise"
+ * is the usual setting): the GEMMs and the fully connected layers stream them, and with 4 KB
+ * pages every 4 KB of a 100 MB weight matrix costs a TLB miss. VGG19 int8, AVX2 cap, Zen 5,
+ * 2 threads, 8 alternating runs: fc1 1.83 -> 1.64 ms (medians), the model 36.6 -> 34.8 ms. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 void *si_alloc(size_t bytes) {
     if (bytes == 0) return NULL;
     void *p = NULL;
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (rounded < bytes) return NULL;
-    if (lim.on && (rounded > (uint64_t)INT64_MAX || (int64_t)rounded > lim.limit - lim.held)) {
-        lim.refused = rounded > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)rounded;
+    size_t size = (bytes + 63) & ~(size_t)63, align = 64;
+    if (size < bytes) return NULL;
+    if (size >= 2 * HUGE_PAGE) {
+        align = HUGE_PAGE;
+        size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+        if (size < bytes) return NULL;
+    }
+    if (lim.on && (size > (uint64_t)INT64_MAX || (int64_t)size > lim.limit - lim.held)) {
+        lim.refused = size > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)size;
         return NULL;
     }
-    if (posix_memalign(&p, 64, rounded) != 0) return NULL;
+    if (posix_memalign(&p, align, size) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE) madvise(p, size, MADV_HUGEPAGE); /* advice only: its failure changes nothing */
+#endif
     if (lim.on) lim.held += (int64_t)malloc_usable_size(p);
     return p;
 }
