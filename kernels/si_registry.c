@@ -9,7 +9,7 @@
 extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_sparse, si_algo_conv_sparse32, si_algo_conv_sparse_tiled, si_algo_conv_sparse_planar,
     si_algo_conv_sparse_batch, si_algo_conv_mkl, si_algo_conv_winograd, si_algo_conv_igemm, si_algo_conv_igemm_amx, si_algo_conv_sparse_i8, si_algo_conv_winograd_dq,
     si_algo_conv_sparse_batch_i8, si_algo_conv_winograd_i16,
-    si_algo_conv_winograd3_i16, si_algo_conv_winograd4_i16;
+    si_algo_conv_winograd3_i16, si_algo_conv_winograd4_i16, si_algo_conv_winograd4_i16_local;
 extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmv_gather, si_algo_fc_csrmm,
     si_algo_fc_mkl, si_algo_fc_igemm, si_algo_fc_igemm_amx, si_algo_fc_csrmv_i8, si_algo_fc_csrmv_i8_avx2,
     si_algo_fc_csrmv_i8_nogather, si_algo_fc_csrmm_i8, si_algo_fc_skip_i8, si_algo_fc_skip;
@@ -41,6 +41,7 @@ const si_algo *const si_algos[] = {
     &si_algo_conv_winograd_i16, /* conv/si_conv_wino_i16.c: exact Winograd F(2x2, 3x3) in int16 (no VNNI) */
     &si_algo_conv_winograd3_i16, /* conv/si_conv_wino_i16.c: the same, F(3x3, 3x3) */
     &si_algo_conv_winograd4_i16, /* conv/si_conv_wino_i16.c: the same, F(4x4, 3x3), where the sums stay below 2^25 */
+    &si_algo_conv_winograd4_i16_local, /* conv/si_conv_wino_i16.c: F(4x4) in per-thread groups of tiles, U from cache */
     &si_algo_fc_igemm,     /* fc/si_fc_i8.c: the int8 GEMM (batch 1: its GEMV) */
     &si_algo_fc_igemm_amx, /* fc/si_fc_i8.c: the same on AMX tiles (batch > 1) */
     &si_algo_fc_csrmv_i8,  /* fc/si_fc_i8.c: int8 CSR mv (batch 1) */

@@ -315,15 +315,18 @@ _WI16_CASES = [  # C (24, 33: a vector of 16 and a scalar tail; 3: no vector), F
     (256, 256, 52, 52, "same", 9, 5, 1),
     # a max pool after it: 2x2 (in F(2x2)'s and F(4x4)'s output transform) and 3x3, odd sizes
     (24, 20, 11, 13, "same", 7, 3, 2, (2, 2)), (40, 24, 9, 10, "valid", 0, None, 2, (2, 2)),
-    (16, 16, 9, 9, "same", 5, 4, 1, (3, 3))]
+    (16, 16, 9, 9, "same", 5, 4, 1, (3, 3)),
+    # uint8 out at zero point 0 through the fused pool (the packing's saturation is the clamp)
+    (24, 20, 11, 13, "same", 7, 0, 1, (2, 2))]
 F4_BOUND = (2 ** 25 - 1) // 255  # conv_winograd4_i16: 255 x (a filter's positive or negative weight sum) < 2^25
+_F4 = ("conv_winograd4_i16", "conv_winograd4_i16_local")  # the second: per-thread groups of tiles, whatever U's size
 
 
 def _wi16_weights(rng, F, K, algo, over=False):
     """Weights of the int16 Winograd cases: rows 0 and 1 at +127 and -127 (the largest
     transformed values); for F(4x4), whose sums must stay below 2^25, rows 0 and 1 at the bound
     instead (one step past it with over) and the others small enough."""
-    if algo != "conv_winograd4_i16":
+    if algo not in _F4:
         w = rng.integers(-127, 128, (F, K))
         w[0], w[1] = 127, -127
         return w.astype(np.int8)
@@ -358,21 +361,23 @@ _WI16_KERNELS = {"maddwd": ({"SPARSEINFER_ISA": "avx2", "SPARSEINFER_DISABLE": "
 
 
 @pytest.mark.parametrize("kern", sorted(_WI16_KERNELS))
-@pytest.mark.parametrize("algo", ["conv_winograd_i16", "conv_winograd3_i16", "conv_winograd4_i16"])
+@pytest.mark.parametrize("algo", ["conv_winograd_i16", "conv_winograd3_i16", *_F4])
 def test_winograd_i16_exact(tmp_path, algo, kern):
     """The int16 Winograd entries (F(2x2), F(3x3) and F(4x4) of 3x3), with each of their GEMM
     kernels (vpmaddwd + vpaddd under the AVX2 cap with VNNI disabled; vpdpwssd, VEX under the cap
     and on zmm at AVX-512 with AMX disabled; in child processes) give the int8 convolution's exact
     sums: their outputs equal the NumPy int8 reference's bit for bit, over
     channel counts with and without a vector tail, odd output sizes (partial tiles), valid and
-    same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU and float
-    ones without, the largest transformed values and sums whose scaled transform wraps int32,
-    batches of 1 to 3, per-thread and shared groups of tiles, a following 2x2 max pool (fused into
+    same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU (at zero point
+    0 reaching 0 and 255, the clamps the packing does there) and float ones without, the largest transformed values and sums whose scaled transform wraps int32,
+    batches of 1 to 3, per-thread and shared groups of tiles (conv_winograd4_i16_local: per-thread
+    groups in every case, U of up to 4.7 MB read for each), a following 2x2 max pool (fused into
     the output transform but for F(3x3)) and a 3x3 one (after it). F(4x4) applies only while every filter's sums stay below 2^25: a layer
     one step past that leaves it out."""
     rng = np.random.default_rng(11)
     paths, wants = [], []
-    cases = list(_WI16_CASES) + ([(512, 8, 5, 4, "same", 0, None, 1)] if algo == "conv_winograd4_i16" else [])
+    cases = list(_WI16_CASES) + ([(512, 8, 5, 4, "same", 0, None, 1)] if algo in _F4 else [])
+    ends = set()  # the uint8 outputs at zero point 0 reach 0 and 255
     # per-thread groups (U in half an L2) for the small layers, shared ones for the 256 x 256
     for i, (C, F, H, W, pad, zin, zout, batch, *pool) in enumerate(cases):
         over = i == len(_WI16_CASES)  # F(4x4)'s extra case
@@ -393,8 +398,12 @@ def test_winograd_i16_exact(tmp_path, algo, kern):
         np.save(tmp_path / f"x{i}.npy", x)
         want = make_cases.reference_forward_int8(read[:1], x.astype(np.float64)).astype(np.float32)
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
+        if zout == 0:  # uint8 at zero point 0: where the kernels leave the clamps to the packing
+            q = np.rint(want / quant["output"][0])
+            ends |= {0} & set(q.ravel().tolist()) | {255} & set(q.ravel().tolist())
         paths.append(str(path))
         wants.append((want, make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)))
+    assert ends == {0, 255}, f"the zero-point-0 cases reach only {sorted(ends)} of 0 and 255"
     kenv, want_isa = _WI16_KERNELS[kern]
     env = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
     env.update(kenv, SPARSEINFER_ALGO=algo)
@@ -468,6 +477,9 @@ def test_conv_igemm_small_rows_exact(tmp_path, kern):
         np.save(tmp_path / f"x{i}.npy", x)
         want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
+        if zout == 0:  # uint8 at zero point 0: where the kernels leave the clamps to the packing
+            q = np.rint(want / quant["output"][0])
+            ends |= {0} & set(q.ravel().tolist()) | {255} & set(q.ravel().tolist())
         paths.append(str(path))
         wants.append(want.reshape(len(want), -1))
     env = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}

@@ -54,6 +54,7 @@ typedef struct wi_state {
     int16_t *u;          /* [xi][panels][cp][NR][2]: U[x][p * NR + j][2 q + e] */
     int64_t cp, panels;  /* channel pairs, panels of NR filters */
     int kern;            /* the GEMM kernels (kern_of): 0 vpmaddwd + vpaddd, 1 VEX vpdpwssd, 2 zmm vpdpwssd */
+    int local;           /* 1: per-thread groups of tiles whatever U's size (conv_winograd4_i16_local) */
 } wi_state;
 
 /* The GEMM kernels for this CPU under the ISA cap, as the int8 GEMM's (si_vnni_form): vpdpwssd
@@ -138,6 +139,11 @@ static si_status_t wi_prepare_m(si_layer *L, int mt, void **out) {
 static si_status_t wi_prepare2(si_layer *L, void **out) { return wi_prepare_m(L, 2, out); }
 static si_status_t wi_prepare3(si_layer *L, void **out) { return wi_prepare_m(L, 3, out); }
 static si_status_t wi_prepare4(si_layer *L, void **out) { return wi_prepare_m(L, 4, out); }
+static si_status_t wi_prepare4l(si_layer *L, void **out) {
+    const si_status_t st = wi_prepare_m(L, 4, out);
+    if (st == SI_OK) ((wi_state *)*out)->local = 1;
+    return st;
+}
 
 /* F(4x4) recovers the sum from 576x it modulo 2^32, so modulo 2^26: exact while |sum| < 2^25.
  * The inputs are uint8 (0 to 255), so the sum lies in 255 x [sum of the negative weights, sum
@@ -190,7 +196,8 @@ static int64_t group_tiles(const si_layer *L, int mt, int batch) {
  * a group split among the threads by position), which read each U[xi] once per group.
  * si_wino_local_max_u (conv/si_conv_winograd.c; -1: the L2 size) lets the tests force either. */
 extern int64_t si_wino_local_max_u;
-static int use_local(const si_layer *L, int mt) {
+static int use_local(const si_layer *L, int mt, const wi_state *s) {
+    if (s && s->local) return 1;
     const int64_t max_u = si_wino_local_max_u >= 0 ? si_wino_local_max_u : si_l2_bytes();
     return (int64_t)xi_of(mt) * vstride(L) * ((L->rows + NR - 1) / NR * NR) * 2 <= max_u / 2;
 }
@@ -205,20 +212,20 @@ static int64_t local_tiles(const si_layer *L, int mt, int batch) {
     return g < per ? g : per;
 }
 
-static int64_t ws_m(const si_layer *L, int mt, int batch) {
+static int64_t ws_m(const si_layer *L, int mt, const wi_state *s, int batch) {
     const int64_t shared = group_tiles(L, mt, batch) * tile_bytes(L, mt) + 128;
     const int64_t local = si_max_threads() * (local_tiles(L, mt, batch) * tile_bytes(L, mt) + 128);
-    return ((use_local(L, mt) ? local : shared) + 3) / 4 + 16;
+    return ((use_local(L, mt, s) ? local : shared) + 3) / 4 + 16;
 }
 /* the transform's scratch, and the convolution's output where a pool runs after it */
-static int64_t ws_pool(const si_layer *L, int mt, int batch) {
+static int64_t ws_pool(const si_layer *L, int mt, const wi_state *s, int batch) {
     const int unfused = L->pool && !(L->pool->kh == 2 && L->pool->kw == 2 && mt != 3);
     const int64_t conv = unfused ? ((int64_t)batch * L->out_h * L->out_w * L->rows * (L->q_out_u8 ? 1 : 4) + 3) / 4 : 0;
-    return ws_m(L, mt, batch) + conv;
+    return ws_m(L, mt, s, batch) + conv;
 }
-static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 2, batch); }
-static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 3, batch); }
-static int64_t wi_ws4(const si_layer *L, const void *st, int batch) { (void)st; return ws_pool(L, 4, batch); }
+static int64_t wi_ws2(const si_layer *L, const void *st, int batch) { return ws_pool(L, 2, st, batch); }
+static int64_t wi_ws3(const si_layer *L, const void *st, int batch) { return ws_pool(L, 3, st, batch); }
+static int64_t wi_ws4(const si_layer *L, const void *st, int batch) { return ws_pool(L, 4, st, batch); }
 
 /* Tile q's sample and tile row and column (m x m outputs a tile) */
 static void tile_at(const si_layer *L, int mt, int64_t q, int64_t *n, int64_t *ty, int64_t *tx) {
@@ -470,6 +477,7 @@ typedef struct rq8k {
     __m256 mul, add, inv, lo, hi;
     __m256i z, m;
     int relu, u8, n; /* relu: the max at 0 before the scaling (not where the clamp does it) */
+    int z0;          /* uint8 out at zero point 0: the lower clamp and the zero's addition left to the packing */
 } rq8k;
 
 SI_TARGET_AVX2 SI_INLINE void rq8_prep(const si_requant *rq, int64_t f0, int n, rq8k *k) {
@@ -483,6 +491,7 @@ SI_TARGET_AVX2 SI_INLINE void rq8_prep(const si_requant *rq, int64_t f0, int n, 
     /* uint8 out at zero point 0: the clamp's max at 0 is the ReLU (inv > 0) */
     k->relu = rq->act == SI_ACT_RELU && !(rq->out_u8 && rq->zero == 0);
     k->u8 = rq->out_u8;
+    k->z0 = rq->out_u8 && rq->zero == 0;
     k->n = n;
 }
 
@@ -494,8 +503,13 @@ SI_TARGET_AVX2 SI_INLINE void rq8(__m256i s, const rq8k *k, char *c) {
         else _mm256_maskstore_ps((float *)c, k->m, y);
         return;
     }
-    const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, k->inv), k->lo), k->hi);
-    const __m256i qv = _mm256_add_epi32(_mm256_cvtps_epi32(t), k->z);
+    /* At zero point 0 the packing's saturation is the lower clamp: a negative t rounds to a
+     * negative int32 (INT32_MIN past its range), which the packs take to 0, as the clamp at 0
+     * then the rounding would (t in (-0.5, 0) rounds to 0 either way). The upper clamp stays:
+     * a t past 2^31 would convert to INT32_MIN. */
+    const __m256 t = k->z0 ? _mm256_min_ps(_mm256_mul_ps(y, k->inv), k->hi)
+                           : _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, k->inv), k->lo), k->hi);
+    const __m256i qv = k->z0 ? _mm256_cvtps_epi32(t) : _mm256_add_epi32(_mm256_cvtps_epi32(t), k->z);
     const __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(qv, qv), _mm256_setzero_si256());
     const __m128i v = _mm_unpacklo_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
     if (k->n == 8) _mm_storel_epi64((__m128i *)c, v);
@@ -766,7 +780,7 @@ SI_TARGET_AVX2 static void out_tiles(const si_layer *L, int mt, const si_requant
 static void wi_go(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws, int pool) {
     const wi_state *s = st;
     const uint8_t *x = (const uint8_t *)in;
-    const int mt = s->m, X = s->xi, local = use_local(L, mt);
+    const int mt = s->m, X = s->xi, local = use_local(L, mt, s);
     const int64_t tiles = tiles_of(L, mt, batch), ldv = vstride(L), ldm = s->panels * NR;
     const int64_t G = local ? local_tiles(L, mt, batch) : group_tiles(L, mt, batch);
     const int64_t gbytes = G * tile_bytes(L, mt) + 128; /* one group's V and M */
@@ -835,7 +849,7 @@ static void wi_run_pool(const si_layer *L, const void *st, const float *in, int 
         wi_go(L, st, in, batch, out, ws, 1);
         return;
     }
-    float *conv = ws + ws_m(L, s->m, batch);
+    float *conv = ws + ws_m(L, s->m, s, batch);
     wi_go(L, st, in, batch, conv, ws, 0);
     if (L->q_out_u8) si_maxpool_u8(L->pool, (const uint8_t *)conv, batch, (uint8_t *)out);
     else si_maxpool_forward(L->pool, conv, batch, out);
@@ -861,5 +875,19 @@ const si_algo si_algo_conv_winograd3_i16 = {
 const si_algo si_algo_conv_winograd4_i16 = {
     .name = "conv_winograd4_i16", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
     .int8 = 1, .applies = wi_applies4, .prepare = wi_prepare4, .ws_floats = wi_ws4, .run = wi_run, .run_pool = wi_run_pool,
+    .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
+};
+
+/* F(4x4) in per-thread groups of tiles whatever the size of U: each thread's groups read all of
+ * U (from L3 where it is larger than the L2) and keep their V and M in its own L2, where the
+ * shared groups pass V and M through L3, written by one core and read by the other, with
+ * barriers between the phases. Which is faster depends on the layer and the CPU's caches, so
+ * the planner times both. VGG19 int8, AVX2 cap, Zen 5 (1 MB L2), 2 threads, three alternating
+ * runs: block2_conv1 (U 0.6 MB) 1.69-1.82 -> 1.46-1.53 ms, block2_conv2 (1.2 MB) 2.93-3.12
+ * -> 2.50-2.63; block 3 (U 2.4-4.7 MB) the same either way; block 4 (9-19 MB, from memory)
+ * 2.32-2.50 -> 2.66-2.80. */
+const si_algo si_algo_conv_winograd4_i16_local = {
+    .name = "conv_winograd4_i16_local", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE,
+    .int8 = 1, .applies = wi_applies4, .prepare = wi_prepare4l, .ws_floats = wi_ws4, .run = wi_run, .run_pool = wi_run_pool,
     .run_ref = wi_run_ref, .bytes = wi_bytes, .release = wi_release,
 };
