@@ -477,9 +477,6 @@ def test_conv_igemm_small_rows_exact(tmp_path, kern):
         np.save(tmp_path / f"x{i}.npy", x)
         want = make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
-        if zout == 0:  # uint8 at zero point 0: where the kernels leave the clamps to the packing
-            q = np.rint(want / quant["output"][0])
-            ends |= {0} & set(q.ravel().tolist()) | {255} & set(q.ravel().tolist())
         paths.append(str(path))
         wants.append(want.reshape(len(want), -1))
     env = {k: v for k, v in os.environ.items() if k not in ("SPARSEINFER_ISA", "SPARSEINFER_DISABLE")}
