@@ -29,7 +29,8 @@
  *
  * The run: tiles of m x m outputs in groups of V (int16) and M (int32), per thread where every
  * U[xi] fits half an L2, else shared (GROUP_BYTES, the positions' GEMMs split among the
- * threads): the input transform (16 channels a vector), per position xi the GEMM M[xi] =
+ * threads); conv_winograd4_i16_local, F(4x4) in per-thread groups whatever U's size, is
+ * timed beside it: the input transform (16 channels a vector), per position xi the GEMM M[xi] =
  * V[xi] U[xi]^T (tiles x C times C x F: a 6-tile x 16-filter block of int32 sums in 12 ymm,
  * per channel pair one 32-bit broadcast of V and two vpmaddwd), then the output transform with
  * the requantization, and a following 2x2 max pool for F(2x2) and F(4x4).
