@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 ms["fp32"].append(np.median(f32.profile_layers(x, repeats=a.repeats, warmup=1), axis=0))
                 ms["int8"].append(np.median(i8.profile_layers(x, repeats=a.repeats, warmup=1), axis=0))
             med = {k: np.median(np.array(v), axis=0) * 1e3 for k, v in ms.items()}
-            for j, name in enumerate(l["name"] for l in l32):
-                if l32[j]["type"] != "conv2d" or (want and name not in want) or (only and name != only):
+            for j, layer in enumerate(l32):
+                name = layer["name"]
+                if layer["type"] != "conv2d" or (want and name not in want) or (only and name != only):
                     continue
                 r = float(med["fp32"][j] / med["int8"][j])
                 rec = {"layer": name, "fp32_conv_gemm_ms": float(med["fp32"][j]), "int8_ms": float(med["int8"][j]),

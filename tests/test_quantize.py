@@ -369,11 +369,12 @@ def test_winograd_i16_exact(tmp_path, algo, kern):
     sums: their outputs equal the NumPy int8 reference's bit for bit, over
     channel counts with and without a vector tail, odd output sizes (partial tiles), valid and
     same padding (taps at the input zero point, 0 to 255), uint8 outputs with ReLU (at zero point
-    0 reaching 0 and 255, the clamps the packing does there) and float ones without, the largest transformed values and sums whose scaled transform wraps int32,
-    batches of 1 to 3, per-thread and shared groups of tiles (conv_winograd4_i16_local: per-thread
-    groups in every case, U of up to 4.7 MB read for each), a following 2x2 max pool (fused into
-    the output transform but for F(3x3)) and a 3x3 one (after it). F(4x4) applies only while every filter's sums stay below 2^25: a layer
-    one step past that leaves it out."""
+    0 reaching 0 and 255, the clamps the packing does there) and float ones without, the largest
+    transformed values and sums whose scaled transform wraps int32, batches of 1 to 3,
+    per-thread and shared groups of tiles (conv_winograd4_i16_local: per-thread groups in every
+    case, U of up to 4.7 MB read for each), a following 2x2 max pool (fused into the output
+    transform but for F(3x3)) and a 3x3 one (after it). F(4x4) applies only while every
+    filter's sums stay below 2^25: a layer one step past that leaves it out."""
     rng = np.random.default_rng(11)
     paths, wants = [], []
     cases = list(_WI16_CASES) + ([(512, 8, 5, 4, "same", 0, None, 1)] if algo in _F4 else [])
@@ -400,7 +401,7 @@ def test_winograd_i16_exact(tmp_path, algo, kern):
         assert len(np.unique(want)) > 2, "the case's outputs do not vary"
         if zout == 0:  # uint8 at zero point 0: where the kernels leave the clamps to the packing
             q = np.rint(want / quant["output"][0])
-            ends |= {0} & set(q.ravel().tolist()) | {255} & set(q.ravel().tolist())
+            ends |= {0, 255} & set(q.ravel().tolist())
         paths.append(str(path))
         wants.append((want, make_cases.reference_forward_int8(read, x.astype(np.float64)).astype(np.float32)))
     assert ends == {0, 255}, f"the zero-point-0 cases reach only {sorted(ends)} of 0 and 255"

@@ -24,7 +24,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-gemv.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-
 # Warnings are errors in the GEMV kernel, the bandwidth probe and the test (the other sources
 # belong to other tests), checked by compiling them alone at -O3 (some warnings need the optimiser).
 for src in "$KERNELS/fc/si_fc_gemv.c" "$KERNELS/util/si_bandwidth.c" "$HERE/test_gemv.c"; do

@@ -21,7 +21,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-igemm.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-
 # Only the int8 GEMM and its test are -Werror here: the others belong to other tests.
 "$CC" -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -fsyntax-only \
     "$KERNELS/ops/si_igemm.c" "$HERE/test_igemm.c"

@@ -23,7 +23,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-igemm-amx.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-
 # Only the AMX GEMM and its test are -Werror here: the others belong to other tests.
 "$CC" -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -fsyntax-only \
     "$KERNELS/ops/si_igemm_amx.c" "$HERE/test_igemm_amx.c"

@@ -21,7 +21,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-int8.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-
 # Only the int8 sources are -Werror here: the others belong to other tests.
 "$CC" -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -fsyntax-only \
     "$KERNELS/csr/si_csr_i8.c" "$KERNELS/ops/si_ops_u8.c" \

@@ -22,7 +22,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sanitized.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-
 echo "== build (ASan + UBSan)"
 FLAGS=("${SI_ASAN_FLAGS[@]}" -Wall -Wextra -Werror)
 si_objects "${FLAGS[@]}" # the library once (mkl_env.sh's cache), for both tests

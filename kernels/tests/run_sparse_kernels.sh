@@ -20,7 +20,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-sparse.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
-
 # Only the sparse sources are -Werror here: the others belong to other tests.
 "$CC" -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -I"$KERNELS" -I"$MKL_INC" -fsyntax-only \
     "$KERNELS/csr/si_csr_kernels.c" "$KERNELS/csr/si_mkl_csr.c" "$KERNELS/fc/si_fc_csr.c" \
