@@ -565,6 +565,20 @@ void si_i8_csrmm_ref(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64
 /* ops/si_ops_u8.c: the uint8 activations' own operations. */
 void si_quantize_u8(const float *x, int64_t n, float inv_scale, int32_t zero, uint8_t *q); /* the rule above, y = x */
 void si_dequantize_u8(const uint8_t *q, int64_t n, float scale, int32_t zero, float *x);   /* scale * (q - zero) */
+void si_dequantize_u8_serial(const uint8_t *q, int64_t n, float scale, int32_t zero, float *x); /* the same, this thread alone */
+/* conv_sparse_batch on uint8 inputs (at q->in_zero) for conv_sparse_batch_i8: F is the layer's
+ * float view (the int8 weights as floats, no bias, linear), every sum plus zf[r] requantized
+ * by rq into out (uint8 or float); in and out NHWC (nb 0) or blocked like run_blocked's;
+ * ws: si_conv_sparse_batch_q_ws floats (conv/si_conv_sparse_batch.c) */
+typedef struct si_batch_q {
+    const si_requant *rq;
+    const float *zf;
+    int32_t in_zero;
+} si_batch_q;
+void si_conv_sparse_batch_q(const si_layer *F, const void *state, const si_batch_q *q, const uint8_t *in, int in_nb,
+                            int batch, void *out, int out_nb, int pool, float *ws);
+int64_t si_conv_sparse_batch_q_ws(const si_layer *F, const void *state, int batch);
+int si_conv_sparse_batch_nb(const si_layer *L, int batch);
 void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out);
 /* rows [p0, p0 + m) of the im2col matrix as uint8, row stride ldc >= L->cols, padding taps
  * set to zero (the quantized 0.0) */

@@ -306,7 +306,10 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
         }
         if (dst == ctx->act[cur]) cur ^= 1;
         src = dst;
-        n_src = (int64_t)batch * m->layers[l].out_h * m->layers[l].out_w * m->layers[l].out_c;
+        /* a blocked output's conversions (to an int8 or float consumer) take its last block's
+         * lanes past the batch too, so the consumer reads finite values there */
+        n_src = (int64_t)(nb ? (batch + nb - 1) / nb * nb : batch) * m->layers[l].out_h * m->layers[l].out_w *
+                m->layers[l].out_c;
     }
     if (u8) si_dequantize_u8((const uint8_t *)src, n_src, qs, qz, output);
     else memcpy(output, src, (size_t)n_src * sizeof(float));

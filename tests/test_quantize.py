@@ -713,6 +713,59 @@ def test_vpmaddwd_fallback_is_said(quantized, tmp_path):
     assert isa == "avx2" and any("vpmaddwd: weights not pair-safe" in w for w in whys), whys
 
 
+def _i8_conv(rng, name, F, kh, C, density, q_in, q_out, **kw):
+    W = rng.integers(-127, 128, (F, kh * kh * C)).astype(np.int8)
+    W[rng.random(W.shape) >= density] = 0
+    return {"name": name, "type": "conv2d", "kernel": [kh, kh], "W": W,
+            "b": rng.integers(-300, 300, F).astype(np.int32),
+            "quant": {"input": q_in, "output": q_out, "weight_scale": np.full(F, 0.004, np.float32)}, **kw}
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_sparse_batch_i8_blocked_chain(tmp_path, isa, monkeypatch):
+    """conv_sparse_batch_i8 hands uint8 activations over in blocks of 16 or 64 samples: c1 ->
+    c2 in blocks through a requantization (c2 reads another scale and zero point), c2 -> 3x3
+    pool -> c3 in NHWC, c3 -> fc1 (float) in blocks through a dequantization; short last
+    blocks included. The logits are the NumPy int8 reference's to float rounding (the float fc
+    layers'); an int8 output one step off would move them by far more."""
+    order = ["portable", "avx2", "avx512"]
+    if order.index(isa) > order.index(sparseinfer.isa()):
+        pytest.skip(f"this CPU has {sparseinfer.isa()} at most")
+    rng = np.random.default_rng(11)
+    layers = [
+        _i8_conv(rng, "c1", 20, 5, 1, 0.7, (0.02, 7), (0.05, 3), padding="valid", activation="linear"),
+        {"name": "p1", "type": "maxpool2d", "pool": [2, 2], "padding": "valid"},
+        _i8_conv(rng, "c2", 18, 3, 20, 0.15, (0.045, 4), (0.04, 0), padding="same", activation="relu"),
+        {"name": "p2", "type": "maxpool2d", "pool": [3, 3], "padding": "valid"},
+        _i8_conv(rng, "c3", 24, 2, 18, 0.3, (0.04, 0), (0.03, 5), padding="valid", activation="relu",
+                 strides=[2, 2]),
+        {"name": "f", "type": "flatten"},
+        {"name": "fc1", "type": "dense", "activation": "relu",
+         "W": (rng.standard_normal((40, 96)) * (rng.random((40, 96)) < 0.5)).astype(np.float32),
+         "b": rng.standard_normal(40).astype(np.float32) * 0.1},
+        {"name": "fc2", "type": "dense", "activation": "linear", "W": rng.standard_normal((10, 40)).astype(np.float32),
+         "b": np.zeros(10, np.float32)},
+    ]
+    path = tmp_path / "chain8.npz"
+    write_model(path, layers, {"shape": [28, 28, 1]}, name="chain8")
+    read, _ = read_layers_int8(str(path))
+    monkeypatch.setenv("SPARSEINFER_ALGO", "conv_sparse_batch_i8,fc_csrmm")
+    try:
+        sparseinfer.set_isa(isa)
+        m = sparseinfer.load(str(path), exec="sparse", plan="nomeasure", cache="")
+        picks = {l["name"]: l["algo_batchn"] for l in m.layers() if l["algo_batchn"]}
+        assert picks == {"c1": "conv_sparse_batch_i8", "c2": "conv_sparse_batch_i8", "c3": "conv_sparse_batch_i8",
+                         "fc1": "fc_csrmm", "fc2": picks["fc2"]}, picks
+        for batch in (2, 17, 64, 70):
+            x = np.random.default_rng(batch).uniform(-0.2, 4, (batch, 28, 28, 1)).astype(np.float32)
+            want = make_cases.reference_forward_int8(read, x.astype(np.float64))
+            # logits of size ~10-100; one uint8 step of c3 (0.03) moves them by ~0.03 x |fc weights|
+            np.testing.assert_allclose(m.predict(x), want, rtol=1e-5, atol=1e-4,
+                                       err_msg=f"isa {isa}, batch {batch}: blocked int8 chain")
+    finally:
+        sparseinfer.set_isa("auto")
+
+
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
 @pytest.mark.parametrize("big", [False, True])
 def test_sparse_batch_i8_only_where_float_is_exact(tmp_path, big, isa):

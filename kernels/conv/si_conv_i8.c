@@ -486,109 +486,43 @@ static int64_t bx_bytes(const si_layer *L, const void *state) {
     return s ? 4 * L->nnz + 4 * L->rows + si_algo_conv_sparse_batch.bytes(&f, s->inner) : 0;
 }
 
-static int64_t bx_in_floats(const si_layer *L, int batch) { return (int64_t)batch * L->in_h * L->in_w * L->in_c; }
-static int64_t bx_out_floats(const si_layer *L, int batch) { return (int64_t)batch * L->out_h * L->out_w * L->rows; }
-
 static int64_t bx_ws(const si_layer *L, const void *st, int batch) {
     const bx_state *s = st;
     si_layer f = bx_view(L, s);
-    return bx_in_floats(L, batch) + bx_out_floats(L, batch) + 32 +
-           si_algo_conv_sparse_batch.ws_floats(&f, s ? s->inner : NULL, batch);
+    return si_conv_sparse_batch_q_ws(&f, s ? s->inner : NULL, batch);
 }
 
-/* Positions [p0, p1) of y (sums minus z * sum w, F rows each, F innermost) -> the int8
- * entries' output. acc = y + zsum is an integer below 2^24 in magnitude, so the float add is
- * exact and (float)acc of si_requant_f is that same value: the vector body computes
- * si_requant_f / si_requant_u8 bit for bit (FMA once rounded, rounding half to even). */
-static void rq_rows_portable(const si_requant *rq, const float *zf, const float *y, int64_t p0, int64_t p1,
-                             int64_t F, void *out) {
-    for (int64_t p = p0; p < p1; p++)
-        for (int64_t r = 0; r < F; r++) {
-            const float v = si_requant_f(rq, r, (int32_t)(y[p * F + r] + zf[r]));
-            if (rq->out_u8) ((uint8_t *)out)[p * F + r] = si_requant_u8(rq, v);
-            else ((float *)out)[p * F + r] = v;
-        }
-}
-
-#if SI_X86
-/* 8 requantized values from 8 sums (y + zf); m: the lanes to store (a row's tail). */
-SI_TARGET_AVX2 static inline void rq8_avx2(const si_requant *rq, __m256 v, __m256 mul, __m256 add, void *out,
-                                           int64_t o, int n) {
-    v = _mm256_fmadd_ps(v, mul, add);
-    if (rq->act == SI_ACT_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (rq->out_u8) {
-        const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, _mm256_set1_ps(rq->inv_scale)),
-                                                     _mm256_set1_ps((float)-rq->zero)),
-                                       _mm256_set1_ps((float)(255 - rq->zero)));
-        const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(t), _mm256_set1_epi32(rq->zero)); /* [0, 255] */
-        const __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        const __m128i b = _mm_packus_epi16(h, h);
-        if (n == 8) _mm_storel_epi64((__m128i *)((uint8_t *)out + o), b);
-        else {
-            uint64_t w = (uint64_t)_mm_cvtsi128_si64(b);
-            for (int i = 0; i < n; i++, w >>= 8) ((uint8_t *)out)[o + i] = (uint8_t)w;
-        }
-    } else if (n == 8)
-        _mm256_storeu_ps((float *)out + o, v);
-    else
-        _mm256_maskstore_ps((float *)out + o, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
-}
-
-SI_TARGET_AVX2 static void rq_rows_avx2(const si_requant *rq, const float *zf, const float *y, int64_t p0,
-                                        int64_t p1, int64_t F, void *out) {
-    const int64_t F8 = F / 8 * 8;
-    const int tail = (int)(F - F8);
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m256 tz = _mm256_maskload_ps(zf + F8, m), tm = _mm256_maskload_ps(rq->mul + F8, m);
-    const __m256 ta = _mm256_maskload_ps(rq->add + F8, m);
-    for (int64_t p = p0; p < p1; p++) {
-        const float *yp = y + p * F;
-        for (int64_t r = 0; r < F8; r += 8)
-            rq8_avx2(rq, _mm256_add_ps(_mm256_loadu_ps(yp + r), _mm256_loadu_ps(zf + r)), _mm256_loadu_ps(rq->mul + r),
-                     _mm256_loadu_ps(rq->add + r), out, p * F + r, 8);
-        if (tail) rq8_avx2(rq, _mm256_add_ps(_mm256_maskload_ps(yp + F8, m), tz), tm, ta, out, p * F + F8, tail);
-    }
-}
-#endif
-
-static void bx_requant(const si_layer *L, const bx_state *s, const float *y, int64_t n, float *out) {
-    si_requant rq;
-    si_layer_requant(L, &rq);
-    const int64_t F = L->rows;
-    void (*fn)(const si_requant *, const float *, const float *, int64_t, int64_t, int64_t, void *) = rq_rows_portable;
-#if SI_X86
-    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) fn = rq_rows_avx2;
-#endif
-    const int nt = si_threads_for(n * F, n);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        const int t = omp_get_thread_num(), k = omp_get_num_threads();
-        fn(&rq, s->zf, y, n * t / k, n * (t + 1) / k, F, out);
-    }
-}
-
-static void bx_go(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws, int pool) {
+/* The float kernel on the uint8 input minus its zero point (converted as the padded image is
+ * built), each output tile requantized as it leaves (sum + zf, the int8 entries' rule): NHWC,
+ * or blocked between two such layers (LeNet-5's conv1 -> conv2), which saves the transposes
+ * and a pass over each side's activations. */
+static void bx_go(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out, int out_nb,
+                  int pool, float *ws) {
     const bx_state *s = st;
     si_layer f = bx_view(L, s);
-    float *x = ws, *y = ws + bx_in_floats(L, batch) + 16;
-    float *inner_ws = y + bx_out_floats(L, batch) + 16;
-    si_dequantize_u8((const uint8_t *)in, bx_in_floats(L, batch), 1.0f, L->q_in_zero, x); /* x - z, exact */
-    if (pool) si_algo_conv_sparse_batch.run_pool(&f, s->inner, x, batch, y, inner_ws);
-    else si_algo_conv_sparse_batch.run(&f, s->inner, x, batch, y, inner_ws);
-    const int64_t n = pool ? (int64_t)batch * L->pool->out_h * L->pool->out_w : (int64_t)batch * L->out_h * L->out_w;
-    bx_requant(L, s, y, n, out);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    const si_batch_q q = {&rq, s->zf, L->q_in_zero};
+    si_conv_sparse_batch_q(&f, s->inner, &q, (const uint8_t *)in, in_nb, batch, out, out_nb, pool, ws);
 }
 
 static void bx_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    bx_go(L, st, in, batch, out, ws, 0);
+    bx_go(L, st, in, 0, batch, out, 0, 0, ws);
 }
 
 static void bx_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    bx_go(L, st, in, batch, out, ws, 1);
+    bx_go(L, st, in, 0, batch, out, 0, 1, ws);
 }
+
+static void bx_run_blocked(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out,
+                           int out_nb, int pool, float *ws) {
+    bx_go(L, st, in, in_nb, batch, out, out_nb, pool, ws);
+}
+
+static int bx_block_of(const si_layer *L, int batch) { return si_conv_sparse_batch_nb(L, batch); }
 
 const si_algo si_algo_conv_sparse_batch_i8 = {
     .name = "conv_sparse_batch_i8", .type = SI_LAYER_CONV2D, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
     .int8 = 1, .applies = bx_applies, .prepare = bx_prepare, .ws_floats = bx_ws, .run = bx_run,
-    .run_pool = bx_run_pool, .run_ref = sp_run_ref, .bytes = bx_bytes, .release = bx_release,
+    .run_pool = bx_run_pool, .run_blocked = bx_run_blocked, .block_of = bx_block_of, .run_ref = sp_run_ref, .bytes = bx_bytes, .release = bx_release,
 };

@@ -22,6 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if SI_X86
+#include <immintrin.h>
+#endif
+
 /* Floats one block's padded image may take: NB = 64 up to this, else 16, and the entry
  * does not apply past it at NB = 16 (VGG19's first blocks: 226 x 226 x 64 x 16 floats). */
 #define PLANE_FLOATS (INT64_C(1) << 23) /* 32 MB */
@@ -125,6 +129,13 @@ static int64_t batch_ws(const si_layer *L, const void *st, int batch) {
     return pixels(L) * block_samples(L, batch) + (int64_t)si_max_threads() * (t > tp ? t : tp);
 }
 
+/* The int8 form's scratch past batch_ws: a block's NHWC input as floats, and per thread the
+ * tile transposed to samples-outermost before its requantization into NHWC. */
+static int64_t q_extra(const si_layer *L, const batch_state *s, int batch) {
+    int64_t t = tile_floats(L, s, NULL), tp = L->pool ? tile_floats(L, s, L->pool) : 0;
+    return L->in_h * L->in_w * L->in_c * block_samples(L, batch) + (int64_t)si_max_threads() * (t > tp ? t : tp) + 16;
+}
+
 /* The padded image of samples [n0, n0 + g) at NB floats per pixel channel: rows of padding
  * are zeroed, each input row is one g x (W * C) -> (W * C) x g transpose. Lanes g..NB of
  * a short block are zeroed once, so no lane ever holds garbage. */
@@ -149,7 +160,7 @@ static void build_image(const si_layer *L, const float *in, int g, int nb, float
 
 /* The padded image of a block that is already samples-innermost ([H][W][C][NB], the
  * previous layer's blocked output): row copies between zeroed padding. */
-static void pad_image(const si_layer *L, const float *in, int nb, float *img) {
+static void pad_image(const si_layer *L, const void *in, const si_batch_q *q, int nb, float *img) {
     const int64_t H = L->in_h, W = L->in_w, C = L->in_c, Hp = padded_h(L), Wp = padded_w(L), row = Wp * C * nb;
     const int64_t left = L->pad_left < Wp ? L->pad_left : Wp;
     const int64_t wv = W < Wp - left ? W : Wp - left;
@@ -159,7 +170,10 @@ static void pad_image(const si_layer *L, const float *in, int nb, float *img) {
         const int64_t y = py - L->pad_top;
         if (y < 0 || y >= H || wv <= 0) { memset(dst, 0, sizeof(float) * (size_t)row); continue; }
         memset(dst, 0, sizeof(float) * (size_t)(left * C * nb));
-        memcpy(dst + left * C * nb, in + y * W * C * nb, sizeof(float) * (size_t)(wv * C * nb));
+        if (q) /* uint8 minus the zero point (padding taps at 0 are the zero point's) */
+            si_dequantize_u8_serial((const uint8_t *)in + y * W * C * nb, wv * C * nb, 1.0f, q->in_zero,
+                                    dst + left * C * nb);
+        else memcpy(dst + left * C * nb, (const float *)in + y * W * C * nb, sizeof(float) * (size_t)(wv * C * nb));
         memset(dst + (left + wv) * C * nb, 0, sizeof(float) * (size_t)((Wp - left - wv) * C * nb));
     }
 }
@@ -170,6 +184,89 @@ static int image_is_input(const si_layer *L) {
     return L->pad_top == 0 && L->pad_left == 0 && padded_h(L) == L->in_h && padded_w(L) == L->in_w;
 }
 
+/* ---- the int8 form's requantization (conv_sparse_batch_i8) ----------------------------
+ * A sum plus zf[r] (q_in_zero times row r's weight sum) is the int32 sum of the int8 entries,
+ * an integer below 2^24 in magnitude (conv_sparse_batch_i8 applies only then), so the float
+ * add is exact and (float)acc of si_requant_f is that same value: the vector bodies compute
+ * si_requant_f / si_requant_u8 bit for bit (the FMA once rounded, rounding half to even). */
+
+typedef void (*q_rows_fn)(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out);
+typedef void (*q_lanes_fn)(const si_batch_q *q, const float *tile, int64_t n, int64_t F, int nb, void *out);
+
+/* out[p * F + r] = rq_r(y[p * F + r] + zf[r]), p < n (one sample's positions, NHWC) */
+static void q_rows_portable(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out) {
+    const si_requant *rq = q->rq;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t r = 0; r < F; r++) {
+            const float v = si_requant_f(rq, r, (int32_t)(y[p * F + r] + q->zf[r]));
+            if (rq->out_u8) ((uint8_t *)out)[p * F + r] = si_requant_u8(rq, v);
+            else ((float *)out)[p * F + r] = v;
+        }
+}
+
+/* out[i * nb + j] = rq_r(tile[i * SI_PANEL + j] + zf[r]), r = i % F, i < n, j < nb (blocked) */
+static void q_lanes_portable(const si_batch_q *q, const float *tile, int64_t n, int64_t F, int nb, void *out) {
+    const si_requant *rq = q->rq;
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < nb; j++) {
+            const int64_t r = i % F;
+            const float v = si_requant_f(rq, r, (int32_t)(tile[i * SI_PANEL + j] + q->zf[r]));
+            if (rq->out_u8) ((uint8_t *)out)[i * nb + j] = si_requant_u8(rq, v);
+            else ((float *)out)[i * nb + j] = v;
+        }
+}
+
+#if SI_X86
+/* 8 sums requantized into out + o (n <= 8 of them) */
+SI_TARGET_AVX2 static inline void q8_avx2(const si_requant *rq, __m256 v, __m256 mul, __m256 add, void *out,
+                                          int64_t o, int n) {
+    v = _mm256_fmadd_ps(v, mul, add);
+    if (rq->act == SI_ACT_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (rq->out_u8) {
+        const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, _mm256_set1_ps(rq->inv_scale)),
+                                                     _mm256_set1_ps((float)-rq->zero)),
+                                       _mm256_set1_ps((float)(255 - rq->zero)));
+        const __m256i qv = _mm256_add_epi32(_mm256_cvtps_epi32(t), _mm256_set1_epi32(rq->zero)); /* [0, 255] */
+        const __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(qv), _mm256_extracti128_si256(qv, 1));
+        const __m128i b = _mm_packus_epi16(h, h);
+        if (n == 8) _mm_storel_epi64((__m128i *)((uint8_t *)out + o), b);
+        else {
+            uint64_t w = (uint64_t)_mm_cvtsi128_si64(b);
+            for (int i = 0; i < n; i++, w >>= 8) ((uint8_t *)out)[o + i] = (uint8_t)w;
+        }
+    } else if (n == 8)
+        _mm256_storeu_ps((float *)out + o, v);
+    else
+        _mm256_maskstore_ps((float *)out + o, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
+}
+
+SI_TARGET_AVX2 static void q_rows_avx2(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out) {
+    const si_requant *rq = q->rq;
+    const int64_t F8 = F / 8 * 8;
+    const int tail = (int)(F - F8);
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 tz = _mm256_maskload_ps(q->zf + F8, m), tm = _mm256_maskload_ps(rq->mul + F8, m);
+    const __m256 ta = _mm256_maskload_ps(rq->add + F8, m);
+    for (int64_t p = 0; p < n; p++) {
+        const float *yp = y + p * F;
+        for (int64_t r = 0; r < F8; r += 8)
+            q8_avx2(rq, _mm256_add_ps(_mm256_loadu_ps(yp + r), _mm256_loadu_ps(q->zf + r)), _mm256_loadu_ps(rq->mul + r),
+                    _mm256_loadu_ps(rq->add + r), out, p * F + r, 8);
+        if (tail) q8_avx2(rq, _mm256_add_ps(_mm256_maskload_ps(yp + F8, m), tz), tm, ta, out, p * F + F8, tail);
+    }
+}
+
+SI_TARGET_AVX2 static void q_lanes_avx2(const si_batch_q *q, const float *tile, int64_t n, int64_t F, int nb,
+                                        void *out) {
+    const si_requant *rq = q->rq;
+    for (int64_t i = 0, r = 0; i < n; i++, r = r + 1 == F ? 0 : r + 1) {
+        const __m256 z = _mm256_set1_ps(q->zf[r]), mul = _mm256_set1_ps(rq->mul[r]), add = _mm256_set1_ps(rq->add[r]);
+        for (int j = 0; j < nb; j += 8) /* nb is 16 or 64 */
+            q8_avx2(rq, _mm256_add_ps(_mm256_loadu_ps(tile + i * SI_PANEL + j), z), mul, add, out, i * nb + j, 8);
+    }
+}
+#endif
+
 /* Each work item is a segment of one output row (with a pool: of one pooled row, over the
  * pool's kh conv rows). For as many kernel rows at a time as keep their input in L1 (kr),
  * csr_batch accumulates every conv position of the segment in blocks of positions that
@@ -179,8 +276,8 @@ static int image_is_input(const si_layer *L) {
  * a blocked output, tile_pool's copy with them. Fusing the pool saves writing and reading
  * the conv's whole output (LeNet-5's conv1 at batch 64: 2.9 MB); the blocked layout saves
  * the transposes on both sides. */
-static void batch_forward(const si_layer *L, const batch_state *s, const si_layer *pool, const float *in, int in_nb,
-                          int batch, float *out, int out_nb, float *ws) {
+static void batch_forward(const si_layer *L, const batch_state *s, const si_layer *pool, const void *in, int in_nb,
+                          int batch, void *out, int out_nb, float *ws, const si_batch_q *q) {
     const int64_t F = L->rows, Wp = padded_w(L), C = L->in_c;
     const int64_t rows = pool ? pool->out_h : L->out_h, cols = pool ? pool->out_w : L->out_w;
     const int pkh = pool ? pool->kh : 1, pkw = pool ? pool->kw : 1;
@@ -191,15 +288,31 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
     float *tiles = ws + pixels(L) * nb;
     const int act = L->act == SI_ACT_RELU ? SI_ACT_RELU : SI_ACT_LINEAR;
     const int nt = si_threads_for((L->nnz + F) * L->out_h * L->out_w * batch, si_max_threads());
+    /* int8 (q): uint8 in and out, elements of esz bytes out; the NHWC input of a block as
+     * floats in xs, and per thread a tile's samples-outermost copy in its slot of scr */
+    const size_t isz = q ? 1 : sizeof(float), esz = q && q->rq->out_u8 ? 1 : sizeof(float);
+    float *xs = tiles + (int64_t)si_max_threads() * tf, *scr = xs + in_sample * nb;
+    q_rows_fn q_rows = q_rows_portable;
+    q_lanes_fn q_lanes = q_lanes_portable;
+#if SI_X86
+    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) { q_rows = q_rows_avx2; q_lanes = q_lanes_avx2; }
+#endif
     for (int n0 = 0; n0 < batch; n0 += nb) {
         const int g = batch - n0 < nb ? batch - n0 : nb;
-        const float *blk = in_nb ? in + (int64_t)n0 * in_sample : NULL; /* n0 / nb blocks of nb * in_sample */
-        const float *img = blk && image_is_input(L) ? blk : ws;
+        /* n0 / nb blocks of nb * in_sample */
+        const void *blk = in_nb ? (const char *)in + (size_t)n0 * in_sample * isz : NULL;
+        const float *img = blk && image_is_input(L) && !q ? (const float *)blk : ws;
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            /* both end in a barrier */
-            if (!in_nb) build_image(L, in + (int64_t)n0 * in_sample, g, nb, ws);
-            else if (img == ws) pad_image(L, blk, nb, ws);
+            /* each ends in a barrier */
+            if (!in_nb && q) {
+#pragma omp for schedule(static)
+                for (int j = 0; j < g; j++)
+                    si_dequantize_u8_serial((const uint8_t *)in + (int64_t)(n0 + j) * in_sample, in_sample, 1.0f,
+                                            q->in_zero, xs + (int64_t)j * in_sample);
+            }
+            if (!in_nb) build_image(L, q ? xs : (const float *)in + (int64_t)n0 * in_sample, g, nb, ws);
+            else if (img == ws) pad_image(L, blk, q, nb, ws);
             float *tile = tiles + (int64_t)omp_get_thread_num() * tf;
             /* static: each thread a run of consecutive rows, whose input rows overlap (the
              * previous item's are still in its caches) and which a static producer wrote
@@ -220,32 +333,57 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
                                         (int)cw, nb, t, F * SI_PANEL, i > 0);
                     }
                 }
-                if (out_nb) /* blocks of nb samples, this one at n0 * out_sample */
+                if (q) { /* the sums (their pool's max: the requantization is monotone) requantized */
+                    if (pool) si_k->tile_pool(tile, w, F, pkh, pkw, nb, NULL, SI_ACT_LINEAR, tile, SI_PANEL);
+                    if (out_nb)
+                        q_lanes(q, tile, w * F, F, nb,
+                                (char *)out + ((int64_t)n0 * out_sample + (r0 * cols + c0) * F * nb) * esz);
+                    else {
+                        float *t = scr + (int64_t)omp_get_thread_num() * tf;
+                        si_k->transpose(tile, SI_PANEL, w * F, g, t, w * F, NULL, SI_ACT_LINEAR);
+                        for (int j = 0; j < g; j++)
+                            q_rows(q, t + (int64_t)j * w * F, w, F,
+                                   (char *)out + ((int64_t)(n0 + j) * out_sample + (r0 * cols + c0) * F) * esz);
+                    }
+                } else if (out_nb) /* blocks of nb samples, this one at n0 * out_sample */
                     si_k->tile_pool(tile, w, F, pkh, pkw, nb, L->bias, act,
-                                    out + ((int64_t)n0 * out_sample + (r0 * cols + c0) * F * nb), nb);
+                                    (float *)out + ((int64_t)n0 * out_sample + (r0 * cols + c0) * F * nb), nb);
                 else {
                     if (pool) si_k->tile_pool(tile, w, F, pkh, pkw, nb, NULL, SI_ACT_LINEAR, tile, SI_PANEL);
-                    si_k->transpose(tile, SI_PANEL, w * F, g, out + (int64_t)n0 * out_sample + (r0 * cols + c0) * F,
-                                    out_sample, s->bias, act);
+                    si_k->transpose(tile, SI_PANEL, w * F, g,
+                                    (float *)out + (int64_t)n0 * out_sample + (r0 * cols + c0) * F, out_sample,
+                                    s->bias, act);
                 }
             }
         }
     }
-    if (L->act == SI_ACT_SOFTMAX) si_softmax_rows(out, (int64_t)batch * rows * cols, F);
+    if (L->act == SI_ACT_SOFTMAX && !q) si_softmax_rows(out, (int64_t)batch * rows * cols, F);
 }
 
 static void batch_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    batch_forward(L, st, NULL, in, 0, batch, out, 0, ws);
+    batch_forward(L, st, NULL, in, 0, batch, out, 0, ws, NULL);
 }
 
 static void batch_run_pool(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
-    batch_forward(L, st, L->pool, in, 0, batch, out, 0, ws);
+    batch_forward(L, st, L->pool, in, 0, batch, out, 0, ws, NULL);
 }
 
 static void batch_run_blocked(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out,
                               int out_nb, int pool, float *ws) {
-    batch_forward(L, st, pool ? L->pool : NULL, in, in_nb, batch, out, L->act == SI_ACT_SOFTMAX ? 0 : out_nb, ws);
+    batch_forward(L, st, pool ? L->pool : NULL, in, in_nb, batch, out, L->act == SI_ACT_SOFTMAX ? 0 : out_nb, ws,
+                  NULL);
 }
+
+void si_conv_sparse_batch_q(const si_layer *F, const void *state, const si_batch_q *q, const uint8_t *in, int in_nb,
+                            int batch, void *out, int out_nb, int pool, float *ws) {
+    batch_forward(F, state, pool ? F->pool : NULL, in, in_nb, batch, out, out_nb, ws, q);
+}
+
+int64_t si_conv_sparse_batch_q_ws(const si_layer *F, const void *state, int batch) {
+    return batch_ws(F, state, batch) + q_extra(F, state, batch);
+}
+
+int si_conv_sparse_batch_nb(const si_layer *L, int batch) { return block_samples(L, batch); }
 
 static void batch_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
     (void)st;

@@ -100,16 +100,24 @@ void si_quantize_u8(const float *x, int64_t n, float inv_scale, int32_t zero, ui
     }
 }
 
-void si_dequantize_u8(const uint8_t *q, int64_t n, float scale, int32_t zero, float *x) {
-    if (n <= 0) return;
-    dequant_fn fn = dequant_portable;
+static dequant_fn dequant_active(void) {
 #if SI_X86
     if (!si_use_reference) {
         const si_isa isa = si_isa_active();
-        if (isa >= SI_ISA_AVX512) fn = dequant_avx512;
-        else if (isa == SI_ISA_AVX2) fn = dequant_avx2;
+        if (isa >= SI_ISA_AVX512) return dequant_avx512;
+        if (isa == SI_ISA_AVX2) return dequant_avx2;
     }
 #endif
+    return dequant_portable;
+}
+
+void si_dequantize_u8_serial(const uint8_t *q, int64_t n, float scale, int32_t zero, float *x) {
+    if (n > 0) dequant_active()(q, n, scale, zero, x);
+}
+
+void si_dequantize_u8(const uint8_t *q, int64_t n, float scale, int32_t zero, float *x) {
+    if (n <= 0) return;
+    const dequant_fn fn = dequant_active();
     const int nt = threads_for(n * 4, n / 64);
     if (nt <= 1) { fn(q, n, scale, zero, x); return; }
 #pragma omp parallel num_threads(nt)
