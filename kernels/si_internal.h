@@ -556,6 +556,9 @@ typedef enum si_i8_mv_loop { SI_I8_MV_ACTIVE = 0, SI_I8_MV_AVX2 = 1, SI_I8_MV_NO
 int si_i8_csrmv_has(si_i8_mv_loop loop);
 void si_i8_csrmv_loop(si_i8_mv_loop loop, const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y);
 int64_t si_i8_csrmm_ws_bytes(const si_csr8_view *A, int64_t n);
+/* The same with X in blocks of nb samples (nb divides 64; [cols][nb] each, si_algo.run_blocked) */
+void si_i8_csrmm_blocked(const si_csr8_view *A, const uint8_t *X, int nb, int64_t n, const si_requant *rq, void *Y,
+                         int64_t ldy, void *ws);
 void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
                  int64_t ldy, void *ws);
 void si_i8_csrmv_ref(const si_csr8_view *A, const uint8_t *x, const si_requant *rq, void *y);
@@ -579,6 +582,11 @@ void si_conv_sparse_batch_q(const si_layer *F, const void *state, const si_batch
                             int batch, void *out, int out_nb, int pool, float *ws);
 int64_t si_conv_sparse_batch_q_ws(const si_layer *F, const void *state, int batch);
 int si_conv_sparse_batch_nb(const si_layer *L, int batch);
+/* out[p * F + r] = rq_r(y[p * F + r] + zf[r]) for p < n, this thread alone */
+void si_batch_q_rows(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out);
+/* 1 if every row's 255 * sum |w| of the int8 weights < 2^24: sums of weights times uint8
+ * inputs (minus a zero point) are then exact in float32 in any order (conv/si_conv_i8.c) */
+int si_i8_exact_in_float(const si_layer *L);
 void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out);
 /* rows [p0, p0 + m) of the im2col matrix as uint8, row stride ldc >= L->cols, padding taps
  * set to zero (the quantized 0.0) */

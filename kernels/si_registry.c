@@ -12,7 +12,7 @@ extern const si_algo si_algo_conv_gemm, si_algo_conv_gemm_packed, si_algo_conv_s
     si_algo_conv_winograd3_i16, si_algo_conv_winograd4_i16, si_algo_conv_winograd4_i16_local;
 extern const si_algo si_algo_fc_gemv, si_algo_fc_sgemm, si_algo_fc_gemm_packed, si_algo_fc_csrmv, si_algo_fc_csrmv_gather, si_algo_fc_csrmm,
     si_algo_fc_mkl, si_algo_fc_igemm, si_algo_fc_igemm_amx, si_algo_fc_csrmv_i8, si_algo_fc_csrmv_i8_avx2,
-    si_algo_fc_csrmv_i8_nogather, si_algo_fc_csrmm_i8, si_algo_fc_skip_i8, si_algo_fc_skip;
+    si_algo_fc_csrmv_i8_nogather, si_algo_fc_csrmm_i8, si_algo_fc_csrmm_f32_i8, si_algo_fc_skip_i8, si_algo_fc_skip;
 
 const si_algo *const si_algos[] = {
     &si_algo_conv_gemm,    /* conv/si_conv_gemm.c: im2col + MKL sgemm */
@@ -48,6 +48,7 @@ const si_algo *const si_algos[] = {
     &si_algo_fc_csrmv_i8_avx2, /* fc/si_fc_i8.c: the same by the AVX2 gather loop (where the ISA is AVX-512) */
     &si_algo_fc_csrmv_i8_nogather, /* fc/si_fc_i8.c: the same without gathers (AVX2) */
     &si_algo_fc_csrmm_i8,  /* fc/si_fc_i8.c: int8 CSR mm (batch > 1) */
+    &si_algo_fc_csrmm_f32_i8, /* fc/si_fc_i8.c: exact int8 on the fp32 csrmm (batch > 1) */
     &si_algo_fc_skip_i8,   /* fc/si_fc_skip.c: int8 at batch 1, reading only the non-zero inputs' weights */
     NULL,
 };

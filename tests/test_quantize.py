@@ -125,7 +125,9 @@ def test_every_int8_algorithm_matches_numpy_reference(quantized, mnist, name, mo
               ("sparse", "conv_sparse_i8,fc_csrmv_i8,fc_csrmm_i8", "conv_sparse_i8", ("fc_csrmv_i8", "fc_csrmm_i8")),
               # exact int8 on the fp32 samples-innermost kernel: batches > 1 only
               ("sparse", "conv_sparse_batch_i8,fc_csrmv_i8,fc_csrmm_i8", ("conv_sparse_i8", "conv_sparse_batch_i8"),
-               ("fc_csrmv_i8", "fc_csrmm_i8"))]
+               ("fc_csrmv_i8", "fc_csrmm_i8")),
+              ("sparse", "conv_sparse_batch_i8,fc_csrmv_i8,fc_csrmm_f32_i8", ("conv_sparse_i8", "conv_sparse_batch_i8"),
+               ("fc_csrmv_i8", "fc_csrmm_f32_i8"))]
     probe = sparseinfer.load(dst, plan="nomeasure", cache="").layers()
     if "conv_igemm_amx" in probe[0]["candidates_batch1"]:  # the CPU and the OS have AMX
         combos.append(("dense", "conv_igemm_amx,fc_igemm_amx", "conv_igemm_amx", ("fc_igemm", "fc_igemm_amx")))
@@ -722,18 +724,19 @@ def _i8_conv(rng, name, F, kh, C, density, q_in, q_out, **kw):
 
 
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
-def test_sparse_batch_i8_blocked_chain(tmp_path, isa, monkeypatch):
+@pytest.mark.parametrize("fc1", ["fc_csrmm_i8", "fc_csrmm_f32_i8", "fc_csrmm"])
+def test_sparse_batch_i8_blocked_chain(tmp_path, isa, fc1, monkeypatch):
     """conv_sparse_batch_i8 hands uint8 activations over in blocks of 16 or 64 samples: c1 ->
     c2 in blocks through a requantization (c2 reads another scale and zero point), c2 -> 3x3
-    pool -> c3 in NHWC, c3 -> fc1 (float) in blocks through a dequantization; short last
-    blocks included. The logits are the NumPy int8 reference's to float rounding (the float fc
+    pool -> c3, c3 -> fc1 in blocks, directly (int8 fc1: fc_csrmm_i8, fc_csrmm_f32_i8) or
+    through a dequantization (float fc1: fc_csrmm); short last blocks included. The logits are the NumPy int8 reference's to float rounding (the float fc
     layers'); an int8 output one step off would move them by far more."""
     order = ["portable", "avx2", "avx512"]
     if order.index(isa) > order.index(sparseinfer.isa()):
         pytest.skip(f"this CPU has {sparseinfer.isa()} at most")
     rng = np.random.default_rng(11)
     layers = [
-        _i8_conv(rng, "c1", 20, 5, 1, 0.7, (0.02, 7), (0.05, 3), padding="valid", activation="linear"),
+        _i8_conv(rng, "c1", 20, 5, 1, 0.7, (0.02, 7), (0.035, 3), padding="valid", activation="linear"),
         {"name": "p1", "type": "maxpool2d", "pool": [2, 2], "padding": "valid"},
         _i8_conv(rng, "c2", 18, 3, 20, 0.15, (0.045, 4), (0.04, 0), padding="same", activation="relu"),
         {"name": "p2", "type": "maxpool2d", "pool": [3, 3], "padding": "valid"},
@@ -742,20 +745,30 @@ def test_sparse_batch_i8_blocked_chain(tmp_path, isa, monkeypatch):
         {"name": "f", "type": "flatten"},
         {"name": "fc1", "type": "dense", "activation": "relu",
          "W": (rng.standard_normal((40, 96)) * (rng.random((40, 96)) < 0.5)).astype(np.float32),
-         "b": rng.standard_normal(40).astype(np.float32) * 0.1},
+         "b": rng.standard_normal(40).astype(np.float32) * 0.1}
+        if fc1 == "fc_csrmm" else
+        {"name": "fc1", "type": "dense", "activation": "relu",
+         "W": (rng.integers(-127, 128, (40, 96)) * (rng.random((40, 96)) < 0.5)).astype(np.int8),
+         "b": rng.integers(-300, 300, 40).astype(np.int32),
+         "quant": {"input": (0.03, 5), "output": (0.1, 0), "weight_scale": np.full(40, 0.004, np.float32)}},
         {"name": "fc2", "type": "dense", "activation": "linear", "W": rng.standard_normal((10, 40)).astype(np.float32),
          "b": np.zeros(10, np.float32)},
     ]
     path = tmp_path / "chain8.npz"
     write_model(path, layers, {"shape": [28, 28, 1]}, name="chain8")
     read, _ = read_layers_int8(str(path))
-    monkeypatch.setenv("SPARSEINFER_ALGO", "conv_sparse_batch_i8,fc_csrmm")
+    x70 = np.random.default_rng(70).uniform(-0.2, 4, (70, 28, 28, 1))
+    for k in (1, 3):  # c1 (zero point 3, linear) and c2 (zero point 0, ReLU) reach both clamps
+        s, z = layers[k - 1]["quant"]["output"]
+        u = np.rint(make_cases.reference_forward_int8(read[:k], x70) / s + z)
+        assert u.min() == 0 and u.max() == 255, (layers[k - 1]["name"], u.min(), u.max())
+    monkeypatch.setenv("SPARSEINFER_ALGO", f"conv_sparse_batch_i8,{fc1}")
     try:
         sparseinfer.set_isa(isa)
         m = sparseinfer.load(str(path), exec="sparse", plan="nomeasure", cache="")
         picks = {l["name"]: l["algo_batchn"] for l in m.layers() if l["algo_batchn"]}
         assert picks == {"c1": "conv_sparse_batch_i8", "c2": "conv_sparse_batch_i8", "c3": "conv_sparse_batch_i8",
-                         "fc1": "fc_csrmm", "fc2": picks["fc2"]}, picks
+                         "fc1": fc1, "fc2": picks["fc2"]}, picks
         for batch in (2, 17, 64, 70):
             x = np.random.default_rng(batch).uniform(-0.2, 4, (batch, 28, 28, 1)).astype(np.float32)
             want = make_cases.reference_forward_int8(read, x.astype(np.float64))

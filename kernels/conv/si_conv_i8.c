@@ -420,7 +420,7 @@ static int64_t abs_sum8(const int8_t *w, int64_t n) {
 
 /* 1 if every row's 255 * sum |w| < 2^24 (from the CSR form, else the dense one; 0 without
  * either: after planning, si_runtime.c lists a timed entry whatever this says). */
-static int exact_in_float(const si_layer *L) {
+int si_i8_exact_in_float(const si_layer *L) {
     if (!(L->csr_val8 && L->csr_ptr) && !L->w8) return 0;
     for (int64_t r = 0; r < L->rows; r++) {
         const int64_t s = L->csr_val8 && L->csr_ptr
@@ -443,7 +443,7 @@ static si_layer bx_view(const si_layer *L, const bx_state *s) {
 }
 
 static int bx_applies(const si_layer *L, int regime) {
-    return L->type == SI_LAYER_CONV2D && L->q && si_algo_conv_sparse_batch.applies(L, regime) && exact_in_float(L);
+    return L->type == SI_LAYER_CONV2D && L->q && si_algo_conv_sparse_batch.applies(L, regime) && si_i8_exact_in_float(L);
 }
 
 static void bx_release(void *state) {

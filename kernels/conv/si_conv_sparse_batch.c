@@ -191,7 +191,11 @@ static int image_is_input(const si_layer *L) {
  * si_requant_f / si_requant_u8 bit for bit (the FMA once rounded, rounding half to even). */
 
 typedef void (*q_rows_fn)(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out);
-typedef void (*q_lanes_fn)(const si_batch_q *q, const float *tile, int64_t n, int64_t F, int nb, void *out);
+/* the tile's w (pooled) positions into a blocked output: out[(t * F + r) * nb + j] = rq_r(max
+ * over the pkh x pkw window of t of tile[((dy * cw + t * pkw + dx) * F + r) * SI_PANEL + j]
+ * + zf[r]), j < nb (the requantization is monotone: the max of the sums) */
+typedef void (*q_lanes_fn)(const si_batch_q *q, const float *tile, int64_t w, int64_t F, int pkh, int pkw,
+                           int64_t cw, int nb, void *out);
 
 /* out[p * F + r] = rq_r(y[p * F + r] + zf[r]), p < n (one sample's positions, NHWC) */
 static void q_rows_portable(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out) {
@@ -204,16 +208,23 @@ static void q_rows_portable(const si_batch_q *q, const float *y, int64_t n, int6
         }
 }
 
-/* out[i * nb + j] = rq_r(tile[i * SI_PANEL + j] + zf[r]), r = i % F, i < n, j < nb (blocked) */
-static void q_lanes_portable(const si_batch_q *q, const float *tile, int64_t n, int64_t F, int nb, void *out) {
+static void q_lanes_portable(const si_batch_q *q, const float *tile, int64_t w, int64_t F, int pkh, int pkw,
+                             int64_t cw, int nb, void *out) {
     const si_requant *rq = q->rq;
-    for (int64_t i = 0; i < n; i++)
-        for (int j = 0; j < nb; j++) {
-            const int64_t r = i % F;
-            const float v = si_requant_f(rq, r, (int32_t)(tile[i * SI_PANEL + j] + q->zf[r]));
-            if (rq->out_u8) ((uint8_t *)out)[i * nb + j] = si_requant_u8(rq, v);
-            else ((float *)out)[i * nb + j] = v;
-        }
+    for (int64_t t = 0; t < w; t++)
+        for (int64_t r = 0; r < F; r++)
+            for (int j = 0; j < nb; j++) {
+                float m = tile[(t * pkw * F + r) * SI_PANEL + j];
+                for (int dy = 0; dy < pkh; dy++)
+                    for (int dx = 0; dx < pkw; dx++) {
+                        const float v = tile[((dy * cw + t * pkw + dx) * F + r) * SI_PANEL + j];
+                        m = v > m ? v : m;
+                    }
+                const float y = si_requant_f(rq, r, (int32_t)(m + q->zf[r]));
+                const int64_t o = (t * F + r) * nb + j;
+                if (rq->out_u8) ((uint8_t *)out)[o] = si_requant_u8(rq, y);
+                else ((float *)out)[o] = y;
+            }
 }
 
 #if SI_X86
@@ -256,14 +267,86 @@ SI_TARGET_AVX2 static void q_rows_avx2(const si_batch_q *q, const float *y, int6
     }
 }
 
-SI_TARGET_AVX2 static void q_lanes_avx2(const si_batch_q *q, const float *tile, int64_t n, int64_t F, int nb,
-                                        void *out) {
-    const si_requant *rq = q->rq;
-    for (int64_t i = 0, r = 0; i < n; i++, r = r + 1 == F ? 0 : r + 1) {
-        const __m256 z = _mm256_set1_ps(q->zf[r]), mul = _mm256_set1_ps(rq->mul[r]), add = _mm256_set1_ps(rq->add[r]);
-        for (int j = 0; j < nb; j += 8) /* nb is 16 or 64 */
-            q8_avx2(rq, _mm256_add_ps(_mm256_loadu_ps(tile + i * SI_PANEL + j), z), mul, add, out, i * nb + j, 8);
+/* 16 sums of one channel requantized to uint8 at d: si_requant_f and si_requant_u8's steps (the
+ * lower clamp, at -zero <= 0, left out after a ReLU, where it cannot act) */
+SI_TARGET_AVX2 static inline void q16_u8_avx2(const si_requant *rq, __m256 v0, __m256 v1, __m256 mul, __m256 add,
+                                              uint8_t *d) {
+    const __m256 inv = _mm256_set1_ps(rq->inv_scale), hi = _mm256_set1_ps((float)(255 - rq->zero));
+    const __m256i z = _mm256_set1_epi32(rq->zero);
+    v0 = _mm256_mul_ps(_mm256_fmadd_ps(v0, mul, add), inv);
+    v1 = _mm256_mul_ps(_mm256_fmadd_ps(v1, mul, add), inv);
+    if (rq->act == SI_ACT_RELU) { /* max(y, 0) * inv = max(y * inv, 0) (inv > 0) */
+        v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+        v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+    } else {
+        const __m256 lo = _mm256_set1_ps((float)-rq->zero);
+        v0 = _mm256_max_ps(v0, lo);
+        v1 = _mm256_max_ps(v1, lo);
     }
+    const __m256i q0 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(v0, hi)), z);
+    const __m256i q1 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(v1, hi)), z);
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8); /* [0, 255]: exact packs */
+    _mm_storeu_si128((__m128i *)d, _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+}
+
+SI_TARGET_AVX2 static void q_lanes_avx2(const si_batch_q *q, const float *tile, int64_t w, int64_t F, int pkh,
+                                        int pkw, int64_t cw, int nb, void *out) {
+    const si_requant *rq = q->rq;
+    for (int64_t t = 0; t < w; t++)
+        for (int64_t r = 0; r < F; r++) {
+            const __m256 z = _mm256_set1_ps(q->zf[r]), mul = _mm256_set1_ps(rq->mul[r]);
+            const __m256 add = _mm256_set1_ps(rq->add[r]);
+            const float *c = tile + (t * pkw * F + r) * SI_PANEL;
+            const int64_t o = (t * F + r) * nb;
+            for (int j = 0; j < nb; j += 16) { /* nb is 16 or 64 */
+                __m256 a = _mm256_loadu_ps(c + j), b = _mm256_loadu_ps(c + j + 8);
+                for (int dy = 0; dy < pkh; dy++)
+                    for (int dx = dy == 0; dx < pkw; dx++) {
+                        const float *e = c + ((dy * cw + dx) * F) * SI_PANEL + j;
+                        a = _mm256_max_ps(a, _mm256_loadu_ps(e));
+                        b = _mm256_max_ps(b, _mm256_loadu_ps(e + 8));
+                    }
+                a = _mm256_add_ps(a, z);
+                b = _mm256_add_ps(b, z);
+                if (rq->out_u8) q16_u8_avx2(rq, a, b, mul, add, (uint8_t *)out + o + j);
+                else {
+                    q8_avx2(rq, a, mul, add, out, o + j, 8);
+                    q8_avx2(rq, b, mul, add, out, o + j + 8, 8);
+                }
+            }
+        }
+}
+
+/* AVX-512: 16 lanes a vector, stored by one saturating narrowing (the values are in [0, 255]) */
+SI_TARGET_AVX512 static void q_lanes_avx512(const si_batch_q *q, const float *tile, int64_t w, int64_t F, int pkh,
+                                            int pkw, int64_t cw, int nb, void *out) {
+    const si_requant *rq = q->rq;
+    if (!rq->out_u8) { q_lanes_avx2(q, tile, w, F, pkh, pkw, cw, nb, out); return; }
+    const __m512 inv = _mm512_set1_ps(rq->inv_scale), hi = _mm512_set1_ps((float)(255 - rq->zero));
+    const __m512 lo = rq->act == SI_ACT_RELU ? _mm512_setzero_ps() : _mm512_set1_ps((float)-rq->zero);
+    const __m512i zq = _mm512_set1_epi32(rq->zero);
+    const int z0 = rq->zero == 0;
+    for (int64_t t = 0; t < w; t++)
+        for (int64_t r = 0; r < F; r++) {
+            const __m512 z = _mm512_set1_ps(q->zf[r]), mul = _mm512_set1_ps(rq->mul[r]);
+            const __m512 add = _mm512_set1_ps(rq->add[r]);
+            const float *c = tile + (t * pkw * F + r) * SI_PANEL;
+            uint8_t *d = (uint8_t *)out + (t * F + r) * nb;
+            for (int j = 0; j < nb; j += 16) {
+                __m512 a = _mm512_loadu_ps(c + j);
+                for (int dy = 0; dy < pkh; dy++)
+                    for (int dx = dy == 0; dx < pkw; dx++)
+                        a = _mm512_max_ps(a, _mm512_loadu_ps(c + ((dy * cw + dx) * F) * SI_PANEL + j));
+                /* si_requant_f then si_requant_u8: after a ReLU the clamp at max(0, -zero) = 0
+                 * is the ReLU itself (max(y, 0) * inv = max(y * inv, 0), inv > 0) */
+                a = _mm512_max_ps(_mm512_mul_ps(_mm512_fmadd_ps(_mm512_add_ps(a, z), mul, add), inv), lo);
+                /* at zero point 0 the unsigned narrowing is the upper clamp: t >= 255 (or past
+                 * 2^31, which converts to 0x80000000) saturates to 255 as the clamp then the
+                 * rounding would; t in [254.5, 255) rounds to 255 either way */
+                const __m512i qv = z0 ? _mm512_cvtps_epi32(a) : _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(a, hi)), zq);
+                _mm_storeu_si128((__m128i *)(d + j), _mm512_cvtusepi32_epi8(qv));
+            }
+        }
 }
 #endif
 
@@ -296,6 +379,7 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
     q_lanes_fn q_lanes = q_lanes_portable;
 #if SI_X86
     if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) { q_rows = q_rows_avx2; q_lanes = q_lanes_avx2; }
+    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX512) q_lanes = q_lanes_avx512;
 #endif
     for (int n0 = 0; n0 < batch; n0 += nb) {
         const int g = batch - n0 < nb ? batch - n0 : nb;
@@ -334,11 +418,11 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
                     }
                 }
                 if (q) { /* the sums (their pool's max: the requantization is monotone) requantized */
-                    if (pool) si_k->tile_pool(tile, w, F, pkh, pkw, nb, NULL, SI_ACT_LINEAR, tile, SI_PANEL);
                     if (out_nb)
-                        q_lanes(q, tile, w * F, F, nb,
+                        q_lanes(q, tile, w, F, pkh, pkw, cw, nb,
                                 (char *)out + ((int64_t)n0 * out_sample + (r0 * cols + c0) * F * nb) * esz);
                     else {
+                        if (pool) si_k->tile_pool(tile, w, F, pkh, pkw, nb, NULL, SI_ACT_LINEAR, tile, SI_PANEL);
                         float *t = scr + (int64_t)omp_get_thread_num() * tf;
                         si_k->transpose(tile, SI_PANEL, w * F, g, t, w * F, NULL, SI_ACT_LINEAR);
                         for (int j = 0; j < g; j++)
@@ -384,6 +468,13 @@ int64_t si_conv_sparse_batch_q_ws(const si_layer *F, const void *state, int batc
 }
 
 int si_conv_sparse_batch_nb(const si_layer *L, int batch) { return block_samples(L, batch); }
+
+void si_batch_q_rows(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out) {
+#if SI_X86
+    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) { q_rows_avx2(q, y, n, F, out); return; }
+#endif
+    q_rows_portable(q, y, n, F, out);
+}
 
 static void batch_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
     (void)st;

@@ -625,6 +625,26 @@ static void mm_transpose(const uint8_t *X, int64_t ldx, int64_t s0, int w, int w
     }
 }
 
+/* The same from blocks of nb samples ([cols][nb] each, si_algo.run_blocked; nb divides
+ * MM_PANEL, so a panel is whole blocks): each column's nb bytes widened in one run. */
+static void mm_gather_blocked(const uint8_t *X, int nb, int64_t cols, int64_t s0, int w, int wp, int64_t c0,
+                              int64_t c1, int32_t *P) {
+    for (int j0 = 0; j0 < w; j0 += nb) {
+        const uint8_t *blk = X + (s0 + j0) * cols; /* block (s0 + j0) / nb */
+        const int k = w - j0 < nb ? w - j0 : nb;
+        for (int64_t c = c0; c < c1; c++)
+            for (int j = 0; j < k; j++) P[c * wp + j0 + j] = blk[c * nb + j];
+    }
+    if (w < wp)
+        for (int64_t c = c0; c < c1; c++) memset(P + c * wp + w, 0, sizeof(int32_t) * (size_t)(wp - w));
+}
+
+static void mm_panel(const uint8_t *X, int64_t ldx, int in_nb, int64_t cols, int64_t s0, int w, int wp, int64_t c0,
+                     int64_t c1, int32_t *P) {
+    if (in_nb) mm_gather_blocked(X, in_nb, cols, s0, w, wp, c0, c1, P);
+    else mm_transpose(X, ldx, s0, w, wp, c0, c1, P);
+}
+
 /* Rows [r0, r1) of one panel (w samples from s0) into Y, in column blocks when the panel
  * outgrows MM_BLOCK_BYTES. */
 static void mm_rows(const mm_fns *f, const si_csr8_view *A, int64_t r0, int64_t r1, const int32_t *P, int w, int wp,
@@ -640,10 +660,9 @@ static void mm_rows(const mm_fns *f, const si_csr8_view *A, int64_t r0, int64_t 
     f->requant(rq, r0, r1, acc, wp, w, Ys, ldy);
 }
 
-void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
-                 int64_t ldy, void *ws) {
+static void csrmm_go(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int in_nb, int64_t n, const si_requant *rq,
+                     void *Y, int64_t ldy, void *ws) {
     if (n <= 0 || A->rows <= 0) return;
-    if (si_use_reference) { si_i8_csrmm_ref(A, X, ldx, n, rq, Y, ldy); return; }
     const mm_fns f = mm_fns_for(si_isa_active());
     const mm_layout l = mm_layout_of(A, n);
     const int64_t rows = A->rows, cols = A->cols, nnz = A->ptr[rows] - A->ptr[0];
@@ -664,7 +683,7 @@ void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n
             for (int64_t p = 0; p < l.panels; p++) {
                 const int64_t s0 = p * MM_PANEL;
                 const int w = (int)(n - s0 < MM_PANEL ? n - s0 : MM_PANEL), wp = (w + 15) / 16 * 16;
-                mm_transpose(X, ldx, s0, w, wp, 0, cols, P);
+                mm_panel(X, ldx, in_nb, cols, s0, w, wp, 0, cols, P);
                 mm_rows(&f, A, 0, rows, P, w, wp, acc, cur, rq, (uint8_t *)Y + s0 * ldy * esz, ldy);
             }
         }
@@ -680,7 +699,7 @@ void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n
         for (int64_t p = 0; p < l.panels; p++) {
             const int64_t s0 = p * MM_PANEL;
             const int w = (int)(n - s0 < MM_PANEL ? n - s0 : MM_PANEL), wp = (w + 15) / 16 * 16;
-            mm_transpose(X, ldx, s0, w, wp, c0, c1, (int32_t *)(void *)(base + p * l.panel_bytes));
+            mm_panel(X, ldx, in_nb, cols, s0, w, wp, c0, c1, (int32_t *)(void *)(base + p * l.panel_bytes));
         }
 #pragma omp barrier
         int64_t r0, r1;
@@ -692,6 +711,17 @@ void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n
                     (uint8_t *)Y + s0 * ldy * esz, ldy);
         }
     }
+}
+
+void si_i8_csrmm(const si_csr8_view *A, const uint8_t *X, int64_t ldx, int64_t n, const si_requant *rq, void *Y,
+                 int64_t ldy, void *ws) {
+    if (si_use_reference) si_i8_csrmm_ref(A, X, ldx, n, rq, Y, ldy);
+    else csrmm_go(A, X, ldx, 0, n, rq, Y, ldy, ws);
+}
+
+void si_i8_csrmm_blocked(const si_csr8_view *A, const uint8_t *X, int nb, int64_t n, const si_requant *rq, void *Y,
+                         int64_t ldy, void *ws) {
+    csrmm_go(A, X, 0, nb, n, rq, Y, ldy, ws);
 }
 
 /* ---- references: plain loops, the scalar rule ---------------------------------------- */

@@ -6,10 +6,14 @@
  *    1 byte per value plus the column index (uint16 up to 65,536 inputs);
  *  - fc_csrmv_i8_avx2 and fc_csrmv_i8_nogather (batch 1): the same with the AVX2 gather loop
  *    under AVX-512, and with the AVX2 loop without gathers; the planner times them against
- *    fc_csrmv_i8, because gathers' speed differs by CPU more than anything else here.
+ *    fc_csrmv_i8, because gathers' speed differs by CPU more than anything else here;
+ *  - fc_csrmm_f32_i8 (batch > 1): the same sums exactly on the fp32 csrmm (where every
+ *    row's 255 * sum |w| < 2^24), whose broadcast FMAs beat the int32 multiplies of
+ *    fc_csrmm_i8 on small layers (pruned LeNet-5's fc1 at batch 64).
  * References: the reference kernels on the same forms. */
 #include "si_internal.h"
 
+#include <omp.h>
 #include <stdlib.h>
 
 static size_t out_elem(const si_layer *L) { return L->q_out_u8 ? 1 : sizeof(float); }
@@ -143,6 +147,21 @@ static void mm_run(const si_layer *L, const void *st, const float *in, int batch
     finish(L, out, batch);
 }
 
+/* A blocked input (conv_sparse_batch_i8's output): the panels gather its blocks instead of
+ * transposing NHWC rows; the output stays NHWC. */
+static void mm_run_blocked(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out,
+                           int out_nb, int pool, float *ws) {
+    (void)out_nb; (void)pool; /* block_of 0: never asked for a blocked output */
+    if (!in_nb) { mm_run(L, st, in, batch, out, ws); return; }
+    const si_csr8_view v = view_of(L, st);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    si_i8_csrmm_blocked(&v, (const uint8_t *)in, in_nb, batch, &rq, out, L->rows, ws);
+    finish(L, out, batch);
+}
+
+static int mm_block_of(const si_layer *L, int batch) { (void)L; (void)batch; return 0; /* any, as an input */ }
+
 static void csr_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
     const si_csr8_view v = view_of(L, st);
     si_requant rq;
@@ -180,6 +199,111 @@ const si_algo si_algo_fc_csrmv_i8_nogather = {
 
 const si_algo si_algo_fc_csrmm_i8 = {
     .name = "fc_csrmm_i8", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR, .int8 = 1,
-    .applies = mm_applies, .prepare = csr_prepare, .ws_floats = mm_ws, .run = mm_run, .run_ref = csr_run_ref,
-    .bytes = csr_bytes, .release = csr_release,
+    .applies = mm_applies, .prepare = csr_prepare, .ws_floats = mm_ws, .run = mm_run, .run_blocked = mm_run_blocked,
+    .block_of = mm_block_of, .run_ref = csr_run_ref, .bytes = csr_bytes, .release = csr_release,
+};
+
+/* ---- fc_csrmm_f32_i8 ---------------------------------------------------------------------
+ * The int8 weights as floats times the inputs minus their zero point (integers float32 holds
+ * exactly; every partial sum of a row stays an integer below 2^24, si_i8_exact_in_float), so
+ * the float sum plus zf[r] = zero * sum w is the int32 sum and the requantization is the
+ * int8 entries' own, bit for bit. A blocked input (conv_sparse_batch_i8's) is the fp32
+ * csrmm's panel once converted. */
+typedef struct fx_state {
+    float *val; /* csr_val8 as float */
+    float *zf;  /* per row: q_in_zero * sum of its weights */
+} fx_state;
+
+static int fx_applies(const si_layer *L, int regime) {
+    return mm_applies(L, regime) && si_i8_exact_in_float(L);
+}
+
+static void fx_release(void *state) {
+    fx_state *s = state;
+    if (!s) return;
+    si_free(s->val);
+    si_free(s->zf);
+    free(s);
+}
+
+static si_status_t fx_prepare(si_layer *L, void **state) {
+    fx_state *s = calloc(1, sizeof *s);
+    if (s) {
+        s->val = si_alloc(sizeof(float) * (size_t)(L->nnz ? L->nnz : 1));
+        s->zf = si_alloc(sizeof(float) * (size_t)(L->rows ? L->rows : 1));
+    }
+    if (!s || !s->val || !s->zf) {
+        fx_release(s);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    }
+    for (int64_t r = 0; r < L->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) {
+            s->val[k] = (float)L->csr_val8[k];
+            sum += L->csr_val8[k];
+        }
+        s->zf[r] = (float)(sum * L->q_in_zero); /* |.| <= 255 * sum |w| < 2^24: exact */
+    }
+    *state = s;
+    return SI_OK;
+}
+
+static int64_t fx_bytes(const si_layer *L, const void *st) { return st ? 4 * L->nnz + 4 * L->rows : 0; }
+
+static si_layer fx_view(const si_layer *L, const fx_state *s) {
+    si_layer f = *L;
+    f.q = 0;
+    f.w = NULL; f.w8 = NULL;
+    f.csr_val = s ? s->val : NULL;
+    f.csr_val8 = NULL;
+    f.bias = NULL;         /* the requantization adds it */
+    f.act = SI_ACT_LINEAR; /* and applies the activation */
+    return f;
+}
+
+static int64_t fx_padded(int batch) { return (int64_t)(batch + SI_PANEL - 1) / SI_PANEL * SI_PANEL; }
+
+static int64_t fx_ws(const si_layer *L, const void *st, int batch) {
+    si_layer f = fx_view(L, st);
+    return (fx_padded(batch) * L->cols + 15) / 16 * 16 + ((int64_t)batch * L->rows + 15) / 16 * 16 +
+           si_f32_csrmm_ws_floats(&f, batch) + 16;
+}
+
+static void fx_go(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out, float *ws) {
+    const fx_state *s = st;
+    const si_layer f = fx_view(L, s);
+    float *x = ws, *y = x + (fx_padded(batch) * L->cols + 15) / 16 * 16, *w2 = y + ((int64_t)batch * L->rows + 15) / 16 * 16;
+    const int64_t nx = (int64_t)(in_nb ? (batch + in_nb - 1) / in_nb * in_nb : batch) * L->cols;
+    si_dequantize_u8((const uint8_t *)in, nx, 1.0f, L->q_in_zero, x); /* x - z, exact */
+    if (in_nb) si_f32_csrmm_blocked(&f, x, in_nb, batch, y, w2);
+    else si_f32_csrmm(&f, x, batch, y, w2);
+    si_requant rq;
+    si_layer_requant(L, &rq);
+    const si_batch_q q = {&rq, s->zf, L->q_in_zero};
+    const size_t e = out_elem(L);
+    const int nt = si_threads_for((int64_t)batch * L->rows * 8, batch);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = omp_get_thread_num(), k = omp_get_num_threads();
+        const int64_t a = (int64_t)batch * t / k, b = (int64_t)batch * (t + 1) / k;
+        si_batch_q_rows(&q, y + a * L->rows, b - a, L->rows, (char *)out + (size_t)(a * L->rows) * e);
+    }
+    finish(L, out, batch);
+}
+
+static void fx_run(const si_layer *L, const void *st, const float *in, int batch, float *out, float *ws) {
+    fx_go(L, st, in, 0, batch, out, ws);
+}
+
+static void fx_run_blocked(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out,
+                           int out_nb, int pool, float *ws) {
+    (void)out_nb; (void)pool; /* block_of 0: never asked for a blocked output */
+    fx_go(L, st, in, in_nb, batch, out, ws);
+}
+
+const si_algo si_algo_fc_csrmm_f32_i8 = {
+    .name = "fc_csrmm_f32_i8", .type = SI_LAYER_DENSE, .family = SI_EXEC_SPARSE_OWN, .forms = SI_FORM_CSR,
+    .int8 = 1, .applies = fx_applies, .prepare = fx_prepare, .ws_floats = fx_ws, .run = fx_run,
+    .run_blocked = fx_run_blocked, .block_of = mm_block_of, .run_ref = csr_run_ref, .bytes = fx_bytes,
+    .release = fx_release,
 };
