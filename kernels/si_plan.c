@@ -42,6 +42,12 @@
 #define DEFAULT_SPARSE_BELOW 0.10   /* unmeasured: sparse only below 10% density */
 #define SPARSE_BELOW 0.9            /* sparse candidates are timed only below 90% density */
 #define ONE_FORM_SLACK 1.10
+/* ... and at most ONE_FORM_SLACK_BIG where the form left out would be FORM_BIG times the kept
+ * one's bytes or more (a dense copy of a pruned layer beside its CSR form): pruned LeNet-5
+ * int8 held fc1's packed dense weights (328 KB) for batch 1 beside its CSR (16 KB) for 1.28x
+ * on a 2 us layer, and its loaded bytes were 3.6x the fp32 pruned model's. */
+#define ONE_FORM_SLACK_BIG 1.5
+#define FORM_BIG 8.0
 #define APPROX_MARGIN 1.3           /* an approximate int8 entry must be this much faster than the exact ones */
 #define CACHE_MAX_BYTES (16 << 20)
 #define CACHE_FORMAT "sparseinfer-plan-1"
@@ -645,6 +651,18 @@ static void describe(const si_layer *L, const regime_plan *r, int regime, char *
              1e3 * r->sec[r->best], r->cand[second]->name, 1e3 * r->sec[second]);
 }
 
+/* Weight bytes of the forms in a held() mask, estimated from the layer's shape (an entry's
+ * own copy, held() above SI_FORM_CSR, as a dense one: packed, transposed or transformed,
+ * none is smaller) */
+static double form_bytes(const si_layer *L, uint64_t mask) {
+    const double e = L->q ? 1.0 : 4.0, dense = (double)L->rows * (double)L->cols * e;
+    double b = 0.0;
+    if (mask & SI_FORM_DENSE) b += dense;
+    if (mask & SI_FORM_CSR) b += (double)L->nnz * (e + 4.0) + 8.0 * (double)(L->rows + 1);
+    for (uint64_t m = mask >> 2; m; m &= m - 1) b += dense;
+    return b;
+}
+
 static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
     regime_plan r[SI_REGIMES];
     si_status_t st;
@@ -657,10 +675,16 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
         int alt0 = fastest(&r[0], f1), alt1 = fastest(&r[1], f0);
         double loss0 = alt0 >= 0 ? r[0].sec[alt0] / r[0].sec[r[0].best] : 1e300;
         double loss1 = alt1 >= 0 ? r[1].sec[alt1] / r[1].sec[r[1].best] : 1e300;
-        if (loss0 <= loss1 && loss0 <= ONE_FORM_SLACK) {
+        /* the slack for leaving out regime g's form, by the bytes that saves */
+        const double slack0 = form_bytes(L, f0 & ~f1) >= FORM_BIG * form_bytes(L, f1) ? ONE_FORM_SLACK_BIG : ONE_FORM_SLACK;
+        const double slack1 = form_bytes(L, f1 & ~f0) >= FORM_BIG * form_bytes(L, f0) ? ONE_FORM_SLACK_BIG : ONE_FORM_SLACK;
+        /* both within their slack: leave out the big form if one is, else the smaller loss */
+        const int ok0 = loss0 <= slack0, ok1 = loss1 <= slack1;
+        const int big0 = slack0 == ONE_FORM_SLACK_BIG, big1 = slack1 == ONE_FORM_SLACK_BIG;
+        if (ok0 && (!ok1 || (big0 != big1 ? big0 : loss0 <= loss1))) {
             r[0].best = alt0;
             snprintf(note, sizeof note, "; one form kept (b=1 %.0f%% slower)", 100 * (loss0 - 1));
-        } else if (loss1 <= ONE_FORM_SLACK) {
+        } else if (ok1) {
             r[1].best = alt1;
             snprintf(note, sizeof note, "; one form kept (b>1 %.0f%% slower)", 100 * (loss1 - 1));
         }

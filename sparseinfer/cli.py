@@ -94,8 +94,9 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
         return 0
     print(f"{info['model']}: {info['name']}  input {tuple(info['input_shape'])} -> {info['output_size']}")
+    aw = max([20] + [len(l[k]) + 2 for l in info["layers"] for k in ("algo_batch1", "algo_batchn") if l[k]])
     hdr = (f"{'layer':<14}{'type':<10}{'output':>14}{'weights':>13}{'params':>12}{'nnz':>12}{'density':>9}"
-           f"  {'storage':<8}{'dtype':<8}{'bytes':>12}  {'run b=1':<20}{'run b>1':<20}")
+           f"  {'storage':<8}{'dtype':<8}{'bytes':>12}  {'run b=1':<{aw}}{'run b>1':<{aw}}")
     print(hdr)
     print("-" * len(hdr))
     for l in info["layers"]:
@@ -105,7 +106,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         runn = l["algo_batchn"] if l["weight_shape"] else ""
         print(f"{l['name']:<14}{l['type']:<10}{'x'.join(map(str, l['output_shape'])):>14}{ws:>13}"
               f"{l['params']:>12,}{l['nnz']:>12,}{dens:>9}  {l['storage']:<8}{l['dtype'] or '-':<8}{l['bytes']:>12,}  "
-              f"{run1:<20}{runn:<20}")
+              f"{run1:<{aw}}{runn:<{aw}}")
     t = info["total"]
     print("-" * len(hdr))
     print(f"{'total':<38}{'':>13}{t['params']:>12,}{t['nnz']:>12,}{t['density']:>9.2%}  {'':<16}{t['bytes']:>12,}")

@@ -293,3 +293,56 @@ def test_candidate_over_the_memory_limit_drops_out(tmp_path):
     assert info["algo_batch1"].startswith("fc_csrmv") and info["algo_batchn"] == "fc_csrmm", info["why"]
     x = rng.standard_normal((3, 1, 1, 25088)).astype(np.float32)
     np.testing.assert_allclose(m.predict(x), x.reshape(3, -1) @ W.T, rtol=1e-4, atol=1e-4)
+
+
+def _planned_from_times(tmp_path, path, times):
+    """Load `path` once to learn its cache lines, rewrite every candidate's time from
+    times[regime] (name -> ns; others 10x the slowest given), load again from that cache:
+    the plan then follows the given times alone. Returns the fc layer's info."""
+    cache = tmp_path / "plan.tsv"
+    sparseinfer.load(str(path), cache=str(cache))
+    lines = []
+    for line in cache.read_text().splitlines():
+        if line.startswith("#") or "\t" not in line:
+            lines.append(line)
+            continue
+        key, val = line.split("\t")
+        t = times[1 if "|b=1" not in key else 0]
+        names = [kv.split("=")[0] for kv in val.split(";")]
+        slow = 10 * max(t.values())
+        lines.append(key + "\t" + ";".join(f"{n}={t.get(n, slow)}" for n in names))
+    cache.write_text("\n".join(lines) + "\n")
+    m = sparseinfer.load(str(path), cache=str(cache))
+    return [l for l in m.layers() if l["name"] == "fc"][0], m
+
+
+@pytest.mark.parametrize("density, b1_csr, want_b1, want_bn", [
+    # 1.5%: the packed dense copy would be ~20x the CSR form, so batch 1 gives up 25% to keep
+    # the CSR form alone (before: batch > 1 moved to the dense copy, 5% slower, both held)
+    (0.015, 1250, "fc_csrmv_i8", "fc_csrmm_i8"),
+    # the same layer where CSR at batch 1 is 1.7x slower: the dense copy stays, and batch > 1
+    # reads it too (5% slower, within the ordinary 10%)
+    (0.015, 1700, "fc_igemm", "fc_igemm"),
+    # 50%: the CSR form is not 8x smaller than the dense one; the ordinary rule, the smaller loss
+    (0.5, 1250, "fc_igemm", "fc_igemm"),
+])
+def test_one_form_rule_weighs_the_bytes(tmp_path, density, b1_csr, want_b1, want_bn):
+    """Where the two batch regimes' fastest entries read different weight forms, the planner
+    keeps one form if that costs at most 10%, or at most 50% when the form left out is 8x the
+    kept one's bytes or more (a dense copy of a pruned layer); the times come from a cache."""
+    rng = np.random.default_rng(4)
+    W = rng.integers(-127, 128, (400, 800)).astype(np.int8)
+    W[rng.random(W.shape) >= density] = 0
+    layers = [{"name": "f", "type": "flatten"},
+              {"name": "fc", "type": "dense", "activation": "relu", "W": W, "b": np.zeros(400, np.int32),
+               "quant": {"input": (0.02, 0), "output": (0.05, 0), "weight_scale": np.full(400, 0.01, np.float32)}}]
+    path = tmp_path / "fc8.npz"
+    write_model(path, layers, {"shape": [1, 1, 800]})
+    times = [{"fc_igemm": 1000, "fc_csrmv_i8": b1_csr}, {"fc_csrmm_i8": 10000, "fc_igemm": 10500}]
+    info, m = _planned_from_times(tmp_path, path, times)
+    assert (info["algo_batch1"], info["algo_batchn"]) == (want_b1, want_bn), info["why"]
+    assert "one form kept" in info["why"], info["why"]
+    x = rng.uniform(0, 5, (3, 1, 1, 800)).astype(np.float32)
+    read = [dict(L) for L in layers]
+    want = make_cases.reference_forward_int8(read, x.astype(np.float64))
+    np.testing.assert_allclose(m.predict(x), want, rtol=1e-6, atol=1e-6)
