@@ -270,6 +270,7 @@ struct si_model {
     char *manifest;
     double plan_seconds;     /* time the planner spent measuring */
     int plan_measured, plan_cached; /* layer regimes measured now / taken from the cache */
+    int batch1_only;         /* si_load_options.max_batch 1: one regime planned; larger batches run per sample */
 };
 
 static inline double si_layer_density(const si_layer *L) {

@@ -667,7 +667,9 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
     regime_plan r[SI_REGIMES];
     si_status_t st;
     if ((st = plan_regime(c, L, 0, &r[0], NULL))) return st;
-    if ((st = plan_regime(c, L, 1, &r[1], &r[0]))) return st;
+    /* max_batch 1: larger batches run a sample at a time on batch 1's entry (si_run) */
+    if (c->m->batch1_only) r[1] = r[0];
+    else if ((st = plan_regime(c, L, 1, &r[1], &r[0]))) return st;
     char w[SI_REGIMES][120], note[64] = "";
     /* One form in memory, when the times say it costs little. */
     uint64_t f0 = held(r[0].cand[r[0].best]), f1 = held(r[1].cand[r[1].best]);
@@ -697,6 +699,11 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
         for (int i = 0; i < SI_MAX_ALGOS; i++) L->cand_s[g][i] = -1;
         for (int i = 0; i < r[g].nc; i++) L->cand_s[g][si_algo_index(r[g].cand[i])] = r[g].sec[i];
         describe(L, &r[g], g, w[g], sizeof w[g]);
+    }
+    if (c->m->batch1_only) {
+        L->plan_batch[1] = 0;
+        L->plan_positions[1] = 0;
+        snprintf(w[1], sizeof w[1], "b>1: one sample at a time (max_batch 1)");
     }
     if (c->policy != SI_POLICY_AUTO)
         snprintf(L->why, sizeof L->why, "forced %s (b=1 %s, b>1 %s)",
@@ -740,6 +747,7 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
     c.mode = opt ? opt->plan : SI_PLAN_MEASURE;
     c.plan_batch = opt && opt->plan_batch > 0 ? opt->plan_batch : DEFAULT_PLAN_BATCH;
     c.m = m;
+    m->batch1_only = opt && opt->max_batch == 1;
     if (c.policy != SI_POLICY_AUTO && c.policy != SI_POLICY_DENSE && c.policy != SI_POLICY_SPARSE)
         return si_fail(SI_ERR_ARGUMENT, "load options: unknown execution policy %d", (int)c.policy);
     if (c.impl != SI_SPARSE_AUTO && c.impl != SI_SPARSE_OWN && c.impl != SI_SPARSE_MKL)

@@ -170,11 +170,13 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
     if (max_batch < 1) return si_fail(SI_ERR_ARGUMENT, "si_context_create: max_batch %d < 1", max_batch);
     si_init();
     int64_t act;
-    if (!si_mul_ok(m->max_act, max_batch, &act) || act > (INT64_C(1) << 40) / 4)
+    /* a model loaded with max_batch 1 runs any batch a sample at a time (si_run) */
+    const int held = m->batch1_only ? 1 : max_batch;
+    if (!si_mul_ok(m->max_act, held, &act) || act > (INT64_C(1) << 40) / 4)
         return si_fail(SI_ERR_ARGUMENT, "si_context_create: batch %d of %lld-element activations is too large",
                        max_batch, (long long)m->max_act);
     /* A blocked output (si_algo.run_blocked) holds whole blocks of at most SI_PANEL samples. */
-    for (int l = 0; l < m->n_layers && max_batch > 1; l++) {
+    for (int l = 0; l < m->n_layers && held > 1; l++) {
         const si_layer *L = &m->layers[l];
         int64_t blocked = (int64_t)(max_batch + SI_PANEL - 1) / SI_PANEL * SI_PANEL * L->out_h * L->out_w * L->out_c;
         if (L->blocked_next && blocked > act) act = blocked;
@@ -187,9 +189,9 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
         const si_layer *L = &m->layers[l];
         for (int g = 0; g < SI_REGIMES; g++) {
             const si_algo *a = L->algo[g];
-            if (!a || (g == 1 && max_batch == 1)) continue;
+            if (!a || (g == 1 && held == 1)) continue;
             /* the batch-1 entry runs one sample; the other up to max_batch */
-            int64_t need = a->ws_floats(L, L->state[si_algo_index(a)], g ? max_batch : 1);
+            int64_t need = a->ws_floats(L, L->state[si_algo_index(a)], g ? held : 1);
             if (need > c->ws_floats) c->ws_floats = need;
         }
     }
@@ -204,7 +206,7 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
     }
     if (!c->act[0] || !c->act[1] || (c->ws_floats && !c->ws) || (any_q && (!c->qin || !c->deq))) {
         si_context_free(c);
-        return si_fail(SI_ERR_NOMEM, "out of memory for a context of batch %d (%lld MB of activations)", max_batch,
+        return si_fail(SI_ERR_NOMEM, "out of memory for a context of batch %d (%lld MB of activations)", held,
                        (long long)(2 * act * 4 >> 20));
     }
     *out = c;
@@ -221,10 +223,7 @@ void si_context_free(si_context *c) {
     free(c);
 }
 
-si_status_t si_run(si_context *ctx, const float *input, int batch, float *output) {
-    if (!ctx || !input || !output) return si_fail(SI_ERR_ARGUMENT, "si_run: NULL argument");
-    if (batch < 1 || batch > ctx->max_batch)
-        return si_fail(SI_ERR_ARGUMENT, "si_run: batch %d outside [1, %d] of this context", batch, ctx->max_batch);
+static si_status_t run_batch(si_context *ctx, const float *input, int batch, float *output) {
     const si_model *m = ctx->model;
     const float *src = input;
     int cur = 0; /* index of the ping-pong buffer the next layer writes */
@@ -314,6 +313,43 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
     if (u8) si_dequantize_u8((const uint8_t *)src, n_src, qs, qz, output);
     else memcpy(output, src, (size_t)n_src * sizeof(float));
     return SI_OK;
+}
+
+static int64_t layer_size(const si_layer *L) { return L->out_h * L->out_w * L->out_c; }
+
+si_status_t si_run(si_context *ctx, const float *input, int batch, float *output) {
+    if (!ctx || !input || !output) return si_fail(SI_ERR_ARGUMENT, "si_run: NULL argument");
+    if (batch < 1 || batch > ctx->max_batch)
+        return si_fail(SI_ERR_ARGUMENT, "si_run: batch %d outside [1, %d] of this context", batch, ctx->max_batch);
+    const si_model *m = ctx->model;
+    if (!m->batch1_only || batch == 1) return run_batch(ctx, input, batch, output);
+    /* max_batch 1: one sample at a time; a profile sums the samples' layer times, a trace
+     * puts each sample's layer outputs at its rows */
+    const int nl = m->n_layers;
+    const int64_t in_n = m->in_h * m->in_w * m->in_c, out_n = layer_size(&m->layers[nl - 1]);
+    double *const prof = ctx->prof;
+    float *const *const trace = ctx->trace;
+    double *ps = prof ? calloc((size_t)nl, sizeof *ps) : NULL;
+    float **tr = trace ? calloc((size_t)nl, sizeof *tr) : NULL;
+    if ((prof && !ps) || (trace && !tr)) {
+        free(ps);
+        free(tr);
+        return si_fail(SI_ERR_NOMEM, "si_run: out of memory");
+    }
+    for (int l = 0; prof && l < nl; l++) prof[l] = 0.0;
+    si_status_t st = SI_OK;
+    for (int i = 0; i < batch && !st; i++) {
+        ctx->prof = ps;
+        for (int l = 0; trace && l < nl; l++) tr[l] = trace[l] ? trace[l] + i * layer_size(&m->layers[l]) : NULL;
+        ctx->trace = tr;
+        st = run_batch(ctx, input + i * in_n, 1, output + i * out_n);
+        for (int l = 0; prof && l < nl; l++) prof[l] += ps[l];
+    }
+    ctx->prof = prof;
+    ctx->trace = trace;
+    free(ps);
+    free(tr);
+    return st;
 }
 
 si_status_t si_run_trace(si_context *ctx, const float *input, int batch, float *const *layer_outputs) {

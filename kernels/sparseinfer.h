@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 #define SI_VERSION_MAJOR 0
-#define SI_VERSION_MINOR 4
+#define SI_VERSION_MINOR 5
 /* The newest model file format version this library reads (docs/format.md). */
 #define SI_FORMAT_VERSION_MAJOR 2
 
@@ -124,6 +124,11 @@ typedef struct si_load_options {
      * planner derives, its timing buffers), in bytes; 0: 256 MB + 64 x the file's size.
      * A load that would pass it fails with SI_ERR_NOMEM naming the layer and the bytes. */
     int64_t max_memory_bytes;
+    /* Since 0.5: the largest batch the model will run; 0: any. 1 plans batch 1 alone and holds
+     * only the forms its entries read (VGG19 fp32: fc1's packed copy for larger batches,
+     * 411 MB, is never made), and a context for a larger batch runs its samples one at a
+     * time with batch 1's entries and memory. Above 1: the same as 0. */
+    int max_batch;
 } si_load_options;
 
 /* Load a model from a file or from a caller's buffer (the bytes of a model file). The

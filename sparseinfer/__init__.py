@@ -23,7 +23,8 @@ _LARGE_INPUT = 50000
 
 def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "auto",
          sparse: str = "auto", plan: str = "measure", plan_batch: int | None = None,
-         cache: str | os.PathLike | None = None, max_memory_bytes: int | None = None) -> "Model":
+         cache: str | os.PathLike | None = None, max_memory_bytes: int | None = None,
+         max_batch: int | None = None) -> "Model":
     """Load a model file with the C runtime (every file is treated as untrusted).
 
     ``exec``: ``auto`` lets the planner pick, per layer and batch regime, the fastest
@@ -39,12 +40,16 @@ def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "au
     ``max_memory_bytes``: what the load may allocate, the weights' derived forms included
     (default None: 256 MB + 64 x the file's bytes; a candidate algorithm whose forms would
     pass it is left out of the plan, and a model whose needed forms pass it is refused with
-    an error naming the layer)."""
+    an error naming the layer).
+    ``max_batch``: 1 plans batch 1 alone and holds only the weight forms its algorithms read
+    (a larger batch still runs, one sample at a time): the least memory for batch-1 serving
+    (VGG19 fp32: 1.37 GB -> see docs/performance.md). None or above 1: any batch."""
     from ._core import Model
     if plan_batch is None:
         plan_batch = _default_plan_batch(os.fspath(path))
     return Model(os.fspath(path), threads=threads, exec=exec, sparse=sparse, plan=plan, plan_batch=plan_batch,
-                 cache=None if cache is None else os.fspath(cache), max_memory_bytes=max_memory_bytes)
+                 cache=None if cache is None else os.fspath(cache), max_memory_bytes=max_memory_bytes,
+                 max_batch=max_batch)
 
 
 def _default_plan_batch(path: str) -> int:

@@ -113,6 +113,7 @@ cdef class Model:
     cdef si_context *_ctx
     cdef int _ctx_batch
     cdef readonly int threads
+    cdef readonly int max_batch  # the load's max_batch (0: any batch; 1: batch 1's plan, samples one at a time)
     cdef readonly str path
     cdef object _lock
     cdef object _manifest
@@ -123,7 +124,7 @@ cdef class Model:
         self._ctx_batch = 0
 
     def __init__(self, path, threads=None, bytes data=None, exec="auto", sparse="auto", plan="measure",
-                 plan_batch=0, cache=None, max_memory_bytes=None):
+                 plan_batch=0, cache=None, max_memory_bytes=None, max_batch=None):
         cdef si_status_t st
         cdef bytes bpath
         cdef bytes bcache
@@ -148,6 +149,9 @@ cdef class Model:
                                              or not 0 < int(max_memory_bytes) < 2**62):
             raise ValueError(f"max_memory_bytes must be a positive integer below 2**62 (or None for the default: "
                              f"256 MB + 64 x the file's bytes), got {max_memory_bytes!r}")
+        if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch
+                                      or not 1 <= int(max_batch) <= 2**30):
+            raise ValueError(f"max_batch must be a positive integer (or None: any batch), got {max_batch!r}")
         memset(&opt, 0, sizeof(opt))  # fields this binding does not set take their defaults
         opt.struct_size = sizeof(si_load_options)
         opt.policy = POLICIES[exec]
@@ -155,6 +159,8 @@ cdef class Model:
         opt.plan = PLAN_MODES[plan]
         opt.plan_batch = plan_batch
         opt.max_memory_bytes = 0 if max_memory_bytes is None else int(max_memory_bytes)
+        opt.max_batch = 0 if max_batch is None else int(max_batch)
+        self.max_batch = opt.max_batch
         opt.cache_path = NULL
         if cache is not None:
             bcache = str(cache).encode()
@@ -184,9 +190,9 @@ cdef class Model:
 
     @classmethod
     def from_bytes(cls, bytes data, threads=None, exec="auto", sparse="auto", plan="measure", plan_batch=0,
-                   cache=None):
+                   cache=None, max_batch=None):
         return cls(None, threads=threads, data=data, exec=exec, sparse=sparse, plan=plan, plan_batch=plan_batch,
-                   cache=cache)
+                   cache=cache, max_batch=max_batch)
 
     def __dealloc__(self):
         if self._ctx != NULL:

@@ -32,6 +32,7 @@ cdef extern from "sparseinfer.h" nogil:
         int plan_batch
         const char *cache_path
         int64_t max_memory_bytes
+        int max_batch
     ctypedef enum si_exec:
         pass
     ctypedef struct si_layer_info:

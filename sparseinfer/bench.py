@@ -61,7 +61,8 @@ def _time_batch(m: Any, x: np.ndarray, seconds: float, progress: Callable[[float
 
 
 def benchmark(path: str, batches: Sequence[int] = (1,), seconds: float = 5.0, threads: int | None = None,
-              per_layer: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              per_layer: bool = False, progress: Callable[[str], None] | None = None,
+              max_batch: int | None = None) -> dict[str, Any]:
     """Times the model file at each batch size. Returns a dict (the ``--json`` output):
     machine, model, load and plan cost, and per batch: runs, median / p90 / p99 / min ms,
     images/s, and with ``per_layer`` each layer's median ms and algorithm."""
@@ -72,7 +73,7 @@ def benchmark(path: str, batches: Sequence[int] = (1,), seconds: float = 5.0, th
     if not seconds > 0:
         raise ValueError(f"--time must be > 0 s, got {seconds}")
     t0 = time.perf_counter()
-    m = load(path, threads=threads)
+    m = load(path, threads=threads, max_batch=max_batch)
     load_s = time.perf_counter() - t0
     layers = m.layers()
     plan = m.plan_stats()

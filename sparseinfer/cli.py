@@ -36,6 +36,8 @@ def _plan_args(a: argparse.Namespace) -> dict:
     out = {"plan": getattr(a, "plan", "measure")}
     if getattr(a, "plan_batch", None):
         out["plan_batch"] = a.plan_batch
+    if getattr(a, "max_batch", None):
+        out["max_batch"] = a.max_batch
     return out
 
 
@@ -78,6 +80,9 @@ def _print_plan(info: dict) -> None:
             continue
         for g, key in enumerate(("candidates_batch1", "candidates_batchn")):
             pick = l["algo_batch1" if g == 0 else "algo_batchn"]
+            if g == 1 and info.get("max_batch") == 1:
+                print(f"{'':<14}{'>1':>6}{'-':>8}  {pick:<22}one sample at a time (loaded with max_batch 1)")
+                continue
             timed = sorted((t, n) for n, t in l[key].items() if t is not None)
             cands = ", ".join(f"{n} {t * 1e3:.3f}" for t, n in timed) or "not timed"
             b = l["plan_batch"][g]
@@ -174,6 +179,16 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -188,7 +203,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .bench import benchmark, format_report, progress_printer
 
     show = progress_printer() if not a.json else (lambda msg: None)
-    r = benchmark(a.model, a.batch, a.time, a.threads, a.per_layer, progress=show)
+    r = benchmark(a.model, a.batch, a.time, a.threads, a.per_layer, progress=show, max_batch=a.max_batch)
     show("")  # clears the progress line
     print(json.dumps(r, indent=1) if a.json else format_report(r))
     return 0
@@ -278,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--plan", choices=("measure", "nomeasure", "remeasure"), default="measure",
                         help="time algorithms at load (default; cached), never (cache or a conservative "
                              "default), or again")
+        sp.add_argument("--max-batch", type=_positive_int, default=None,
+                        help="1: plan batch 1 alone and hold only its weight forms (the least memory; larger "
+                             "batches run a sample at a time)")
     for sp in (r, i, e, t):
         sp.add_argument("--plan-batch", type=int, default=None,
                         help="batch size the batch>1 regime is timed at (default: predict's chunk, 64 or 8)")
@@ -293,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--per-layer each layer's time and algorithm")
     b.add_argument("model")
     b.add_argument("--batch", type=_int_list, default=[1], help="comma-separated batch sizes (default 1)")
+    b.add_argument("--max-batch", type=_positive_int, default=None,
+                   help="load with max_batch (1: batch 1's plan and forms alone; larger batches a sample at a time)")
     b.add_argument("--time", type=float, default=5.0, help="seconds of timed runs per batch size (default 5)")
     b.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     b.add_argument("--per-layer", action="store_true", help="also time each layer (batches up to 64)")
@@ -348,7 +368,7 @@ def _eval_folder(a: argparse.Namespace) -> int:
     """``sparseinfer eval MODEL --folder DIR [options]`` is ``sparseinfer-prune eval MODEL DIR
     [options]`` (TensorFlow's side): says so, with the command built from the arguments the
     eval parser already parsed (so an option's value is never taken for the model)."""
-    unsupported = [f"--{k}" for k in ("exec", "sparse", "plan", "isa", "plan_batch", "mnist_dir")
+    unsupported = [f"--{k}" for k in ("exec", "sparse", "plan", "isa", "plan_batch", "max_batch", "mnist_dir")
                    if getattr(a, k) not in (None, "auto", "measure")]
     if unsupported:
         print(f"sparseinfer eval: error: {', '.join(o.replace('_', '-') for o in unsupported)} "

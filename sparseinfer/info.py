@@ -33,4 +33,5 @@ def model_info(path: str, exec: str = "auto", sparse: str = "auto", threads: int
                       "memory_bytes": sum(l["memory_bytes"] for l in layers),
                       "dense_bytes": 4 * dense_params},
             "file_bytes": os.path.getsize(path),
-            "cpu": cpu(), "isa": isa(), "load_seconds": load_s, "plan": model.plan_stats()}
+            "cpu": cpu(), "isa": isa(), "load_seconds": load_s, "plan": model.plan_stats(),
+            "max_batch": model.max_batch or None}

@@ -346,3 +346,40 @@ def test_one_form_rule_weighs_the_bytes(tmp_path, density, b1_csr, want_b1, want
     read = [dict(L) for L in layers]
     want = make_cases.reference_forward_int8(read, x.astype(np.float64))
     np.testing.assert_allclose(m.predict(x), want, rtol=1e-6, atol=1e-6)
+
+
+def test_max_batch_one_holds_batch_one_forms_only(tmp_path):
+    """load(max_batch=1) plans batch 1 alone: a dense layer whose batch-1 entry (fc_skip, its
+    transposed copy) and batch > 1 entry (fc_gemm_packed, a packed copy) differ holds one copy,
+    not two; a larger batch still runs, a sample at a time, with batch 1's outputs bit for
+    bit (predict, profile_layers and trace), and `info`'s reason says so."""
+    rng = np.random.default_rng(6)
+    layers = [{"name": "f", "type": "flatten"},
+              {"name": "fc", "type": "dense", "activation": "relu",
+               "W": rng.standard_normal((300, 600)).astype(np.float32), "b": rng.standard_normal(300).astype(np.float32)},
+              {"name": "out", "type": "dense", "activation": "softmax",
+               "W": rng.standard_normal((10, 300)).astype(np.float32) * 0.05, "b": np.zeros(10, np.float32)}]
+    path = tmp_path / "fc.npz"
+    write_model(path, layers, {"shape": [1, 1, 600]})
+    times = [{"fc_skip": 1000, "fc_gemv": 2000, "fc_gemm_packed": 2100},
+             {"fc_gemm_packed": 10000, "fc_sgemm": 30000}]
+    info, both = _planned_from_times(tmp_path, path, times)
+    assert (info["algo_batch1"], info["algo_batchn"]) == ("fc_skip", "fc_gemm_packed"), info["why"]
+    one = sparseinfer.load(str(path), cache=str(tmp_path / "plan.tsv"), max_batch=1)
+    fc1 = [l for l in one.layers() if l["name"] == "fc"][0]
+    assert (fc1["algo_batch1"], fc1["algo_batchn"]) == ("fc_skip", "fc_skip"), fc1["why"]
+    assert "one sample at a time" in fc1["why"] and fc1["plan_batch"][1] == 0, fc1
+    copy = 300 * 600 * 4
+    assert info["memory_bytes"] - fc1["memory_bytes"] >= 0.9 * copy, (info["memory_bytes"], fc1["memory_bytes"])
+    x = rng.standard_normal((5, 1, 1, 600)).astype(np.float32)
+    per_sample = np.concatenate([one.predict(x[i:i + 1]) for i in range(5)])
+    np.testing.assert_array_equal(one.predict(x), per_sample, err_msg="max_batch 1: batch 5 vs five batches of 1")
+    assert_close(one.predict(x), make_cases.reference_forward(layers, x), 1e-4, 1e-6, "max_batch 1 against NumPy")
+    traces = one.trace(x)
+    for i in range(5):
+        for l, (t, t1) in enumerate(zip(traces, one.trace(x[i:i + 1]))):
+            np.testing.assert_array_equal(t[i:i + 1], t1, err_msg=f"trace, sample {i}, layer {l}")
+    prof = one.profile_layers(x, repeats=3)
+    assert prof.shape == (3, len(one.layers())) and (prof[:, 1] > 0).all(), prof
+    with pytest.raises(ValueError, match="max_batch"):
+        sparseinfer.load(str(path), max_batch=0)

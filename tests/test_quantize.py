@@ -829,3 +829,23 @@ def _sparse_batch_i8_case(tmp_path, big):
     got = m.trace(x)[0].reshape(want.shape)
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"conv_sparse_batch_i8 differs from the NumPy int8 reference at {bad[:3].tolist()}"
+
+
+def test_int8_max_batch_one(quantized, mnist):
+    """An int8 model loaded with max_batch=1 runs a batch of 9 a sample at a time: its int8
+    layers' outputs are the NumPy integer reference's, bit for bit (uint8 buffers sized for
+    one sample, the quantization of each sample's input), and the probabilities agree."""
+    from sparseinfer.preprocess import normalize
+    _, dst, _ = quantized["lenet5_pruned"]
+    layers, _ = read_layers_int8(dst)
+    x = normalize(mnist[2][:9][..., None], read_manifest(dst)["input"])
+    m = sparseinfer.load(dst, max_batch=1, cache="")
+    assert all(l["plan_batch"][1] == 0 for l in m.layers() if l["weight_shape"])
+    traces = m.trace(x)
+    for i, L in enumerate(layers):
+        if L.get("quant") and L["quant"].get("output"):
+            want = make_cases.reference_forward_int8(layers[:i + 1], x.astype(np.float64)).astype(np.float32)
+            bad = np.argwhere(traces[i].reshape(len(x), -1) != want)
+            assert bad.size == 0, f"{L['name']}: differs from the NumPy int8 reference at {bad[:3].tolist()}"
+    np.testing.assert_allclose(m.predict(x), make_cases.reference_forward_int8(layers, x.astype(np.float64)),
+                               rtol=1e-5, atol=1e-7)

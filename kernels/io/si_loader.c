@@ -602,6 +602,8 @@ si_status_t si_model_load_buffer_ex(const void *data, size_t size, const si_load
     }
     if (opt && opt->max_memory_bytes < 0)
         return si_fail(SI_ERR_ARGUMENT, "load options: max_memory_bytes %lld < 0", (long long)opt->max_memory_bytes);
+    if (opt && opt->max_batch < 0)
+        return si_fail(SI_ERR_ARGUMENT, "load options: max_batch %d < 0", opt->max_batch);
     si_init();
     si_npz npz;
     si_status_t st;

@@ -164,6 +164,32 @@ static void test_struct_sizes(const char *path, const si_model *m) {
     si_load_options none = {0};
     if ((st = si_model_load_file_ex(path, &none, &mm)) != SI_ERR_ARGUMENT)
         check_fail("options with struct_size 0: %s, expected SI_ERR_ARGUMENT", status_name(st));
+
+    /* max_batch (0.5): negative refused; 1 runs a batch of 3 as three batches of 1, bit for bit */
+    si_load_options mb = {.struct_size = sizeof mb, .max_batch = -1};
+    if ((st = si_model_load_file_ex(path, &mb, &mm)) != SI_ERR_ARGUMENT || !strstr(si_last_error(), "max_batch"))
+        check_fail("max_batch -1: %s, expected SI_ERR_ARGUMENT naming it", status_name(st));
+    mb.max_batch = 1;
+    mm = NULL;
+    if ((st = si_model_load_file_ex(path, &mb, &mm)) != SI_OK) {
+        check_fail("max_batch 1: %s", si_last_error());
+        return;
+    }
+    const int64_t ni = si_model_input_size(mm), no = si_model_output_size(mm);
+    float *x = malloc(sizeof(float) * (size_t)(3 * ni)), *y3 = malloc(sizeof(float) * (size_t)(3 * no)),
+          *y1 = malloc(sizeof(float) * (size_t)(3 * no));
+    for (int64_t i = 0; i < 3 * ni; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f;
+    si_context *c3 = NULL, *c1 = NULL;
+    if (si_context_create(mm, 3, &c3) || si_context_create(mm, 1, &c1) || si_run(c3, x, 3, y3))
+        check_fail("max_batch 1, batch 3: %s", si_last_error());
+    for (int i = 0; i < 3 && c1; i++)
+        if (si_run(c1, x + i * ni, 1, y1 + i * no)) check_fail("max_batch 1, sample %d: %s", i, si_last_error());
+    if (c3 && c1 && memcmp(y1, y3, sizeof(float) * (size_t)(3 * no)) != 0)
+        check_fail("max_batch 1: a batch of 3 differs from three batches of 1");
+    si_context_free(c3);
+    si_context_free(c1);
+    free(x); free(y3); free(y1);
+    si_model_free(mm);
 }
 
 /* ---- good files ---------------------------------------------------------------------- */
