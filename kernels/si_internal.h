@@ -588,6 +588,15 @@ void si_batch_q_rows(const si_batch_q *q, const float *y, int64_t n, int64_t F, 
 /* 1 if every row's 255 * sum |w| of the int8 weights < 2^24: sums of weights times uint8
  * inputs (minus a zero point) are then exact in float32 in any order (conv/si_conv_i8.c) */
 int si_i8_exact_in_float(const si_layer *L);
+/* The int8 CSR weights as floats and, per row, q_in_zero times its weights' sum (an integer
+ * below 2^24 where si_i8_exact_in_float), for the int8 entries on fp32 kernels; the layer's
+ * float view reads them (no bias, linear: the requantization adds and applies those). */
+typedef struct si_i8_floats {
+    float *val, *zf;
+} si_i8_floats;
+si_status_t si_i8_floats_prepare(const si_layer *L, si_i8_floats *f);
+void si_i8_floats_release(si_i8_floats *f);
+si_layer si_i8_float_view(const si_layer *L, const si_i8_floats *f);
 void si_maxpool_u8(const si_layer *L, const uint8_t *in, int batch, uint8_t *out);
 /* rows [p0, p0 + m) of the im2col matrix as uint8, row stride ldc >= L->cols, padding taps
  * set to zero (the quantized 0.0) */

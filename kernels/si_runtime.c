@@ -132,7 +132,7 @@ int si_model_layer_candidates(const si_model *m, int index, int regime, const ch
         return -1;
     const si_layer *L = &m->layers[index];
     int n = 0;
-    if (!L->algo[regime]) return 0;
+    if (!L->algo[regime] || (regime == 1 && m->batch1_only)) return 0; /* max_batch 1: nothing timed above 1 */
     for (int i = 0; si_algos[i]; i++) {
         const si_algo *a = si_algos[i];
         /* a timed entry whatever applies says now: the forms its check read may be gone */

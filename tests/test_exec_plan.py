@@ -368,7 +368,7 @@ def test_max_batch_one_holds_batch_one_forms_only(tmp_path):
     one = sparseinfer.load(str(path), cache=str(tmp_path / "plan.tsv"), max_batch=1)
     fc1 = [l for l in one.layers() if l["name"] == "fc"][0]
     assert (fc1["algo_batch1"], fc1["algo_batchn"]) == ("fc_skip", "fc_skip"), fc1["why"]
-    assert "one sample at a time" in fc1["why"] and fc1["plan_batch"][1] == 0, fc1
+    assert "one sample at a time" in fc1["why"] and fc1["plan_batch"][1] == 0 and not fc1["candidates_batchn"], fc1
     copy = 300 * 600 * 4
     assert info["memory_bytes"] - fc1["memory_bytes"] >= 0.9 * copy, (info["memory_bytes"], fc1["memory_bytes"])
     x = rng.standard_normal((5, 1, 1, 600)).astype(np.float32)

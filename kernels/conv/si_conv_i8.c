@@ -407,9 +407,8 @@ const si_algo si_algo_conv_winograd_dq = {
 extern const si_algo si_algo_conv_sparse_batch;
 
 typedef struct bx_state {
-    float *val;     /* csr_val8 as float */
-    float *zf;      /* per row: q_in_zero * sum of its weights (an integer below 2^24) */
-    void *inner;    /* conv_sparse_batch's state on the float view */
+    si_i8_floats fl; /* the weights as floats, zero point times each row's sum */
+    void *inner;     /* conv_sparse_batch's state on the float view */
 } bx_state;
 
 static int64_t abs_sum8(const int8_t *w, int64_t n) {
@@ -431,16 +430,42 @@ int si_i8_exact_in_float(const si_layer *L) {
     return 1;
 }
 
-static si_layer bx_view(const si_layer *L, const bx_state *s) {
-    si_layer f = *L;
-    f.q = 0;
-    f.w = NULL; f.w8 = NULL;
-    f.csr_val = s ? s->val : NULL;
-    f.csr_val8 = NULL;
-    f.bias = NULL;            /* the requantization adds it */
-    f.act = SI_ACT_LINEAR;    /* and applies the activation */
-    return f;
+void si_i8_floats_release(si_i8_floats *f) {
+    si_free(f->val);
+    si_free(f->zf);
+    f->val = f->zf = NULL;
 }
+
+si_status_t si_i8_floats_prepare(const si_layer *L, si_i8_floats *f) {
+    f->val = si_alloc(sizeof(float) * (size_t)(L->nnz ? L->nnz : 1));
+    f->zf = si_alloc(sizeof(float) * (size_t)(L->rows ? L->rows : 1));
+    if (!f->val || !f->zf) {
+        si_i8_floats_release(f);
+        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    }
+    for (int64_t r = 0; r < L->rows; r++) {
+        int64_t sum = 0;
+        for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) {
+            f->val[k] = (float)L->csr_val8[k];
+            sum += L->csr_val8[k];
+        }
+        f->zf[r] = (float)(sum * L->q_in_zero); /* |.| <= 255 * sum |w| < 2^24: exact */
+    }
+    return SI_OK;
+}
+
+si_layer si_i8_float_view(const si_layer *L, const si_i8_floats *f) {
+    si_layer v = *L;
+    v.q = 0;
+    v.w = NULL; v.w8 = NULL;
+    v.csr_val = f ? f->val : NULL;
+    v.csr_val8 = NULL;
+    v.bias = NULL;            /* the requantization adds it */
+    v.act = SI_ACT_LINEAR;    /* and applies the activation */
+    return v;
+}
+
+static si_layer bx_view(const si_layer *L, const bx_state *s) { return si_i8_float_view(L, s ? &s->fl : NULL); }
 
 static int bx_applies(const si_layer *L, int regime) {
     return L->type == SI_LAYER_CONV2D && L->q && si_algo_conv_sparse_batch.applies(L, regime) && si_i8_exact_in_float(L);
@@ -450,29 +475,15 @@ static void bx_release(void *state) {
     bx_state *s = state;
     if (!s) return;
     if (s->inner) si_algo_conv_sparse_batch.release(s->inner);
-    si_free(s->val);
-    si_free(s->zf);
+    si_i8_floats_release(&s->fl);
     free(s);
 }
 
 static si_status_t bx_prepare(si_layer *L, void **state) {
     bx_state *s = calloc(1, sizeof *s);
-    if (s) {
-        s->val = si_alloc(sizeof(float) * (size_t)(L->nnz ? L->nnz : 1));
-        s->zf = si_alloc(sizeof(float) * (size_t)(L->rows ? L->rows : 1));
-    }
-    if (!s || !s->val || !s->zf) {
-        bx_release(s);
-        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
-    }
-    for (int64_t r = 0; r < L->rows; r++) {
-        int64_t sum = 0;
-        for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) {
-            s->val[k] = (float)L->csr_val8[k];
-            sum += L->csr_val8[k];
-        }
-        s->zf[r] = (float)(sum * L->q_in_zero); /* |.| <= 255 * sum |w| < 2^24: exact */
-    }
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    si_status_t st0 = si_i8_floats_prepare(L, &s->fl);
+    if (st0) { free(s); return st0; }
     si_layer f = bx_view(L, s);
     si_status_t st = si_algo_conv_sparse_batch.prepare(&f, &s->inner);
     if (st) { bx_release(s); return st; }
@@ -502,7 +513,7 @@ static void bx_go(const si_layer *L, const void *st, const float *in, int in_nb,
     si_layer f = bx_view(L, s);
     si_requant rq;
     si_layer_requant(L, &rq);
-    const si_batch_q q = {&rq, s->zf, L->q_in_zero};
+    const si_batch_q q = {&rq, s->fl.zf, L->q_in_zero};
     si_conv_sparse_batch_q(&f, s->inner, &q, (const uint8_t *)in, in_nb, batch, out, out_nb, pool, ws);
 }
 

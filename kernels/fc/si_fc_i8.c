@@ -209,69 +209,38 @@ const si_algo si_algo_fc_csrmm_i8 = {
  * the float sum plus zf[r] = zero * sum w is the int32 sum and the requantization is the
  * int8 entries' own, bit for bit. A blocked input (conv_sparse_batch_i8's) is the fp32
  * csrmm's panel once converted. */
-typedef struct fx_state {
-    float *val; /* csr_val8 as float */
-    float *zf;  /* per row: q_in_zero * sum of its weights */
-} fx_state;
-
 static int fx_applies(const si_layer *L, int regime) {
     return mm_applies(L, regime) && si_i8_exact_in_float(L);
 }
 
 static void fx_release(void *state) {
-    fx_state *s = state;
-    if (!s) return;
-    si_free(s->val);
-    si_free(s->zf);
-    free(s);
+    if (!state) return;
+    si_i8_floats_release(state);
+    free(state);
 }
 
 static si_status_t fx_prepare(si_layer *L, void **state) {
-    fx_state *s = calloc(1, sizeof *s);
-    if (s) {
-        s->val = si_alloc(sizeof(float) * (size_t)(L->nnz ? L->nnz : 1));
-        s->zf = si_alloc(sizeof(float) * (size_t)(L->rows ? L->rows : 1));
-    }
-    if (!s || !s->val || !s->zf) {
-        fx_release(s);
-        return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
-    }
-    for (int64_t r = 0; r < L->rows; r++) {
-        int64_t sum = 0;
-        for (int64_t k = L->csr_ptr[r]; k < L->csr_ptr[r + 1]; k++) {
-            s->val[k] = (float)L->csr_val8[k];
-            sum += L->csr_val8[k];
-        }
-        s->zf[r] = (float)(sum * L->q_in_zero); /* |.| <= 255 * sum |w| < 2^24: exact */
-    }
+    si_i8_floats *s = calloc(1, sizeof *s);
+    if (!s) return si_fail(SI_ERR_NOMEM, "layer %s: out of memory", L->name);
+    si_status_t st = si_i8_floats_prepare(L, s);
+    if (st) { free(s); return st; }
     *state = s;
     return SI_OK;
 }
 
 static int64_t fx_bytes(const si_layer *L, const void *st) { return st ? 4 * L->nnz + 4 * L->rows : 0; }
 
-static si_layer fx_view(const si_layer *L, const fx_state *s) {
-    si_layer f = *L;
-    f.q = 0;
-    f.w = NULL; f.w8 = NULL;
-    f.csr_val = s ? s->val : NULL;
-    f.csr_val8 = NULL;
-    f.bias = NULL;         /* the requantization adds it */
-    f.act = SI_ACT_LINEAR; /* and applies the activation */
-    return f;
-}
-
 static int64_t fx_padded(int batch) { return (int64_t)(batch + SI_PANEL - 1) / SI_PANEL * SI_PANEL; }
 
 static int64_t fx_ws(const si_layer *L, const void *st, int batch) {
-    si_layer f = fx_view(L, st);
+    si_layer f = si_i8_float_view(L, st);
     return (fx_padded(batch) * L->cols + 15) / 16 * 16 + ((int64_t)batch * L->rows + 15) / 16 * 16 +
            si_f32_csrmm_ws_floats(&f, batch) + 16;
 }
 
 static void fx_go(const si_layer *L, const void *st, const float *in, int in_nb, int batch, float *out, float *ws) {
-    const fx_state *s = st;
-    const si_layer f = fx_view(L, s);
+    const si_i8_floats *s = st;
+    const si_layer f = si_i8_float_view(L, s);
     float *x = ws, *y = x + (fx_padded(batch) * L->cols + 15) / 16 * 16, *w2 = y + ((int64_t)batch * L->rows + 15) / 16 * 16;
     const int64_t nx = (int64_t)(in_nb ? (batch + in_nb - 1) / in_nb * in_nb : batch) * L->cols;
     si_dequantize_u8((const uint8_t *)in, nx, 1.0f, L->q_in_zero, x); /* x - z, exact */
