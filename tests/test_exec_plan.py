@@ -383,3 +383,38 @@ def test_max_batch_one_holds_batch_one_forms_only(tmp_path):
     assert prof.shape == (3, len(one.layers())) and (prof[:, 1] > 0).all(), prof
     with pytest.raises(ValueError, match="max_batch"):
         sparseinfer.load(str(path), max_batch=0)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("algos", ["conv_gemm_packed,fc_gemm_packed", "conv_winograd,fc_gemm_packed"])
+def test_packed_gemm_kernels_every_isa(tmp_path, isa, algos, monkeypatch):
+    """The runtime's own GEMM (ops/si_sgemm.c) under each ISA's microkernel, pinned: 130 input
+    channels (K past one 128-deep block, so the second block adds into C), 21 filters (a full
+    panel and a 5-column tail), 11x13 outputs and 3x4 Winograd tiles (row blocks of every
+    height), a dense layer at batch 1 (the streaming mat-vec) and 3; against NumPy."""
+    order = ["portable", "avx2", "avx512"]
+    if order.index(isa) > order.index(sparseinfer.isa()):
+        pytest.skip(f"this CPU has {sparseinfer.isa()} at most")
+    rng = np.random.default_rng(8)
+    layers = [{"name": "c", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+               "W": (rng.standard_normal((21, 9 * 130)) * 0.05).astype(np.float32),
+               "b": rng.standard_normal(21).astype(np.float32) * 0.1},
+              {"name": "f", "type": "flatten"},
+              {"name": "fc", "type": "dense", "activation": "linear",
+               "W": (rng.standard_normal((37, 11 * 13 * 21)) * 0.02).astype(np.float32),
+               "b": rng.standard_normal(37).astype(np.float32)}]
+    path = tmp_path / "g.npz"
+    write_model(path, layers, {"shape": [11, 13, 130]})
+    monkeypatch.setenv("SPARSEINFER_ALGO", algos)
+    try:
+        sparseinfer.set_isa(isa)
+        m = sparseinfer.load(str(path), plan="nomeasure", cache="")
+        picks = {l["name"]: (l["algo_batch1"], l["algo_batchn"]) for l in m.layers() if l["weight_shape"]}
+        conv = algos.split(",")[0]
+        assert picks == {"c": (conv, conv), "fc": ("fc_gemm_packed", "fc_gemm_packed")}, picks
+        for batch in (1, 3):
+            x = rng.uniform(-1, 1, (batch, 11, 13, 130)).astype(np.float32)
+            assert_close(m.predict(x), make_cases.reference_forward(layers, x), 1e-4, 1e-5,
+                         f"isa {isa}, {conv}, batch {batch}")
+    finally:
+        sparseinfer.set_isa("auto")
