@@ -678,11 +678,11 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L) {
         double loss0 = alt0 >= 0 ? r[0].sec[alt0] / r[0].sec[r[0].best] : 1e300;
         double loss1 = alt1 >= 0 ? r[1].sec[alt1] / r[1].sec[r[1].best] : 1e300;
         /* the slack for leaving out regime g's form, by the bytes that saves */
-        const double slack0 = form_bytes(L, f0 & ~f1) >= FORM_BIG * form_bytes(L, f1) ? ONE_FORM_SLACK_BIG : ONE_FORM_SLACK;
-        const double slack1 = form_bytes(L, f1 & ~f0) >= FORM_BIG * form_bytes(L, f0) ? ONE_FORM_SLACK_BIG : ONE_FORM_SLACK;
+        const int big0 = form_bytes(L, f0 & ~f1) >= FORM_BIG * form_bytes(L, f1);
+        const int big1 = form_bytes(L, f1 & ~f0) >= FORM_BIG * form_bytes(L, f0);
         /* both within their slack: leave out the big form if one is, else the smaller loss */
-        const int ok0 = loss0 <= slack0, ok1 = loss1 <= slack1;
-        const int big0 = slack0 == ONE_FORM_SLACK_BIG, big1 = slack1 == ONE_FORM_SLACK_BIG;
+        const int ok0 = loss0 <= (big0 ? ONE_FORM_SLACK_BIG : ONE_FORM_SLACK);
+        const int ok1 = loss1 <= (big1 ? ONE_FORM_SLACK_BIG : ONE_FORM_SLACK);
         if (ok0 && (!ok1 || (big0 != big1 ? big0 : loss0 <= loss1))) {
             r[0].best = alt0;
             snprintf(note, sizeof note, "; one form kept (b=1 %.0f%% slower)", 100 * (loss0 - 1));

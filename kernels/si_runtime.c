@@ -157,6 +157,10 @@ struct si_context {
      * and a dequantized one (floats); NULL without int8 layers */
     uint8_t *qin;
     float *deq;
+    /* max_batch 1 models (si_run, a sample at a time): one sample's layer times and trace
+     * pointers, made with the context so a run allocates nothing */
+    double *prof1;
+    float **trace1;
 };
 
 si_status_t si_context_set_profile(si_context *ctx, double *layer_seconds) {
@@ -204,7 +208,12 @@ si_status_t si_context_create(const si_model *m, int max_batch, si_context **out
         c->qin = si_alloc((size_t)act);
         c->deq = si_alloc((size_t)act * sizeof(float));
     }
-    if (!c->act[0] || !c->act[1] || (c->ws_floats && !c->ws) || (any_q && (!c->qin || !c->deq))) {
+    if (m->batch1_only && max_batch > 1) {
+        c->prof1 = calloc((size_t)m->n_layers, sizeof *c->prof1);
+        c->trace1 = calloc((size_t)m->n_layers, sizeof *c->trace1);
+    }
+    if (!c->act[0] || !c->act[1] || (c->ws_floats && !c->ws) || (any_q && (!c->qin || !c->deq)) ||
+        (m->batch1_only && max_batch > 1 && (!c->prof1 || !c->trace1))) {
         si_context_free(c);
         return si_fail(SI_ERR_NOMEM, "out of memory for a context of batch %d (%lld MB of activations)", held,
                        (long long)(2 * act * 4 >> 20));
@@ -220,6 +229,8 @@ void si_context_free(si_context *c) {
     si_free(c->ws);
     si_free(c->qin);
     si_free(c->deq);
+    free(c->prof1);
+    free(c->trace1);
     free(c);
 }
 
@@ -329,26 +340,18 @@ si_status_t si_run(si_context *ctx, const float *input, int batch, float *output
     const int64_t in_n = m->in_h * m->in_w * m->in_c, out_n = layer_size(&m->layers[nl - 1]);
     double *const prof = ctx->prof;
     float *const *const trace = ctx->trace;
-    double *ps = prof ? calloc((size_t)nl, sizeof *ps) : NULL;
-    float **tr = trace ? calloc((size_t)nl, sizeof *tr) : NULL;
-    if ((prof && !ps) || (trace && !tr)) {
-        free(ps);
-        free(tr);
-        return si_fail(SI_ERR_NOMEM, "si_run: out of memory");
-    }
     for (int l = 0; prof && l < nl; l++) prof[l] = 0.0;
     si_status_t st = SI_OK;
     for (int i = 0; i < batch && !st; i++) {
-        ctx->prof = ps;
-        for (int l = 0; trace && l < nl; l++) tr[l] = trace[l] ? trace[l] + i * layer_size(&m->layers[l]) : NULL;
-        ctx->trace = tr;
+        if (prof) ctx->prof = ctx->prof1;
+        for (int l = 0; trace && l < nl; l++)
+            ctx->trace1[l] = trace[l] ? trace[l] + i * layer_size(&m->layers[l]) : NULL;
+        if (trace) ctx->trace = ctx->trace1;
         st = run_batch(ctx, input + i * in_n, 1, output + i * out_n);
-        for (int l = 0; prof && l < nl; l++) prof[l] += ps[l];
+        for (int l = 0; prof && l < nl; l++) prof[l] += ctx->prof1[l];
     }
     ctx->prof = prof;
     ctx->trace = trace;
-    free(ps);
-    free(tr);
     return st;
 }
 

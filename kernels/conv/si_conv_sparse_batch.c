@@ -350,6 +350,13 @@ SI_TARGET_AVX512 static void q_lanes_avx512(const si_batch_q *q, const float *ti
 }
 #endif
 
+static q_rows_fn q_rows_active(void) {
+#if SI_X86
+    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) return q_rows_avx2;
+#endif
+    return q_rows_portable;
+}
+
 /* Each work item is a segment of one output row (with a pool: of one pooled row, over the
  * pool's kh conv rows). For as many kernel rows at a time as keep their input in L1 (kr),
  * csr_batch accumulates every conv position of the segment in blocks of positions that
@@ -375,10 +382,10 @@ static void batch_forward(const si_layer *L, const batch_state *s, const si_laye
      * floats in xs, and per thread a tile's samples-outermost copy in its slot of scr */
     const size_t isz = q ? 1 : sizeof(float), esz = q && q->rq->out_u8 ? 1 : sizeof(float);
     float *xs = tiles + (int64_t)si_max_threads() * tf, *scr = xs + in_sample * nb;
-    q_rows_fn q_rows = q_rows_portable;
+    const q_rows_fn q_rows = q_rows_active();
     q_lanes_fn q_lanes = q_lanes_portable;
 #if SI_X86
-    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) { q_rows = q_rows_avx2; q_lanes = q_lanes_avx2; }
+    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) q_lanes = q_lanes_avx2;
     if (!si_use_reference && si_isa_active() >= SI_ISA_AVX512) q_lanes = q_lanes_avx512;
 #endif
     for (int n0 = 0; n0 < batch; n0 += nb) {
@@ -470,10 +477,7 @@ int64_t si_conv_sparse_batch_q_ws(const si_layer *F, const void *state, int batc
 int si_conv_sparse_batch_nb(const si_layer *L, int batch) { return block_samples(L, batch); }
 
 void si_batch_q_rows(const si_batch_q *q, const float *y, int64_t n, int64_t F, void *out) {
-#if SI_X86
-    if (!si_use_reference && si_isa_active() >= SI_ISA_AVX2) { q_rows_avx2(q, y, n, F, out); return; }
-#endif
-    q_rows_portable(q, y, n, F, out);
+    q_rows_active()(q, y, n, F, out);
 }
 
 static void batch_run_ref(const si_layer *L, const void *st, const float *in, int batch, float *out) {
