@@ -100,7 +100,6 @@ def keras_from_model_file(path: str | os.PathLike) -> Any:
         in_name = "_" + in_name
     inp = keras.Input(shape=(h, w, c), name=in_name)
     x = inp
-    pending: list[tuple[Any, list[np.ndarray]]] = []
     for layer in manifest["layers"]:
         lname, ltype = layer["name"], layer["type"]
         if ltype == "conv2d":
@@ -112,17 +111,20 @@ def keras_from_model_file(path: str | os.PathLike) -> Any:
                                  f"{(layer['filters'], kh * kw * cin)}")
             k = L.Conv2D(layer["filters"], (kh, kw), strides=tuple(layer["strides"]),
                          padding=layer["padding"], activation=layer["activation"],
-                         use_bias=b is not None, name=lname)
+                         use_bias=b is not None, name=lname, kernel_initializer="zeros")
             x = k(x)
-            pending.append((k, [matrix_to_conv_kernel(wm, kh, kw, cin)] + ([b] if b is not None else [])))
+            k.set_weights([matrix_to_conv_kernel(wm, kh, kw, cin)] + ([b] if b is not None else []))
+            del weights[lname], wm  # one layer's arrays at a time beside the variables
         elif ltype == "dense":
             wm, b = weights[lname]
             if len(x.shape) != 2 or wm.shape[1] != int(x.shape[-1]):
                 raise ValueError(f"{path}: layer {lname}: W shape {wm.shape} does not fit input "
                                  f"shape {tuple(x.shape)[1:]}")
-            k = L.Dense(layer["units"], activation=layer["activation"], use_bias=b is not None, name=lname)
+            k = L.Dense(layer["units"], activation=layer["activation"], use_bias=b is not None, name=lname,
+                        kernel_initializer="zeros")
             x = k(x)
-            pending.append((k, [np.ascontiguousarray(wm.T)] + ([b] if b is not None else [])))
+            k.set_weights([np.ascontiguousarray(wm.T)] + ([b] if b is not None else []))
+            del weights[lname], wm
         elif ltype == "maxpool2d":
             x = L.MaxPooling2D(tuple(layer["pool"]), strides=tuple(layer["strides"]),
                                padding=layer["padding"], name=lname)(x)
@@ -134,7 +136,4 @@ def keras_from_model_file(path: str | os.PathLike) -> Any:
             x = L.Softmax(name=lname)(x)
         else:
             raise ValueError(f"{path}: layer {lname}: unknown type {ltype!r}")
-    model = keras.Model(inp, x, name=str(manifest.get("name", "model")))
-    for k, ws in pending:
-        k.set_weights(ws)
-    return model
+    return keras.Model(inp, x, name=str(manifest.get("name", "model")))

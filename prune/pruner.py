@@ -431,6 +431,38 @@ def _nnz(model: Any, names: Sequence[str]) -> dict[str, int]:
     return {n: int(np.count_nonzero(model.get_layer(n).kernel.numpy())) for n in names}
 
 
+def _fresh_adam(cache: dict[tuple, Any], trainable: Sequence[str] | None, lr: Any) -> Any:
+    """An Adam in a new one's state (step 0, both moments zero) at learning rate ``lr`` (a
+    float or a schedule), the same object each time for a set of trainable layers. A new
+    keras Adam each step left the last one's moments resident: TensorFlow keeps the variables
+    a traced train function captured, so a full-size VGG19 grew by 0.9 GB a step of its fully
+    connected group (0.92 GB a step over 4 steps; reset and reused: flat)."""
+    import keras
+    scheduled = isinstance(lr, keras.optimizers.schedules.LearningRateSchedule)
+    key = (None if trainable is None else tuple(trainable), scheduled)
+    opt = cache.get(key)
+    if opt is None:
+        opt = cache[key] = keras.optimizers.Adam(lr)
+        return opt
+    for v in opt.variables:  # the step counter, the moments (and a float rate, set below)
+        v.assign(keras.ops.zeros(v.shape, v.dtype))
+    opt.learning_rate = lr
+    return opt
+
+
+def _release_memory() -> None:
+    """Collect the Keras models held in reference cycles, then hand glibc's free pages back to
+    the system: TensorFlow's threads leave freed tensors spread over many malloc arenas (a
+    full-size VGG19 run kept 2 GB resident after its models were gone; docs/vgg19.md)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _log(verbose: bool, msg: str) -> None:
     if verbose:
         print(msg, flush=True)
@@ -451,6 +483,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     with the same configuration); False starts afresh.
     """
     t_start = time.time()
+    _release_memory()  # an earlier run's Keras model (in reference cycles: a test's interrupted run) goes first
     _configure_tf(config.threads, config.deterministic)
     strategy = None
     if config.distribute.strategy != "default":
@@ -519,6 +552,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
             set_dropout_rates(model, dropout_rates(model, dropout_base, sizes))
 
     steps_per_epoch = int(np.ceil(src.n_train / config.batch_size))
+    adams: dict[tuple, Any] = {}  # _fresh_adam's optimizers, one per set of trainable layers
 
     def compile_for(trainable: Sequence[str] | None, lr: float, epochs: int = 1, alpha: float = 0.1) -> None:
         nonlocal trainer
@@ -529,7 +563,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
             # lr -> alpha * lr over the first `epochs` epochs, then alpha * lr (extra epochs)
             lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch, alpha=alpha)
         if strategy is None:
-            model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+            model.compile(optimizer=_fresh_adam(adams, trainable, lr), loss="sparse_categorical_crossentropy")
             return
         # under a tf.distribute strategy: a copy of the model in the strategy's scope, trained by
         # prune.distribute's masked loop (one per step: a fresh Adam, like model.compile above)
@@ -658,9 +692,9 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     # ---- strip masks, remove dead neurons, export (the chief alone: the other workers are done)
     # drop the optimizer's state (Adam: two copies of the trainable weights) before exporting
     trainer = None
+    adams.clear()
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    import gc
-    gc.collect()
+    _release_memory()
     apply_masks(model, masks)
     if not chief:
         _log(verbose, "fine-tuning done; the chief worker exports and reports")
@@ -678,6 +712,8 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
                             classes=manifest_in.get("classes"), name=manifest_in.get("name"),
                             storage=config.storage)
     _log(verbose, f"wrote {config.out}")
+    del export_model  # the dead-neuron pass's copy (VGG19: 575 MB), before the file is loaded twice
+    _release_memory()
 
     # ---- evaluate the written file (TensorFlow and the C runtime)
     ev = src.evaluate_file(config.out, keras_from_model_file)
