@@ -431,6 +431,14 @@ def _nnz(model: Any, names: Sequence[str]) -> dict[str, int]:
     return {n: int(np.count_nonzero(model.get_layer(n).kernel.numpy())) for n in names}
 
 
+def _adam_key(trainable: Sequence[str] | None, lr: Any) -> tuple:
+    """Which reused optimizer a step takes: its trainable layers, and whether its rate is a
+    schedule (Keras does not let a float replace a schedule)."""
+    import keras
+    return (None if trainable is None else tuple(trainable),
+            isinstance(lr, keras.optimizers.schedules.LearningRateSchedule))
+
+
 def _fresh_adam(cache: dict[tuple, Any], trainable: Sequence[str] | None, lr: Any) -> Any:
     """An Adam in a new one's state (step 0, both moments zero) at learning rate ``lr`` (a
     float or a schedule), the same object each time for a set of trainable layers. A new
@@ -438,8 +446,7 @@ def _fresh_adam(cache: dict[tuple, Any], trainable: Sequence[str] | None, lr: An
     a traced train function captured, so a full-size VGG19 grew by 0.9 GB a step of its fully
     connected group (0.92 GB a step over 4 steps; reset and reused: flat)."""
     import keras
-    scheduled = isinstance(lr, keras.optimizers.schedules.LearningRateSchedule)
-    key = (None if trainable is None else tuple(trainable), scheduled)
+    key = _adam_key(trainable, lr)
     opt = cache.get(key)
     if opt is None:
         opt = cache[key] = keras.optimizers.Adam(lr)
@@ -553,6 +560,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
 
     steps_per_epoch = int(np.ceil(src.n_train / config.batch_size))
     adams: dict[tuple, Any] = {}  # _fresh_adam's optimizers, one per set of trainable layers
+    trainers: dict[tuple, Any] = {}  # the same for the MaskedTrainer under a strategy
 
     def compile_for(trainable: Sequence[str] | None, lr: float, epochs: int = 1, alpha: float = 0.1) -> None:
         nonlocal trainer
@@ -566,13 +574,22 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
             model.compile(optimizer=_fresh_adam(adams, trainable, lr), loss="sparse_categorical_crossentropy")
             return
         # under a tf.distribute strategy: a copy of the model in the strategy's scope, trained by
-        # prune.distribute's masked loop (one per step: a fresh Adam, like model.compile above)
+        # prune.distribute's masked loop; one per set of trainable layers, restarted each step
+        # in a new one's state (a fresh Adam, like model.compile above)
         from .distribute import MaskedTrainer
 
-        # clone_model copies each layer's config, the current (adjusted) dropout rates included
-        trainer = MaskedTrainer(lambda: keras.models.clone_model(model), masks, strategy=strategy, global_batch_size=config.batch_size,
-                                learning_rate=lr, optimizer="adam", trainable=trainable,
-                                seed=config.seed, log_every=50 if verbose and steps_per_epoch >= 200 else 0)
+        key = _adam_key(trainable, lr)
+        trainer = trainers.get(key)
+        if trainer is None:
+            trainers.clear()  # another group's: its memory stays with TensorFlow until the process ends
+            # clone_model copies each layer's config, the current (adjusted) dropout rates included
+            trainer = trainers[key] = MaskedTrainer(
+                lambda: keras.models.clone_model(model), masks, strategy=strategy, global_batch_size=config.batch_size,
+                learning_rate=lr, optimizer="adam", trainable=trainable, seed=config.seed,
+                log_every=50 if verbose and steps_per_epoch >= 200 else 0)
+        else:
+            trainer.restart({n: masks[n] for n in trainer.masks}, lr,
+                            dropout={l.name: l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)})
         trainer.set_weights(model.get_weights())
 
     def fit_epoch(step_seed: int, epoch: int) -> None:
@@ -693,6 +710,7 @@ def prune(config: PruneConfig, *, resume: bool = True, data: Mapping[str, np.nda
     # drop the optimizer's state (Adam: two copies of the trainable weights) before exporting
     trainer = None
     adams.clear()
+    trainers.clear()
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     _release_memory()
     apply_masks(model, masks)

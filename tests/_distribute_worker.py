@@ -29,6 +29,7 @@ EPOCHS = 2                # 8 steps
 STEPS = 5                 # the steps= form (data repeated)
 SGD = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9}
 ADAM = {"optimizer": "adam", "learning_rate": 1e-3}
+ADAM_B = {"optimizer": "adam", "learning_rate": 2e-3}   # a later step's rate (restart)
 
 
 def problem() -> tuple[list[np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -105,6 +106,39 @@ def run(strategy, weights, masks, x, y, opt: dict, **how) -> tuple[list[np.ndarr
     return trainer.get_weights(), trainer.losses
 
 
+def second_problem(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The masks of a later pruning step: each kernel's kept weights thinned by a further ~30%."""
+    rng = np.random.default_rng(SEED + 1)
+    return {n: m * (rng.random(m.shape) >= 0.3).astype(np.float32) for n, m in masks.items()}
+
+
+def restarted(strategy, weights, masks, x, y) -> tuple[tuple[list[np.ndarray], list[float]], dict[str, str]]:
+    """One trainer through two pruning steps: trained with ADAM on ``masks``, then restarted
+    with the second step's masks and ADAM_B's rate, loaded with ``weights`` and trained again
+    (what the pruner does under a strategy); plus the errors restart gives for masks of other
+    layers and for a schedule in place of a float."""
+    import keras
+
+    from prune.distribute import MaskedTrainer
+    from prune.models import lenet5
+    trainer = MaskedTrainer(lenet5, masks, strategy=strategy, global_batch_size=GLOBAL_BATCH, seed=SEED,
+                            log_every=0, **ADAM)
+    trainer.set_weights(weights)
+    trainer.fit((x, y), epochs=EPOCHS)
+    errors = {}
+    for what, args in {"layers": ({"conv1": masks["conv1"]}, 1e-3),
+                       "schedule": (masks, keras.optimizers.schedules.CosineDecay(1e-3, 10))}.items():
+        try:
+            trainer.restart(*args)
+            errors[what] = ""
+        except ValueError as e:
+            errors[what] = str(e)
+    trainer.restart(second_problem(masks), ADAM_B["learning_rate"])
+    trainer.set_weights(weights)
+    trainer.fit((x, y), epochs=EPOCHS)
+    return (trainer.get_weights(), trainer.losses), errors
+
+
 def pack(results: dict) -> dict[str, np.ndarray]:
     out = {}
     for name, (weights, losses) in results.items():
@@ -132,6 +166,9 @@ def main(argv: list[str]) -> int:
             "default_steps": run(default, weights, masks, x, y, SGD, steps=STEPS),
             "mirrored_steps": run(mirrored, weights, masks, x, y, SGD, steps=STEPS),
         }
+        # a trainer restarted for a second step, against a new one made for it
+        results["mirrored_restarted"], restart_errors = restarted(mirrored, weights, masks, x, y)
+        results["mirrored_fresh_b"] = run(mirrored, weights, second_problem(masks), x, y, ADAM_B, epochs=EPOCHS)
         # TensorFlow is up now: asking for the same split is a no-op, another one an error
         assert len(setup_logical_cpus(2)) == 2
         try:
@@ -139,7 +176,9 @@ def main(argv: list[str]) -> int:
             late_error = ""
         except RuntimeError as e:
             late_error = str(e)
-        extra = {"late_error": np.array(late_error)}
+        extra = {"late_error": np.array(late_error),
+                 **{f"restart_error.{k}": np.array(v) for k, v in restart_errors.items()},
+                 **{f"mask_b.{n}": m for n, m in second_problem(masks).items()}}
     elif mode == "worker":
         strategy = make_strategy(DistributeConfig("multi_worker", timeout_seconds=120))
         weights, masks, x, y = problem()

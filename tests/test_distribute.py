@@ -116,6 +116,26 @@ def test_mirrored_two_logical_cpus_matches_one_device(local_result):
     assert len(local_result["mirrored.losses"]) == 8  # 2 epochs of 32 + 32 + 32 + 4
 
 
+def test_restarted_trainer_equals_a_new_one(local_result):
+    """The pruner keeps one MaskedTrainer per set of trainable layers and restarts it each
+    step (new masks, a new rate, the optimizer's state at zero) instead of building a new
+    one, whose traced step TensorFlow would keep in memory: the restarted trainer's second
+    step equals a new trainer's bit for bit (MirroredStrategy, 2 logical CPUs, one process),
+    and restart refuses masks of other layers and a schedule for a float rate."""
+    got, want = _weights(local_result, "mirrored_restarted"), _weights(local_result, "mirrored_fresh_b")
+    for i, (a, b) in enumerate(zip(got, want)):
+        layer = KERNELS.get(i, KERNELS.get(i - 1, "?"))
+        diff = np.argwhere(a != b)
+        assert not len(diff), (f"weight {i} ({layer}): restarted {a[tuple(diff[0])]!r} vs new "
+                               f"{b[tuple(diff[0])]!r} at {tuple(diff[0])} ({len(diff)} differ)")
+        if i in KERNELS:
+            m = local_result[f"mask_b.{layer}"]
+            assert ((m == 0) <= (a == 0)).all(), f"{layer}: a weight pruned by the second masks is not zero"
+    np.testing.assert_array_equal(local_result["mirrored_restarted.losses"], local_result["mirrored_fresh_b.losses"])
+    assert "this trainer has" in str(local_result["restart_error.layers"])
+    assert "do not replace each other" in str(local_result["restart_error.schedule"])
+
+
 def test_logical_cpus_after_tensorflow_started(local_result):
     msg = str(local_result["late_error"])
     assert "cannot split the CPU into 3 logical devices: TensorFlow is already initialised with 2" in msg, msg
