@@ -466,7 +466,7 @@ def _release_memory() -> None:
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to trim
         pass
 
 
