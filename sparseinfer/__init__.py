@@ -43,7 +43,7 @@ def load(path: str | os.PathLike, *, threads: int | None = None, exec: str = "au
     an error naming the layer).
     ``max_batch``: 1 plans batch 1 alone and holds only the weight forms its algorithms read
     (a larger batch still runs, one sample at a time): the least memory for batch-1 serving
-    (VGG19 fp32: 1.37 GB -> see docs/performance.md). None or above 1: any batch."""
+    (VGG19 fp32: 1,390 -> 895 MB loaded; docs/performance.md). None or above 1: any batch."""
     from ._core import Model
     if plan_batch is None:
         plan_batch = _default_plan_batch(os.fspath(path))
