@@ -307,9 +307,10 @@ class MaskedTrainer:
                 self.optimizer = keras.optimizers.Adam(learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         self.masks = self._check_masks(masks)
-        # the masks as variables, not constants of the traced step: restart assigns new ones
-        # without a new trace holding another copy (TensorFlow keeps what a traced function
-        # captured: a new trainer per pruning step grew a VGG19 run by 2.9 GB a step)
+        # the masks as variables, not constants of the traced step, so that restart can assign
+        # new ones: a new trainer per pruning step grew a VGG19 run by 2.9 GB a step (a Keras
+        # optimizer applied in a traced step stays in memory, with the variables it updated,
+        # after it is gone in Python; docs/vgg19.md)
         with self.strategy.scope():
             self._mask_vars = {n: tf.Variable(m, trainable=False, name=f"mask_{n}") for n, m in self.masks.items()}
         kernels = {id(self.model.get_layer(n).kernel): n for n in self.masks}

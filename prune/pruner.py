@@ -442,9 +442,10 @@ def _adam_key(trainable: Sequence[str] | None, lr: Any) -> tuple:
 def _fresh_adam(cache: dict[tuple, Any], trainable: Sequence[str] | None, lr: Any) -> Any:
     """An Adam in a new one's state (step 0, both moments zero) at learning rate ``lr`` (a
     float or a schedule), the same object each time for a set of trainable layers. A new
-    keras Adam each step left the last one's moments resident: TensorFlow keeps the variables
-    a traced train function captured, so a full-size VGG19 grew by 0.9 GB a step of its fully
-    connected group (0.92 GB a step over 4 steps; reset and reused: flat)."""
+    keras Adam each step left the last one's moments resident (a Keras optimizer applied in
+    a traced train step stays in memory after it is gone in Python; docs/vgg19.md): a
+    full-size VGG19 grew by 0.92 GB a step of its fully connected group; reset and reused,
+    it stays flat."""
     import keras
     key = _adam_key(trainable, lr)
     opt = cache.get(key)
