@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import optimizers
 from .schedule import _check_keys, _int, _number
 
 __all__ = ["DistributeConfig", "make_strategy", "setup_logical_cpus", "read_tf_config", "is_chief",
@@ -302,9 +303,9 @@ class MaskedTrainer:
                 if layer.weights:
                     layer.trainable = trainable is None or layer.name in trainable
             if optimizer == "sgd":
-                self.optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
+                self.optimizer = optimizers.sgd(learning_rate, momentum=momentum)
             else:
-                self.optimizer = keras.optimizers.Adam(learning_rate)
+                self.optimizer = optimizers.adam(learning_rate)
             self.optimizer.build(self.model.trainable_variables)
         self.masks = self._check_masks(masks)
         # the masks as variables, not constants of the traced step, so that restart can assign

@@ -46,6 +46,8 @@ import numpy as np
 
 from sparseinfer.compact import kmeans_1d  # Deep Compression's k-means, the one `sparseinfer compress` runs
 
+from . import optimizers
+
 __all__ = ["GradualConfig", "sensitivity_scan", "allocate", "run_one", "share_weights", "main"]
 
 
@@ -211,7 +213,7 @@ class _Trainer:
         self.kernels = {n: model.get_layer(n).kernel for n in names}
         self.mask_vars = {n: tf.Variable(np.asarray(masks[n], np.float32), trainable=False) for n in names}
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
-        self.opt = keras.optimizers.Adam(lr)
+        self.opt = optimizers.adam(lr)
         self.codebooks = None
         if codebooks:
             # shared weights: the kernels are centroids[idx]; idx 0 is the pruned zero (fixed)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import optimizers
 from .schedule import LayerGroup, PruningSchedule
 
 __all__ = ["PruneConfig", "prune", "StepInterrupt", "load_data"]
@@ -450,7 +451,7 @@ def _fresh_adam(cache: dict[tuple, Any], trainable: Sequence[str] | None, lr: An
     key = _adam_key(trainable, lr)
     opt = cache.get(key)
     if opt is None:
-        opt = cache[key] = keras.optimizers.Adam(lr)
+        opt = cache[key] = optimizers.adam(lr)
         return opt
     for v in opt.variables:  # the step counter, the moments (and a float rate, set below)
         v.assign(keras.ops.zeros(v.shape, v.dtype))

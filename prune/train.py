@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from . import optimizers
+
 VAL_SIZE = 5000
 LENET5_INPUT = {"shape": [28, 28, 1], "color": "gray", "resize": {"mode": "stretch", "size": [28, 28]},
                 "crop": None, "mean": [0.0], "std": [255.0], "invert": False}
@@ -68,7 +70,7 @@ def train(out: str | os.PathLike, epochs: int = 30, mnist_dir: str | None = None
     model = lenet5()
     steps = epochs * int(np.ceil(len(x_tr) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
+    model.compile(optimizer=optimizers.adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.summary(print_fn=lambda s, **kw: print(s, flush=True))
     augment = Augment(augment_shift)
