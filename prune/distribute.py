@@ -309,9 +309,9 @@ class MaskedTrainer:
             self.optimizer.build(self.model.trainable_variables)
         self.masks = self._check_masks(masks)
         # the masks as variables, not constants of the traced step, so that restart can assign
-        # new ones: a new trainer per pruning step grew a VGG19 run by 2.9 GB a step (a Keras
-        # optimizer applied in a traced step stays in memory, with the variables it updated,
-        # after it is gone in Python; docs/vgg19.md)
+        # new ones: a new trainer per pruning step grew a VGG19 run by 2.9 GB a step (over
+        # several replicas Keras' all-reduce keeps each traced step and what it captured;
+        # prune/optimizers.py, docs/vgg19.md)
         with self.strategy.scope():
             self._mask_vars = {n: tf.Variable(m, trainable=False, name=f"mask_{n}") for n, m in self.masks.items()}
         kernels = {id(self.model.get_layer(n).kernel): n for n in self.masks}

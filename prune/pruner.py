@@ -442,11 +442,10 @@ def _adam_key(trainable: Sequence[str] | None, lr: Any) -> tuple:
 
 def _fresh_adam(cache: dict[tuple, Any], trainable: Sequence[str] | None, lr: Any) -> Any:
     """An Adam in a new one's state (step 0, both moments zero) at learning rate ``lr`` (a
-    float or a schedule), the same object each time for a set of trainable layers. A new
-    keras Adam each step left the last one's moments resident (a Keras optimizer applied in
-    a traced train step stays in memory after it is gone in Python; docs/vgg19.md): a
-    full-size VGG19 grew by 0.92 GB a step of its fully connected group; reset and reused,
-    it stays flat."""
+    float or a schedule), the same object each time for a set of trainable layers. With
+    keras' own Adam a new one each step left the last one's moments resident (its all-reduce
+    kept the traced step: prune/optimizers.py), 0.92 GB a step of VGG19's fully connected
+    group; a reused optimizer also spares allocating its moments again each step."""
     import keras
     key = _adam_key(trainable, lr)
     opt = cache.get(key)
