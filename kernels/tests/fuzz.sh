@@ -39,21 +39,16 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-fuzz.XXXXXX")"
 if [ "${SI_FUZZ_KEEP:-0}" = 1 ]; then echo "== work directory (kept): $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
 
-mapfile -t SOURCES < <(find "$KERNELS" -path "$KERNELS/tests" -prune -o -name 'si_*.c' -print | sort)
-[ "${#SOURCES[@]}" -gt 0 ] || { echo "no kernels/**/si_*.c sources found under $KERNELS"; exit 1; }
 
 CFLAGS=(-std=c11 -O1 -gline-tables-only -fno-omit-frame-pointer -fopenmp=libomp -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
         -fno-sanitize-recover=undefined -Wall -Wextra -Werror -Wno-unused-command-line-argument
         -I"$KERNELS" -I"$MKL_INC" -I/usr/lib/llvm-14/include)
 
 echo "== build (clang-14, libFuzzer + ASan + UBSan)"
-mkdir -p "$WORK/obj"
-OBJS=()
-for src in "${SOURCES[@]}"; do
-    obj="$WORK/obj/$(echo "${src#"$KERNELS"/}" | tr / _).o"
-    clang-14 "${CFLAGS[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$obj"
-    OBJS+=("$obj")
-done
+# the library's objects as the other test scripts build theirs (mkl_env.sh's si_objects: as
+# many files at once as there are cores, cached by flags, compiler and sources)
+CC=clang-14 si_objects "${CFLAGS[@]}" -fsanitize=fuzzer-no-link,address,undefined || exit 1
+OBJS=("${SI_OBJS[@]}")
 for t in "${TARGETS[@]}"; do
     [ -f "$FUZZ/fuzz_$t.c" ] || { echo "no target '$t' (kernels/tests/fuzz/fuzz_$t.c)"; exit 2; }
     clang-14 "${CFLAGS[@]}" -fsanitize=fuzzer,address,undefined "$FUZZ/fuzz_$t.c" "${OBJS[@]}" \
