@@ -4,6 +4,7 @@ the planner's choices follow its stated rule and are reported."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -274,6 +275,31 @@ def test_blocked_chain_matches_reference(chain, isa, monkeypatch):
             assert_close(m.predict(x), want, 1e-4, 1e-6, f"isa {isa} blocked chain, batch {batch}")
     finally:
         sparseinfer.set_isa("auto")
+
+
+@pytest.mark.parametrize("conv_entry, blocked", [("conv_sparse_batch", True), ("conv_gemm_packed", False)])
+def test_planner_times_a_layer_on_the_blocks_it_will_get(chain, tmp_path, monkeypatch, conv_entry, blocked):
+    """At batch > 1, after a layer whose entry hands its output over in blocks (c3 on
+    conv_sparse_batch), fc1's entries that take blocks are timed on a blocked input, as they
+    run in the model, not on NHWC with their own transposes into panels; the cache keeps those
+    times apart. After an entry that writes NHWC (conv_gemm_packed) they are timed on NHWC.
+    Whatever the plan, the outputs are the reference's."""
+    path, layers = chain
+    monkeypatch.setenv("SPARSEINFER_ALGO", f"{conv_entry},fc_csrmm,fc_gemm_packed")
+    cache = tmp_path / "plan.tsv"
+    for source in ("measured", "cached"):
+        m = sparseinfer.load(path, plan_batch=64, cache=str(cache))
+        info = {l["name"]: l for l in m.layers()}
+        assert info["c3"]["algo_batchn"] == conv_entry
+        why = info["fc1"]["why"]
+        assert f"b>1 {source}" in why, why
+        assert (re.search(r"b>1 \w+ on blocks of (16|64):", why) is not None) == blocked, why
+        assert set(info["fc1"]["candidates_batchn"]) >= {"fc_csrmm", "fc_gemm_packed"}, info["fc1"]
+        x = np.random.default_rng(3).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
+        assert_close(m.predict(x), make_cases.reference_forward(layers, x), 1e-4, 1e-6,
+                     f"plan {info['fc1']['algo_batchn']} after {conv_entry}")
+    lines = cache.read_text().splitlines()
+    assert any("dense 96->40" in ln and ("|in_nb=" in ln) == blocked for ln in lines), lines
 
 
 def test_candidate_over_the_memory_limit_drops_out(tmp_path):
