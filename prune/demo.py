@@ -28,7 +28,10 @@ def _tf_predict(model, x: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
     return out, time.perf_counter() - t0
 
 
-def _interleaved_speed(results: list[tuple[str, dict]], rounds: int = 9) -> None:
+ROUNDS = 9  # the timing's interleaved rounds
+
+
+def _interleaved_speed(results: list[tuple[str, dict]], rounds: int = ROUNDS) -> None:
     """Each model's batch-1 and batch-64 latency, timed in rounds that take every model in
     turn (the order alternating), so all of them see the machine in the same states: a
     shared VM's speed drifts by tens of percent over a minute, which timing each model at
@@ -154,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         d, s = by["dense"], by["pruned"]
         print(f"\npruned vs dense: {d['nnz'] / s['nnz']:.1f}x fewer non-zero weights, file {d['file_bytes'] / s['file_bytes']:.1f}x "
               f"smaller, batch 1 {_ratio(d, s, '_b1'):.2f}x and batch 64 {_ratio(d, s, '_b64'):.2f}x "
-              f"the speed (C run call, same process, medians of 9 interleaved rounds), test error {1 - d['accuracy']:.2%} -> "
+              f"the speed (C run call, same process, medians of {ROUNDS} interleaved rounds), test error {1 - d['accuracy']:.2%} -> "
               f"{1 - s['accuracy']:.2%}")
     if "compressed" in by:
         d, c = by["dense"], by["compressed"]

@@ -39,7 +39,6 @@ source "$HERE/mkl_env.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/si-fuzz.XXXXXX")"
 if [ "${SI_FUZZ_KEEP:-0}" = 1 ]; then echo "== work directory (kept): $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
 
-
 CFLAGS=(-std=c11 -O1 -gline-tables-only -fno-omit-frame-pointer -fopenmp=libomp -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
         -fno-sanitize-recover=undefined -Wall -Wextra -Werror -Wno-unused-command-line-argument
         -I"$KERNELS" -I"$MKL_INC" -I/usr/lib/llvm-14/include)
