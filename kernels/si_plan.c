@@ -746,8 +746,10 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L, const si_layer *P) {
                  L->algo[0]->name, L->algo[1]->name);
     else
         snprintf(L->why, sizeof L->why, "%s; %s%s", w[0], w[1], note);
-    /* not a silent slow path: an int8 layer that AVX2 without VNNI multiplies by vpmaddwd */
-    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0) {
+    /* not a silent slow path: an int8 layer that AVX2 without VNNI multiplies by vpmaddwd in
+     * the int8 GEMM (the int16 Winograd entries take any weights at their full speed) */
+    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0 &&
+        (strstr(L->algo[0]->name, "igemm") || strstr(L->algo[1]->name, "igemm"))) {
         static const char slow[] = "; vpmaddwd: weights not pair-safe";
         const size_t n = strlen(L->why), room = sizeof L->why - 1 - n;
         const size_t m = sizeof slow - 1 < room ? sizeof slow - 1 : room;

@@ -158,6 +158,23 @@ def choose_reduce_range(reduce_range: str | bool) -> tuple[str, str]:
     return "off", f"reduce_range auto: off, this CPU's int8 dot product is {isa}"
 
 
+WINOGRAD_MIN_CHANNELS = 16  # one vector of int16 channels in the int16 Winograd's input transform
+PAIRS_SAID = ", pair-safe outside the int16 Winograd's layers"
+
+
+def runs_int16_winograd(layer: dict) -> bool:
+    """A 3x3 stride-1 convolution of at least WINOGRAD_MIN_CHANNELS input channels: on AVX2
+    without VNNI the runtime's exact int16 Winograd (conv_winograd*_i16) runs such layers, and
+    it takes any int8 weights, so "pairs" leaves them unconstrained (VGG19: 15 of its 16
+    convolutions). Others (an RGB first layer, 5x5 kernels, strided convolutions, dense layers)
+    run the int8 GEMM, whose vpmaddubsw needs pair-safe weights to be exact."""
+    if layer.get("type") != "conv2d" or list(layer.get("kernel", [])) != [3, 3]:
+        return False
+    if list(layer.get("strides", [1, 1])) != [1, 1]:
+        return False
+    return np.asarray(layer["W"]).shape[1] // 9 >= WINOGRAD_MIN_CHANNELS
+
+
 def _pair_fix(q: np.ndarray) -> None:
     """In place: every pair of inputs (2t, 2t + 1) of each row of q (int32, an even number of
     columns) made pair-safe: where two weights of one sign sum past PAIR_MAX, they are moved
@@ -261,7 +278,8 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
     batch, preprocessed). ``keep_fp32``: layer names left in float32, ``"last"`` (the last
     weighted layer) or None. ``storage``: as write_model's (``auto``: the smaller of dense and
     CSR for the int8 values). ``reduce_range``: ``"on"`` (or True) quantizes the weights to
-    [-64, 64], ``"pairs"`` to [-127, 127] pair-safe (quantize_weights_pairs), ``"off"`` (False)
+    [-64, 64], ``"pairs"`` to [-127, 127] pair-safe (quantize_weights_pairs) except the layers the
+    int16 Winograd runs (runs_int16_winograd), ``"off"`` (False)
     to [-127, 127], ``"auto"`` to pairs where the runtime's int8 dot product is AVX2 without
     VNNI, else off (choose_reduce_range); the choice is said through ``progress`` and in the
     report. Returns a report: per layer its dtype and quantization."""
@@ -270,7 +288,7 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
     mode, why = choose_reduce_range(reduce_range)
     wmax = REDUCED_WEIGHT_MAX if mode == "on" else WEIGHT_MAX
     if progress:
-        progress(f"int8 weights in [-{wmax}, {wmax}]{', pair-safe' if mode == 'pairs' else ''} ({why})\n")
+        progress(f"int8 weights in [-{wmax}, {wmax}]{PAIRS_SAID if mode == 'pairs' else ''} ({why})\n")
     manifest, layers = read_layers(in_path)
     wl = _weighted(layers)
     if keep_fp32 == "last":
@@ -289,7 +307,8 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
         l = dict(l)
         if i in quantized:
             s_in, z_in = ranges[i]
-            if mode == "pairs":
+            pairs = mode == "pairs" and not runs_int16_winograd(l)
+            if pairs:
                 q, ws, bq = quantize_weights_pairs(l["W"], l.get("b"), s_in)
             else:
                 q, ws, bq = quantize_weights(l["W"], l.get("b"), s_in, wmax)
@@ -303,11 +322,11 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
             quant = {"input": (s_in, z_in), "output": out_q, "weight_scale": ws}
             if mode == "on":
                 quant["weight_range"] = wmax
-            elif mode == "pairs":
+            elif pairs:
                 quant["weight_pair_max"] = PAIR_MAX
             l.update(W=q, b=bq, quant=quant)
             l["storage"] = storage
-            report.append({"name": l["name"], "dtype": "int8", "input": [s_in, z_in],
+            report.append({"name": l["name"], "dtype": "int8", "input": [s_in, z_in], "pair_safe": pairs,
                            "output": list(out_q) if out_q else None,
                            "nnz_fp32": int(np.count_nonzero(layers[i]["W"])), "nnz_int8": int(np.count_nonzero(q))})
         elif i in wl:
@@ -373,6 +392,6 @@ def main_quantize(a: Any) -> int:
             print(f"  {l['name']:<16}{l['dtype']:<9}{q}")
         print(f"{a.out}: {rep['bytes_out']:,} bytes ({rep['bytes_in'] / rep['bytes_out']:.2f}x smaller than "
               f"{a.model}), calibrated on {rep['calibration_samples']} samples by {rep['method']}, weights in "
-              f"[-{rep['weight_range']}, {rep['weight_range']}]{', pair-safe' if rep['reduce_range'] == 'pairs' else ''} "
+              f"[-{rep['weight_range']}, {rep['weight_range']}]{PAIRS_SAID if rep['reduce_range'] == 'pairs' else ''} "
               f"({rep['reduce_range_reason']})")
     return 0

@@ -567,6 +567,45 @@ def test_reduce_range_roundtrip(reduced, mnist, tmp_path):
                              reduce_range="sometimes", progress=None)
 
 
+def test_pairs_leaves_the_int16_winograd_layers_alone(tmp_path):
+    """reduce_range "pairs" constrains only the layers the int8 GEMM (vpmaddubsw) would run:
+    a 3x3 stride-1 convolution of 16 or more input channels, which the exact int16 Winograd
+    runs with any int8 weights, keeps [-127, 127] unconstrained (no claim in the file); a 3x3
+    one of 3 channels, a 5x5 one and the dense layer are pair-safe. The report says which."""
+    from sparseinfer.format import pair_max
+    rng = np.random.default_rng(12)
+    layers = [
+        {"name": "rgb", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+         "W": rng.standard_normal((16, 27)).astype(np.float32), "b": np.zeros(16, np.float32)},
+        {"name": "wino", "type": "conv2d", "kernel": [3, 3], "padding": "same", "activation": "relu",
+         "W": rng.standard_normal((16, 144)).astype(np.float32), "b": np.zeros(16, np.float32)},
+        {"name": "five", "type": "conv2d", "kernel": [5, 5], "padding": "valid", "activation": "relu",
+         "W": rng.standard_normal((8, 400)).astype(np.float32), "b": np.zeros(8, np.float32)},
+        {"name": "f", "type": "flatten"},
+        {"name": "fc", "type": "dense", "activation": "relu", "W": rng.standard_normal((10, 288)).astype(np.float32),
+         "b": np.zeros(10, np.float32)},
+        {"name": "out", "type": "dense", "activation": "linear", "W": rng.standard_normal((4, 10)).astype(np.float32),
+         "b": np.zeros(4, np.float32)},
+    ]
+    src, dst = tmp_path / "f.npz", tmp_path / "q.npz"
+    write_model(src, layers, {"shape": [10, 10, 3]})
+    x = rng.uniform(0, 1, (16, 10, 10, 3)).astype(np.float32)
+    rep = sparseinfer.quantize(src, dst, calibration=x, reduce_range="pairs", progress=None)
+    safe = {l["name"]: l["pair_safe"] for l in rep["layers"] if l["dtype"] == "int8"}
+    assert safe == {"rgb": True, "wino": False, "five": True, "fc": True}, safe
+    read, _ = read_layers_int8(str(dst))
+    for L, e in zip(read, read_manifest(dst)["layers"]):
+        if not L.get("quant"):
+            continue
+        assert ("weight_pair_max" in e["quant"]) == safe[e["name"]], e
+        if safe[e["name"]]:
+            assert pair_max(L["W"]) <= 128, e["name"]
+        else:  # the full range, pairs past 128 included (random normal weights have them)
+            assert np.abs(L["W"].astype(np.int16)).max() == 127 and pair_max(L["W"]) > 128, e["name"]
+    want = make_cases.reference_forward(read, x[:3])
+    np.testing.assert_allclose(sparseinfer.load(dst).predict(x[:3]), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_reduce_range_auto_follows_the_runtime():
     """auto makes the weights pair-safe exactly where the runtime's int8 dot product is AVX2
     without VNNI, as the
