@@ -294,6 +294,8 @@ typedef struct si_algo {
                               * faster than the exact entries */
     int state_only;          /* 1: run and run_ref read only the prepared state (packed weights), so
                               * the forms are needed to prepare it and may be freed afterwards */
+    int pairs;               /* 1: the int8 GEMM (ops/si_igemm.c), which on plain AVX2 runs pair-safe
+                              * weights by vpmaddubsw and others by the slower vpmaddwd */
     /* Does it apply to this layer in regime (0: batch 1, 1: larger)? */
     int (*applies)(const si_layer *L, int regime);
     /* Build the entry's private state from the shared forms (which exist), or leave

@@ -747,9 +747,8 @@ static si_status_t plan_layer(plan_ctx *c, si_layer *L, const si_layer *P) {
     else
         snprintf(L->why, sizeof L->why, "%s; %s%s", w[0], w[1], note);
     /* not a silent slow path: an int8 layer that AVX2 without VNNI multiplies by vpmaddwd in
-     * the int8 GEMM (the int16 Winograd entries take any weights at their full speed) */
-    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0 &&
-        (strstr(L->algo[0]->name, "igemm") || strstr(L->algo[1]->name, "igemm"))) {
+     * the int8 GEMM (si_algo.pairs; the int16 Winograd entries take any weights at full speed) */
+    if (L->q && !L->q_pair_safe && strcmp(si_int8_isa_name(), "avx2") == 0 && (L->algo[0]->pairs || L->algo[1]->pairs)) {
         static const char slow[] = "; vpmaddwd: weights not pair-safe";
         const size_t n = strlen(L->why), room = sizeof L->why - 1 - n;
         const size_t m = sizeof slow - 1 < room ? sizeof slow - 1 : room;
@@ -776,21 +775,20 @@ static int fusable_pool(const si_layer *L, const si_layer *P) {
            P->out_h > 0 && P->out_w > 0;
 }
 
-/* The layer before layer i (past any flatten, and a max pool its entry computes) when its
- * batch > 1 entry can hand over blocks (run_blocked, block_of), as si_plan_model's last loop
- * would let it: else NULL */
-static const si_layer *blocked_producer(const si_model *m, int i) {
-    int j = i - 1;
-    while (j >= 0 && m->layers[j].type == SI_LAYER_FLATTEN) j--;
-    if (j >= 1 && m->layers[j].type == SI_LAYER_MAXPOOL2D && m->layers[j - 1].pool == &m->layers[j] &&
-        m->layers[j - 1].algo[1] && m->layers[j - 1].algo[1]->run_pool)
-        j--;
-    if (j < 0 || m->batch1_only) return NULL;
-    const si_layer *P = &m->layers[j];
-    if ((P->type != SI_LAYER_CONV2D && P->type != SI_LAYER_DENSE) || P->act == SI_ACT_SOFTMAX || !P->algo[1] ||
-        !P->algo[1]->run_blocked || !P->algo[1]->block_of)
+/* The conv or dense layer that layer i (planned) could hand its batch > 1 output over to in
+ * blocks (si_algo.run_blocked, block_of): the next one past its fused pool and any flatten
+ * (flattening [H][W][C][NB] blocks is the identity, as for NHWC); NULL if none, or if layer i
+ * cannot. Whether that layer's own entry takes the blocks is the caller's question. */
+static si_layer *blocked_target(si_model *m, int i) {
+    const si_layer *L = &m->layers[i];
+    if ((L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) || L->act == SI_ACT_SOFTMAX || m->batch1_only ||
+        !L->algo[1] || !L->algo[1]->run_blocked || !L->algo[1]->block_of)
         return NULL;
-    return P;
+    int j = i + 1 + (L->pool && L->algo[1]->run_pool);
+    while (j < m->n_layers && m->layers[j].type == SI_LAYER_FLATTEN) j++;
+    return j < m->n_layers && (m->layers[j].type == SI_LAYER_CONV2D || m->layers[j].type == SI_LAYER_DENSE)
+               ? &m->layers[j]
+               : NULL;
 }
 
 si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
@@ -816,25 +814,21 @@ si_status_t si_plan_model(si_model *m, const si_load_options *opt) {
     if (c.mode == SI_PLAN_MEASURE && env && strcmp(env, "nomeasure") == 0) c.mode = SI_PLAN_NO_MEASURE;
     cache_open(&c.cache, opt ? opt->cache_path : NULL);
     si_status_t st = SI_OK;
+    const si_layer *producer = NULL; /* the last conv or dense layer planned */
     for (int i = 0; i < m->n_layers && !st; i++) {
         si_layer *L = &m->layers[i];
         L->pool = i + 1 < m->n_layers && fusable_pool(L, &m->layers[i + 1]) ? &m->layers[i + 1] : NULL;
-        if (L->type == SI_LAYER_CONV2D || L->type == SI_LAYER_DENSE) st = plan_layer(&c, L, blocked_producer(m, i));
+        if (L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) continue;
+        /* the layer before hands its output over in blocks: L's entries that take them are
+         * timed on them */
+        st = plan_layer(&c, L, producer && blocked_target(m, (int)(producer - m->layers)) == L ? producer : NULL);
+        producer = L;
     }
     cache_close(&c.cache);
-    /* Blocked hand-overs at batch > 1 (si_algo.run_blocked): past this layer's fused pool and
-     * any flatten (flattening [H][W][C][NB] blocks is the identity, as for NHWC). */
+    /* Blocked hand-overs at batch > 1, where the next layer's entry takes them. */
     for (int i = 0; i < m->n_layers && !st; i++) {
-        si_layer *L = &m->layers[i];
-        L->blocked_next = NULL;
-        if ((L->type != SI_LAYER_CONV2D && L->type != SI_LAYER_DENSE) || L->act == SI_ACT_SOFTMAX ||
-            !L->algo[1]->run_blocked)
-            continue;
-        int j = i + 1 + (L->pool && L->algo[1]->run_pool);
-        while (j < m->n_layers && m->layers[j].type == SI_LAYER_FLATTEN) j++;
-        if (j < m->n_layers && (m->layers[j].type == SI_LAYER_CONV2D || m->layers[j].type == SI_LAYER_DENSE) &&
-            m->layers[j].algo[1]->run_blocked)
-            L->blocked_next = &m->layers[j];
+        si_layer *L = &m->layers[i], *T = blocked_target(m, i);
+        L->blocked_next = T && T->algo[1]->run_blocked ? T : NULL;
     }
     return st;
 }

@@ -159,11 +159,12 @@ def choose_reduce_range(reduce_range: str | bool) -> tuple[str, str]:
 
 
 WINOGRAD_MIN_CHANNELS = 16  # one vector of int16 channels in the int16 Winograd's input transform
+WINOGRAD_MAX_CHANNELS = 1800  # MAX_C of kernels/conv/si_conv_wino_i16.c: past it the entries do not apply
 PAIRS_SAID = ", pair-safe outside the int16 Winograd's layers"
 
 
 def runs_int16_winograd(layer: dict) -> bool:
-    """A 3x3 stride-1 convolution of at least WINOGRAD_MIN_CHANNELS input channels: on AVX2
+    """A 3x3 stride-1 convolution of WINOGRAD_MIN_CHANNELS to WINOGRAD_MAX_CHANNELS input channels: on AVX2
     without VNNI the runtime's exact int16 Winograd (conv_winograd*_i16) runs such layers, and
     it takes any int8 weights, so "pairs" leaves them unconstrained (VGG19: 15 of its 16
     convolutions). Others (an RGB first layer, 5x5 kernels, strided convolutions, dense layers)
@@ -172,7 +173,7 @@ def runs_int16_winograd(layer: dict) -> bool:
         return False
     if list(layer.get("strides", [1, 1])) != [1, 1]:
         return False
-    return np.asarray(layer["W"]).shape[1] // 9 >= WINOGRAD_MIN_CHANNELS
+    return WINOGRAD_MIN_CHANNELS <= np.asarray(layer["W"]).shape[1] // 9 <= WINOGRAD_MAX_CHANNELS
 
 
 def _pair_fix(q: np.ndarray) -> None:

@@ -210,7 +210,7 @@ static void ig_run_ref(const si_layer *L, const void *st, const float *in, int b
 
 const si_algo si_algo_conv_igemm = {
     .name = "conv_igemm", .type = SI_LAYER_CONV2D, .family = SI_EXEC_DENSE, .forms = SI_FORM_DENSE, .int8 = 1,
-    .state_only = 1,
+    .state_only = 1, .pairs = 1,
     .applies = i8_applies, .prepare = ig_prepare, .ws_floats = ig_ws_pool, .run = ig_run, .run_pool = ig_run_pool,
     .run_ref = ig_run_ref, .bytes = si_i8_packed_bytes, .release = si_i8_packed_release,
 };
