@@ -30,6 +30,7 @@ import numpy as np
 
 from . import optimizers
 from .schedule import LayerGroup, PruningSchedule
+from sparseinfer.format import same_file
 
 __all__ = ["PruneConfig", "prune", "StepInterrupt", "load_data"]
 
@@ -77,6 +78,8 @@ class PruneConfig:
         self.model, self.out = str(model), str(out)
         if not self.out.endswith(".npz"):
             raise ValueError(f"out must end in .npz, got {self.out!r}")
+        if same_file(self.model, self.out):
+            raise ValueError(f"out {self.out!r} is the model being pruned; write the pruned model to another file")
         self.report_dir = str(report_dir) if report_dir else self.out[:-4]
         self.checkpoint = str(checkpoint) if checkpoint else os.path.join(self.report_dir, "checkpoint.npz")
         self.schedule = schedule if isinstance(schedule, PruningSchedule) else PruningSchedule.from_config(schedule)

@@ -275,9 +275,12 @@ def compress(in_path: str | os.PathLike, out_path: str | os.PathLike, values: st
     ``index``: ``auto`` (the smallest of delta4, delta8 and bitmap per layer) or one of them
     (``4``, ``8`` also accepted). ``zlib``: deflate the ZIP members. Returns a report: per
     layer the storage chosen and its bytes before (in in_path) and after."""
-    from .format import write_model
+    from .format import same_file, write_model
     from .storage import file_streams
     parse_values(values)
+    if same_file(in_path, out_path):
+        raise CompactError(f"{out_path}: this is the model being compressed; write the compact model to another "
+                           "file")
     if index not in INDEX_MODES + ("4", "8"):
         raise CompactError(f"index must be one of {INDEX_MODES + ('4', '8')}, got {index!r}")
     manifest, layers = read_model_layers(in_path)

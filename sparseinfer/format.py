@@ -30,6 +30,15 @@ class ModelFormatError(ValueError):
     """A model description that cannot be written as a valid model file."""
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths a and b name one existing file (by device and inode: links and relative
+    paths included), for the commands that write a model read from another one."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one missing
+        return False
+
+
 def conv_kernel_to_matrix(kernel_hwio: np.ndarray) -> np.ndarray:
     """TensorFlow HWIO kernel -> (filters, kh*kw*cin) matrix, one row per filter."""
     k = np.asarray(kernel_hwio, dtype=np.float32)

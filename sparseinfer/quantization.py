@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .format import write_model
+from .format import same_file, write_model
 
 METHODS = ("minmax", "percentile", "mse")
 DEFAULT_METHOD = "percentile"
@@ -286,6 +286,9 @@ def quantize(in_path: str, out_path: str, calibration: np.ndarray, *, method: st
     report. Returns a report: per layer its dtype and quantization."""
     if method not in METHODS:
         raise QuantizeError(f"method must be one of {METHODS}, got {method!r}")
+    if same_file(in_path, out_path):
+        raise QuantizeError(f"{out_path}: this is the float model being quantized; write the int8 model to "
+                            "another file")
     mode, why = choose_reduce_range(reduce_range)
     wmax = REDUCED_WEIGHT_MAX if mode == "on" else WEIGHT_MAX
     if progress:

@@ -246,6 +246,11 @@ def test_bad_options(tmp_path):
         sparseinfer.compress(LENET_PRUNED, tmp_path / "x.npz", values="fp16")
     with pytest.raises(CompactError, match="index must be one of"):
         sparseinfer.compress(LENET_PRUNED, tmp_path / "x.npz", index="16")
+    copy = tmp_path / "m.npz"
+    copy.write_bytes(open(LENET_PRUNED, "rb").read())
+    with pytest.raises(CompactError, match="the model being compressed"):
+        sparseinfer.compress(copy, str(copy), values="int8")
+    assert copy.read_bytes() == open(LENET_PRUNED, "rb").read()
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -101,6 +101,12 @@ def test_prune_config_file_and_validation(tmp_path):
                        ({"storage": "zip"}, "storage"), ({"bogus": 1}, "unknown configuration keys")]:
         with pytest.raises(ValueError, match=match):
             PruneConfig.from_config({**base, **bad})
+    # out naming the model itself (here through a link) would overwrite it: refused
+    (tmp_path / "m.npz").write_bytes(b"model")
+    os.symlink(tmp_path / "m.npz", tmp_path / "link.npz")
+    with pytest.raises(ValueError, match="is the model being pruned"):
+        PruneConfig.from_config({**base, "model": str(tmp_path / "m.npz"), "out": str(tmp_path / "link.npz")})
+    assert (tmp_path / "m.npz").read_bytes() == b"model"
 
 
 def test_sparseinfer_prune_command(capsys):

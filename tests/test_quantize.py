@@ -236,6 +236,11 @@ def test_quantize_bad_inputs(tmp_path):
     sparseinfer.quantize(src, ok, calibration=np.zeros((2, 28, 28, 1), np.float32), progress=None)
     with pytest.raises(QuantizeError, match="already int8"):
         sparseinfer.quantize(ok, tmp_path / "b.npz", calibration=np.zeros((2, 28, 28, 1), np.float32), progress=None)
+    # OUT naming IN (here by another spelling of the path) would overwrite the float model: refused
+    before = open(src, "rb").read()
+    with pytest.raises(QuantizeError, match="the float model being quantized"):
+        sparseinfer.quantize(src, os.path.join(MODELS, ".", "lenet5.npz"), calibration=x[:1] * 0, progress=None)
+    assert open(src, "rb").read() == before
     assert not (tmp_path / "a.npz").exists()
 
 
