@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from sparseinfer.format import same_file
 
 from . import optimizers
 from .schedule import LayerGroup, PruningSchedule
-from sparseinfer.format import same_file
 
 __all__ = ["PruneConfig", "prune", "StepInterrupt", "load_data"]
 
