@@ -3,7 +3,7 @@
 The peers harness (../shared/peers/infer_peers.py) times whole models. To see how much of
 DeepSparse's fp32 VGG19 is the fc head, which streams 494 MB of float weights per batch-1 call
 and so scales with a machine's read bandwidth rather than its vector pipes, this script cuts
-the harness's own ONNX file at block5_pool (onnx.utils.extract_model) and times the whole model,
+the harness's own ONNX file at block5_pool (onnx.utils.Extractor) and times the whole model,
 the convolutions and the head in one DeepSparse process, in interleaved rounds (medians of per-
 round medians). The head's input is a ReLU-like random tensor (its time does not depend on the
 values). Run it with the DeepSparse venv of ../shared/peers (which has onnx), e.g.
@@ -34,15 +34,19 @@ def main() -> int:
     import onnx.utils
     from deepsparse import compile_model
 
-    g = onnx.load(a.onnx, load_external_data=False).graph
+    model = onnx.load(a.onnx)  # once (onnx.utils.extract_model loads and checks the file per call)
+    g, cut = model.graph, onnx.utils.Extractor(model)
+    parts = {"convolutions": cut.extract_model([g.input[0].name], [a.cut]),
+             "fc head": cut.extract_model([a.cut], [g.output[0].name])}
+    cut_shape = [dim.dim_value or 1 for dim in parts["fc head"].graph.input[0].type.tensor_type.shape.dim]
     x = np.ascontiguousarray(np.load(a.io)["x_b1"], dtype=np.float32)
+    engines = {"whole": compile_model(a.onnx, batch_size=1)}
     with tempfile.TemporaryDirectory() as d:
-        conv, head = os.path.join(d, "conv.onnx"), os.path.join(d, "head.onnx")
-        onnx.utils.extract_model(a.onnx, conv, [g.input[0].name], [a.cut])
-        onnx.utils.extract_model(a.onnx, head, [a.cut], [g.output[0].name])
-        cut_shape = [dim.dim_value or 1 for dim in onnx.load(head).graph.input[0].type.tensor_type.shape.dim]
-        engines = {name: compile_model(p, batch_size=1) for name, p in
-                   (("whole", a.onnx), ("convolutions", conv), ("fc head", head))}
+        for name, part in parts.items():
+            path = os.path.join(d, name.replace(" ", "_") + ".onnx")
+            onnx.save(part, path)
+            engines[name] = compile_model(path, batch_size=1)
+    del model, cut, parts
     rng = np.random.default_rng(0)
     inputs = {"whole": x, "convolutions": x,
               "fc head": np.maximum(rng.standard_normal(cut_shape), 0).astype(np.float32)}
